@@ -101,7 +101,7 @@ def _open(src: ImageSource, max_bytes: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError("the file is not a readable image (expected JPEG, PNG, TIFF, BMP or WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image has too many pixels to be opened safely ({exc})") from None
+        raise ImageError(f"the image is too large to be opened safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"the image file is corrupt: {exc}") from None
 
@@ -124,7 +124,7 @@ def _decode(img: Image.Image) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image has too many pixels to be opened safely ({exc})") from None
+        raise ImageError(f"the image is too large to be opened safely ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(f"the image file is {reason} and cannot be decoded ({exc})") from None
