@@ -1,0 +1,207 @@
+"""ELLG lesion generation (paper 004, 2.3) on synthetic fundus images, and the `ellg` recipe end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fundus import make_fundus
+from train.ellg import (
+    LesionPatch,
+    blend_lesions,
+    classify,
+    compose_lesion_layer,
+    extract_lesion_patches,
+    generate_lesion_image,
+    lalphabeta_to_rgb,
+    lesion_threshold_mask,
+    mix_labels,
+    reinhard_transfer,
+    rgb_to_lalphabeta,
+    shift_patches,
+)
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def diseased():
+    """A synthetic fundus with HE/EX/SE lesions (known masks) — the source of lesion patches."""
+    rgb, info = make_fundus(SIZE, seed=3, lesions={"HE": 3, "EX": 4, "SE": 1})
+    mask = np.zeros(rgb.shape[:2], bool)
+    for m in info["masks"].values():
+        mask |= m
+    return rgb, mask, info
+
+
+@pytest.fixture(scope="module")
+def normal():
+    """A darker normal fundus (no lesions) — the image the lesions are blended into."""
+    rgb, info = make_fundus(SIZE, seed=11, lesions=0, exposure=0.7)
+    return rgb, info["fov_mask"]
+
+
+def _pairwise_disjoint(patches, shape):
+    count = np.zeros(shape, np.int32)
+    for p in patches:
+        x0, y0, x1, y1 = p.box
+        count[y0:y1, x0:x1] += p.mask
+    return count.max() <= 1
+
+
+# ------------------------------------------------------------------ lαβ and Reinhard transfer
+
+
+def test_lalphabeta_round_trip_is_exact_on_8bit_colours():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(1, 256, size=(32, 32, 3), dtype=np.uint8)
+    back = np.rint(lalphabeta_to_rgb(rgb_to_lalphabeta(rgb)) * 255)
+    assert np.array_equal(back, rgb)
+    # A grey pixel has no colour: α = β = 0 in Ruderman's space.
+    grey = rgb_to_lalphabeta(np.full((1, 3), 128, np.uint8))
+    assert abs(grey[0, 1]) < 1e-3 and abs(grey[0, 2]) < 1e-3
+
+
+def test_reinhard_transfer_gives_patch_the_target_statistics_in_lalphabeta(diseased, normal):
+    source, mask, _ = diseased
+    target, fov = normal
+    tgt = rgb_to_lalphabeta(target[fov])
+    before = rgb_to_lalphabeta(source[mask])
+    # The test can fail: the lesion colours start far from the darker normal retina.
+    assert np.abs(before.mean(0) - tgt.mean(0)).max() > 0.05
+
+    out = reinhard_transfer(source, target, source_mask=mask, target_mask=fov)
+    after = rgb_to_lalphabeta(out[mask])
+    np.testing.assert_allclose(after.mean(0), tgt.mean(0), atol=0.01)
+    np.testing.assert_allclose(after.std(0), tgt.std(0), rtol=0.1, atol=0.003)
+    assert np.array_equal(out[~mask], source[~mask])  # only the lesion pixels change
+
+
+def test_reinhard_transfer_rejects_bad_input(normal):
+    target, fov = normal
+    with pytest.raises(ValueError, match="source_mask selects no pixel"):
+        reinhard_transfer(target, target, source_mask=np.zeros(fov.shape, bool))
+    with pytest.raises(ValueError, match=r"target_mask must have shape \(128, 128\)"):
+        reinhard_transfer(target, target, target_mask=np.ones((4, 4), bool))
+    with pytest.raises(TypeError, match="source must be a numpy array"):
+        reinhard_transfer(target.tolist(), target)
+
+
+# ------------------------------------------------------------------ eq. 4 and patch extraction
+
+
+def test_lesion_threshold_mask_follows_eq4():
+    saliency = np.array([[0.0, 2.0], [6.0, 10.0]])  # normalised: 0, 0.2, 0.6, 1.0
+    assert lesion_threshold_mask(saliency, 0.6).tolist() == [[False, False], [False, True]]
+    assert lesion_threshold_mask(saliency, 0.5).tolist() == [[False, False], [True, True]]
+    assert not lesion_threshold_mask(np.ones((3, 3)), 0.5).any()  # a flat map has no lesion
+    with pytest.raises(ValueError, match=r"tau must lie in \[0, 1\]"):
+        lesion_threshold_mask(saliency, 1.5)
+
+
+def test_extract_lesion_patches_one_per_connected_component():
+    image = np.arange(20 * 20 * 3, dtype=np.uint32).reshape(20, 20, 3).astype(np.uint8)
+    mask = np.zeros((20, 20), bool)
+    mask[2:5, 2:6] = True  # 12 px
+    mask[10:12, 10:11] = True  # 2 px
+    mask[15, 15] = True  # 1 px, dropped by min_area=2
+    patches = extract_lesion_patches(image, mask, min_area=2)
+    assert [p.area for p in patches] == [12, 2]
+    assert patches[0].box == (2, 2, 6, 5) and patches[1].box == (10, 10, 11, 12)
+    for p in patches:
+        x0, y0, x1, y1 = p.box
+        assert np.array_equal(p.pixels[p.mask], image[y0:y1, x0:x1][p.mask])
+        assert not p.pixels[~p.mask].any()
+    assert len(extract_lesion_patches(image, mask)) == 3
+
+
+def test_extract_lesion_patches_from_synthetic_lesion_masks(diseased):
+    source, mask, info = diseased
+    patches = extract_lesion_patches(source, mask)
+    assert len(patches) >= 3
+    assert sum(p.area for p in patches) == mask.sum()
+
+
+# ------------------------------------------------------------------ random shifting
+
+
+def test_shifted_patches_do_not_overlap_and_stay_in_the_field(diseased, normal):
+    source, mask, _ = diseased
+    _, fov = normal
+    patches = extract_lesion_patches(source, mask)
+    shifted = shift_patches(patches, fov.shape, np.random.default_rng(0), allowed=fov)
+    assert len(shifted) == len(patches)
+    assert not any(p.overlaps for p in shifted)
+    assert _pairwise_disjoint(shifted, fov.shape)
+    layer, placed = compose_lesion_layer(shifted, fov.shape)
+    assert not (placed & ~fov).any()  # every lesion pixel inside the target's field of view
+    assert placed.sum() == mask.sum()
+    assert any(p.box != q.box for p, q in zip(shifted, patches))  # they did move
+
+
+def test_shift_gives_up_after_max_tries_and_flags_the_overlap():
+    block = LesionPatch((0, 0, 8, 8), np.ones((8, 8), bool), np.full((8, 8, 3), 200, np.uint8))
+    calls = {"n": 0}
+
+    class CountingRng:
+        def __init__(self):
+            self.rng = np.random.default_rng(0)
+
+        def integers(self, low, high):
+            calls["n"] += 1
+            return self.rng.integers(low, high)
+
+    # Two 8×8 patches cannot both fit into a 10×10 image without overlapping.
+    shifted = shift_patches([block, block], (10, 10), CountingRng(), max_tries=100)
+    assert shifted[0].overlaps is False and shifted[1].overlaps is True
+    assert calls["n"] == 2 * (1 + 100)  # one try for the first, all 100 for the second (x and y each)
+    with pytest.raises(ValueError, match="does not fit"):
+        shift_patches([block], (6, 6), np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ eq. 5 and eq. 6
+
+
+def test_blend_follows_eq5_exactly(normal):
+    other, _ = normal
+    rng = np.random.default_rng(1)
+    lesion = np.zeros_like(other)
+    lesion[40:60, 30:50] = rng.integers(1, 256, size=(20, 20, 3), dtype=np.uint8)
+    for r in (0.0, 0.37, 0.8, 1.0):
+        out = blend_lesions(lesion, other, r)
+        nonzero = lesion.any(axis=2)
+        expected = np.rint(r * lesion.astype(np.float64) + (1 - r) * other.astype(np.float64))
+        assert np.array_equal(out[nonzero], expected[nonzero].astype(np.uint8))
+        assert np.array_equal(out[~nonzero], other[~nonzero])  # I_b = I_o where I_s = 0
+    assert np.array_equal(blend_lesions(lesion, other, 1.0)[nonzero], lesion[nonzero])
+    with pytest.raises(ValueError, match=r"r must lie in \[0, 1\]"):
+        blend_lesions(lesion, other, 1.2)
+
+
+def test_labels_follow_eq6_and_classify_by_cutoffs():
+    assert mix_labels(3, 0, 0.6) == pytest.approx(1.8)
+    assert classify(mix_labels(3, 0, 0.6)) == 2
+    assert classify(mix_labels(4, 0, 0.3)) == 1  # 1.2
+    assert classify(mix_labels(1, 0, 0.4)) == 0  # 0.4: too faint to stay diseased
+    assert classify(0.5) == 1 and classify(0.4999) == 0  # a cut-off belongs to the higher grade
+    assert classify([0.2, 1.49, 2.5, 9.0]).tolist() == [0, 1, 3, 4]
+    assert classify(1.2, cutoffs=(1.0, 2.0)) == 1
+    with pytest.raises(ValueError, match="strictly increasing"):
+        classify(1.0, cutoffs=(1.5, 0.5))
+
+
+def test_generate_lesion_image_chains_the_steps(diseased, normal):
+    source, mask, _ = diseased
+    other, fov = normal
+    gen = generate_lesion_image(source, mask, 3, other, 0, 0.7, np.random.default_rng(4), other_fov=fov)
+    assert gen.label == classify(0.7 * 3) == 2 and gen.mixed_value == pytest.approx(2.1)
+    assert gen.lesion_mask.sum() == mask.sum()
+    assert np.array_equal(gen.image[~gen.lesion_mask], other[~gen.lesion_mask])
+    # Inside the lesions: eq. 5 over the colour-transferred lesion layer.
+    layer, placed = compose_lesion_layer(gen.patches, other.shape[:2])
+    transferred = reinhard_transfer(layer, other, source_mask=placed, target_mask=fov)
+    expected = np.rint(0.7 * transferred.astype(float) + (1 - 0.7) * other.astype(float)).astype(np.uint8)
+    assert np.array_equal(gen.image[placed], expected[placed])
+    assert not np.array_equal(gen.image, other)
+    # No lesion found: the normal image comes back unchanged with its own label.
+    empty = generate_lesion_image(source, np.zeros_like(mask), 3, other, 0, 0.7, np.random.default_rng(0))
+    assert np.array_equal(empty.image, other) and empty.label == 0

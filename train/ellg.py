@@ -1,0 +1,454 @@
+"""ELLG lesion generation (paper 004, section 2.3): new pathological images from explained ones.
+
+The pipeline for one generated image, in the paper's order:
+
+1. lesion patch extraction — the binary mask M of eq. 4 (GMSM > τ) split into connected components,
+   each applied over the source image (``extract_lesion_patches``);
+2. random shifting — each patch is moved to a random place until it overlaps no other patch, or
+   ``max_tries`` (100 in the paper) is reached (``shift_patches``);
+3. adaptive colour transfer — Reinhard et al. 2001: the lesion pixels get the mean and standard
+   deviation of the target image in lαβ space (``reinhard_transfer``);
+4. mixup blending, eq. 5 (``blend_lesions``) and label mixing, eq. 6 (``mix_labels`` + ``classify``).
+
+``generate_lesion_image`` chains the four. Everything here is pure numpy/OpenCV over uint8 RGB
+arrays, so the recipe (train/recipes/ellg.py) only has to supply images, saliency maps and labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "LesionPatch",
+    "GeneratedImage",
+    "rgb_to_lalphabeta",
+    "lalphabeta_to_rgb",
+    "reinhard_transfer",
+    "lesion_threshold_mask",
+    "extract_lesion_patches",
+    "shift_patches",
+    "compose_lesion_layer",
+    "blend_lesions",
+    "mix_labels",
+    "classify",
+    "generate_lesion_image",
+]
+
+# Reinhard et al. 2001, eq. 1 (RGB -> LMS cone space) and eq. 4 (log LMS -> lαβ, Ruderman et al.).
+_RGB_TO_LMS = np.array(
+    [[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]], dtype=np.float64
+)
+_LMS_TO_LAB = np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]) @ np.array(
+    [[1, 1, 1], [1, 1, -2], [1, -1, 0]], dtype=np.float64
+)
+# Exact inverses (the paper's rounded inverse matrix would make the round trip drift by ~1 grey level).
+_LMS_TO_RGB = np.linalg.inv(_RGB_TO_LMS)
+_LAB_TO_LMS = np.linalg.inv(_LMS_TO_LAB)
+# log10 needs LMS > 0: floor at one 8-bit step so black pixels do not dominate the statistics.
+_LMS_FLOOR = 1.0 / 255.0
+
+
+@dataclass
+class LesionPatch:
+    """One connected lesion region (paper 004: "lesion patch").
+
+    Attributes:
+        box: (x0, y0, x1, y1) in pixels of the image it sits in, x1/y1 exclusive.
+        mask: (h, w) bool, the region inside ``box``.
+        pixels: (h, w, 3) uint8 RGB of the source image inside ``box`` (zero outside ``mask``).
+        overlaps: set by ``shift_patches``: True when no free place was found within ``max_tries``.
+    """
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+    pixels: np.ndarray
+    overlaps: bool = False
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def moved_to(self, x0: int, y0: int) -> "LesionPatch":
+        h, w = self.mask.shape
+        return LesionPatch((x0, y0, x0 + w, y0 + h), self.mask, self.pixels, self.overlaps)
+
+
+@dataclass
+class GeneratedImage:
+    """The result of ``generate_lesion_image``.
+
+    Attributes:
+        image: (H, W, 3) uint8, the blended image I_b of eq. 5.
+        label: the grade l_b of eq. 6 (after ``classify``).
+        mixed_value: r·l_s + (1 − r)·l_o before ``classify``.
+        r: the blending ratio used.
+        patches: the shifted patches (boxes in the generated image's pixels).
+        lesion_mask: (H, W) bool, where the lesion layer I_s is non-zero.
+    """
+
+    image: np.ndarray
+    label: int
+    mixed_value: float
+    r: float
+    patches: list[LesionPatch] = field(default_factory=list)
+    lesion_mask: np.ndarray | None = None
+
+
+def _check_rgb(name: str, image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name} must have shape (H, W, 3), got {image.shape}")
+
+
+def _check_mask(name: str, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
+    return mask.astype(bool)
+
+
+def rgb_to_lalphabeta(rgb: np.ndarray) -> np.ndarray:
+    """RGB (uint8 0–255 or float 0–1) → Ruderman's lαβ space as used by Reinhard et al. 2001.
+
+    OpenCV and scikit-image only offer CIE L*a*b*, not lαβ, hence the two matrices here.
+
+    Args:
+        rgb: (..., 3) array; uint8 is read as 0–255, floats as 0–1.
+
+    Returns:
+        (..., 3) float64 lαβ.
+
+    Raises:
+        ValueError: when the last axis is not 3.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must end with a colour axis of 3, got shape {rgb.shape}")
+    scale = 255.0 if rgb.dtype == np.uint8 else 1.0
+    lms = (rgb.astype(np.float64) / scale) @ _RGB_TO_LMS.T
+    return np.log10(np.maximum(lms, _LMS_FLOOR)) @ _LMS_TO_LAB.T
+
+
+def lalphabeta_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """Inverse of ``rgb_to_lalphabeta``: lαβ → float RGB in 0–1 (not clipped).
+
+    Args:
+        lab: (..., 3) lαβ array.
+
+    Raises:
+        ValueError: when the last axis is not 3.
+    """
+    lab = np.asarray(lab, dtype=np.float64)
+    if lab.shape[-1] != 3:
+        raise ValueError(f"lab must end with a colour axis of 3, got shape {lab.shape}")
+    lms = 10.0 ** (lab @ _LAB_TO_LMS.T)
+    return lms @ _LMS_TO_RGB.T
+
+
+def reinhard_transfer(
+    source: np.ndarray,
+    target: np.ndarray,
+    *,
+    source_mask: np.ndarray | None = None,
+    target_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Reinhard et al. 2001 colour transfer: give ``source`` the tone of ``target`` (paper 004, 2.3).
+
+    Per lαβ channel: out = (src − μ_src) · σ_tgt / σ_src + μ_tgt, statistics taken over the masked
+    pixels only (the lesion pixels of the source, the field of view of the target), so black borders
+    and empty canvas do not bias them.
+
+    Args:
+        source: (H, W, 3) uint8 RGB image whose colours change.
+        target: (H', W', 3) uint8 RGB image giving the tone.
+        source_mask: (H, W) bool, pixels of ``source`` to measure and change; default all. Pixels
+            outside it are returned unchanged.
+        target_mask: (H', W') bool, pixels of ``target`` to measure; default all.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        TypeError: when an image is not a numpy array.
+        ValueError: on wrong shapes or an empty mask.
+    """
+    _check_rgb("source", source)
+    _check_rgb("target", target)
+    src_mask = np.ones(source.shape[:2], bool) if source_mask is None else _check_mask(
+        "source_mask", source_mask, source.shape[:2])
+    tgt_mask = np.ones(target.shape[:2], bool) if target_mask is None else _check_mask(
+        "target_mask", target_mask, target.shape[:2])
+    if not src_mask.any():
+        raise ValueError("source_mask selects no pixel")
+    if not tgt_mask.any():
+        raise ValueError("target_mask selects no pixel")
+    src_lab = rgb_to_lalphabeta(source[src_mask])
+    tgt_lab = rgb_to_lalphabeta(target[tgt_mask])
+    src_mean, src_std = src_lab.mean(axis=0), src_lab.std(axis=0)
+    tgt_mean, tgt_std = tgt_lab.mean(axis=0), tgt_lab.std(axis=0)
+    # A flat source channel (σ = 0) has no spread to rescale: only its mean moves.
+    gain = np.where(src_std > 1e-12, tgt_std / np.maximum(src_std, 1e-12), 1.0)
+    moved = (src_lab - src_mean) * gain + tgt_mean
+    out = source.copy()
+    out[src_mask] = np.clip(np.rint(lalphabeta_to_rgb(moved) * 255.0), 0, 255).astype(np.uint8)
+    return out
+
+
+def lesion_threshold_mask(saliency: np.ndarray, tau: float) -> np.ndarray:
+    """Paper 004 eq. 4: M = 1 where the [0, 1]-normalised saliency map exceeds τ.
+
+    Args:
+        saliency: (H, W) map (e.g. GMSM); min-max normalised here first.
+        tau: threshold in [0, 1].
+
+    Raises:
+        ValueError: on a map that is not 2-D or τ outside [0, 1].
+    """
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.ndim != 2:
+        raise ValueError(f"saliency must be a 2-D map, got shape {saliency.shape}")
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must lie in [0, 1], got {tau}")
+    low, high = float(saliency.min()), float(saliency.max())
+    if high - low <= 0:
+        return np.zeros(saliency.shape, bool)
+    return (saliency - low) / (high - low) > tau
+
+
+def extract_lesion_patches(image: np.ndarray, mask: np.ndarray, *, min_area: int = 1) -> list[LesionPatch]:
+    """Split a lesion mask into connected components and cut each out of ``image``.
+
+    "We then applied these masks over the original image and get corresponding lesion patches"
+    (paper 004, 2.3) — one patch per 8-connected component (cv2.connectedComponentsWithStats).
+
+    Args:
+        image: (H, W, 3) uint8 RGB source image.
+        mask: (H, W) bool lesion mask (eq. 4's M, or a ground-truth mask).
+        min_area: components with fewer pixels are dropped (speckle).
+
+    Returns:
+        Patches ordered by decreasing area.
+
+    Raises:
+        TypeError: when ``image`` is not a numpy array.
+        ValueError: on shape mismatches or ``min_area`` < 1.
+    """
+    _check_rgb("image", image)
+    mask = _check_mask("mask", mask, image.shape[:2])
+    if min_area < 1:
+        raise ValueError(f"min_area must be >= 1, got {min_area}")
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    patches = []
+    for index in range(1, count):  # 0 is the background
+        x, y, w, h, area = (int(v) for v in stats[index])
+        if area < min_area:
+            continue
+        region = labels[y:y + h, x:x + w] == index
+        pixels = image[y:y + h, x:x + w].copy()
+        pixels[~region] = 0
+        patches.append(LesionPatch((x, y, x + w, y + h), region, pixels))
+    patches.sort(key=lambda p: p.area, reverse=True)
+    return patches
+
+
+def shift_patches(
+    patches: Sequence[LesionPatch],
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    max_tries: int = 100,
+    allowed: np.ndarray | None = None,
+) -> list[LesionPatch]:
+    """Randomly shift each patch until it overlaps no already placed patch (paper 004, 2.3).
+
+    "We keep randomly shifting a single lesion patch in the loops (100 in our setting) until there is
+    no overlap with other patches or the loop is over." A try is a uniformly random top-left corner
+    keeping the patch inside the image (and its pixels inside ``allowed``, e.g. the target's field of
+    view). When the loop is over the patch keeps its last try and is flagged ``overlaps=True``, as in
+    the paper.
+
+    Args:
+        patches: patches from ``extract_lesion_patches``.
+        shape: (H, W) of the image they will be blended into.
+        rng: numpy random generator (reproducibility).
+        max_tries: tries per patch (100 in the paper).
+        allowed: optional (H, W) bool; a try whose pixels leave it counts as failed.
+
+    Returns:
+        New patches with moved boxes, in the input order.
+
+    Raises:
+        ValueError: when a patch is larger than the image or ``max_tries`` < 1.
+    """
+    if max_tries < 1:
+        raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+    height, width = int(shape[0]), int(shape[1])
+    if allowed is not None:
+        allowed = _check_mask("allowed", allowed, (height, width))
+    occupied = np.zeros((height, width), bool)
+    placed = []
+    for patch in patches:
+        h, w = patch.mask.shape
+        if h > height or w > width:
+            raise ValueError(f"patch of size {w}x{h} does not fit into an image of {width}x{height}")
+        found = False
+        for _ in range(max_tries):
+            x0 = int(rng.integers(0, width - w + 1))
+            y0 = int(rng.integers(0, height - h + 1))
+            if occupied[y0:y0 + h, x0:x0 + w][patch.mask].any():
+                continue
+            if allowed is not None and not allowed[y0:y0 + h, x0:x0 + w][patch.mask].all():
+                continue
+            found = True
+            break
+        moved = patch.moved_to(x0, y0)
+        moved.overlaps = not found
+        occupied[y0:y0 + h, x0:x0 + w] |= patch.mask
+        placed.append(moved)
+    return placed
+
+
+def compose_lesion_layer(patches: Sequence[LesionPatch], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Paint shifted patches onto a black canvas: the lesion image I_s of eq. 5 and its mask.
+
+    Args:
+        patches: patches with boxes inside ``shape``.
+        shape: (H, W) of the canvas.
+
+    Returns:
+        (I_s (H, W, 3) uint8, mask (H, W) bool).
+    """
+    height, width = int(shape[0]), int(shape[1])
+    layer = np.zeros((height, width, 3), np.uint8)
+    mask = np.zeros((height, width), bool)
+    for patch in patches:
+        x0, y0, x1, y1 = patch.box
+        layer[y0:y1, x0:x1][patch.mask] = patch.pixels[patch.mask]
+        mask[y0:y1, x0:x1] |= patch.mask
+    return layer, mask
+
+
+def blend_lesions(
+    lesion_layer: np.ndarray, other: np.ndarray, r: float, *, lesion_mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Paper 004 eq. 5 (mixup, Zhang et al. 2017): I_b = r·I_s + (1 − r)·I_o where I_s ≠ 0, else I_o.
+
+    Args:
+        lesion_layer: I_s, (H, W, 3) uint8, the colour-transferred lesions on a black canvas.
+        other: I_o, (H, W, 3) uint8, the randomly chosen normal image.
+        r: blending ratio in [0, 1].
+        lesion_mask: where I_s counts as non-zero; default: any channel of I_s ≠ 0.
+
+    Returns:
+        I_b, (H, W, 3) uint8 (rounded to the nearest grey level).
+
+    Raises:
+        TypeError: when an image is not a numpy array.
+        ValueError: on shape mismatches or r outside [0, 1].
+    """
+    _check_rgb("lesion_layer", lesion_layer)
+    _check_rgb("other", other)
+    if lesion_layer.shape != other.shape:
+        raise ValueError(f"lesion_layer {lesion_layer.shape} and other {other.shape} must have the same shape")
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"r must lie in [0, 1], got {r}")
+    if lesion_mask is None:
+        lesion_mask = lesion_layer.any(axis=2)
+    else:
+        lesion_mask = _check_mask("lesion_mask", lesion_mask, other.shape[:2])
+    out = other.copy()
+    mixed = r * lesion_layer[lesion_mask].astype(np.float64) + (1.0 - r) * other[lesion_mask].astype(np.float64)
+    out[lesion_mask] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return out
+
+
+def mix_labels(source_label: float, other_label: float, r: float) -> float:
+    """Paper 004 eq. 6 before ``classify``: r·l_s + (1 − r)·l_o.
+
+    Raises:
+        ValueError: when r is outside [0, 1].
+    """
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"r must lie in [0, 1], got {r}")
+    return float(r * source_label + (1.0 - r) * other_label)
+
+
+def classify(value, cutoffs: Sequence[float] = (0.5, 1.5, 2.5, 3.5)):
+    """Paper 004 eq. 6's classify(): severity values → grades by cut-offs (grade = cut-offs passed).
+
+    The same rule as a grade-regression model's ``ModelConfig.grade_cutoffs``; a value equal to a
+    cut-off belongs to the higher grade.
+
+    Args:
+        value: a float or an array of floats.
+        cutoffs: increasing cut-offs, len = number of grades − 1.
+
+    Returns:
+        int for a scalar, an int64 array otherwise.
+
+    Raises:
+        ValueError: when the cut-offs are not strictly increasing.
+    """
+    cutoffs = np.asarray(cutoffs, dtype=np.float64)
+    if cutoffs.ndim != 1 or np.any(np.diff(cutoffs) <= 0):
+        raise ValueError(f"cutoffs must be strictly increasing, got {cutoffs.tolist()}")
+    grades = np.digitize(np.asarray(value, dtype=np.float64), cutoffs, right=False)
+    return int(grades) if np.ndim(grades) == 0 else grades.astype(np.int64)
+
+
+def generate_lesion_image(
+    source: np.ndarray,
+    lesion_mask: np.ndarray,
+    source_label: float,
+    other: np.ndarray,
+    other_label: float,
+    r: float,
+    rng: np.random.Generator,
+    *,
+    other_fov: np.ndarray | None = None,
+    max_tries: int = 100,
+    min_area: int = 1,
+    cutoffs: Sequence[float] = (0.5, 1.5, 2.5, 3.5),
+) -> GeneratedImage:
+    """One ELLG generated image: extract → shift → Reinhard transfer → blend (eq. 5) → label (eq. 6).
+
+    Args:
+        source: (H, W, 3) uint8, a correctly classified image with lesions.
+        lesion_mask: (H, W) bool, eq. 4's M on the source's GMSM (``lesion_threshold_mask``).
+        source_label: l_s, the source's grade.
+        other: (H, W, 3) uint8, I_o, a randomly chosen normal image (same size as ``source``).
+        other_label: l_o, its grade (0 for a normal image).
+        r: blending ratio in [0, 1].
+        rng: numpy random generator.
+        other_fov: (H, W) bool field of view of ``other``: patches are shifted inside it and the colour
+            statistics of the target are taken over it; default the whole image.
+        max_tries: shifting tries per patch (100 in the paper).
+        min_area: drop smaller lesion components.
+        cutoffs: grade cut-offs of ``classify``.
+
+    Returns:
+        A ``GeneratedImage``; with no patch in the mask the image is ``other`` unchanged and the label
+        classify(l_o).
+
+    Raises:
+        TypeError, ValueError: as the steps it calls.
+    """
+    _check_rgb("source", source)
+    _check_rgb("other", other)
+    if source.shape != other.shape:
+        raise ValueError(f"source {source.shape} and other {other.shape} must have the same shape")
+    shape = other.shape[:2]
+    patches = extract_lesion_patches(source, lesion_mask, min_area=min_area)
+    if not patches:
+        value = float(other_label)
+        return GeneratedImage(other.copy(), classify(value, cutoffs), value, r, [], np.zeros(shape, bool))
+    shifted = shift_patches(patches, shape, rng, max_tries=max_tries, allowed=other_fov)
+    layer, mask = compose_lesion_layer(shifted, shape)
+    layer = reinhard_transfer(layer, other, source_mask=mask, target_mask=other_fov)
+    blended = blend_lesions(layer, other, r, lesion_mask=mask)
+    value = mix_labels(source_label, other_label, r)
+    return GeneratedImage(blended, classify(value, cutoffs), value, r, shifted, mask)
