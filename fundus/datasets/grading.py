@@ -1,0 +1,109 @@
+"""DR grading layouts read from a CSV: APTOS 2019, Kaggle EyePACS 2015, IDRiD "B. Disease Grading"."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .base import DR_GRADES, DatasetError, FundusDataset, Sample, check_images, check_task, parse_int, read_csv
+from .registry import register
+
+_GRADING_TASKS = ("multiclass", "grade-regression")
+
+
+def _grade(value: str, column: str, path: Path, row: int) -> int:
+    grade = parse_int(value, column, path, row)
+    if not 0 <= grade <= 4:
+        raise DatasetError(f"{path.name} row {row}: {column!r} must be a DR grade 0–4, got {value!r}")
+    return grade
+
+
+@register("aptos")
+def load_aptos(root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error") -> FundusDataset:
+    """APTOS 2019 Blindness Detection: ``{split}.csv`` (``id_code,diagnosis``) + ``{split}_images/<id_code>.png``.
+
+    Args:
+        split: "train" or "test" (test.csv has no ``diagnosis``: labels are None).
+        task: "multiclass" or "grade-regression" (same labels, the grade).
+        missing: "error" or "skip" for images listed but absent.
+
+    APTOS gives no patient ids: each image is its own patient.
+    """
+    check_task(task, _GRADING_TASKS, "aptos")
+    if split not in ("train", "test"):
+        raise ValueError(f"aptos: split must be 'train' or 'test', got {split!r}")
+    csv_path = root / f"{split}.csv"
+    rows = read_csv(csv_path, ["id_code"] + (["diagnosis"] if split == "train" else []))
+    samples = []
+    for i, row in enumerate(rows, start=2):
+        label = _grade(row["diagnosis"], "diagnosis", csv_path, i) if row.get("diagnosis", "") != "" else None
+        samples.append(Sample(root / f"{split}_images" / f"{row['id_code']}.png", label, patient_id=row["id_code"]))
+    samples, excluded = check_images(samples, missing, csv_path.name)
+    return FundusDataset("aptos", root, split, samples, list(DR_GRADES), task, excluded)
+
+
+_EYEPACS_NAME = re.compile(r"^(\d+)_(left|right)$")
+
+
+@register("eyepacs")
+def load_eyepacs(root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error") -> FundusDataset:
+    """Kaggle Diabetic Retinopathy Detection (EyePACS 2015).
+
+    train: ``trainLabels.csv`` (``image,level``) + ``train/<image>.jpeg``;
+    test: ``retinopathy_solution.csv`` (``image,level,Usage``) + ``test/<image>.jpeg``.
+    The patient id is the number before ``_left``/``_right``.
+    """
+    check_task(task, _GRADING_TASKS, "eyepacs")
+    files = {"train": ("trainLabels.csv", "train"), "test": ("retinopathy_solution.csv", "test")}
+    if split not in files:
+        raise ValueError(f"eyepacs: split must be 'train' or 'test', got {split!r}")
+    csv_name, folder = files[split]
+    csv_path = root / csv_name
+    rows = read_csv(csv_path, ["image", "level"])
+    samples = []
+    for i, row in enumerate(rows, start=2):
+        match = _EYEPACS_NAME.match(row["image"])
+        if match is None:
+            raise DatasetError(f"{csv_name} row {i}: image {row['image']!r} is not '<patient>_left|right'")
+        meta = {"eye": match.group(2)}
+        if "Usage" in row:
+            meta["usage"] = row["Usage"]
+        samples.append(Sample(root / folder / f"{row['image']}.jpeg", _grade(row["level"], "level", csv_path, i),
+                              patient_id=match.group(1), meta=meta))
+    samples, excluded = check_images(samples, missing, csv_name)
+    return FundusDataset("eyepacs", root, split, samples, list(DR_GRADES), task, excluded)
+
+
+IDRID_GRADING = "B. Disease Grading"
+_IDRID_GRADING_SPLITS = {
+    "train": ("a. IDRiD_Disease Grading_Training Labels.csv", "a. Training Set"),
+    "test": ("b. IDRiD_Disease Grading_Testing Labels.csv", "b. Testing Set"),
+}
+
+
+@register("idrid-grading")
+def load_idrid_grading(root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error") -> FundusDataset:
+    """IDRiD disease grading: ``B. Disease Grading/2. Groundtruths/<a|b>. IDRiD_Disease Grading_<Training|Testing> Labels.csv``
+    (``Image name,Retinopathy grade,Risk of macular edema `` — the official header's trailing space
+    is tolerated) + ``B. Disease Grading/1. Original Images/<a. Training|b. Testing> Set/<Image name>.jpg``.
+
+    ``root`` is the IDRiD folder or its ``B. Disease Grading`` folder. The macular-oedema risk (0–2)
+    goes to ``meta["macular_edema_risk"]``. IDRiD gives no patient ids: one image, one patient.
+    """
+    check_task(task, _GRADING_TASKS, "idrid-grading")
+    if split not in _IDRID_GRADING_SPLITS:
+        raise ValueError(f"idrid-grading: split must be 'train' or 'test', got {split!r}")
+    base = root if root.name == IDRID_GRADING else root / IDRID_GRADING
+    csv_name, image_set = _IDRID_GRADING_SPLITS[split]
+    csv_path = base / "2. Groundtruths" / csv_name
+    rows = read_csv(csv_path, ["Image name", "Retinopathy grade", "Risk of macular edema"])
+    samples = []
+    for i, row in enumerate(rows, start=2):
+        name = row["Image name"]
+        if not name:
+            continue
+        risk = parse_int(row["Risk of macular edema"], "Risk of macular edema", csv_path, i)
+        samples.append(Sample(base / "1. Original Images" / image_set / f"{name}.jpg",
+                              _grade(row["Retinopathy grade"], "Retinopathy grade", csv_path, i),
+                              patient_id=name, meta={"macular_edema_risk": risk}))
+    samples, excluded = check_images(samples, missing, csv_name)
+    return FundusDataset("idrid-grading", root, split, samples, list(DR_GRADES), task, excluded)
