@@ -67,6 +67,11 @@ def load_image(
         return _to_rgb(_decode(img))
 
 
+def _writable(rgb: np.ndarray) -> np.ndarray:
+    # np.asarray(PIL image) is read-only; callers draw on and normalise the array in place.
+    return np.require(rgb, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])
+
+
 def _open(src: ImageSource, max_bytes: int) -> Image.Image:
     """Open (lazily: header only) an encoded image after checking its byte size."""
     if isinstance(src, (str, os.PathLike)):
@@ -136,6 +141,10 @@ def _decode(img: Image.Image) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
+    return _writable(_convert(img))
+
+
+def _convert(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
         # Composite on black: the outside of a fundus field is black, so transparent = background.

@@ -30,6 +30,7 @@ def test_every_source_kind_gives_the_same_rgb(photo, tmp_path):
     for src in (path, str(path), png, bytearray(png), io.BytesIO(png), Image.fromarray(photo), photo):
         out = load_image(src)
         assert out.dtype == np.uint8 and out.shape == photo.shape and out.flags.c_contiguous
+        assert out.flags.writeable
         np.testing.assert_array_equal(out, photo)
 
 
