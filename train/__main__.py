@@ -1,0 +1,31 @@
+"""``python -m train RECIPE --data DIR --format FMT [...]``; ``python -m train RECIPE --help`` for its flags.
+
+Runs unchanged under ``torchrun --nproc_per_node=N -m train RECIPE ...`` (DDP).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from train.recipes import RECIPES, available_recipes, get_recipe
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = available_recipes()
+    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
+        lines = [f"  {n:<16} paper {RECIPES[n].paper or '-'}: {RECIPES[n].description}" for n in names]
+        print("usage: python -m train RECIPE --data DIR --format FMT [options]\n"
+              "       python -m train RECIPE --help   (the recipe's flags and the paper's defaults)\n\n"
+              "recipes:\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        recipe = get_recipe(argv[0])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return recipe.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Recipe API and registry: one class per paper's training recipe, run by ``python -m train RECIPE``.
+
+A recipe is a subclass of :class:`Recipe` registered with ``@register``. It states the paper's
+defaults as class attributes and overrides small hooks; the base class runs the pipeline::
+
+    run(args)
+      samples  = self.load_samples(args)          # (FundusDataset, Sample) per photo of each --data/--format
+      labelled = self.labelled(samples, args)     # hook: -> list[LabelledSample] (target per photo)
+      train, val = self.split(labelled, args)     # by patient (fundus.datasets.patient_split)
+      model    = self.build_model(args, labels)   # hook: zoo.create_model(arch, paper, task, labels, head)
+      data     = self.make_datasets(...)          # preprocess once (cache), CachedImages
+      extra    = self.extra_training_data(...)    # hook: e.g. DCGAN images (paper 002)
+      result   = self.fit(args, model, data)      # train.loop.fit with the hooks below
+      self.finalize(args, model, result, data)    # hook: e.g. per-class thresholds (paper 001)
+      self.publish(args, model, result, data)     # out dir = hub repo (+ --push-to-hub)
+
+Hooks used by ``fit`` (override what differs from the defaults):
+    stages(args, model) -> list[Stage]      one stage at --lr by default
+    loss(args, train_targets) -> nn.Module  class-weighted BCE/CE by default
+    augment(args) -> batched op             none by default (train.augment)
+    metric(args) -> Metric                  accuracy / micro F1 by default
+    train_indices(args, train_set) -> list  all by default (undersampling hook)
+    loop_config(args) -> LoopConfig         from the common flags and the class defaults
+
+Writing a recipe (the others, e.g. paper 000's ensemble, override ``run`` and reuse the steps)::
+
+    @register
+    class MyRecipe(Recipe):
+        name, paper, task = "my-recipe", "003", "multiclass"
+        description = "one line for --help"
+        labels = ("a", "b")
+        archs = {"resnet50": 224, "efficientnet_lite0": 224}   # arch -> default input size
+        defaults = dict(arch="resnet50", epochs=15, batch_size=16, lr=1e-4, optimizer="adam")
+        head = "gap_dropout_dense"
+        preprocessing = dict(fov_crop=True, clahe=True)
+
+        def target_of(self, sample, dataset, args):  # fundus Sample, FundusDataset -> target or None (skip)
+            return sample.label
+
+Common flags of every recipe: --data/--format (repeatable pairs), --preset, --arch, --out,
+--push-to-hub, --epochs, --batch-size, --lr, --input-size, --seed, --resume, --max-steps,
+--workers, --device, --val-fraction, --patience, --checkpoint-every, --limit, --cache-dir,
+--no-pretrained. ``python -m train RECIPE --help`` prints them with the paper's defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch.nn as nn
+
+from train import augment as aug
+from train.data import CachedImages, default_cache_dir, preprocess_all
+from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
+from train.loop import FitResult, LoopConfig, Stage, fit
+from train.metrics import Metric, accuracy_metric, micro_f1_metric
+
+RECIPES: dict[str, type["Recipe"]] = {}
+# Recipe modules, imported on first lookup; a module another engineer has not written yet is skipped.
+RECIPE_MODULES = ("aptos", "dr_lesions", "odir", "rfmid_ensemble", "ellg")
+
+
+def register(cls: type["Recipe"]) -> type["Recipe"]:
+    """Class decorator: make a recipe available as ``python -m train NAME``.
+
+    Raises:
+        ValueError: the recipe has no name or the name is taken by another class.
+    """
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a `name`")
+    if cls.name in RECIPES and RECIPES[cls.name] is not cls:
+        raise ValueError(f"recipe name {cls.name!r} already registered by {RECIPES[cls.name].__name__}")
+    RECIPES[cls.name] = cls
+    return cls
+
+
+def _import_recipe_modules() -> None:
+    for mod in RECIPE_MODULES:
+        try:
+            importlib.import_module(f"train.recipes.{mod}")
+        except ModuleNotFoundError as err:
+            if err.name != f"train.recipes.{mod}":
+                raise
+
+
+def available_recipes() -> list[str]:
+    """Names of all registered recipes."""
+    _import_recipe_modules()
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> "Recipe":
+    """An instance of the recipe registered under ``name``.
+
+    Raises:
+        ValueError: unknown recipe name.
+    """
+    _import_recipe_modules()
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]()
+
+
+@dataclass
+class LabelledSample:
+    """One training photo as a recipe sees it."""
+
+    image: Path
+    target: Any  # class index (multiclass), multi-hot float array (multilabel, NaN = unknown), grade value
+    patient_id: str
+    source: str = ""  # data set it came from (for the model card)
+    meta: np.ndarray | None = None  # e.g. (age, sex) for paper 002's metadata input
+
+    @property
+    def label(self) -> Any:
+        """The target as ``fundus.datasets.patient_split`` reads it (unknown labels count as absent)."""
+        t = self.target
+        return np.nan_to_num(np.asarray(t, dtype=np.float32)) if isinstance(t, np.ndarray) else t
+
+
+@dataclass
+class PreparedData:
+    """Everything ``fit`` and ``publish`` need about the data."""
+
+    labels: list[str]
+    train: CachedImages
+    val: CachedImages
+    train_samples: list[LabelledSample]
+    val_samples: list[LabelledSample]
+    unreadable: dict[str, str] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+
+
+class Recipe:
+    """Base class of the training recipes: the paper's defaults plus hooks (see the module docstring)."""
+
+    name: str = ""
+    paper: str = ""
+    task: str = "multiclass"
+    description: str = ""
+    labels: Sequence[str] = ()
+    archs: dict[str, int] = {}
+    head: str | None = None  # zoo head ("gap_linear", "gap_dropout_dense", "fcn", …); None: the paper's
+    preprocessing: dict[str, Any] = {"fov_crop": True, "clahe": False}
+    defaults: dict[str, Any] = {}
+    # Licences of the data sets the project knows, for the model card.
+    LICENCES: dict[str, str] = {
+        "srahim-dr600": "free for academic use, with attribution (Rahim et al. 2025)",
+        "idrid": "CC BY 4.0 (IDRiD, Porwal et al. 2018)",
+        "idrid-seg": "CC BY 4.0 (IDRiD, Porwal et al. 2018)",
+        "diaretdb1": "CC BY-SA 4.0 annotations (DIARETDB1 images, Kauppi et al. 2007)",
+        "yolo": "see the data set",
+        "hrf": "CC BY 4.0 (HRF, Budai et al. 2013)",
+        "aptos": "APTOS 2019 competition rules (Kaggle)",
+        "odir": "ODIR-5K terms (Peking University)",
+        "rfmid": "CC BY 4.0 (RFMiD, Pachade et al. 2021)",
+        "eyepacs": "Kaggle EyePACS competition rules",
+    }
+
+    # ------------------------------------------------------------------ CLI
+    def default(self, key: str, fallback: Any = None) -> Any:
+        return self.defaults.get(key, fallback)
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        """The recipe's argparse parser: common flags with this recipe's defaults, then its own."""
+        p = argparse.ArgumentParser(
+            prog=f"python -m train {self.name}",
+            description=f"{self.description} (paper {self.paper})" if self.paper else self.description,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        d = self.default
+        p.add_argument("--data", action="append", type=Path, required=True,
+                       help="data set folder; repeat with --format to combine data sets")
+        p.add_argument("--format", action="append", dest="formats", metavar="FMT",
+                       help="data set format of each --data (fundus.datasets.load_dataset); one value applies to all")
+        p.add_argument("--preset", default=None, help="imagefolder preset, e.g. srahim-dr600")
+        p.add_argument("--split", default=None,
+                       help="data set split to load (default: train, or all for layouts without official splits)")
+        p.add_argument("--arch", default=d("arch"), choices=sorted(self.archs) if self.archs else None,
+                       help="architecture (zoo.create_model)")
+        p.add_argument("--out", type=Path, default=Path(d("out", f"runs/{self.name}")),
+                       help="output folder: becomes a hub repo (config.json, model.safetensors, README.md)")
+        p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the out folder to this hub repo")
+        p.add_argument("--hub-endpoint", default=None, help="hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
+        p.add_argument("--epochs", type=int, default=d("epochs", 10), help="epochs in total")
+        p.add_argument("--batch-size", type=int, default=d("batch_size", 16))
+        p.add_argument("--lr", type=float, default=d("lr", 1e-3), help="learning rate (of the last stage)")
+        p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=d("optimizer", "adam"))
+        p.add_argument("--weight-decay", type=float, default=d("weight_decay", 0.0))
+        p.add_argument("--input-size", type=int, default=None,
+                       help="input side in px (default: per architecture: "
+                            + ", ".join(f"{a} {s}" for a, s in sorted(self.archs.items())) + ")")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+        p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (quick runs)")
+        p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+        p.add_argument("--workers", type=int, default=2, help="processes for preprocessing the photos (once, cached)")
+        p.add_argument("--loader-workers", type=int, default=0,
+                       help="DataLoader workers during training (0: the preprocessed images are already in memory)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+        p.add_argument("--val-fraction", type=float, default=d("val_fraction", 0.2),
+                       help="share of patients held out for validation")
+        p.add_argument("--patience", type=int, default=d("patience", 10), help="early stopping patience (epochs)")
+        p.add_argument("--limit", type=int, default=None, help="use only the first N photos (quick runs)")
+        p.add_argument("--cache-dir", type=Path, default=None,
+                       help="preprocessed-image cache (default: $FCZ_CACHE_DIR or ~/.cache/fundus-cam-zoo)")
+        p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                       help="random initialisation instead of ImageNet weights")
+        p.add_argument("--name", default=None, help="model name in config.json (default: the recipe name)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        self.add_arguments(p)
+        return p
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Hook: the recipe's own flags."""
+
+    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
+        """Parse and check the flags.
+
+        Raises:
+            SystemExit: (argparse) on bad flags, e.g. --data and --format counts that cannot be paired.
+        """
+        parser = self.build_parser()
+        args = parser.parse_args(list(argv))
+        formats = args.formats or []
+        if not formats:
+            parser.error("--format is required (one per --data, or one for all)")
+        if len(formats) == 1:
+            formats = formats * len(args.data)
+        if len(formats) != len(args.data):
+            parser.error(f"{len(args.data)} --data but {len(args.formats)} --format: give one, or one per --data")
+        args.formats = formats
+        args.input_size = args.input_size or self.archs.get(args.arch, 224)
+        args.recipe = self.name
+        args.command = "python -m train " + shlex.join([self.name, *[str(a) for a in argv]])
+        return args
+
+    # ------------------------------------------------------------------ data
+    # Formats that are an imagefolder preset: ``--format srahim-dr600`` = ``--format imagefolder --preset srahim-dr600``.
+    PRESET_FORMATS = ("srahim-dr600",)
+
+    def load_samples(self, args: argparse.Namespace) -> list[tuple[Any, Any]]:
+        """``(FundusDataset, Sample)`` pairs of every --data/--format pair, in order."""
+        from fundus import datasets
+
+        out: list[tuple[Any, Any]] = []
+        for root, fmt in zip(args.data, args.formats):
+            kwargs: dict[str, Any] = {}
+            if fmt in self.PRESET_FORMATS:
+                fmt, kwargs["preset"] = "imagefolder", fmt
+            elif fmt == "imagefolder" and args.preset:
+                kwargs["preset"] = args.preset
+            split = args.split or ("all" if fmt in ("imagefolder", "yolo", "hrf") else "train")
+            ds = datasets.load_dataset(fmt, root, split, **kwargs)
+            out += [(ds, s) for s in ds]
+        return out
+
+    def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> Any:
+        """Hook: the training target of one sample of ``dataset`` (a fundus FundusDataset), None to leave it out."""
+        return sample.label
+
+    def meta_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
+        """Hook: extra per-photo inputs (None: the model takes the image only)."""
+        return None
+
+    def labelled(self, samples: list[tuple[Any, Any]], args: argparse.Namespace) -> list[LabelledSample]:
+        """Turn data set samples into training samples via ``target_of``; apply --limit."""
+        out = []
+        for ds, s in samples:
+            target = self.target_of(s, ds, args)
+            if target is None:
+                continue
+            pid = str(getattr(s, "patient_id", "") or Path(s.image).stem)
+            name = Path(ds.root).name
+            out.append(LabelledSample(Path(s.image), target, f"{name}:{pid}", name, self.meta_of(s, ds, args)))
+        if args.limit:
+            out = out[: args.limit]
+        if not out:
+            raise ValueError(f"recipe {self.name!r} found no usable photo in {', '.join(map(str, args.data))}")
+        return out
+
+    def split(self, samples: list[LabelledSample], args: argparse.Namespace) -> tuple[list[LabelledSample], list[LabelledSample]]:
+        """Train/validation split by patient, stratified (``fundus.datasets.patient_split``)."""
+        from fundus.datasets import patient_split
+
+        if args.val_fraction <= 0:
+            return list(samples), []
+        train, val = patient_split(samples, val_fraction=args.val_fraction, seed=args.seed)
+        return list(train), list(val)
+
+    def make_datasets(self, args: argparse.Namespace, config: Any, train: list[LabelledSample],
+                      val: list[LabelledSample], labels: list[str]) -> PreparedData:
+        """Preprocess every photo once (through the disk cache) into in-memory ``CachedImages``."""
+        cache = args.cache_dir or default_cache_dir()
+        unreadable: dict[str, str] = {}
+
+        def build(samples: list[LabelledSample]) -> tuple[CachedImages, list[LabelledSample]]:
+            imgs, bad = preprocess_all([s.image for s in samples], config, workers=args.workers,
+                                       cache_dir=cache, progress=not args.quiet)
+            unreadable.update(bad)
+            keep = [i for i, im in enumerate(imgs) if im is not None]
+            kept = [samples[i] for i in keep]
+            targets = np.stack([np.asarray(s.target) for s in kept]) if kept else np.zeros((0,))
+            meta = np.stack([s.meta for s in kept]) if kept and kept[0].meta is not None else None
+            return CachedImages.from_arrays([imgs[i] for i in keep], targets, meta,
+                                            [str(s.image) for s in kept]), kept
+
+        train_set, train_kept = build(train)
+        val_set, val_kept = build(val)
+        if len(train_set) == 0:
+            raise ValueError("no readable training photo")
+        return PreparedData(labels, train_set, val_set, train_kept, val_kept, unreadable,
+                            sorted({s.source for s in train_kept + val_kept}))
+
+    def extra_training_data(self, args: argparse.Namespace, data: PreparedData) -> CachedImages | None:
+        """Hook: more training images (e.g. paper 002's DCGAN samples), appended to the training set."""
+        return None
+
+    # ------------------------------------------------------------------ model and training
+    def build_model(self, args: argparse.Namespace, labels: list[str]) -> nn.Module:
+        """Hook: the zoo model with this recipe's head, preprocessing and input size in its config."""
+        import zoo
+        from zoo.config import Preprocessing
+
+        model = zoo.create_model(args.arch, paper=self.paper, task=self.task, labels=list(labels),
+                                 pretrained=args.pretrained, head=self.head, name=args.name or self.name,
+                                 input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing),
+                                 **self.model_kwargs(args))
+        return model
+
+    def model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
+        """Hook: extra keyword arguments for ``zoo.create_model`` (ModelConfig fields)."""
+        return {}
+
+    def stages(self, args: argparse.Namespace, model: nn.Module) -> list[Stage]:
+        """Hook: the training stages (default: everything at --lr for --epochs)."""
+        return [Stage("train", args.epochs, args.lr)]
+
+    def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
+        """Hook: the loss; default weighted inversely to class frequency (papers 001, 003)."""
+        n = len(self.labels)
+        counts = class_counts(np.nan_to_num(train_targets), n, self.task)
+        w = inverse_frequency_weights(counts)
+        return WeightedBCE(w) if self.task == "multilabel" else WeightedCrossEntropy(w)
+
+    def augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        """Hook: batched training augmentation (default: none)."""
+        return aug.identity
+
+    def metric(self, args: argparse.Namespace) -> Metric:
+        """Hook: the headline metric in the progress bar and the log."""
+        return micro_f1_metric() if self.task == "multilabel" else accuracy_metric(self.task)
+
+    def train_indices(self, args: argparse.Namespace, train_set: CachedImages) -> list[int] | None:
+        """Hook: which training items to draw from (default: all)."""
+        return None
+
+    def loop_config(self, args: argparse.Namespace, model: nn.Module) -> LoopConfig:
+        """The loop settings from the common flags."""
+        c = model.config
+        return LoopConfig(out_dir=Path(args.out) / "training", batch_size=args.batch_size, seed=args.seed,
+                          device=args.device, workers=args.loader_workers, max_steps=args.max_steps,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume, optimizer=args.optimizer,
+                          weight_decay=args.weight_decay, patience=args.patience,
+                          momentum=self.default("momentum", 0.9), mean=c.mean, std=c.std,
+                          progress=not args.quiet)
+
+    def fit(self, args: argparse.Namespace, model: nn.Module, data: PreparedData) -> FitResult:
+        """Run ``train.loop.fit`` with this recipe's hooks."""
+        return fit(model, self.loss(args, data.train.targets.numpy()), data.train, data.val,
+                   self.loop_config(args, model), self.stages(args, model), augment=self.augment(args),
+                   metric=self.metric(args), train_indices=self.train_indices(args, data.train))
+
+    def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
+        """Hook: after training, before publishing (e.g. choose decision thresholds on validation)."""
+
+    # ------------------------------------------------------------------ publishing
+    def publish(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> Path:
+        """Make ``--out`` a hub repo (config.json, model.safetensors, README.md, report) and push it on request."""
+        from train.report import publish_run
+
+        return publish_run(self, args, model, result, data)
+
+    def run(self, args: argparse.Namespace) -> Path:
+        """The whole pipeline (see the module docstring); returns the out folder."""
+        from train import ddp
+
+        samples = self.labelled(self.load_samples(args), args)
+        train_s, val_s = self.split(samples, args)
+        labels = list(self.labels)
+        model = self.build_model(args, labels)
+        data = self.make_datasets(args, model.config, train_s, val_s, labels)
+        extra = self.extra_training_data(args, data)
+        if extra is not None and len(extra):
+            data.train = data.train.concat(extra)
+        result = self.fit(args, model, data)
+        self.finalize(args, model, result, data)
+        info = ddp.init_distributed(args.device)
+        out = Path(args.out)
+        if info.is_main:
+            out = self.publish(args, model, result, data)
+        ddp.barrier(info)
+        ddp.cleanup(info)
+        return out
+
+    def main(self, argv: Sequence[str]) -> int:
+        """CLI entry of one recipe."""
+        args = self.parse_args(argv)
+        out = self.run(args)
+        if not args.quiet:
+            print(f"model written to {out}")
+        return 0
+
+
+def describe_args(args: argparse.Namespace) -> dict[str, Any]:
+    """JSON-friendly view of parsed flags (for training/args.json)."""
+    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+            for k, v in vars(args).items()}
+
+
+__all__ = ["Recipe", "LabelledSample", "PreparedData", "register", "get_recipe", "available_recipes",
+           "RECIPES", "describe_args", "Stage"]

@@ -1,0 +1,66 @@
+"""Paper 003 (APTOS 2019): five DR grades, CLAHE, flips, GAP + dropout 0.5 + dense head, class-weighted loss.
+
+"We resolve the class imbalance problem by incorporating weights of the classes into the loss
+function", "both vertical and horizontal flips", images resized "to either 224×224 or 299×299
+depending on the pre-trained model", CLAHE, "a Global Average Pooling (GAP) layer, followed by a
+dropout (with 50% probability) layer and finally a dense layer", trained for 15 epochs.
+The paper does not give the optimiser; Adam at 1e-4 is the usual Keras fine-tuning choice.
+Works on APTOS / EyePACS layouts and on image folders (``--format imagefolder --preset srahim-dr600``
+or ``--format srahim-dr600``), split by patient.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from train import augment as aug
+from train.metrics import Metric, accuracy_metric
+from train.recipes import Recipe, register
+from zoo.papers import DR_GRADES
+
+
+def dr_grade(sample: Any, dataset: Any = None) -> int | None:
+    """The DR grade 0–4 of a ``fundus.datasets`` sample, or None (unlabelled, or not a DR grading set).
+
+    A sample of a data set whose classes are the five DR grades (APTOS, EyePACS, IDRiD grading,
+    srahim-dr600) has its grade as label; otherwise ``meta["grade"]`` is used when present.
+    """
+    names = [str(n).strip().lower() for n in getattr(dataset, "labels", [])]
+    label = getattr(sample, "label", None)
+    if names == [g.lower() for g in DR_GRADES] and label is not None and not isinstance(label, np.ndarray):
+        grade = int(label)
+    else:
+        meta = getattr(sample, "meta", None) or {}
+        if meta.get("grade") is None:
+            return None
+        grade = int(meta["grade"])
+    return grade if 0 <= grade < len(DR_GRADES) else None
+
+
+@register
+class AptosRecipe(Recipe):
+    name = "aptos"
+    paper = "003"
+    task = "multiclass"
+    description = "DR grading (5 grades): CLAHE, flips, GAP + dropout 0.5 + dense head, class-weighted loss"
+    labels = DR_GRADES
+    archs = {"vgg16": 224, "resnet50": 224, "inception_v3": 299, "inception_resnet_v2": 299,
+             "efficientnet_lite0": 224}
+    head = "gap_dropout_dense"  # zoo sets dropout 0.5 for it
+    preprocessing = {"fov_crop": True, "clahe": True}
+    defaults = dict(arch="inception_v3", epochs=15, batch_size=16, lr=1e-4, optimizer="adam", patience=5)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--no-flips", dest="flips", action="store_false",
+                            help="turn off the horizontal and vertical flips")
+
+    def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> int | None:
+        return dr_grade(sample, dataset)
+
+    def augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        return aug.Compose([aug.RandomFlip(horizontal=True, vertical=True)]) if args.flips else aug.identity
+
+    def metric(self, args: argparse.Namespace) -> Metric:
+        return accuracy_metric("multiclass")  # the paper reports accuracy and per-class AUC

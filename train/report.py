@@ -1,0 +1,126 @@
+"""After training: the out folder becomes a hub repo, with the run's report beside it.
+
+``out/`` gets ``config.json`` + ``model.safetensors`` + ``README.md`` (``zoo`` writes the card from the
+config: measured validation metrics, data sets and their licence, the exact command in
+``config.reproduce``); ``out/training/`` keeps ``metrics.csv`` (per epoch), ``report.html`` (loss and
+metric curves, ROC per class, confusion matrix), ``validation.json`` and ``args.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from zoo.evaluate import compute_metrics, confusion_figure, roc_figure, write_html
+
+HEADLINE = ("accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro", "auc_macro",
+            "quadratic_kappa", "auc_per_class", "sensitivity", "specificity")
+
+
+def curves_figure(history: Sequence[dict[str, Any]]):
+    """Plotly figure: train/validation loss and metric per epoch."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "metric"))
+    epochs = [row["epoch"] for row in history]
+    keys = sorted({k for row in history for k in row})
+    for key in keys:
+        if key.endswith("_loss") or key in ("train_loss", "val_loss"):
+            col = 1
+        elif key.startswith(("train_", "val_")):
+            col = 2
+        else:
+            continue
+        ys = [row.get(key) for row in history]
+        fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=key), row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title="Training curves")
+    return fig
+
+
+def write_training_report(path: Path, history: Sequence[dict[str, Any]], task: str, outputs: np.ndarray,
+                          targets: np.ndarray, labels: Sequence[str], metrics: dict[str, Any], title: str) -> Path:
+    """The run's plotly HTML report: curves, ROC per class, confusion matrix, headline numbers."""
+    summary = {k: metrics.get(k) for k in HEADLINE if k in metrics}
+    figures = [curves_figure(history)]
+    if len(outputs):
+        figures += [roc_figure(task, outputs, targets, labels), confusion_figure(metrics)]
+    return write_html(path, figures, title, summary)
+
+
+def card_metrics(metrics: dict[str, Any], val_loss: float | None = None) -> dict[str, float]:
+    """Flat numeric metrics for the model card: headline numbers, then per-class AUC/sensitivity/specificity."""
+    flat: dict[str, float] = {k: float(metrics[k]) for k in HEADLINE
+                              if isinstance(metrics.get(k), (int, float)) and metrics.get(k) is not None}
+    for key in ("auc_per_class", "sensitivity", "specificity"):
+        prefix = "auc" if key == "auc_per_class" else key
+        for label, value in (metrics.get(key) or {}).items():
+            if value is not None:
+                flat[f"{prefix}_{label}"] = float(value)
+    if val_loss is not None and np.isfinite(val_loss):
+        flat["loss"] = float(val_loss)
+    return flat
+
+
+def dataset_names(args: Any) -> list[str]:
+    """Human names of the data sets used: the folder names (e.g. srahim-dr600, idrid-seg-dev)."""
+    return [Path(d).resolve().name or str(d) for d in args.data]
+
+
+def licences(recipe: Any, args: Any) -> str:
+    """Licences of the data sets, by folder name or format (recipe.LICENCES), "unknown" otherwise."""
+    out = []
+    for name, fmt in zip(dataset_names(args), args.formats):
+        hit = next((v for k, v in recipe.LICENCES.items() if k in name.lower()), None) \
+            or recipe.LICENCES.get(args.preset or "", None) or recipe.LICENCES.get(fmt)
+        out.append(f"{name}: {hit or 'unknown, see the data set'}")
+    return "; ".join(dict.fromkeys(out))
+
+
+def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> Path:
+    """Write the hub repo into ``args.out`` and push it when ``--push-to-hub`` is given.
+
+    Returns:
+        The out folder.
+    """
+    out = Path(args.out)
+    training = out / "training"
+    training.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    metrics = compute_metrics(cfg.task, result.val_outputs, result.val_targets, cfg.labels,
+                              thresholds=cfg.thresholds if cfg.task == "multilabel" else None,
+                              grade_cutoffs=cfg.grade_cutoffs)
+    cfg.metrics = {
+        # One nested dict = one split in the card's model-index (zoo.card); text keys are not metrics.
+        "validation": card_metrics(metrics, result.best_val_loss),
+        "validation_split": f"{metrics['n_images']} photos of held-out patients ({args.val_fraction:.0%} of "
+                            f"patients, seed {args.seed}); {len(data.train)} training photos; "
+                            f"{len(data.unreadable)} unreadable; best epoch {result.best_epoch}",
+    }
+    cfg.datasets = dataset_names(args)
+    cfg.data_license = licences(recipe, args)
+    cfg.reproduce = args.command
+    if not cfg.description:
+        cfg.description = f"{recipe.description}. Trained with `python -m train {recipe.name}` (paper {recipe.paper})."
+    model.save_pretrained(out)
+    (training / "validation.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+    from train.recipes import describe_args
+
+    (training / "args.json").write_text(json.dumps(describe_args(args), indent=1, default=str) + "\n")
+    if data.unreadable:
+        (training / "unreadable.json").write_text(json.dumps(data.unreadable, indent=1) + "\n")
+    write_training_report(training / "report.html", result.history, cfg.task, result.val_outputs,
+                          result.val_targets, cfg.labels, metrics, f"{cfg.name}: training report")
+    if args.push_to_hub:
+        push_folder(out, args.push_to_hub, endpoint=args.hub_endpoint)
+    return out
+
+
+def push_folder(folder: Path, repo_id: str, endpoint: str | None = None) -> Any:
+    """Upload the hub repo files of ``folder`` (config, weights, card; not training/) via ``zoo.push_to_hub``."""
+    import zoo
+
+    return zoo.push_to_hub(folder, repo_id, endpoint=endpoint)
