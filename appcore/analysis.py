@@ -1,0 +1,262 @@
+"""One network pass per (image, model, target), cached: everything a slider changes is computed from it.
+
+``Analyser.analyse`` loads/validates nothing itself: it takes an RGB array (from ``fundus.load_image``),
+preprocesses it for the model, runs the explanation engine once, and keeps the result in a bounded
+LRU keyed by the image's hash, the model and the target. Moving a slider reads the cached result.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appcore.catalogue import ModelCache
+
+# The four panels of the page (paper 000: CAM/Grad-CAM/Guided Grad-CAM; paper 004: GMSM).
+PANEL_METHODS = ("cam", "gradcam", "guided_gradcam", "gmsm")
+
+# Target choices besides a class index: the predicted class, or (multi-label) every predicted label
+# integrated into one Guided Grad-CAM (paper 001 eq. 4).
+PREDICTED = "predicted"
+ALL_PREDICTED = "all predicted"
+DISPLAY_SIDE = 768  # the original photo is kept at most this large, for the preprocessing view
+
+
+def image_digest(rgb: np.ndarray) -> str:
+    """A short content hash of an image array (shape and pixels), the cache key of an upload."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((rgb.shape, str(rgb.dtype))).encode())
+    h.update(np.ascontiguousarray(rgb).data)
+    return h.hexdigest()
+
+
+def target_choices(config) -> list[tuple[str, str]]:
+    """(label, value) pairs of the target menu for a model config; the first is the default.
+
+    Multi-label models explain every label over its threshold, integrated (paper 001 eq. 4), by default.
+    """
+    if config.task == "multilabel":
+        choices = [("all predicted (integrated Guided Grad-CAM)", ALL_PREDICTED)]
+    elif config.task == "grade-regression":
+        choices = [("predicted grade (the regression output)", PREDICTED)]
+    else:
+        choices = [("predicted class", PREDICTED)]
+    if config.task != "grade-regression":
+        choices += [(label, f"class:{i}") for i, label in enumerate(config.labels)]
+    return choices
+
+
+def engine_target(choice: str, config) -> Any:
+    """A target-menu value -> the explanation engine's ``target`` argument.
+
+    Raises:
+        ValueError: an unknown value or a class index outside the model's labels.
+    """
+    if choice in (None, "", PREDICTED):
+        return "predicted"
+    if choice == ALL_PREDICTED:
+        if config.task != "multilabel":
+            raise ValueError("'all predicted' needs a multi-label model")
+        return "all-predicted"
+    if isinstance(choice, str) and choice.startswith("class:"):
+        index = int(choice.split(":", 1)[1])
+        if not 0 <= index < len(config.labels):
+            raise ValueError(f"class index {index} is outside the model's {len(config.labels)} labels")
+        return index
+    raise ValueError(f"unknown target {choice!r}: use 'predicted', 'all predicted' or 'class:<index>'")
+
+
+def summarise(config, probabilities, decision) -> dict[str, Any]:
+    """A JSON-ready prediction: the probabilities (or grade value) and the model's decision.
+
+    Args:
+        config: the model's ModelConfig.
+        probabilities: (num_outputs,) ``model.probabilities`` of the raw outputs.
+        decision: ``model.decide`` of the raw outputs for this image (index, bool per label, or grade).
+    """
+    probabilities = np.asarray(probabilities, dtype=float).ravel()
+    decision = np.asarray(decision).ravel()
+    if config.task == "grade-regression":
+        grade = int(decision[0])
+        label = config.labels[grade] if grade < len(config.labels) else f"grade {grade}"
+        return {"task": config.task, "value": float(probabilities[0]), "grade": grade, "label": label,
+                "grade_cutoffs": [float(c) for c in config.grade_cutoffs]}
+    result: dict[str, Any] = {
+        "task": config.task,
+        "probabilities": {label: float(p) for label, p in zip(config.labels, probabilities)},
+    }
+    if config.task == "multilabel":
+        result["thresholds"] = {label: float(th) for label, th in zip(config.labels, config.thresholds)}
+        result["predicted"] = [label for label, yes in zip(config.labels, decision) if yes]
+    else:
+        result["predicted"] = [config.labels[int(decision[0])]]
+    return result
+
+
+@dataclass
+class Analysis:
+    """The cached result of one network pass, and the maps derived from it per GMSM gate t."""
+
+    key: tuple
+    model_key: str
+    config: Any
+    photo: np.ndarray  # the original photo, downscaled to <= DISPLAY_SIDE for display
+    photo_scale: float  # photo pixels per original pixel
+    pre: Any  # fundus.Preprocessed
+    explanation: Any  # explain.Explanation
+    prediction: dict[str, Any]
+    target: str  # the target-menu value
+    timings: dict[str, float]
+    _maps: dict[float, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _guided: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def maps(self, t: float) -> dict[str, np.ndarray]:
+        """{method: (S, S) float32 map in [0, 1]} for GMSM gate t; no network pass (a few t's cached)."""
+        t = round(float(t), 3)
+        with self._lock:
+            if t not in self._maps:
+                if len(self._maps) >= 4:
+                    self._maps.pop(next(iter(self._maps)))
+                self._maps[t] = self.explanation.maps(t=t)
+            return self._maps[t]
+
+    def guided_by_label(self) -> dict[str, np.ndarray]:
+        """Guided Grad-CAM of each explained class, for outlines in one colour per label (paper 001 Fig. 6c).
+
+        One map under the decision's name when a single class (or a grade) was explained; cached.
+        """
+        with self._lock:
+            if self._guided is None:
+                classes = list(self.explanation.targets[0])
+                if len(classes) == 1:
+                    name = self.prediction.get("label") or _label(self.config, classes[0])
+                    self._guided = {name: self.explanation.maps(self.config.t)["guided_gradcam"]}
+                else:
+                    self._guided = {_label(self.config, c): self.explanation.maps(self.config.t, target=c)["guided_gradcam"]
+                                    for c in classes}
+            return self._guided
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        return dict(getattr(self.explanation, "unavailable", {}) or {})
+
+    @property
+    def method_timings(self) -> dict[str, float]:
+        """Seconds each explanation method took (the engine's own timings)."""
+        return dict(getattr(self.explanation, "timings", {}) or {})
+
+
+class AnalysisCache:
+    """A bounded, thread-safe LRU of Analysis objects."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        if capacity < 1:
+            raise ValueError(f"analysis cache capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, Analysis] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Analysis | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, analysis: Analysis) -> None:
+        with self._lock:
+            self._items[analysis.key] = analysis
+            self._items.move_to_end(analysis.key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Analyser:
+    """Runs (or finds in the cache) the one network pass behind a view."""
+
+    def __init__(self, models: ModelCache | None = None, capacity: int = 16) -> None:
+        self.models = models or ModelCache()
+        self.cache = AnalysisCache(capacity)
+        self.passes = 0  # explanation runs (network passes) so far; tests and benchmarks read it
+        self._count_lock = threading.Lock()
+
+    def key(self, rgb: np.ndarray, model_key: str, target: str) -> tuple:
+        return (image_digest(rgb), model_key, target or PREDICTED)
+
+    def analyse(self, rgb: np.ndarray, model_key: str, target: str = PREDICTED,
+                digest: str | None = None) -> Analysis:
+        """The analysis of a photo by a model for a target, from the cache or by one network pass.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB photo, as ``fundus.load_image`` returns it.
+            model_key: a model menu value (``appcore.catalogue.parse_model_key``).
+            target: "predicted", "all predicted" or "class:<index>".
+            digest: the photo's ``image_digest`` when already known.
+
+        Raises:
+            TypeError: ``rgb`` is not an (H, W, 3) uint8 array.
+            ValueError: an invalid target.
+            ModelUnavailable: the model cannot be loaded.
+        """
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise TypeError("photo must be an (H, W, 3) uint8 RGB array; load it with fundus.load_image")
+        target = target or PREDICTED
+        key = (digest or image_digest(rgb), model_key, target)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        from explain import Explainer
+        from fundus import preprocess
+
+        model, run_lock = self.models.get(model_key)
+        config = model.config
+        wanted = engine_target(target, config)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        pre = preprocess(rgb, config)
+        timings["preprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with run_lock, Explainer(model) as explainer:  # hooks are per call; one call per model at a time
+            explanation = explainer.explain(pre.tensor, target=wanted, fov_mask=pre.fov_mask, methods=PANEL_METHODS)
+        timings["explain"] = time.perf_counter() - start
+        with self._count_lock:
+            self.passes += 1
+        prediction = summarise(config, _as_numpy(explanation.probabilities[0]),
+                               _as_numpy(model.decide(explanation.outputs)[0]))
+        photo, scale = _display_copy(rgb)
+        analysis = Analysis(
+            key=key, model_key=model_key, config=config, photo=photo, photo_scale=scale, pre=pre,
+            explanation=explanation, prediction=prediction, target=target, timings=timings,
+        )
+        analysis.maps(config.t)  # the default gate's maps, computed once here rather than on a slider move
+        self.cache.put(analysis)
+        return analysis
+
+
+def _label(config, index: int) -> str:
+    return config.labels[index] if index < len(config.labels) else str(index)
+
+
+def _as_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _display_copy(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    side = max(rgb.shape[:2])
+    if side <= DISPLAY_SIDE:
+        return rgb, 1.0
+    scale = DISPLAY_SIDE / side
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale

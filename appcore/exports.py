@@ -1,0 +1,82 @@
+"""The downloads: the panel grid (PNG), the raw maps (.npy) and a JSON that reproduces the view."""
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from explain.overlay import save_png
+
+from appcore.analysis import PANEL_METHODS, Analysis
+from appcore.views import View, ViewParams
+
+
+def view_record(analysis: Analysis, params: ViewParams, view: View, image_name: str = "photo.png") -> dict:
+    """Everything needed to reproduce the view: model id and revision, target, parameters, prediction.
+
+    Args:
+        analysis: the cached network pass.
+        params: the controls of the view.
+        view: the rendered view (its regions: crop box, lesion patches).
+        image_name: the photo's file name, used in the reproduce command.
+    """
+    model_id, _, revision = analysis.model_key.partition("@")
+    config = analysis.config
+    record = {
+        "model": {"id": model_id, "revision": revision or None, "name": config.name, "arch": config.arch,
+                  "paper": config.paper, "task": config.task, "labels": list(config.labels)},
+        "image": {"name": image_name, "sha": analysis.key[0], "input_size": int(analysis.pre.image.shape[0]),
+                  "crop_box": [int(v) for v in analysis.pre.crop_box], "fov_found": bool(analysis.pre.fov_found),
+                  "warnings": list(analysis.pre.warnings)},
+        "target": analysis.target,
+        "explained_classes": [int(c) for c in analysis.explanation.targets[0]],
+        "parameters": asdict(params),
+        "prediction": analysis.prediction,
+        "regions": view.regions,
+        "maps_npy": {"order": list(PANEL_METHODS), "shape": "(4, S, S) float32 in [0, 1]; NaN = unavailable",
+                     "unavailable": analysis.unavailable},
+        "timings_s": {k: round(v, 4) for k, v in analysis.timings.items()},
+        "not_for_clinical_use": True,
+    }
+    record["reproduce"] = reproduce_command(record)
+    return record
+
+
+def reproduce_command(record: dict) -> str:
+    """The ``python -m explain`` command line that recomputes the maps and regions of a record."""
+    params = record["parameters"]
+    target = record["target"]
+    words = ["python", "-m", "explain", record["image"]["name"], "--model", record["model"]["id"]]
+    if record["model"]["revision"]:
+        words += ["--revision", record["model"]["revision"]]
+    if target.startswith("class:"):
+        words += ["--target", target.split(":", 1)[1]]
+    else:
+        words += ["--target", "all-predicted" if target == "all predicted" else "predicted"]
+    words += ["--theta", str(params["theta"]), "--tau", str(params["tau"]), "--t", str(params["t"]),
+              "--alpha", str(params["alpha"]), "--colormap", params["colormap"]]
+    return shlex.join(words)
+
+
+def write_downloads(analysis: Analysis, params: ViewParams, view: View, folder: str | Path | None = None,
+                    image_name: str = "photo.png") -> list[Path]:
+    """Write ``<stem>-panels.png``, ``<stem>-maps.npy`` and ``<stem>-view.json``; return their paths.
+
+    Args:
+        folder: where to write (default: a new temporary folder).
+    """
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="fundus-cam-zoo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(image_name).stem or "photo"
+    grid = save_png(folder / f"{stem}-panels.png", view.grid())
+    maps = analysis.maps(params.t)
+    size = analysis.pre.image.shape[:2]
+    stack = np.stack([maps.get(m, np.full(size, np.nan, np.float32)) for m in PANEL_METHODS]).astype(np.float32)
+    npy = folder / f"{stem}-maps.npy"
+    np.save(npy, stack, allow_pickle=False)
+    record = folder / f"{stem}-view.json"
+    record.write_text(json.dumps(view_record(analysis, params, view, image_name), indent=2) + "\n")
+    return [grid, npy, record]

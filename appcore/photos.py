@@ -1,0 +1,57 @@
+"""Uploaded photos: validation through ``fundus.load_image`` and a one-line description of the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# What the page says when the file's pixel mode is converted (fundus.load_image does the conversion).
+_MODE_NOTES = {
+    "L": "grayscale → RGB",
+    "LA": "grayscale with alpha → RGB on black",
+    "RGBA": "RGBA → RGB (transparency composited on black)",
+    "P": "palette → RGB",
+    "PA": "palette with alpha → RGB on black",
+    "I;16": "16-bit grayscale → 8-bit RGB (scaled, not clipped)",
+    "I;16B": "16-bit grayscale → 8-bit RGB (scaled, not clipped)",
+    "I": "32-bit integer → 8-bit RGB",
+    "F": "floating point → 8-bit RGB",
+    "1": "1-bit → RGB",
+    "CMYK": "CMYK → RGB",
+}
+
+
+class PhotoRejected(ValueError):
+    """An upload that cannot be used; the message is meant for the page."""
+
+
+def load_photo(path: str | Path) -> np.ndarray:
+    """The upload as ``(H, W, 3) uint8`` RGB, validated by ``fundus.load_image`` (size limits, EXIF, modes).
+
+    Raises:
+        PhotoRejected: not an image, truncated or corrupt, over 20 MB or 50 megapixels, too small.
+    """
+    from fundus import ImageError, load_image
+
+    try:
+        return load_image(Path(path))
+    except ImageError as exc:
+        raise PhotoRejected(f"This file cannot be used: {exc}.") from None
+
+
+def describe_file(path: str | Path) -> str:
+    """A short description of an image file from its header: format, size, mode conversion, EXIF rotation."""
+    try:
+        with Image.open(path) as img:
+            parts = [f"{img.format or 'image'} {img.width}×{img.height}"]
+            if img.mode in _MODE_NOTES:
+                parts.append(_MODE_NOTES[img.mode])
+            elif img.mode == "RGB" and "transparency" in img.info:
+                parts.append("transparency composited on black")
+            orientation = img.getexif().get(0x0112, 1)
+            if orientation not in (1, None):
+                parts.append(f"EXIF orientation {orientation} applied")
+    except Exception:  # noqa: BLE001 - a description is best-effort; load_photo is the real check
+        return Path(path).name
+    return ", ".join(parts)
