@@ -180,13 +180,21 @@ def _looks_like_fundus(small: np.ndarray) -> bool:
 
 
 def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    height, width = rgb.shape[:2]
-    factor = max(height, width) / DETECT_SIDE
-    if factor <= 1.0:
-        return rgb, 1.0
-    size = (max(1, int(round(width / factor))), max(1, int(round(height / factor))))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    return small, (width / size[0] + height / size[1]) / 2.0
+    """Shrink by an integer factor f (OpenCV's fast exact area path; the generic one is ~5× slower).
+
+    Small pixel ``u`` averages original pixels ``[u f, (u + 1) f)``; a remainder of fewer than f
+    pixels at the right/bottom edge is left out.
+    """
+    return shrink_by_integer(rgb, max(1, max(rgb.shape[:2]) // DETECT_SIDE))
+
+
+def shrink_by_integer(image: np.ndarray, factor: int) -> tuple[np.ndarray, float]:
+    """Area-average ``factor × factor`` blocks; returns ``(small, factor)``."""
+    if factor <= 1:
+        return image, 1.0
+    height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    small = cv2.resize(image[:height, :width], (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    return small, float(factor)
 
 
 def _check_rgb(rgb: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .fov import FieldOfView, _check_rgb, circle_mask, detect_fov, fit_fov_circle
+from .fov import FieldOfView, _check_rgb, circle_mask, detect_fov, fit_fov_circle, shrink_by_integer
 
 __all__ = [
     "FieldOfView",
@@ -233,16 +233,31 @@ def map_to_original(map_: np.ndarray, box: Box, original_shape: Sequence[int]) -
 
 
 def _crop_resize(rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """Crop (with black padding) and resize to ``size``; area interpolation when shrinking."""
+    """Crop ``box`` (black outside the photo) and resize it to ``size × size``.
+
+    Small crops: pad, then one area/linear resize. Large crops (a 3872×2592 photo): first shrink
+    the part inside the photo by an integer factor (exact, fast area averaging, no padded copy of
+    the full-resolution crop), then one sub-pixel-exact affine warp onto the output, which also
+    pads. Both map crop pixel edges to output pixel edges exactly (``to_original`` relies on it).
+    """
     x0, y0, x1, y1 = box
     height, width = rgb.shape[:2]
     side = x1 - x0
-    if x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height:
-        crop = rgb[y0:y1, x0:x1]
-    else:
-        crop = _crop_padded(rgb, box)
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interpolation)
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    factor = side // size
+    if factor < 2 or (ix1 - ix0) < 2 * factor or (iy1 - iy0) < 2 * factor:
+        inside = x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height
+        crop = rgb[y0:y1, x0:x1] if inside else _crop_padded(rgb, box)
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        return cv2.resize(crop, (size, size), interpolation=interpolation)
+    small, _ = shrink_by_integer(rgb[iy0:iy1, ix0:ix1], factor)
+    scale = size / side
+    step = factor * scale  # output pixels per small pixel, in (0.5, 1]
+    # Centre of small pixel u ↦ output (ix0 - x0 + (u + 0.5) f) · scale - 0.5.
+    matrix = np.array([[step, 0.0, (ix0 - x0) * scale + 0.5 * step - 0.5],
+                       [0.0, step, (iy0 - y0) * scale + 0.5 * step - 0.5]])
+    return cv2.warpAffine(small, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
 def _crop_padded(rgb: np.ndarray, box: Box) -> np.ndarray:

@@ -130,6 +130,26 @@ def test_to_original_puts_a_marked_spot_back():
     assert np.abs(red_back[field] - rgb[..., 0][field] / 255.0).mean() < 0.03
 
 
+def test_large_photo_path_matches_plain_crop_and_resize():
+    # A crop many times the input size takes the integer-shrink + affine-warp path.
+    import cv2
+
+    from fundus.preprocess import _crop_padded
+
+    rgb, info = make_fundus(1200, seed=8, border="notched")
+    rgb = rgb.copy()
+    x, y = 400, 300
+    rgb[y - 20 : y + 21, x - 20 : x + 21] = (0, 0, 255)
+    pre = preprocess(rgb, _config(96))
+    assert (pre.crop_box[2] - pre.crop_box[0]) // 96 >= 2
+    reference = cv2.resize(_crop_padded(rgb, pre.crop_box), (96, 96), interpolation=cv2.INTER_AREA)
+    assert np.abs(pre.image.astype(int) - reference).mean() < 2.0
+    r, g, b = (pre.image[..., c].astype(int) for c in range(3))
+    blue = (b > r + 60) & (b > g + 60)
+    ys, xs = np.nonzero(pre.to_original(blue, rgb.shape))
+    assert abs(xs.mean() - x) <= 6 and abs(ys.mean() - y) <= 6  # within half an output pixel (≈ 12 px)
+
+
 def test_to_original_is_zero_outside_the_crop_and_checks_shape():
     rgb, _ = make_fundus(300, seed=1, radius_frac=0.3)
     pre = preprocess(rgb, _config(64))
