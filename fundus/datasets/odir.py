@@ -56,7 +56,9 @@ def load_odir(root: Path, split: str = "train", *, annotations: str | Path | Non
     """
     if split != "train":
         raise ValueError(f"odir: only split='train' has published labels, got {split!r}")
-    table = Path(annotations) if annotations else _find(root, ("full_df.csv", "data.xlsx"), "annotation file")
+    # full_df.csv (Kaggle), data.xlsx (Kaggle's copy of the official file), or the official name.
+    table = Path(annotations) if annotations else _find(
+        root, ("full_df.csv", "data.xlsx", "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"), "annotation file")
     if not table.is_file():
         raise FileNotFoundError(f"ODIR-5K annotation file not found: {table}")
     image_dir = require_dir(Path(images), "ODIR-5K image folder") if images else _find(root, ("Training Images",), "image folder", True)
