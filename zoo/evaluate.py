@@ -252,3 +252,273 @@ def _fmt(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
     return "n/a" if v is None else str(v)
+
+
+# ------------------------------------------------------------------------------------ targets
+
+
+def _norm(name: str) -> str:
+    return str(name).strip().lower()
+
+
+HEALTHY_NAMES = ("healthy", "normal", "no dr", "n")
+
+
+def _alias_set(label: str) -> set[str]:
+    """Names a label goes by across data sets (itself plus the lesion aliases)."""
+    n = _norm(label)
+    for key, names in LESION_ALIASES.items():
+        if n == key.lower() or n in names:
+            return {key.lower(), *names}
+    return {n}
+
+
+def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -> Any:
+    """A data set sample's target in a model's label space, or None when it cannot be expressed.
+
+    - same class names as the data set: its label (multiclass index, multi-hot reordered);
+    - DR grades (multiclass or grade-regression) from any DR grading layout;
+    - multilabel lesion labels (paper 001's BP/MA, HM, HEX, CWS, healthy) from any multilabel set
+      whose classes are aliases of them (IDRiD MA/HE/EX/SE masks, YOLO class names): a label the
+      data set does not annotate is NaN (unknown); "healthy" is 1 when no lesion is present and
+      none is unknown; from a multiclass set only its healthy class is usable (all lesions 0).
+
+    Args:
+        sample: a ``fundus.datasets.Sample``.
+        dataset: its ``FundusDataset`` (labels, task).
+        labels, task: the model's (``config.labels``, ``config.task``).
+    """
+    label = getattr(sample, "label", None)
+    if label is None:
+        return None
+    ds_labels = [_norm(x) for x in getattr(dataset, "labels", [])]
+    model_labels = [_norm(x) for x in labels]
+    ds_multilabel = isinstance(label, np.ndarray)
+    if task in ("multiclass", "grade-regression") and not ds_multilabel:
+        if ds_labels == model_labels or (tuple(ds_labels) == DR_GRADE_NAMES and tuple(model_labels) == DR_GRADE_NAMES):
+            return float(label) if task == "grade-regression" else int(label)
+        if task == "grade-regression" and tuple(ds_labels) == DR_GRADE_NAMES:
+            return float(label)
+        return None
+    if task != "multilabel":
+        return None
+    out = np.full(len(labels), np.nan, dtype=np.float32)
+    if ds_multilabel:
+        arr = np.asarray(label, dtype=np.float32)
+        if ds_labels == model_labels:
+            return arr.copy()
+        for k, name in enumerate(model_labels):
+            hits = [j for j, d in enumerate(ds_labels) if d in _alias_set(name)]
+            if hits:
+                out[k] = float(arr[hits].max())
+        healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+        lesions = [k for k in range(len(labels)) if k not in healthy]
+        for k in healthy:
+            if np.nanmax(np.append(out[lesions], 0.0)) > 0:
+                out[k] = 0.0
+            elif not np.isnan(out[lesions]).any():
+                out[k] = 1.0
+        return None if np.isnan(out).all() else out
+    # A multiclass data set: only its healthy class says something about lesions (none present).
+    if 0 <= int(label) < len(ds_labels) and ds_labels[int(label)] in HEALTHY_NAMES:
+        healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+        if healthy:
+            out[:] = 0.0
+            out[healthy] = 1.0
+            return out
+    return None
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def _members(model: Any) -> list[tuple[str, Any]]:
+    """(name, member) of an ensemble (paper 000's fusion: g1.<i>, g2.<i>); [] for a single model."""
+    out = []
+    for group in ("g1", "g2"):
+        for i, m in enumerate(getattr(model, group, None) or []):
+            out.append((f"{group}.{i} ({m.config.arch})", m))
+    return out
+
+
+def collect_outputs(model: Any, items: Sequence[Any], batch_size: int = 16, workers: int = 0,
+                    device: str = "cpu", progress: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """Run the model (and each ensemble member) over items with ``.image`` and ``.label``.
+
+    Returns:
+        ``({"model": outputs, member name: outputs, …}, targets, n_unreadable)``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from fundus import preprocess
+    from fundus.datasets import ImageDataset, collate_skip_none
+
+    cfg = model.config
+    ds = ImageDataset(items, transform=lambda rgb: preprocess(rgb, cfg).tensor[0])
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_none)
+    members = _members(model)
+    outs: dict[str, list[np.ndarray]] = {"model": [], **{name: [] for name, _ in members}}
+    targets = []
+    model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
+            if batch is None:
+                continue
+            x, y = batch
+            x = x.to(device)
+            outs["model"].append(model(x).float().cpu().numpy())
+            for name, m in members:
+                outs[name].append(m(x).float().cpu().numpy())
+            targets.append(y.numpy())
+    arrays = {k: np.concatenate(v) if v else np.zeros((0, cfg.num_outputs)) for k, v in outs.items()}
+    return arrays, (np.concatenate(targets) if targets else np.zeros((0,))), ds.skipped
+
+
+class _Item:
+    """A photo with its target in the model's label space (what ImageDataset reads)."""
+
+    def __init__(self, image: Path, label: Any, patient_id: str) -> None:
+        self.image, self.label, self.patient_id = image, label, patient_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m zoo evaluate",
+        description="Evaluate a zoo model on a labelled data set: accuracy, precision/recall/F1 (micro, macro), "
+                    "per-class AUC, sensitivity, specificity, quadratic weighted kappa (grading); ensembles per member.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", help="shipped model name, local folder or hub repo id")
+    p.add_argument("--data", action="append", type=Path, required=True, help="data set folder (repeatable)")
+    p.add_argument("--format", action="append", dest="formats", required=True,
+                   help="format of each --data (fundus.datasets); srahim-dr600 = imagefolder + that preset")
+    p.add_argument("--preset", default=None, help="imagefolder preset")
+    p.add_argument("--split", default="all",
+                   help="all | train | val (the patient split training uses: same --val-fraction and --seed) "
+                        "| a split of the data set's own layout, e.g. test")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="with --split train/val")
+    p.add_argument("--seed", type=int, default=0, help="with --split train/val")
+    p.add_argument("--limit", type=int, default=None, help="only the first N usable photos")
+    p.add_argument("--batch-size", type=int, default=16, help="photos per forward pass")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading and preprocessing photos")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", type=Path, default=None, help="write a plotly HTML report here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def load_items(args: argparse.Namespace, config: Any) -> list[_Item]:
+    """The photos of every --data/--format pair with targets in the model's label space, split as asked.
+
+    Raises:
+        ValueError: --data/--format counts that do not pair, or no usable photo.
+    """
+    from fundus.datasets import load_dataset, patient_split
+
+    formats = args.formats * len(args.data) if len(args.formats) == 1 else args.formats
+    if len(formats) != len(args.data):
+        raise ValueError(f"{len(args.data)} --data but {len(args.formats)} --format: give one, or one per --data")
+    items: list[_Item] = []
+    own_split = args.split not in ("all", "train", "val")
+    for root, fmt in zip(args.data, formats):
+        kwargs: dict[str, Any] = {}
+        if fmt == "srahim-dr600":
+            fmt, kwargs["preset"] = "imagefolder", "srahim-dr600"
+        elif fmt == "imagefolder" and args.preset:
+            kwargs["preset"] = args.preset
+        split = args.split if own_split else ("all" if fmt in ("imagefolder", "yolo", "hrf") else "train")
+        ds = load_dataset(fmt, root, split, **kwargs)
+        for s in ds:
+            target = sample_target(s, ds, config.labels, config.task)
+            if target is not None:
+                items.append(_Item(Path(s.image), target, f"{Path(ds.root).name}:{s.patient_id or Path(s.image).stem}"))
+    if args.limit:
+        items = items[: args.limit]
+    if args.split in ("train", "val") and len(items) > 1:
+        class _Strat:  # patient_split reads .label (NaN: unknown = absent) and .patient_id
+            def __init__(self, it: _Item) -> None:
+                self.item, self.patient_id = it, it.patient_id
+                self.label = np.nan_to_num(it.label) if isinstance(it.label, np.ndarray) else it.label
+
+        train, val = patient_split([_Strat(i) for i in items], val_fraction=args.val_fraction, seed=args.seed)
+        items = [s.item for s in (train if args.split == "train" else val)]
+    if not items:
+        raise ValueError(f"no photo in {', '.join(map(str, args.data))} has a target for this model's labels "
+                         f"({', '.join(config.labels)})")
+    return items
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate as the CLI flags say; returns the result dict (what --json prints)."""
+    import zoo
+
+    model = zoo.load(args.model, device=args.device)
+    cfg = model.config
+    items = load_items(args, cfg)
+    outputs, targets, n_bad = collect_outputs(model, items, args.batch_size, args.workers, args.device,
+                                              progress=not args.quiet and not args.json)
+    thresholds = cfg.thresholds if cfg.task == "multilabel" else None
+    grading = is_grading(cfg.task, cfg.labels, cfg.paper)
+    result = compute_metrics(cfg.task, outputs["model"], targets, cfg.labels, thresholds, cfg.grade_cutoffs, grading)
+    result.update(model=args.model, name=cfg.name, split=args.split, n_unreadable=int(n_bad))
+    members = {}
+    for name, m in _members(model):
+        mt = m.config.thresholds if cfg.task == "multilabel" else None
+        members[name] = compute_metrics(cfg.task, outputs[name], targets, cfg.labels, mt, cfg.grade_cutoffs, grading)
+    if members:
+        result["members"] = members
+        result["fusion"] = {"lam": getattr(model, "lam", None), "sigma": getattr(model, "sigma", None)}
+    if args.report:
+        figs = [roc_figure(cfg.task, outputs["model"], targets, cfg.labels), confusion_figure(result)]
+        summary = {k: result.get(k) for k in ("n_images", "n_unreadable", "accuracy", "f1_micro", "f1_macro",
+                                               "auc_macro", "quadratic_kappa", "auc_per_class")}
+        summary.update({f"member {k}": {"accuracy": v["accuracy"], "f1_macro": v["f1_macro"],
+                                        "auc_macro": v["auc_macro"]} for k, v in members.items()})
+        write_html(args.report, figs, f"{cfg.name}: evaluation on {', '.join(p.name for p in args.data)}", summary)
+    return result
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    keys = ("n_images", "n_unreadable", "accuracy", "precision_micro", "precision_macro", "recall_micro",
+            "recall_macro", "f1_micro", "f1_macro", "auc_macro", "quadratic_kappa")
+    print(f"{result['name']} on {result['n_images']} photos ({result['split']})")
+    for k in keys:
+        print(f"  {k:<16} {_fmt(result.get(k))}")
+    for label in result["labels"]:
+        print(f"  {label:<16} AUC {_fmt(result['auc_per_class'].get(label))}  sensitivity "
+              f"{_fmt(result['sensitivity'].get(label))}  specificity {_fmt(result['specificity'].get(label))}")
+    for name, m in result.get("members", {}).items():
+        print(f"  member {name}: accuracy {_fmt(m['accuracy'])}, F1 macro {_fmt(m['f1_macro'])}, "
+              f"AUC macro {_fmt(m['auc_macro'])}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m zoo evaluate`` (the zoo CLI dispatches here)."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        result = evaluate(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    else:
+        _print_table(result)
+    return 0
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The architecture registry: name → how to build it and its default config fields (timm-style)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+from zoo.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from zoo.model import FundusNet
+
+
+class Built(NamedTuple):
+    """What a builder returns: the model, its default explanation fields, the weights' provenance."""
+
+    model: FundusNet
+    explain: dict  # target_layer, low_layer, cam, cam_classifier, cam_reason
+    pretrained: str
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One registered architecture.
+
+    ``build(config, pretrained)`` constructs the model for a complete config; ``input_size``/mean/std
+    are defaults filled into the config before building (``fixed_input``: the paper fixes the input
+    size, e.g. Inception's 299, so a paper's default size does not override it).
+    """
+
+    name: str
+    build: Callable[[ModelConfig, bool], Built]
+    papers: tuple[str, ...]
+    description: str
+    input_size: int = 224
+    fixed_input: bool = False
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    dropout: float = 0.0  # default config.dropout (heads that have dropout override it: 0.5)
+    heads: tuple[str, ...] = ()  # choosable heads ("" = the architecture has its own)
+    default_head: Callable[[str], str] = field(default=lambda paper: "")
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {}
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    """Add an architecture to :data:`ARCHITECTURES`.
+
+    Raises:
+        ValueError: the name is already registered.
+    """
+    if spec.name in ARCHITECTURES:
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    ARCHITECTURES[spec.name] = spec
+    return spec
+
+
+def get_spec(arch: str) -> ArchSpec:
+    """The spec of a registered architecture.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    if not isinstance(arch, str):
+        raise TypeError(f"arch must be a str, got {type(arch).__name__}")
+    try:
+        return ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None

@@ -1,0 +1,132 @@
+"""Model cards (the hub repo's README.md): YAML metadata + intended use, data, metrics, reproduction."""
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from zoo.config import ModelConfig
+from zoo.papers import PAPERS
+
+LIBRARY_NAME = "fundus-cam-zoo"
+_TASK_TEXT = {
+    "multiclass": "single-label classification (softmax)",
+    "multilabel": "multi-label classification (sigmoid, one threshold per label)",
+    "grade-regression": "DR grade regression (one value, graded by cut-offs)",
+}
+
+
+def _metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
+    """(split, metric, value) rows from ``{"accuracy": 0.9}`` or ``{"validation": {"accuracy": 0.9}}``."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, numbers.Real):
+            rows.append(("", str(key), float(value)))
+        elif isinstance(value, dict):
+            rows += [(str(key), str(k), float(v)) for k, v in value.items()
+                     if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+    return rows
+
+
+def card_data(config: ModelConfig) -> ModelCardData:
+    """The card's YAML metadata (license, library, pipeline tag, datasets, tags, model-index)."""
+    dataset = config.datasets[0] if config.datasets else ""
+    results = [
+        EvalResult(task_type="image-classification", dataset_type=dataset or "unspecified",
+                   dataset_name=dataset or "unspecified", dataset_split=split or None,
+                   metric_type=metric, metric_value=value)
+        for split, metric, value in _metric_rows(config.metrics)
+    ]
+    tags = ["fundus", "retina", "ophthalmology", "explainability", "grad-cam", config.arch, config.task]
+    if config.paper:
+        tags.append(f"paper-{config.paper}")
+    return ModelCardData(
+        license="other",
+        license_name="fundus-cam-zoo-research-only",
+        library_name=LIBRARY_NAME,
+        pipeline_tag="image-classification",
+        datasets=list(config.datasets) or None,
+        tags=tags,
+        model_name=config.name,
+        eval_results=results or None,
+    )
+
+
+def card_text(config: ModelConfig) -> str:
+    """The card's Markdown body."""
+    paper = PAPERS.get(config.paper)
+    lines = [f"# {config.name}", ""]
+    if config.description:
+        lines += [config.description, ""]
+    lines += [
+        f"A `{config.arch}` model of the Fundus CAM Zoo for {_TASK_TEXT[config.task]} of retinal fundus photographs.",
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching: explainable classification of colour fundus photographs with class activation "
+        "maps (CAM, Grad-CAM, Guided Grad-CAM, GMSM).",
+        "",
+        "**Not for clinical use.** This model is not a medical device; it must not be used to diagnose, "
+        "screen or treat anyone.",
+        "",
+        "## Model",
+        "",
+        f"- architecture: `{config.arch}` {('(arch_kwargs ' + repr(config.arch_kwargs) + ')') if config.arch_kwargs else ''}".rstrip(),
+        f"- paper: {config.paper} — {paper.title}" if paper else "- paper: none",
+        f"- task: {config.task}; labels: {', '.join(config.labels)}",
+        f"- input: {config.input_size}×{config.input_size} RGB, mean {list(config.mean)}, std {list(config.std)}; "
+        f"field-of-view crop {config.preprocessing.fov_crop}, CLAHE {config.preprocessing.clahe}",
+        f"- explanation layers: target `{config.target_layer}`, low `{config.low_layer}`; plain CAM: "
+        + (f"{config.cam}" if config.cam else f"undefined ({config.cam_reason})"),
+        f"- initial weights (pretrained status): {config.pretrained}",
+        "",
+        "## Training data and licence",
+        "",
+    ]
+    if config.datasets:
+        lines.append(f"- data sets: {', '.join(config.datasets)}")
+        lines.append(f"- data licence: {config.data_license or 'not recorded'}")
+    else:
+        lines.append("- none recorded: these weights are untrained or their training data was not recorded.")
+    lines += [
+        "- weights licence: research use only, subject to the training data's licence above"
+        + (" and the Apache-2.0 EfficientNet-Lite ImageNet weights" if "efficientnet-lite" in config.pretrained else ""),
+        "",
+        "## Metrics",
+        "",
+    ]
+    rows = _metric_rows(config.metrics)
+    if rows:
+        lines += ["| split | metric | value |", "|---|---|---|"]
+        lines += [f"| {split or '-'} | {metric} | {value:.4g} |" for split, metric, value in rows]
+    else:
+        lines.append("No metrics recorded.")
+    lines += ["", "## How to reproduce", ""]
+    lines += (["```bash", config.reproduce, "```"] if config.reproduce else ["No training command recorded."])
+    lines += [
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "import zoo",
+        f'model = zoo.load("{config.name}")  # or a local folder / hub repo id',
+        "print(zoo.predict(model, [\"fundus.jpg\"]))",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def make_card(config: ModelConfig) -> ModelCard:
+    """The full model card for a config."""
+    return ModelCard(f"---\n{card_data(config).to_yaml()}\n---\n\n{card_text(config)}")
+
+
+def write_card(config: ModelConfig, path: str | Path) -> Path:
+    """Write the model card to ``path`` (a README.md)."""
+    path = Path(path)
+    make_card(config).save(path)
+    return path

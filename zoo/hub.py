@@ -1,0 +1,239 @@
+"""Saving and loading models: a folder (config.json + model.safetensors + README.md), locally or on a hub.
+
+One code path for every source (timm-style): a shipped name, a local folder or a hub repo id is
+first resolved to a local folder (``huggingface_hub.snapshot_download`` for hub ids, which honours
+HF_HUB_OFFLINE, HF_ENDPOINT, HF_HOME and the cache), then the config builds the architecture and
+the safetensors weights fill it. Weights are never unpickled.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from zoo import registry
+from zoo.card import write_card
+from zoo.config import ModelConfig
+from zoo.errors import HubUnavailableError, UnknownModelError, WeightsError
+from zoo.model import FundusNet
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def save_pretrained(model: FundusNet, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``README.md`` for ``model`` into ``folder``.
+
+    Args:
+        model: the model to save.
+        folder: target folder, created if missing.
+        dtype: floating-point storage dtype (``torch.float16`` for shipping); default fp32.
+
+    Raises:
+        TypeError: not a FundusNet, or dtype not a floating-point torch dtype.
+    """
+    if not isinstance(model, FundusNet):
+        raise TypeError(f"save_pretrained needs a zoo FundusNet, got {type(model).__name__}")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = dtype or torch.float32
+    state = {
+        key: (t.detach().to("cpu", store) if t.is_floating_point() else t.detach().cpu()).contiguous()
+        for key, t in model.state_dict().items()
+    }
+    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "fundus-cam-zoo",
+                                                            "dtype": str(store).removeprefix("torch.")})
+    model.config.save(folder / CONFIG_NAME)
+    write_card(model.config, folder / CARD_NAME)
+    return folder
+
+
+def _offline_help(repo_id: str) -> str:
+    return (
+        f"hub model {repo_id!r} is not in the local cache and the hub is offline (HF_HUB_OFFLINE=1). "
+        f"To get it: unset HF_HUB_OFFLINE, or run `huggingface-cli download {repo_id}` / "
+        f"`huggingface_hub.snapshot_download({repo_id!r})` where the hub is reachable, or point HF_ENDPOINT "
+        "at a reachable mirror."
+    )
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        path = snapshot_download(
+            repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]
+        )
+    except RevisionNotFoundError as err:
+        raise UnknownModelError(f"hub model {repo_id!r} has no revision {revision!r}") from err
+    except RepositoryNotFoundError as err:
+        raise UnknownModelError(
+            f"hub repo {repo_id!r} not found at {constants.ENDPOINT} (or it is private: pass a token / log in); "
+            f"known names: {', '.join(sorted(registry.known())) or 'none'}"
+        ) from err
+    except LocalEntryNotFoundError as err:
+        if constants.HF_HUB_OFFLINE:
+            raise HubUnavailableError(_offline_help(repo_id)) from err
+        raise HubUnavailableError(
+            f"hub model {repo_id!r} could not be fetched from {constants.ENDPOINT} and is not cached ({err}). "
+            "Check the connection or HF_ENDPOINT, or download it where the hub is reachable."
+        ) from err
+    return Path(path)
+
+
+def resolve(source: str | Path, *, revision: str | None = None) -> Path:
+    """The local folder holding a model: a shipped name, a configured name, a folder or a hub repo id.
+
+    Raises:
+        UnknownModelError: none of these (the message lists the known names).
+        HubUnavailableError: a hub id that cannot be fetched now.
+    """
+    if isinstance(source, Path) or (isinstance(source, str) and Path(source).is_dir()):
+        folder = Path(source)
+        if not (folder / CONFIG_NAME).is_file():
+            raise UnknownModelError(f"{folder} is a folder without {CONFIG_NAME}: not a saved zoo model")
+        return folder
+    if not isinstance(source, str) or not source:
+        raise TypeError(f"source must be a model name, folder or hub repo id, got {source!r}")
+    entries = registry.known()
+    if source in entries:
+        entry = entries[source]
+        if entry.source == "shipped":
+            return Path(entry.location)
+        return _download(entry.location, revision or entry.revision)
+    if _REPO_ID.match(source):
+        return _download(source, revision)
+    raise UnknownModelError(
+        f"unknown model {source!r}: not a shipped name, a folder or a hub repo id (org/name). "
+        f"Known names: {', '.join(sorted(entries)) or 'none'}"
+    )
+
+
+def load_config(folder: str | Path) -> ModelConfig:
+    """Read a saved model's ``config.json``.
+
+    Raises:
+        WeightsError: missing or invalid config (names the file).
+    """
+    path = Path(folder) / CONFIG_NAME
+    try:
+        return ModelConfig.load(path)
+    except FileNotFoundError as err:
+        raise WeightsError(f"{path} is missing") from err
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"{path} is not a valid zoo config: {err}") from err
+
+
+def load_weights(model: FundusNet, path: str | Path) -> None:
+    """Fill ``model`` from a safetensors file, cast to fp32.
+
+    Raises:
+        WeightsError: unreadable file, or missing/unexpected keys or shape mismatches (all listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"{path} is not a readable safetensors file: {err}") from err
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def _few(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" … ({len(items)} in all)" if len(items) > 5 else "")
+
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {_few(unexpected)}")
+        if shapes:
+            problems.append(f"shape mismatch: {_few(shapes)}")
+        raise WeightsError(
+            f"{path} does not match architecture {model.config.arch!r} of its config.json: " + "; ".join(problems)
+        )
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load(source: str | Path, *, revision: str | None = None, device: str | torch.device | None = None) -> FundusNet:
+    """Load a zoo model in eval mode.
+
+    Args:
+        source: a shipped default name (``python -m zoo list``), a local folder, or a hub repo id
+            (``org/name``, fetched through ``huggingface_hub.snapshot_download``).
+        revision: hub branch, tag or commit.
+        device: target device; default CUDA when available, else CPU.
+
+    Raises:
+        UnknownModelError, HubUnavailableError, WeightsError: see their messages.
+    """
+    from zoo.factory import build_model, check_layers
+
+    folder = resolve(source, revision=revision)
+    config = load_config(folder)
+    model, _, _ = build_model(config, pretrained=False)
+    check_layers(model)
+    load_weights(model, folder / WEIGHTS_NAME)
+    return model.to(device if device is not None else default_device()).eval()
+
+
+def push_to_hub(folder_or_model: FundusNet | str | Path, repo_id: str, *, token: str | None = None,
+                endpoint: str | None = None, private: bool = False, commit_message: str | None = None,
+                dtype: torch.dtype | None = None):
+    """Upload a saved model folder (or a model, saved first) to a hub repo.
+
+    Args:
+        folder_or_model: a FundusNet or a folder written by ``save_pretrained``.
+        repo_id: ``org/name``.
+        token, endpoint: passed to ``huggingface_hub.HfApi`` (default: the logged-in token, HF_ENDPOINT).
+        private: create the repo private.
+        commit_message: default "Upload <name> (fundus-cam-zoo)".
+        dtype: storage dtype when a model is given (``torch.float16`` halves the upload).
+
+    Returns:
+        huggingface_hub's CommitInfo of the upload.
+
+    Raises:
+        ValueError: a bad repo id or a folder that is not a saved model.
+    """
+    from huggingface_hub import HfApi
+
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    with tempfile.TemporaryDirectory(prefix="fcz_push_") as tmp:
+        if isinstance(folder_or_model, FundusNet):
+            folder = save_pretrained(folder_or_model, Path(tmp) / "model", dtype=dtype)
+        else:
+            folder = Path(folder_or_model)
+            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
+            if missing:
+                raise ValueError(f"{folder} is not a saved zoo model: missing {', '.join(missing)}")
+        name = load_config(folder).name
+        api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id, repo_type="model", folder_path=str(folder),
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+            commit_message=commit_message or f"Upload {name} (fundus-cam-zoo)",
+        )

@@ -1,0 +1,98 @@
+"""FundusNet: the one model type of the zoo.
+
+Every architecture is a ``FundusNet`` subclass carrying its :class:`~zoo.config.ModelConfig`, so
+whatever loads a model (explanation engine, training, app) reads its output the same way:
+``forward`` gives raw scores, ``probabilities`` and ``decide`` turn them into the task's answer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from zoo.config import ModelConfig
+
+
+class FundusNet(nn.Module):
+    """Base class of all zoo models.
+
+    Subclasses build their modules in ``__init__`` and implement ``forward(x) -> (B, num_outputs)``:
+    logits for classification tasks, the grade value for ``grade-regression``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a zoo.config.ModelConfig, got {type(config).__name__}")
+        self.config = config
+
+    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        """Turn raw outputs into the task's scores.
+
+        Args:
+            out: ``(B, num_outputs)`` raw model output.
+
+        Returns:
+            softmax (multiclass), sigmoid (multilabel), or the regression value itself.
+        """
+        task = self.config.task
+        if task == "multiclass":
+            return out.softmax(dim=-1)
+        if task == "multilabel":
+            return out.sigmoid()
+        return out
+
+    def decide(self, out: torch.Tensor) -> torch.Tensor:
+        """Decisions from raw outputs.
+
+        Args:
+            out: ``(B, num_outputs)`` raw model output.
+
+        Returns:
+            multiclass: ``(B,)`` predicted class index; multilabel: ``(B, N)`` bool, probability >=
+            the label's threshold (paper 001's per-class thresholds); grade-regression: ``(B,)`` grade
+            = number of ``grade_cutoffs`` the value exceeds.
+        """
+        task = self.config.task
+        if task == "multiclass":
+            return out.argmax(dim=-1)
+        if task == "multilabel":
+            thresholds = torch.as_tensor(self.config.thresholds, dtype=out.dtype, device=out.device)
+            if thresholds.numel() != out.shape[-1]:
+                raise ValueError(
+                    f"config.thresholds has {thresholds.numel()} values for {out.shape[-1]} outputs"
+                )
+            return out.sigmoid() >= thresholds
+        cutoffs = torch.as_tensor(self.config.grade_cutoffs, dtype=out.dtype, device=out.device)
+        return (out.reshape(-1, 1) > cutoffs).sum(dim=-1)
+
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` into ``folder``.
+
+        Args:
+            folder: target folder (created if missing).
+            dtype: store floating-point weights in this dtype (e.g. ``torch.float16`` for shipping);
+                default keeps fp32. Loading always casts back to fp32.
+
+        Returns:
+            The folder path.
+        """
+        from zoo.hub import save_pretrained
+
+        return save_pretrained(self, folder, dtype=dtype)
+
+    def layer(self, name: str) -> nn.Module:
+        """The module named by a dotted config layer name (``target_layer`` …).
+
+        Raises:
+            ValueError: no such module.
+        """
+        try:
+            return self.get_submodule(name)
+        except AttributeError as err:
+            raise ValueError(f"{type(self).__name__} ({self.config.arch}) has no layer {name!r}") from err
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"name={c.name!r}, arch={c.arch!r}, paper={c.paper!r}, task={c.task!r}, outputs={c.num_outputs}"

@@ -1,0 +1,84 @@
+"""``zoo.predict``: photos in, the task's answer out (probabilities, decisions, grade), with warnings."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from zoo.model import FundusNet
+
+
+def _describe(image: Any, index: int) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return f"image[{index}]"
+
+
+def _result(model: FundusNet, out: torch.Tensor, source: str, warnings: list[str]) -> dict[str, Any]:
+    config = model.config
+    probs = model.probabilities(out.unsqueeze(0))[0]
+    decision = model.decide(out.unsqueeze(0))[0]
+    result: dict[str, Any] = {"source": source, "model": config.name, "task": config.task}
+    if config.task == "grade-regression":
+        grade = int(decision)
+        result["value"] = float(probs[0])
+        result["grade"] = grade
+        result["grade_label"] = config.labels[grade] if grade < len(config.labels) else str(grade)
+    else:
+        result["probabilities"] = {label: float(p) for label, p in zip(config.labels, probs)}
+        if config.task == "multiclass":
+            result["predicted"] = config.labels[int(decision)]
+        else:
+            result["predicted"] = [label for label, on in zip(config.labels, decision.tolist()) if on]
+    result["warnings"] = list(warnings)
+    return result
+
+
+@torch.no_grad()
+def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[str, Any]]:
+    """Run a model on fundus photos, preprocessed as its config says.
+
+    Args:
+        model: a zoo model (put in eval mode here).
+        images: one photo or a sequence of photos; each a path, encoded bytes, a PIL image or an
+            ``(H, W, 3)`` array (anything ``fundus.load_image`` accepts).
+        batch_size: photos per forward pass.
+
+    Returns:
+        One dict per photo: ``source``, ``model``, ``task``, then ``probabilities`` (label → p) and
+        ``predicted`` (a label for multiclass, the labels over their thresholds for multilabel), or
+        ``value``/``grade``/``grade_label`` for grade regression; and ``warnings`` (list of str).
+
+    Raises:
+        TypeError: ``model`` is not a FundusNet.
+        ValueError: no images; fundus.ImageError (a ValueError) for an unreadable photo, naming it.
+    """
+    from fundus import ImageError, load_image, preprocess  # lazy: zoo stays importable on its own
+
+    if not isinstance(model, FundusNet):
+        raise TypeError(f"model must be a zoo FundusNet, got {type(model).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(images, (str, Path, bytes, np.ndarray)) or not isinstance(images, Sequence):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("predict needs at least one image")
+    model.eval()
+    device = next(model.parameters()).device
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        prepared = []
+        for offset, image in enumerate(chunk):
+            source = _describe(image, start + offset)
+            try:
+                rgb = load_image(image)
+            except ImageError as err:
+                raise ImageError(f"{source}: {err}") from err
+            prepared.append((source, preprocess(rgb, model.config)))
+        batch = torch.cat([p.tensor for _, p in prepared]).to(device)
+        outputs = model(batch).float().cpu()
+        results += [_result(model, out, source, p.warnings) for out, (source, p) in zip(outputs, prepared)]
+    return results
