@@ -182,8 +182,8 @@ def test_labels_follow_eq6_and_classify_by_cutoffs():
     assert classify(mix_labels(3, 0, 0.6)) == 2
     assert classify(mix_labels(4, 0, 0.3)) == 1  # 1.2
     assert classify(mix_labels(1, 0, 0.4)) == 0  # 0.4: too faint to stay diseased
-    assert classify(0.5) == 1 and classify(0.4999) == 0  # a cut-off belongs to the higher grade
-    assert classify([0.2, 1.49, 2.5, 9.0]).tolist() == [0, 1, 3, 4]
+    assert classify(0.5001) == 1 and classify(0.5) == 0  # a grade needs its cut-off exceeded, as zoo's decide
+    assert classify([0.2, 1.49, 2.51, 9.0]).tolist() == [0, 1, 3, 4]
     assert classify(1.2, cutoffs=(1.0, 2.0)) == 1
     with pytest.raises(ValueError, match="strictly increasing"):
         classify(1.0, cutoffs=(1.5, 0.5))

@@ -380,8 +380,8 @@ def mix_labels(source_label: float, other_label: float, r: float) -> float:
 def classify(value, cutoffs: Sequence[float] = (0.5, 1.5, 2.5, 3.5)):
     """Paper 004 eq. 6's classify(): severity values → grades by cut-offs (grade = cut-offs passed).
 
-    The same rule as a grade-regression model's ``ModelConfig.grade_cutoffs``; a value equal to a
-    cut-off belongs to the higher grade.
+    The same rule as a grade-regression zoo model's ``decide`` (``ModelConfig.grade_cutoffs``): the
+    grade is the number of cut-offs the value exceeds, so a value equal to a cut-off stays below it.
 
     Args:
         value: a float or an array of floats.
@@ -396,7 +396,7 @@ def classify(value, cutoffs: Sequence[float] = (0.5, 1.5, 2.5, 3.5)):
     cutoffs = np.asarray(cutoffs, dtype=np.float64)
     if cutoffs.ndim != 1 or np.any(np.diff(cutoffs) <= 0):
         raise ValueError(f"cutoffs must be strictly increasing, got {cutoffs.tolist()}")
-    grades = np.digitize(np.asarray(value, dtype=np.float64), cutoffs, right=False)
+    grades = np.digitize(np.asarray(value, dtype=np.float64), cutoffs, right=True)
     return int(grades) if np.ndim(grades) == 0 else grades.astype(np.int64)
 
 

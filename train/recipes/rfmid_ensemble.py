@@ -1,0 +1,342 @@
+"""Paper 000 (RFMiD, 28 categories): Grad-CAM attention-crop augmentation, focal loss, 5-fold bagging, fusion.
+
+The paper's pipeline (sections 3 and 4.2), as ``python -m train rfmid-ensemble`` runs it:
+
+1. Stage 1 — VGG16 with a GAP + linear head trained on whole images ("the VGG16-based framework network
+   was trained on the entire fundus image in the first step").
+2. Attention crops — the stage-1 model's integrated Guided Grad-CAM over each photo's true labels,
+   thresholded at θ (eq. 5), cropped and enlarged (Fig. 2); the crops join the training set
+   (``train.attention_crops``).
+3. Stage 2 — VGG19 (G1) and ResNet50 (G2) trained on originals + crops with random brightness,
+   gamma, saturation, crop, rotation and horizontal flip, by 5-fold bagging over patients
+   ("an integration of 10 disease label classifier models (2 structures, each with 5 folds)").
+4. Fusion — G_f = λ·G1 + σ·G2 with λ = 0.6, σ = 0.4 (eq. 6) into one ``fusion_ensemble`` zoo model,
+   evaluated on held-out patients and written as a hub repo.
+
+Every network is trained the same way: transfer learning with the backbone frozen, then fine-tuning
+of everything; Adam at 1e-4, reduced by 0.1 when the validation loss has not improved for 8 epochs,
+down to 1e-7; early stopping after 20 epochs without improvement, keeping the best model by
+validation loss; focal loss (eq. 7, γ = 2) with per-class α inversely proportional to the class
+frequency ("our deployed up-sampling and class weighting approach"). ``--arch efficientnet_lite0``
+replaces all three CNNs by EfficientNet-Lite0 (the only ImageNet weights available offline here).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from train import augment as aug
+from train.attention_crops import attention_crop_images
+from train.data import CachedImages
+from train.loop import FitResult, LoopConfig, Stage, evaluate_outputs, fit
+from train.losses import FocalLoss, class_counts, inverse_frequency_weights
+from train.metrics import Metric, micro_f1_metric
+from train.recipes import LabelledSample, PreparedData, Recipe, register
+from zoo.papers import RFMID_LABELS
+
+PAPER_ARCHS = "vgg16,vgg19,resnet50"  # stage 1, G1, G2
+LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+# ------------------------------------------------------------------ stage-2 augmentation (paper 000, 4.2)
+
+
+@dataclass
+class RandomPhotometric:
+    """Random brightness, gamma and saturation per sample (paper 000: "random brightness, random gamma
+    transform, random saturation"). Factors are drawn uniformly from the ranges; 1 leaves the image.
+
+    The paper gives no ranges; ±20 % is a mild choice that keeps fundus colours plausible.
+    """
+
+    brightness: tuple[float, float] = (0.8, 1.2)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    saturation: tuple[float, float] = (0.8, 1.2)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        aug._check_batch(x)
+        b = x.shape[0]
+
+        def draw(lo_hi: tuple[float, float]) -> torch.Tensor:
+            lo, hi = lo_hi
+            return (lo + (hi - lo) * torch.rand(b, device=x.device, dtype=x.dtype)).view(-1, 1, 1, 1)
+
+        x = (x * draw(self.brightness)).clamp(0.0, 1.0)
+        x = x.clamp_min(0.0) ** draw(self.gamma)
+        grey = TF.rgb_to_grayscale(x, num_output_channels=1)  # saturation blends with the grey image
+        factor = draw(self.saturation)
+        return (x * factor + grey * (1.0 - factor)).clamp(0.0, 1.0)
+
+
+@dataclass
+class RandomZoomCrop:
+    """Random crop of a random side fraction in ``scale``, resized back to the input size, per sample
+    (paper 000: "random cropping")."""
+
+    scale: tuple[float, float] = (0.8, 1.0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        aug._check_batch(x)
+        b = x.shape[0]
+        lo, hi = self.scale
+        side = lo + (hi - lo) * torch.rand(b, device=x.device, dtype=x.dtype)
+        # In affine_grid's [-1, 1] coordinates a crop of side s may be centred anywhere within ±(1 - s).
+        centre = (torch.rand(b, 2, device=x.device, dtype=x.dtype) * 2 - 1) * (1 - side)[:, None]
+        zero = torch.zeros_like(side)
+        theta = torch.stack([torch.stack([side, zero, centre[:, 0]], 1), torch.stack([zero, side, centre[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def stage2_augment(max_rotation_deg: float = 15.0) -> aug.Compose:
+    """Paper 000's stage-2 augmentation: brightness, gamma, saturation, crop, rotation, horizontal flip."""
+    return aug.Compose([
+        RandomPhotometric(),
+        RandomZoomCrop(),
+        aug.RandomAffine(max_rotation=math.radians(max_rotation_deg), max_shift=0.0),
+        aug.RandomFlip(horizontal=True, vertical=False),
+    ])
+
+
+# ------------------------------------------------------------------ splits over LabelledSample
+
+
+def _fundus_proxies(samples: Sequence[LabelledSample]) -> list[Any]:
+    from fundus.datasets import Sample
+
+    label = (lambda t: np.nan_to_num(np.asarray(t, np.float32)))
+    return [Sample(s.image, label(s.target), patient_id=s.patient_id, meta={"index": i}) for i, s in enumerate(samples)]
+
+
+def patient_holdout(samples: Sequence[LabelledSample], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of (pool, held-out) photos, split by patient and stratified by the rarest label."""
+    from fundus.datasets import patient_split
+
+    if val_fraction <= 0:
+        return list(range(len(samples))), []
+    train, val = patient_split(_fundus_proxies(samples), val_fraction=val_fraction, seed=seed)
+    return [s.meta["index"] for s in train], [s.meta["index"] for s in val]
+
+
+def patient_folds(samples: Sequence[LabelledSample], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Paper 000's k-fold bagging by patient: (train indices, validation indices) per fold."""
+    from fundus.datasets import patient_kfold
+
+    return [([s.meta["index"] for s in tr], [s.meta["index"] for s in va])
+            for tr, va in patient_kfold(_fundus_proxies(samples), k=k, seed=seed)]
+
+
+# ------------------------------------------------------------------ the recipe
+
+
+@register
+class RfmidEnsembleRecipe(Recipe):
+    name = "rfmid-ensemble"
+    paper = "000"
+    task = "multilabel"
+    description = ("RFMiD 28 categories: VGG16 stage 1, Guided Grad-CAM attention crops (θ), VGG19 + ResNet50 "
+                   "5-fold bagging with focal loss, fusion 0.6·G1 + 0.4·G2")
+    labels = tuple(RFMID_LABELS)  # 27 named diseases of Table 1 + "OTHER"
+    archs = {PAPER_ARCHS: 224, **{a: 224 for a in LITE_ARCHS}}
+    head = "gap_linear"  # "the global average pooling layer is added after the last convolutional layer"
+    preprocessing = {"fov_crop": True, "clahe": False}  # "fundus image with black edges removed", 224²
+    defaults = dict(arch=PAPER_ARCHS, epochs=50, batch_size=16, lr=1e-4, optimizer="adam", patience=20,
+                    val_fraction=0.2)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("paper 000")
+        g.add_argument("--folds", type=int, default=5, help="k of the k-fold bagging by patient (models per architecture)")
+        g.add_argument("--theta", type=float, default=128.0,
+                       help="attention-crop mask threshold θ ∈ [0, 255] on the integrated Guided Grad-CAM (eq. 5)")
+        g.add_argument("--no-attention-crops", dest="attention_crops", action="store_false",
+                       help="ablation: stage 2 without the Grad-CAM crops (skips stage 1)")
+        g.add_argument("--frozen-epochs", type=int, default=10,
+                       help="transfer-learning epochs with the backbone frozen, before --epochs of fine-tuning")
+        g.add_argument("--gamma", type=float, default=2.0, help="focal loss focusing parameter γ (eq. 7)")
+        g.add_argument("--lam", type=float, default=0.6, help="fusion weight λ of G1 (eq. 6)")
+        g.add_argument("--sigma", type=float, default=0.4, help="fusion weight σ of G2 (eq. 6; λ + σ = 1)")
+        g.add_argument("--plateau-patience", type=int, default=8,
+                       help="epochs without a better validation loss before the learning rate drops ×0.1")
+        g.add_argument("--min-lr", type=float, default=1e-7, help="floor of the learning-rate reductions")
+        g.add_argument("--max-rotation", type=float, default=15.0, help="stage-2 random rotation range, ± degrees")
+
+    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
+        args = super().parse_args(argv)
+        if args.folds < 2:
+            raise SystemExit(f"error: --folds must be at least 2 (k-fold bagging), got {args.folds}")
+        if not 0 <= args.theta <= 255:
+            raise SystemExit(f"error: --theta must lie in [0, 255], got {args.theta}")
+        if args.lam < 0 or args.sigma < 0 or not math.isclose(args.lam + args.sigma, 1.0, abs_tol=1e-6):
+            raise SystemExit(f"error: --lam and --sigma must be >= 0 and add up to 1, got {args.lam} + {args.sigma}")
+        return args
+
+    def architectures(self, args: argparse.Namespace) -> tuple[str, str, str]:
+        """(stage 1, G1, G2) architectures: VGG16, VGG19, ResNet50 — or one EfficientNet-Lite for all three."""
+        if args.arch == PAPER_ARCHS:
+            return tuple(PAPER_ARCHS.split(","))  # type: ignore[return-value]
+        return (args.arch, args.arch, args.arch)
+
+    # ---------------------------------------------------------------- data
+    def target_of(self, sample: Any, fmt: str, args: argparse.Namespace) -> np.ndarray | None:
+        """Paper 000's 28-category multi-hot target; RFMiD's 45 diseases are mapped (27 named + Others)."""
+        label = getattr(sample, "label", None)
+        if label is None:
+            return None
+        row = np.asarray(label, dtype=np.float32).reshape(-1)
+        if row.size == len(self.labels):
+            return row
+        from fundus.datasets import RFMID_DISEASES, to_paper000
+
+        if row.size == len(RFMID_DISEASES):
+            return to_paper000(row).astype(np.float32)
+        raise ValueError(f"rfmid-ensemble needs RFMiD labels (45 diseases or paper 000's 28 categories), "
+                         f"got {row.size} values from format {fmt!r}")
+
+    # ---------------------------------------------------------------- models and training
+    def build_arch(self, args: argparse.Namespace, arch: str, name: str) -> nn.Module:
+        """One network with paper 000's GAP + linear head, input size and preprocessing."""
+        import zoo
+        from zoo.config import Preprocessing
+
+        model = zoo.create_model(arch, paper=self.paper, task=self.task, labels=list(self.labels),
+                                 pretrained=args.pretrained, head=self.head)
+        model.config.name = name
+        model.config.input_size = args.input_size
+        model.config.preprocessing = Preprocessing(**self.preprocessing)
+        return model
+
+    def stages(self, args: argparse.Namespace, model: nn.Module) -> list[Stage]:
+        """Transfer learning (only the head trains), then fine-tuning of every layer, both at --lr."""
+        head = getattr(model, "head", None)
+        out = []
+        if args.frozen_epochs > 0 and isinstance(head, nn.Module):
+            out.append(Stage("frozen", args.frozen_epochs, args.lr, trainable=lambda m: m.head.parameters()))
+        out.append(Stage("fine-tune", args.epochs, args.lr))
+        return out
+
+    def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
+        """Focal loss (eq. 7), γ = --gamma, α_c inversely proportional to class c's frequency."""
+        counts = class_counts(np.nan_to_num(train_targets), len(self.labels), self.task)
+        alpha = inverse_frequency_weights(counts) if counts.sum() > 0 else None
+        return FocalLoss(alpha=alpha, gamma=args.gamma, task=self.task)
+
+    def metric(self, args: argparse.Namespace) -> Metric:
+        return micro_f1_metric()
+
+    def loop_config(self, args: argparse.Namespace, model: nn.Module) -> LoopConfig:
+        cfg = super().loop_config(args, model)
+        cfg.plateau_patience = args.plateau_patience
+        cfg.plateau_factor = 0.1
+        cfg.min_lr = args.min_lr
+        return cfg
+
+    def train_one(self, args: argparse.Namespace, model: nn.Module, train_set: CachedImages,
+                  val_set: CachedImages, tag: str, augment: aug.BatchOp) -> FitResult:
+        """Fit one network into ``--out/training/<tag>`` (its own checkpoints, so --resume works per model)."""
+        cfg = self.loop_config(args, model)
+        cfg.out_dir = Path(args.out) / "training" / tag
+        return fit(model, self.loss(args, train_set.targets.numpy()), train_set, val_set, cfg,
+                   self.stages(args, model), augment=augment, metric=self.metric(args))
+
+    # ---------------------------------------------------------------- the pipeline
+    def run(self, args: argparse.Namespace) -> Path:
+        from train import ddp
+        from zoo.architectures.fusion import assemble
+
+        samples = self.labelled(self.load_samples(args), args)
+        pool_idx, holdout_idx = patient_holdout(samples, args.val_fraction, args.seed)
+        stage1_arch, g1_arch, g2_arch = self.architectures(args)
+        labels = list(self.labels)
+        name = args.name or self.name
+        stage1 = self.build_arch(args, stage1_arch, f"{name}.stage1")
+        data = self.make_datasets(args, stage1.config, [samples[i] for i in pool_idx],
+                                  [samples[i] for i in holdout_idx], labels)
+        history: list[dict[str, Any]] = []
+
+        def log(tag: str, result: FitResult) -> None:
+            history.extend({"model": tag, **row} for row in result.history)
+
+        # Stage 1 and the attention crops (paper 000, Fig. 1–2).
+        crops = None
+        crop_sources = np.zeros(0, dtype=np.int64)
+        crop_note = "no attention crops (ablation)"
+        if args.attention_crops:
+            log("stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
+            found = attention_crop_images(stage1, data.train.images, data.train.targets.numpy(), args.theta,
+                                          mean=stage1.config.mean, std=stage1.config.std,
+                                          progress=not args.quiet)
+            crop_sources = np.asarray(found.source_index, dtype=np.int64)
+            if len(found):
+                crops = CachedImages.from_arrays(list(found.images), data.train.targets.numpy()[crop_sources],
+                                                 names=[f"{data.train.names[i]}#crop{found.boxes[k]}"
+                                                        for k, i in enumerate(crop_sources)])
+            crop_note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of a {stage1_arch} "
+                         f"stage-1 model ({found.skipped_no_label} photos without a label and "
+                         f"{found.skipped_empty} with no pixel above θ gave none)")
+        del stage1
+
+        # Stage 2: k-fold bagging of G1 and G2 on originals + the crops of the fold's training photos.
+        members: dict[str, list[nn.Module]] = {"g1": [], "g2": []}
+        augment = stage2_augment(args.max_rotation)
+        for fold, (train_idx, val_idx) in enumerate(patient_folds(data.train_samples, args.folds, args.seed)):
+            train_set = data.train.subset(train_idx)
+            if crops is not None:
+                own = np.flatnonzero(np.isin(crop_sources, train_idx))  # never a crop of a validation photo
+                if len(own):
+                    train_set = train_set.concat(crops.subset(own.tolist()))
+            val_set = data.train.subset(val_idx)
+            for group, arch in (("g1", g1_arch), ("g2", g2_arch)):
+                tag = f"fold{fold}-{group}-{arch}"
+                model = self.build_arch(args, arch, f"{name}.{group}.{fold}")
+                log(tag, self.train_one(args, model, train_set, val_set, tag, augment))
+                members[group].append(model.cpu().eval())
+
+        # Fusion (eq. 6) and its evaluation on the held-out patients.
+        ensemble = assemble(members["g1"], members["g2"], name=name, lam=args.lam, sigma=args.sigma)
+        ensemble.config.theta = int(round(args.theta))
+        ensemble.config.description = (
+            f"Paper 000 fusion ensemble: {args.lam}·mean({args.folds}× {g1_arch}) + {args.sigma}·mean("
+            f"{args.folds}× {g2_arch}) by {args.folds}-fold bagging over patients, trained on the originals + "
+            f"{crop_note}, with focal loss γ = {args.gamma:g}.")
+        result = self.evaluate_ensemble(args, ensemble, data, history)
+        info = ddp.init_distributed(args.device)
+        out = Path(args.out)
+        if info.is_main:
+            out = self.publish(args, ensemble, result, data)
+        ddp.barrier(info)
+        ddp.cleanup(info)
+        return out
+
+    def evaluate_ensemble(self, args: argparse.Namespace, ensemble: nn.Module, data: PreparedData,
+                          history: list[dict[str, Any]]) -> FitResult:
+        """The fused model's outputs on the held-out photos, as a ``FitResult`` for ``publish``."""
+        from train import ddp
+
+        cfg = self.loop_config(args, ensemble)
+        info = ddp.init_distributed(args.device)
+        device = info.device
+        ensemble.to(device).eval()
+        mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
+
+        def prepare(images: torch.Tensor, train: bool) -> torch.Tensor:
+            return (images.to(device).float() / 255.0 - mean) / std
+
+        outputs, targets = np.zeros((0, len(self.labels))), np.zeros((0, len(self.labels)))
+        val_loss = float("nan")
+        if len(data.val):
+            outputs, targets = evaluate_outputs(ensemble, data.val, cfg, info, prepare)
+            loss = self.loss(args, data.train.targets.numpy())
+            val_loss = float(loss(torch.from_numpy(outputs).float(), torch.from_numpy(targets).float()))
+        ensemble.cpu()
+        return FitResult(history=history, best_val_loss=val_loss, best_epoch=-1, global_step=0, steps_run=0,
+                         resumed_from=None, stopped_early=False, val_outputs=outputs, val_targets=targets)
