@@ -16,7 +16,8 @@ import numpy as np
 
 DETECT_SIDE = 256  # the FOV is found on a copy downscaled to this longest side (fast, and precise enough)
 _CORNER_FRAC = 0.04  # corner patches that tell the background level
-_FIELD_FRAC = 0.15  # field threshold: background + this fraction of (field level - background)
+# Field thresholds tried in turn: background + this fraction of (field level - background).
+_FIELD_FRACTIONS = (0.06, 0.15, 0.3)
 
 
 @dataclass
@@ -104,29 +105,45 @@ def fit_fov_circle(rgb: np.ndarray) -> tuple[float, float, float, bool, bool]:
             return ((width - 1) / 2.0, (height - 1) / 2.0, float(np.hypot(width, height) / 2.0), True, True)
         return not_found
 
-    threshold = background + max(_FIELD_FRAC * (field_level - background), 6.0)
-    field = (light > threshold).astype(np.uint8)
-    field = cv2.morphologyEx(field, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # JPEG specks, text
+    # Noise floor of the surround: the darkest corner's own spread (JPEG noise, sensor offset).
+    darkest = min(corners, key=np.median)
+    floor = float(np.percentile(darkest, 99)) + 4.0
+    # Lowest threshold first, to keep a strongly vignetted periphery in the field; a higher one
+    # when the low one also takes in glare or a halo outside the field (the blob is then not round).
+    for fraction in _FIELD_FRACTIONS:
+        threshold = max(floor, background + fraction * (field_level - background))
+        circle = _field_circle(light > threshold)
+        if circle is not None:
+            break
+    else:
+        return not_found
+    cx, cy, r = circle
+    # Pixel centres: small-image coordinate u maps to (u + 0.5) * factor - 0.5 in the photo.
+    return ((cx + 0.5) * factor - 0.5, (cy + 0.5) * factor - 0.5, r * factor, True, False)
+
+
+def _field_circle(above: np.ndarray) -> tuple[float, float, float] | None:
+    """Circle of the largest bright blob in a thresholded small image, or None when implausible."""
+    h, w = above.shape
+    field = cv2.morphologyEx(above.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # specks, text
     n, labels, stats, _ = cv2.connectedComponentsWithStats(field, connectivity=8)
     if n < 2:
-        return not_found
+        return None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    field = (labels == largest).astype(np.uint8)
     if stats[largest, cv2.CC_STAT_AREA] < 0.08 * h * w:
-        return not_found
+        return None
+    field = (labels == largest).astype(np.uint8)
     contours, _ = cv2.findContours(field, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    boundary = max(contours, key=len)[:, 0, :].astype(np.float64)
-    circle = _fit_boundary_circle(boundary, (h, w))
+    circle = _fit_boundary_circle(max(contours, key=len)[:, 0, :].astype(np.float64), (h, w))
     if circle is None:
-        return not_found
+        return None
     cx, cy, r, residual = circle
-    # Plausibility: a real field is a big, round blob whose circle it fills.
+    # Plausibility: a real field is a big, round blob that fills its circle (inside the photo).
     disc = circle_mask((h, w), (cx, cy), r)
     overlap = float((field.view(bool) & disc).sum()) / max(1.0, float(disc.sum()))
     if r < 0.15 * min(h, w) or residual > 0.04 * r or overlap < 0.85:
-        return not_found
-    # Pixel centres: small-image coordinate u maps to (u + 0.5) * factor - 0.5 in the photo.
-    return ((cx + 0.5) * factor - 0.5, (cy + 0.5) * factor - 0.5, r * factor, True, False)
+        return None
+    return cx, cy, r
 
 
 def _fit_boundary_circle(points: np.ndarray, shape: tuple[int, int]):

@@ -170,13 +170,32 @@ def preprocess(rgb: np.ndarray, config: Any) -> Preprocessed:
     if side < size / 2:
         warnings.append(f"Low resolution: the field of view is {side} px wide, upscaled ×{scale:.1f} to {size} px.")
     image = _crop_resize(rgb, box, size)
+    fov_mask = _fov_mask_in_crop(box, size, (height, width), (cx, cy, radius, found))
+    if found:
+        warnings += exposure_warnings(image, fov_mask)
     if steps["clahe"]:
         image = clahe(image, steps["clahe_clip"], steps["clahe_tile"])
-    fov_mask = _fov_mask_in_crop(box, size, (height, width), (cx, cy, radius, found))
     import torch  # local: fundus stays importable (and fast to import) without torch
 
     tensor = torch.from_numpy(normalise(image, mean, std)).unsqueeze(0)
     return Preprocessed(tensor, image, fov_mask, box, scale, found, warnings, (height, width))
+
+
+# Mean lightness (max channel) of the field below / above which a photo is badly exposed: lesions
+# (dark red haemorrhages, yellow exudates) lose their contrast in such photos.
+DARK_LIGHTNESS, BRIGHT_LIGHTNESS = 45, 225
+
+
+def exposure_warnings(image: np.ndarray, fov_mask: np.ndarray) -> list[str]:
+    """User-facing warnings for an under- or over-exposed field (measured before CLAHE)."""
+    if not fov_mask.any():
+        return []
+    lightness = float(image.max(axis=2)[fov_mask].mean())
+    if lightness < DARK_LIGHTNESS:
+        return [f"The photo is very dark (mean field brightness {lightness:.0f}/255): lesions may be missed."]
+    if lightness > BRIGHT_LIGHTNESS:
+        return [f"The photo is over-exposed (mean field brightness {lightness:.0f}/255): lesions may be missed."]
+    return []
 
 
 def preprocess_batch(images: Sequence[np.ndarray], config: Any) -> tuple[Any, list[Preprocessed]]:

@@ -42,6 +42,19 @@ def test_fov_circle_on_known_synthetic_fields(case):
     assert (fov.mask != info["fov_mask"]).mean() < 0.02
 
 
+def test_fov_with_a_strongly_vignetted_side():
+    # Like DIARETDB1 0518: one side of the field fades almost to black before the field edge.
+    rgb, info = make_fundus(400, seed=3, exposure=1.3)
+    fade = np.clip(1.5 - np.linspace(0, 1.8, 400), 0.06, 1.0)[None, :, None]
+    dark_side = np.round(rgb * fade).astype(np.uint8)
+    field = info["fov_mask"]
+    assert np.percentile(dark_side.max(axis=2)[field], 5) < 0.15 * np.percentile(dark_side.max(axis=2)[field], 95)
+    fov = detect_fov(dark_side)
+    assert fov.found
+    assert abs(fov.radius - info["radius"]) <= 0.03 * info["radius"]
+    assert np.hypot(fov.center[0] - info["center"][0], fov.center[1] - info["center"][1]) <= 0.03 * info["radius"]
+
+
 @pytest.mark.parametrize("kind", ["black", "white", "grey", "noise", "noise_gray"])
 def test_no_field_gives_found_false_without_raising(kind):
     rng = np.random.default_rng(0)
@@ -211,6 +224,15 @@ def test_clahe_step_of_preprocess_follows_the_config():
     enhanced = preprocess(rgb, _config(128, clahe=True))
     assert enhanced.image.std() > plain.image.std()
     assert plain.crop_box == enhanced.crop_box
+
+
+def test_exposure_warnings():
+    normal, _ = make_fundus(160, seed=2)
+    dark, _ = make_fundus(160, seed=2, exposure=0.2)
+    bright, _ = make_fundus(160, seed=2, exposure=3.0)
+    assert preprocess(normal, _config(64)).warnings == []
+    assert "very dark" in " ".join(preprocess(dark, _config(64)).warnings)
+    assert "over-exposed" in " ".join(preprocess(bright, _config(64)).warnings)
 
 
 def test_fov_crop_off_keeps_the_whole_photo():
