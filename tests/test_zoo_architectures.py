@@ -16,19 +16,17 @@ from zoo.architectures.simple_cnn import _flat_size
 CASES = [
     ("vgg16", "000", 64, {}),
     ("vgg19", "000", 64, {}),
-    ("resnet50", "000", 64, {}),
-    ("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 1}}),
+    ("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 1}}),  # G1 VGG19 + G2 ResNet50 (GAP + linear)
     ("resnet50_fcn", "001", 64, {}),
     ("simple_cnn", "002", 96, {}),
-    ("vgg13_bn", "002", 64, {"arch_kwargs": {"fc_width": 64}}),
+    ("vgg13_bn", "002", 64, {"arch_kwargs": {"fc_width": 64}}),  # the FC width (4096) is the only change
     ("inception_v3", "002", 75, {}),
-    ("vgg16", "003", 64, {}),
     ("resnet50", "003", 64, {}),
-    ("inception_v3", "003", 75, {}),
-    ("inception_resnet_v2", "003", 75, {}),
+    pytest.param("inception_resnet_v2", "003", 75, {}, marks=pytest.mark.slow),
     ("dr_detection_net", "004", 192, {}),
     ("efficientnet_lite0", "004", 64, {}),
 ]
+FP16_CASES = {"efficientnet_lite0", "resnet50_fcn", "dr_detection_net"}
 
 
 def _make(arch, paper, size, overrides):
@@ -37,19 +35,23 @@ def _make(arch, paper, size, overrides):
         return zoo.create_model(arch, paper=paper, pretrained=False, input_size=size, **overrides)
 
 
+def _arch(case):
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
 def test_every_registered_architecture_is_covered():
-    assert {arch for arch, *_ in CASES} | {"efficientnet_lite1", "efficientnet_lite2"} == set(ARCHITECTURES)
+    assert {_arch(case) for case in CASES} | {"efficientnet_lite1", "efficientnet_lite2"} == set(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("arch,paper,size,overrides", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("arch,paper,size,overrides", CASES, ids=[_arch(c) for c in CASES])
 def test_build_forward_save_load_roundtrip(tmp_path, arch, paper, size, overrides):
     torch.manual_seed(0)
     model = _make(arch, paper, size, overrides).eval()
     config = model.config
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (2, config.num_outputs)
+    assert out.shape == (1, config.num_outputs)
     assert torch.isfinite(out).all()
     # The explanation layers are real modules (hooks attach there).
     for key in ("target_layer", "low_layer", "cam_classifier"):
@@ -65,7 +67,8 @@ def test_build_forward_save_load_roundtrip(tmp_path, arch, paper, size, override
     assert loaded.config == config
     with torch.no_grad():
         assert torch.equal(loaded(x), out)
-
+    if arch not in FP16_CASES:
+        return
     model.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
     half = zoo.load(tmp_path / "fp16", device="cpu")
     assert all(p.dtype == torch.float32 for p in half.parameters())
@@ -151,10 +154,13 @@ def test_paper_004_blocks_are_27_13_6_at_512():
 
 def test_fusion_ensemble_fuses_probabilities_with_lambda_sigma():
     torch.manual_seed(0)
-    model = _make("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 2}}).eval()
+    default = _make("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 1}})
+    assert default.g1[0].config.arch == "vgg19" and default.g2[0].config.arch == "resnet50"
+    assert default.config.target_layer == "g1.0.backbone.35"  # VGG19's last conv ReLU, inside member 0
+    # Small members keep the fold arithmetic cheap to check.
+    lite = {"folds": 2, "g1_arch": "efficientnet_lite0", "g2_arch": "efficientnet_lite0"}
+    model = _make("fusion_ensemble", "000", 64, {"arch_kwargs": lite}).eval()
     assert len(model.g1) == 2 and len(model.g2) == 2
-    assert model.g1[0].config.arch == "vgg19" and model.g2[0].config.arch == "resnet50"
-    assert model.config.target_layer.startswith("g1.0.")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         g1 = torch.stack([torch.sigmoid(m(x)) for m in model.g1]).mean(0)

@@ -169,7 +169,11 @@ def load_weights(model: FundusNet, path: str | Path) -> None:
         raise WeightsError(
             f"{path} does not match architecture {model.config.arch!r} of its config.json: " + "; ".join(problems)
         )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a tensor outside the state dict (non-persistent buffer) was never materialised
+        raise WeightsError(f"{path}: no values for {', '.join(left[:5])} of {model.config.arch!r}")
 
 
 def default_device() -> torch.device:
@@ -192,7 +196,9 @@ def load(source: str | Path, *, revision: str | None = None, device: str | torch
 
     folder = resolve(source, revision=revision)
     config = load_config(folder)
-    model, _, _ = build_model(config, pretrained=False)
+    # Built on the meta device: no time spent on a random initialisation the weights replace.
+    with torch.device("meta"):
+        model, _, _ = build_model(config, pretrained=False)
     check_layers(model)
     load_weights(model, folder / WEIGHTS_NAME)
     return model.to(device if device is not None else default_device()).eval()
