@@ -17,8 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-# ReLU-like gates the guided rule applies to (ReLU6 is Hardtanh(0, 6) in torch).
+# ReLU-family gates the guided rule applies to (ReLU6 is Hardtanh(0, 6) in torch; paper 004's DR
+# detection net uses leaky ReLU, whose guided version likewise passes only positive gradients).
 _RELU_FUNCS = {
+    F.leaky_relu,
+    F.leaky_relu_,
+    torch._C._nn.leaky_relu,
+    torch._C._nn.leaky_relu_,
     F.relu,
     F.relu_,
     torch.relu,

@@ -8,8 +8,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-EPS = 1e-7  # same epsilon as pytorch-grad-cam's scale_cam_image, so normalised maps agree
-
 
 def grad_cam_weights(grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM neuron importance (paper 000 eq. 1): w_k^c = 1/Z Σ_ij ∂y^c/∂A^k_ij.
@@ -75,14 +73,18 @@ def normalise01(maps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
         flat = maps.flatten(1)
         low = flat.min(dim=1).values[:, None, None]
         shifted = maps - low
-        high = shifted.flatten(1).max(dim=1).values[:, None, None]
-        return shifted / (EPS + high)
+        return _divide_by_max(shifted)
     mask = mask.expand_as(maps)
     low = maps.masked_fill(~mask, float("inf")).flatten(1).amin(dim=1)
     low = torch.nan_to_num(low, posinf=0.0)[:, None, None]  # an empty mask: nothing to normalise
     shifted = (maps - low).masked_fill(~mask, 0.0)
-    high = shifted.flatten(1).max(dim=1).values[:, None, None]
-    return shifted / (EPS + high)
+    return _divide_by_max(shifted)
+
+
+def _divide_by_max(shifted: torch.Tensor) -> torch.Tensor:
+    # No additive epsilon: guided-backprop gradients of an untrained net can be ~1e-6 in size.
+    high = shifted.flatten(1).amax(dim=1)[:, None, None]
+    return shifted / torch.where(high > 0, high, torch.ones_like(high))
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -12,12 +12,37 @@ from torch import nn
 from explain import ALL_METHODS, Explainer, attention_crop, lesion_mask, overlay
 
 
+class TinyNet(nn.Module):
+    """A few-kilobyte CNN for mechanics: module ReLUs (in place), a functional F.relu, BN, GAP + linear head."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.layer2 = nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.layer4 = nn.Conv2d(12, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = torch.nn.functional.relu(self.layer4(self.layer2(self.stem(x))), inplace=True)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 def resnet18(num_classes: int = 4, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return torchvision.models.resnet18(num_classes=num_classes).eval()
 
 
+def tiny(num_classes: int = 4, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = TinyNet(num_classes).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        model.stem[1].running_mean.uniform_(-0.5, 0.5)
+        model.stem[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
 def explainer_for(model: nn.Module, **kwargs) -> Explainer:
+    """layer4 / layer2 / fc exist in both torchvision's ResNet and TinyNet."""
     return Explainer(model, target_layer="layer4", low_layer="layer2", cam="linear", cam_classifier="fc", **kwargs)
 
 
@@ -46,7 +71,7 @@ class ScoreMapNet(nn.Module):
 
 
 def test_all_maps_shape_range_and_one_forward_only():
-    model = resnet18()
+    model = tiny()
     calls = []
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
@@ -91,7 +116,7 @@ def test_no_hooks_left_after_an_exception():
 
 
 def test_two_threads_on_one_model_equal_serial_results():
-    model = resnet18()
+    model = tiny()
     explainer = explainer_for(model)
     inputs = [images(seed=s) for s in (10, 11)]
     serial = [explainer.explain(x, target="predicted").maps() for x in inputs]
@@ -118,7 +143,7 @@ def test_two_threads_on_one_model_equal_serial_results():
 
 
 def test_batched_and_integrated_maps_equal_one_by_one():
-    model = resnet18()
+    model = tiny()
     explainer = explainer_for(model)
     batch = images(2)
     together = explainer.explain(batch, target=[0, 2])  # two classes for each image, one backward each
@@ -139,7 +164,7 @@ def test_batched_and_integrated_maps_equal_one_by_one():
 
 
 def test_targets_predicted_multilabel_fallback_and_per_image():
-    model = resnet18()
+    model = tiny()
     x = images(2)
     with torch.no_grad():
         probs = torch.sigmoid(model(x))
@@ -164,8 +189,9 @@ def test_targets_predicted_multilabel_fallback_and_per_image():
 
 def test_cam_linear_equals_gradcam_and_score_map_and_unavailable():
     # With layer -> GAP -> linear, Grad-CAM weights are W[c] / (h·w): CAM and Grad-CAM coincide.
-    maps = explainer_for(resnet18()).explain(images(), target=3).maps()
-    assert np.allclose(maps["cam"], maps["gradcam"], atol=1e-5)
+    for model in (tiny(), resnet18()):
+        maps = explainer_for(model).explain(images(), target=3).maps()
+        assert np.allclose(maps["cam"], maps["gradcam"], atol=1e-5)
     torch.manual_seed(4)
     fcn = ScoreMapNet().eval()
     x = images(size=32)
@@ -184,16 +210,16 @@ def test_cam_linear_equals_gradcam_and_score_map_and_unavailable():
 def test_fov_mask_restricts_and_normalises_inside():
     yy, xx = np.mgrid[:64, :64]
     fov = (yy - 32) ** 2 + (xx - 32) ** 2 < 26 ** 2
-    maps = explainer_for(resnet18()).explain(images(), fov_mask=fov).maps()
+    maps = explainer_for(tiny()).explain(images(), fov_mask=fov).maps(t=0.0)
     for name, saliency in maps.items():
         assert np.all(saliency[~fov] == 0), name
         assert abs(saliency[fov].max() - 1.0) < 1e-4 and saliency[fov].min() < 1e-4, name
     with pytest.raises(ValueError, match="fov_mask"):
-        explainer_for(resnet18()).explain(images(), fov_mask=fov[:10])
+        explainer_for(tiny()).explain(images(), fov_mask=fov[:10])
 
 
 def test_grade_regression_output_cell():
-    model = resnet18(num_classes=1)
+    model = tiny(num_classes=1)
     expl = explainer_for(model, task="grade-regression").explain(images(2), target="predicted")
     assert expl.targets == [[0], [0]]
     maps = expl.maps(t=0.0, image=1)
@@ -218,7 +244,7 @@ def test_inception_v3_functional_relus_are_guided():
 
 
 def test_argument_errors():
-    model = resnet18()
+    model = tiny()
     with pytest.raises(ValueError, match="not found"):
         Explainer(model, target_layer="layer9")
     with pytest.raises(ValueError, match="no target layer"):
@@ -231,5 +257,5 @@ def test_argument_errors():
         explainer_for(model).explain(np.zeros((1, 3, 8, 8)))
     with pytest.raises(ValueError, match="unknown method"):
         explainer_for(model).explain(images(), methods=["lime"])
-    wrong_layer = Explainer(model, target_layer="layer3", cam="linear", cam_classifier="fc").explain(images())
-    assert "is not (outputs=4, channels=256)" in wrong_layer.unavailable["cam"]
+    wrong_layer = Explainer(model, target_layer="layer2", cam="linear", cam_classifier="fc").explain(images())
+    assert "is not (outputs=4, channels=12)" in wrong_layer.unavailable["cam"]
