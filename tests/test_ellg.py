@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fundus import make_fundus
 from train.ellg import (
@@ -112,6 +113,8 @@ def test_extract_lesion_patches_one_per_connected_component():
         assert np.array_equal(p.pixels[p.mask], image[y0:y1, x0:x1][p.mask])
         assert not p.pixels[~p.mask].any()
     assert len(extract_lesion_patches(image, mask)) == 3
+    image[2, 2:6] = 0  # black pixels (outside a field of view) are never lesion pixels
+    assert extract_lesion_patches(image, mask, min_area=2)[0].area == 8
 
 
 def test_extract_lesion_patches_from_synthetic_lesion_masks(diseased):
@@ -205,3 +208,75 @@ def test_generate_lesion_image_chains_the_steps(diseased, normal):
     # No lesion found: the normal image comes back unchanged with its own label.
     empty = generate_lesion_image(source, np.zeros_like(mask), 3, other, 0, 0.7, np.random.default_rng(0))
     assert np.array_equal(empty.image, other) and empty.label == 0
+
+
+# ------------------------------------------------------------------ the `ellg` recipe
+
+
+def write_aptos_fixture(root, n=12, size=224):
+    """APTOS 2019's layout: train.csv (id_code,diagnosis) + train_images/<id_code>.png."""
+    import csv
+
+    from PIL import Image
+
+    (root / "train_images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        grade = i % 5
+        lesions = {"HE": grade, "EX": grade + 1, "MA": 2 * grade} if grade else 0
+        rgb, _ = make_fundus(size, seed=100 + i, lesions=lesions)
+        Image.fromarray(rgb).save(root / "train_images" / f"img{i:03d}.png")
+        rows.append([f"img{i:03d}", grade])
+    with open(root / "train.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id_code", "diagnosis"])
+        writer.writerows(rows)
+    return root
+
+
+def test_round_schedule_and_source_selection():
+    from train.recipes.ellg import round_stages, select_sources
+
+    stages = round_stages(30, 3e-5, "round1")  # paper 004: 3e-5, 3e-6, 3e-7 for 10 epochs each
+    assert [(s.epochs, s.lr) for s in stages] == [(10, 3e-5), (10, pytest.approx(3e-6)), (10, pytest.approx(3e-7))]
+    assert [s.epochs for s in round_stages(2, 1e-4, "r")] == [1, 1]
+    predicted = np.array([0, 0, 2, 1, 3, 0])
+    truth = np.array([0, 1, 2, 2, 3, 0])
+    sources, normals, fallback = select_sources(predicted, truth)
+    assert sources.tolist() == [2, 4] and normals.tolist() == [0, 5] and not fallback
+    assert select_sources(predicted, truth, "all")[0].tolist() == [1, 2, 3, 4]
+    _, normals, fallback = select_sources(np.array([1, 1, 2]), np.array([0, 0, 2]))
+    assert fallback and normals.tolist() == [0, 1]  # no normal photo classified correctly: use all normals
+    with pytest.raises(ValueError, match="mode must be"):
+        select_sources(predicted, truth, "some")
+
+
+@pytest.mark.slow
+def test_ellg_recipe_end_to_end(tmp_path, monkeypatch):
+    import json
+    import warnings
+
+    import zoo
+    from train.recipes import get_recipe
+
+    monkeypatch.setenv("FCZ_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_aptos_fixture(tmp_path / "aptos")
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--format", "aptos", "--arch", "dr_detection_net", "--input-size", "192",
+            "--epochs", "1", "--rounds", "1", "--round-epochs", "1", "--batch-size", "8", "--workers", "0",
+            "--val-fraction", "0.25", "--t", "0", "--lesion-sources", "all", "--quiet", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert get_recipe("ellg").main(argv) == 0
+
+    rounds = json.loads((out / "training" / "ellg_rounds.json").read_text())
+    assert len(rounds) == 1 and rounds[0]["sources"] > 0 and rounds[0]["generated"] > 0
+    assert sorted(int(k) for k in rounds[0]["grades"]) and all(0 <= int(k) <= 4 for k in rounds[0]["grades"])
+    assert (out / "training" / "round1" / "generated-0.png").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == "dr_detection_net" and config["task"] == "grade-regression"
+    assert config["t"] == 0 and "generated photos" in config["description"]
+    validation = json.loads((out / "training" / "validation.json").read_text())
+    assert "quadratic_kappa" in json.dumps(validation) and "accuracy" in json.dumps(validation)
+    model = zoo.load(str(out), device="cpu")
+    assert model(torch.rand(1, 3, 192, 192)).shape == (1, 1)

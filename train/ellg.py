@@ -224,6 +224,8 @@ def extract_lesion_patches(image: np.ndarray, mask: np.ndarray, *, min_area: int
 
     "We then applied these masks over the original image and get corresponding lesion patches"
     (paper 004, 2.3) — one patch per 8-connected component (cv2.connectedComponentsWithStats).
+    Black source pixels (the surround outside the field of view) are no lesion pixels: eq. 5 blends
+    only where the lesion image is non-zero.
 
     Args:
         image: (H, W, 3) uint8 RGB source image.
@@ -241,6 +243,7 @@ def extract_lesion_patches(image: np.ndarray, mask: np.ndarray, *, min_area: int
     mask = _check_mask("mask", mask, image.shape[:2])
     if min_area < 1:
         raise ValueError(f"min_area must be >= 1, got {min_area}")
+    mask = mask & image.any(axis=2)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     patches = []
     for index in range(1, count):  # 0 is the background

@@ -107,32 +107,16 @@ def stage2_augment(max_rotation_deg: float = 15.0) -> aug.Compose:
     ])
 
 
-# ------------------------------------------------------------------ splits over LabelledSample
-
-
-def _fundus_proxies(samples: Sequence[LabelledSample]) -> list[Any]:
-    from fundus.datasets import Sample
-
-    label = (lambda t: np.nan_to_num(np.asarray(t, np.float32)))
-    return [Sample(s.image, label(s.target), patient_id=s.patient_id, meta={"index": i}) for i, s in enumerate(samples)]
-
-
-def patient_holdout(samples: Sequence[LabelledSample], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of (pool, held-out) photos, split by patient and stratified by the rarest label."""
-    from fundus.datasets import patient_split
-
-    if val_fraction <= 0:
-        return list(range(len(samples))), []
-    train, val = patient_split(_fundus_proxies(samples), val_fraction=val_fraction, seed=seed)
-    return [s.meta["index"] for s in train], [s.meta["index"] for s in val]
+# ------------------------------------------------------------------ k-fold bagging by patient
 
 
 def patient_folds(samples: Sequence[LabelledSample], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """Paper 000's k-fold bagging by patient: (train indices, validation indices) per fold."""
+    """Paper 000's k-fold bagging by patient: (train indices, validation indices) of ``samples`` per fold."""
     from fundus.datasets import patient_kfold
 
-    return [([s.meta["index"] for s in tr], [s.meta["index"] for s in va])
-            for tr, va in patient_kfold(_fundus_proxies(samples), k=k, seed=seed)]
+    index = {id(s): i for i, s in enumerate(samples)}
+    return [([index[id(s)] for s in tr], [index[id(s)] for s in va])
+            for tr, va in patient_kfold(list(samples), k=k, seed=seed)]
 
 
 # ------------------------------------------------------------------ the recipe
@@ -186,20 +170,21 @@ class RfmidEnsembleRecipe(Recipe):
         return (args.arch, args.arch, args.arch)
 
     # ---------------------------------------------------------------- data
-    def target_of(self, sample: Any, fmt: str, args: argparse.Namespace) -> np.ndarray | None:
+    def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         """Paper 000's 28-category multi-hot target; RFMiD's 45 diseases are mapped (27 named + Others)."""
+        from fundus.datasets import PAPER000_CATEGORIES, RFMID_DISEASES, to_paper000
+
         label = getattr(sample, "label", None)
         if label is None:
             return None
         row = np.asarray(label, dtype=np.float32).reshape(-1)
-        if row.size == len(self.labels):
-            return row
-        from fundus.datasets import RFMID_DISEASES, to_paper000
-
-        if row.size == len(RFMID_DISEASES):
+        names = tuple(getattr(dataset, "labels", ()))
+        if names == RFMID_DISEASES:
             return to_paper000(row).astype(np.float32)
-        raise ValueError(f"rfmid-ensemble needs RFMiD labels (45 diseases or paper 000's 28 categories), "
-                         f"got {row.size} values from format {fmt!r}")
+        if names == PAPER000_CATEGORIES or names == self.labels:
+            return row
+        raise ValueError(f"rfmid-ensemble needs RFMiD labels (its 45 diseases or paper 000's 28 categories), "
+                         f"got {len(names)} classes from format {getattr(dataset, 'format', '?')!r}")
 
     # ---------------------------------------------------------------- models and training
     def build_arch(self, args: argparse.Namespace, arch: str, name: str) -> nn.Module:
@@ -253,13 +238,12 @@ class RfmidEnsembleRecipe(Recipe):
         from zoo.architectures.fusion import assemble
 
         samples = self.labelled(self.load_samples(args), args)
-        pool_idx, holdout_idx = patient_holdout(samples, args.val_fraction, args.seed)
+        pool, holdout = self.split(samples, args)  # held-out patients evaluate the fused ensemble
         stage1_arch, g1_arch, g2_arch = self.architectures(args)
         labels = list(self.labels)
         name = args.name or self.name
         stage1 = self.build_arch(args, stage1_arch, f"{name}.stage1")
-        data = self.make_datasets(args, stage1.config, [samples[i] for i in pool_idx],
-                                  [samples[i] for i in holdout_idx], labels)
+        data = self.make_datasets(args, stage1.config, pool, holdout, labels)
         history: list[dict[str, Any]] = []
 
         def log(tag: str, result: FitResult) -> None:
