@@ -101,24 +101,27 @@ def clahe(rgb: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray
 def crop_box_for(shape: Sequence[int], fov: FieldOfView | tuple) -> Box:
     """The square crop box around a field of view, in original pixels (may leave the photo).
 
-    The square is the field's circle box cut down to the visible field (a circle cut at top
-    and bottom keeps its full width), then squared around its middle: no field pixel is lost.
+    The square is centred on the field's centre (so the disc sits in the middle of every crop,
+    as in the papers' training images) and just large enough to hold the visible field: the
+    circle's box cut down to the photo. A circle cut at top and bottom keeps its full width and
+    is padded with black above and below; a field larger than the photo keeps the whole photo.
 
     Args:
         shape: ``(H, W, ...)`` of the photo.
-        fov: a :class:`FieldOfView` or ``(cx, cy, radius, found)``.
+        fov: a :class:`FieldOfView` or ``(cx, cy, radius, found)``; not found → the whole photo.
     """
     height, width = int(shape[0]), int(shape[1])
     cx, cy, radius, found = _circle(fov)
-    if not found:
-        x0, y0, x1, y1 = 0.0, 0.0, float(width), float(height)
-    else:
-        x0, x1 = max(cx + 0.5 - radius, 0.0), min(cx + 0.5 + radius, float(width))
-        y0, y1 = max(cy + 0.5 - radius, 0.0), min(cy + 0.5 + radius, float(height))
-    side = int(round(max(x1 - x0, y1 - y0)))
-    side = max(side, 1)
-    left = int(round((x0 + x1) / 2.0 - side / 2.0))
-    top = int(round((y0 + y1) / 2.0 - side / 2.0))
+    if not found:  # the whole photo, padded to a square around its middle
+        cx, cy, radius = (width - 1) / 2.0, (height - 1) / 2.0, float(max(width, height))
+    # Pixel-edge coordinates: pixel i spans [i, i + 1), its centre is i + 0.5.
+    ex, ey = cx + 0.5, cy + 0.5
+    x0, x1 = max(ex - radius, 0.0), min(ex + radius, float(width))
+    y0, y1 = max(ey - radius, 0.0), min(ey + radius, float(height))
+    half = max(ex - x0, x1 - ex, ey - y0, y1 - ey, 0.5)
+    side = max(1, int(round(2 * half)))
+    left = int(round(ex - side / 2.0))
+    top = int(round(ey - side / 2.0))
     return left, top, left + side, top + side
 
 

@@ -26,6 +26,7 @@ FOV_CASES = [
     dict(center=(150.0, 260.0), radius_frac=0.3),
     dict(center=(300.0, 200.0), radius_frac=0.42, exposure=0.6),
     dict(size=1000, border="notched", seed=9),
+    dict(center=(110.0, 200.0), radius_frac=0.4),  # cut by the left edge of the photo
 ]
 
 
@@ -120,6 +121,21 @@ def test_notched_crop_is_square_and_padded():
     assert pre.image[:pad_rows].max() == 0 and not pre.fov_mask[:pad_rows].any()
     square, box = remove_black_border(rgb)
     assert box == pre.crop_box and square.shape == (x1 - x0, x1 - x0, 3)
+
+
+def test_crop_is_centred_on_a_field_cut_by_the_photo_edge():
+    rgb, info = make_fundus(400, seed=2, center=(110.0, 200.0), radius_frac=0.4)
+    pre = preprocess(rgb, _config(64))
+    x0, y0, x1, y1 = pre.crop_box
+    assert x0 < 0  # padded on the left, where the circle leaves the photo
+    assert abs((x0 + x1) / 2 - (info["center"][0] + 0.5)) <= 1.5
+    assert abs((y0 + y1) / 2 - (info["center"][1] + 0.5)) <= 1.5
+    assert abs((x1 - x0) - 2 * info["radius"]) <= 3
+    # The field's centre lands in the middle of the model's input; the cut-off part is black.
+    ys, xs = np.nonzero(pre.fov_mask)
+    assert abs((ys.min() + ys.max()) / 2 - 31.5) <= 1 and xs.max() >= 62
+    left_pad = int(-x0 * pre.scale) - 1
+    assert pre.image[:, :left_pad].max() == 0 and not pre.fov_mask[:, :left_pad].any()
 
 
 def test_to_original_puts_a_marked_spot_back():
