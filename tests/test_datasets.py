@@ -422,3 +422,21 @@ def test_image_dataset_skips_and_counts_unreadable_images(tmp_path):
     multi = ImageDataset(samples[5:])[0]
     assert multi[1].dtype == torch.float32 and multi[1].tolist() == [1.0, 0.0]
     assert isinstance(multi[0], np.ndarray) and multi[0].shape == (64, 64, 3)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_summarises_and_counts_unreadable_photos(tmp_path, capsys):
+    from fundus.datasets.__main__ import main
+
+    rows = [["a1", 0], ["a2", 3]]
+    _write_csv(tmp_path / "train.csv", ["id_code", "diagnosis"], rows)
+    _photo(tmp_path / "train_images" / "a1.png")
+    (tmp_path / "train_images" / "a2.png").write_bytes(b"broken")
+    assert main(["aptos", str(tmp_path), "--read-images"]) == 0
+    out = capsys.readouterr().out
+    assert "aptos train: 2 photos of 2 patients" in out
+    assert "Severe                   1" in out and "unreadable photos: 1" in out and "a2.png" in out
+    assert main(["eyepacs", str(tmp_path)]) == 1
+    assert "trainLabels.csv" in capsys.readouterr().err
