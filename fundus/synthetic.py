@@ -131,7 +131,10 @@ def _lesion_counts(lesions: Lesions, rng: np.random.Generator) -> dict[str, int]
     elif isinstance(lesions, str):
         raise TypeError(f"lesions must be a sequence of types such as ('MA', 'EX'), got the string {lesions!r}")
     else:
-        counts = {str(k): int(rng.integers(_DEFAULT_COUNTS.get(str(k), (1, 1))[0], _DEFAULT_COUNTS.get(str(k), (1, 1))[1] + 1)) for k in lesions}
+        counts = {}
+        for name in map(str, lesions):
+            low, high = _DEFAULT_COUNTS.get(name, (1, 1))
+            counts[name] = int(rng.integers(low, high + 1))
     unknown = sorted(set(counts) - set(LESION_TYPES))
     if unknown:
         raise ValueError(f"unknown lesion types {unknown}; expected some of {LESION_TYPES}")
@@ -165,10 +168,12 @@ def _draw_vessels(rng, height, width, od_center, od_r, radius, fov_center) -> np
                 break
             points.append((x, y))
             if depth < 3 and rng.random() < 0.09:
-                stack.append((x, y, angle + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9), max(1.0, thickness * 0.7), depth + 1))
+                branch_angle = angle + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9)
+                stack.append((x, y, branch_angle, max(1.0, thickness * 0.7), depth + 1))
         if len(points) > 1:
             pts = np.round(np.array(points) * 4).astype(np.int32)  # 2 fractional bits: smooth curves
-            cv2.polylines(canvas, [pts], False, 1.0, thickness=max(1, int(round(thickness))), lineType=cv2.LINE_AA, shift=2)
+            width = max(1, int(round(thickness)))
+            cv2.polylines(canvas, [pts], False, 1.0, thickness=width, lineType=cv2.LINE_AA, shift=2)
     return np.clip(canvas, 0, 1)
 
 

@@ -133,7 +133,9 @@ def parse_int(value: str, column: str, path: Path, row: int) -> int:
     try:
         return int(float(value))
     except ValueError:
-        raise DatasetError(f"{Path(path).name} row {row}: column {column!r} should be a number, got {value!r}") from None
+        raise DatasetError(
+            f"{Path(path).name} row {row}: column {column!r} should be a number, got {value!r}"
+        ) from None
 
 
 def require_dir(path: Path, what: str) -> Path:

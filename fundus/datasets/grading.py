@@ -18,7 +18,9 @@ def _grade(value: str, column: str, path: Path, row: int) -> int:
 
 
 @register("aptos")
-def load_aptos(root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error") -> FundusDataset:
+def load_aptos(
+    root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error"
+) -> FundusDataset:
     """APTOS 2019 Blindness Detection: ``{split}.csv`` (``id_code,diagnosis``) + ``{split}_images/<id_code>.png``.
 
     Args:
@@ -45,7 +47,9 @@ _EYEPACS_NAME = re.compile(r"^(\d+)_(left|right)$")
 
 
 @register("eyepacs")
-def load_eyepacs(root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error") -> FundusDataset:
+def load_eyepacs(
+    root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error"
+) -> FundusDataset:
     """Kaggle Diabetic Retinopathy Detection (EyePACS 2015).
 
     train: ``trainLabels.csv`` (``image,level``) + ``train/<image>.jpeg``;
@@ -81,7 +85,9 @@ _IDRID_GRADING_SPLITS = {
 
 
 @register("idrid-grading")
-def load_idrid_grading(root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error") -> FundusDataset:
+def load_idrid_grading(
+    root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error"
+) -> FundusDataset:
     """IDRiD disease grading: ``B. Disease Grading/2. Groundtruths/<a|b>. IDRiD_Disease Grading_<Training|Testing> Labels.csv``
     (``Image name,Retinopathy grade,Risk of macular edema `` — the official header's trailing space
     is tolerated) + ``B. Disease Grading/1. Original Images/<a. Training|b. Testing> Set/<Image name>.jpg``.

@@ -61,7 +61,10 @@ def load_odir(root: Path, split: str = "train", *, annotations: str | Path | Non
         root, ("full_df.csv", "data.xlsx", "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"), "annotation file")
     if not table.is_file():
         raise FileNotFoundError(f"ODIR-5K annotation file not found: {table}")
-    image_dir = require_dir(Path(images), "ODIR-5K image folder") if images else _find(root, ("Training Images",), "image folder", True)
+    if images:
+        image_dir = require_dir(Path(images), "ODIR-5K image folder")
+    else:
+        image_dir = _find(root, ("Training Images",), "image folder", is_dir=True)
     samples, seen = [], set()
     for i, row in enumerate(_read_rows(table), start=2):
         patient = row["ID"]

@@ -13,7 +13,9 @@ import numpy as np
 from .base import Sample
 
 
-def _patients_in_strata_order(samples: Sequence[Sample], seed: int, stratify: bool) -> tuple[list[str], dict[str, list[int]]]:
+def _patients_in_strata_order(
+    samples: Sequence[Sample], seed: int, stratify: bool
+) -> tuple[list[str], dict[str, list[int]]]:
     """Patient ids ordered by stratum, shuffled within each stratum; and each patient's sample indices."""
     by_patient: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):

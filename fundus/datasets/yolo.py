@@ -75,8 +75,9 @@ def load_yolo(root: Path, split: str = "train", *, names: str | Path | None = No
             txt = label_dir / f"{image.stem}.txt"
         boxes = read_boxes(txt, classes) if txt.is_file() else []
         present = sorted({classes.index(b[0]) for b in boxes})
+        meta = {"label_file": str(txt) if txt.is_file() else None}
         samples.append(Sample(image, multi_hot(present, len(classes)), boxes=boxes,
-                              patient_id=patient_from_stem(image.stem), meta={"label_file": str(txt) if txt.is_file() else None}))
+                              patient_id=patient_from_stem(image.stem), meta=meta))
     if not samples:
         raise DatasetError(f"no images found in {image_dir}")
     return FundusDataset("yolo", root, split, samples, classes, "multilabel")
