@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from ..imageio import ImageError, load_image
 from .base import Sample
 
 log = logging.getLogger("fundus.datasets")
+_COUNTER_SLOTS = 65  # the main process + up to 64 workers, each counting in its own slot
 
 
 class ImageDataset(Dataset):
@@ -20,7 +20,8 @@ class ImageDataset(Dataset):
 
     An unreadable photo (corrupt, truncated, missing, too large…) is logged, counted in
     :attr:`skipped` and returned as ``None``; :func:`collate_skip_none` drops it from the batch.
-    The counter lives in shared memory, so DataLoader worker processes add to the same count.
+    The counter is a shared-memory tensor with one slot per process (the main one and each
+    DataLoader worker, fork or spawn), so workers add to the same count without a lock.
 
     Args:
         samples: the samples (e.g. ``load_dataset(...).samples`` or one part of a split).
@@ -43,7 +44,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.target_transform = target_transform
         self.load_kwargs = load_kwargs
-        self._skipped = multiprocessing.Value("i", 0)
+        self._skipped = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
         self.skipped_paths: list[str] = []  # this process only (workers keep their own)
 
     def __len__(self) -> int:
@@ -52,15 +53,15 @@ class ImageDataset(Dataset):
     @property
     def skipped(self) -> int:
         """Photos skipped so far, in this process and its DataLoader workers."""
-        return int(self._skipped.value)
+        return int(self._skipped.sum())
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
         try:
             rgb = load_image(sample.image, **self.load_kwargs)
         except (ImageError, OSError) as exc:
-            with self._skipped.get_lock():
-                self._skipped.value += 1
+            worker = get_worker_info()
+            self._skipped[0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)] += 1
             self.skipped_paths.append(str(sample.image))
             log.warning("skipping unreadable image %s: %s", sample.image, exc)
             return None
