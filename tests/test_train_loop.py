@@ -28,6 +28,15 @@ from train.metrics import accuracy_metric, choose_thresholds, micro_f1_metric
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from a second thread; on a shared, busy machine it costs 10x.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Tiny(nn.Module):
     """A conv 'backbone' and a linear 'head', like zoo's BackboneHeadNet."""
 
@@ -148,6 +157,7 @@ RESUME_SCRIPT = textwrap.dedent('''
             g = torch.Generator().manual_seed(i)
             return (torch.rand(3, 8, 8, generator=g) * 255).to(torch.uint8), i % 2
 
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     res = fit(model, nn.CrossEntropyLoss(), Slow(), None,

@@ -121,7 +121,11 @@ class FocalLoss(nn.Module):
 
 
 class WeightedBCE(nn.Module):
-    """Binary cross entropy on sigmoid outputs with one weight per class (paper 001)."""
+    """Binary cross entropy on sigmoid outputs with one weight per class (paper 001).
+
+    A NaN target means "unknown" (a data set that does not annotate that label) and adds nothing;
+    the mean runs over the known entries, so without NaN this is ``BCEWithLogitsLoss(weight=w)``.
+    """
 
     def __init__(self, class_weights: Sequence[float] | torch.Tensor | None = None) -> None:
         super().__init__()
@@ -131,7 +135,11 @@ class WeightedBCE(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.shape != logits.shape:
             raise ValueError(f"targets {tuple(targets.shape)} must match logits {tuple(logits.shape)}")
-        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), weight=self.class_weights)
+        t = targets.to(logits.dtype)
+        known = torch.isfinite(t)
+        loss = F.binary_cross_entropy_with_logits(logits, torch.where(known, t, torch.zeros_like(t)),
+                                                  weight=self.class_weights, reduction="none")
+        return (loss * known).sum() / known.sum().clamp_min(1)
 
 
 class WeightedCrossEntropy(nn.Module):

@@ -110,6 +110,13 @@ def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> P
     from train.recipes import describe_args
 
     (training / "args.json").write_text(json.dumps(describe_args(args), indent=1, default=str) + "\n")
+    split = {part: [{"image": str(x.image), "patient": x.patient_id} for x in samples]
+             for part, samples in (("train", data.train_samples), ("val", data.val_samples))}
+    (training / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+    n_generated = sum(1 for n in data.train.names if n.startswith("dcgan:"))
+    (training / "data.json").write_text(json.dumps({
+        "n_train": len(data.train) - n_generated, "n_generated": n_generated, "n_val": len(data.val),
+        "n_unreadable": len(data.unreadable), "datasets": cfg.datasets, "labels": list(cfg.labels)}, indent=1) + "\n")
     if data.unreadable:
         (training / "unreadable.json").write_text(json.dumps(data.unreadable, indent=1) + "\n")
     write_training_report(training / "report.html", result.history, cfg.task, result.val_outputs,

@@ -13,30 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
-
 from train import augment as aug
 from train.metrics import Metric, accuracy_metric
 from train.recipes import Recipe, register
+from zoo.evaluate import sample_target
 from zoo.papers import DR_GRADES
-
-
-def dr_grade(sample: Any, dataset: Any = None) -> int | None:
-    """The DR grade 0–4 of a ``fundus.datasets`` sample, or None (unlabelled, or not a DR grading set).
-
-    A sample of a data set whose classes are the five DR grades (APTOS, EyePACS, IDRiD grading,
-    srahim-dr600) has its grade as label; otherwise ``meta["grade"]`` is used when present.
-    """
-    names = [str(n).strip().lower() for n in getattr(dataset, "labels", [])]
-    label = getattr(sample, "label", None)
-    if names == [g.lower() for g in DR_GRADES] and label is not None and not isinstance(label, np.ndarray):
-        grade = int(label)
-    else:
-        meta = getattr(sample, "meta", None) or {}
-        if meta.get("grade") is None:
-            return None
-        grade = int(meta["grade"])
-    return grade if 0 <= grade < len(DR_GRADES) else None
 
 
 @register
@@ -57,7 +38,8 @@ class AptosRecipe(Recipe):
                             help="turn off the horizontal and vertical flips")
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> int | None:
-        return dr_grade(sample, dataset)
+        # The grade, from any layout whose classes are the five DR grades (zoo.evaluate does the same).
+        return sample_target(sample, dataset, self.labels, self.task)
 
     def augment(self, args: argparse.Namespace) -> aug.BatchOp:
         return aug.Compose([aug.RandomFlip(horizontal=True, vertical=True)]) if args.flips else aug.identity

@@ -1,0 +1,86 @@
+"""Paper 001: multi-label DR lesion classification (BP/MA, HM, HEX, CWS, healthy) with a fully
+convolutional ResNet50 head, sigmoid outputs and per-class decision thresholds.
+
+- preprocessing: black-border removal, 512×512, CLAHE ("all the training fundus images were enhanced
+  by … CLAHE"); augmentation: "image shifting, rotating, flipping and mirroring";
+- model: ResNet50 without FC + three convolution layers (``resnet50_fcn``), or any backbone with the
+  ``fcn`` head (``--arch efficientnet_lite0``);
+- loss: BCE with "a weight that was inversely proportional to the number of each category";
+- "two-stage training": the base model frozen at lr 0.01, then all weights at 0.001 (the paper names
+  no optimiser; these are SGD-sized rates, so SGD with momentum 0.9);
+- "each optimum threshold to each" class, chosen on validation (Youden's J, or F1) and stored in
+  ``config.thresholds``.
+
+Labels come from several data sets at once (repeat ``--data DIR --format FMT``): IDRiD segmentation
+masks (idrid-seg), YOLO lesion boxes (yolo), and the healthy class from grading sets (grade 0 of an
+image folder such as srahim-dr600). A lesion type a data set does not annotate is unknown (NaN) for
+its photos and left out of the loss (``zoo.evaluate.sample_target``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+import torch.nn as nn
+
+from train import augment as aug
+from train.loop import FitResult, Stage
+from train.metrics import choose_thresholds, probabilities
+from train.recipes import PreparedData, Recipe, register
+from zoo.evaluate import sample_target
+from zoo.papers import LESION_LABELS
+
+
+def head_parameters(model: nn.Module):
+    """Stage 1 trains only the new layers (the FCN head); the ImageNet backbone stays frozen."""
+    head = getattr(model, "head", None)
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no `head` module to train alone")
+    return head.parameters()
+
+
+@register
+class DrLesionsRecipe(Recipe):
+    name = "dr-lesions"
+    paper = "001"
+    task = "multilabel"
+    description = ("multi-label DR lesions (BP/MA, HM, HEX, CWS, healthy): 512 px, CLAHE, FCN head, "
+                   "inverse-frequency BCE, two-stage training, per-class thresholds")
+    labels = tuple(LESION_LABELS)
+    archs = {"resnet50_fcn": 512, "efficientnet_lite0": 512}
+    head = "fcn"
+    preprocessing = {"fov_crop": True, "clahe": True}
+    defaults = dict(arch="resnet50_fcn", epochs=30, batch_size=8, lr=1e-3, optimizer="sgd", momentum=0.9,
+                    patience=8)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--frozen-epochs", type=int, default=5,
+                            help="stage 1: epochs with the backbone frozen (0: skip stage 1)")
+        parser.add_argument("--frozen-lr", type=float, default=0.01, help="stage 1 learning rate (paper: 0.01)")
+        parser.add_argument("--threshold-method", choices=("youden", "f1"), default="youden",
+                            help="how each class's decision threshold is chosen on validation")
+        parser.add_argument("--max-rotation", type=float, default=30.0, help="rotation range ± degrees")
+        parser.add_argument("--max-shift", type=float, default=0.05, help="shift range ± fraction of the size")
+
+    def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
+        return sample_target(sample, dataset, self.labels, self.task)
+
+    def stages(self, args: argparse.Namespace, model: nn.Module) -> list[Stage]:
+        frozen = min(args.frozen_epochs, args.epochs - 1)
+        stages = [Stage("frozen-backbone", frozen, args.frozen_lr, trainable=head_parameters)] if frozen > 0 else []
+        return stages + [Stage("all", args.epochs - max(frozen, 0), args.lr)]
+
+    def augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        return aug.Compose([
+            aug.RandomFlip(horizontal=True, vertical=True),  # "flipping and mirroring"
+            aug.RandomAffine(max_rotation=math.radians(args.max_rotation), max_shift=args.max_shift),
+        ])
+
+    def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
+        """Paper 001: one decision threshold per class, chosen on the validation photos."""
+        if len(result.val_outputs) == 0:
+            return
+        probs = probabilities(result.val_outputs, "multilabel")
+        model.config.thresholds = choose_thresholds(probs, result.val_targets, args.threshold_method)

@@ -1,0 +1,247 @@
+"""Paper 002 (ODIR-5K, 8 labels N D G C A H M O): simple CNN, VGG13-BN, Inception v3; BCE + SGD.
+
+- augmentation: "random Gaussian noise of variance 0.01", "random rotation between -π/4 and π/4",
+  "rescaled the intensity between its 0.2 and 99.8 percentile"; no flips ("due to the asymmetric
+  structure of the left and right eyes");
+- loss and optimiser: binary cross entropy, SGD "with a weight decay parameter adding a L2-regularization";
+- "The training data was undersampled as some classes were too prominent": photos whose rarest label
+  is a dominant class are randomly dropped down to ``--undersample-factor`` × the median class count;
+- ``--dcgan``: one DCGAN per class at 64×64 (LeakyReLU generator, ``train.dcgan``), its samples added
+  to the training set with that class as label;
+- ``--metadata``: normalised age and digit-encoded sex concatenated to the pooled image features,
+  then two dense layers ("concatenation … to flattened image features … passed through two
+  additional dense layers"). Such a model is the ``metadata_fusion`` architecture, registered in
+  the zoo when this module is imported (``import train.recipes.odir`` before ``zoo.load``);
+- score: micro F1.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from train import augment as aug
+from train.data import CachedImages
+from train.losses import WeightedBCE
+from train.metrics import Metric, micro_f1_metric
+from train.recipes import PreparedData, Recipe, register
+from zoo.architectures import ARCHITECTURES, ArchSpec, Built, get_spec, register as register_arch
+from zoo.config import ModelConfig
+from zoo.evaluate import sample_target
+from zoo.model import FundusNet
+from zoo.papers import ODIR_LABELS
+
+METADATA_FIELDS = ("age", "sex")
+
+
+def encode_metadata(meta: dict[str, Any]) -> np.ndarray:
+    """Paper 002's extra inputs: age / 100 (0.5 when missing) and sex as a digit (male 1, female 0, else 0.5)."""
+    age = meta.get("age")
+    sex = str(meta.get("sex") or "").strip().lower()
+    return np.array([0.5 if age is None else float(age) / 100.0,
+                     1.0 if sex in ("male", "m") else 0.0 if sex in ("female", "f") else 0.5], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- metadata model
+
+
+class MetadataHead(nn.Module):
+    """GAP image features ⊕ metadata → dense → ReLU → dense (paper 002's two additional dense layers)."""
+
+    def __init__(self, channels: int, n_meta: int, num_outputs: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(channels + n_meta, hidden)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, num_outputs)
+
+    def forward(self, features: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.relu(self.fc1(torch.cat([self.pool(features).flatten(1), meta.to(features.dtype)], 1))))
+
+
+class MetadataFusionNet(FundusNet):
+    """``head(backbone(x), meta)``; without ``meta`` (explanations, the app) the training mean is used."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module, channels: int) -> None:
+        super().__init__(config)
+        fields = config.arch_kwargs.get("metadata", list(METADATA_FIELDS))
+        self.backbone = backbone
+        self.head = MetadataHead(channels, len(fields), config.num_outputs, int(config.arch_kwargs.get("hidden", 256)))
+        self.register_buffer("meta_default", torch.full((len(fields),), 0.5))
+
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        if meta is None:
+            meta = self.meta_default.expand(x.shape[0], -1)
+        return self.head(self.backbone(x), meta)
+
+
+def _base_config(config: ModelConfig) -> ModelConfig:
+    kw = config.arch_kwargs
+    return dataclasses.replace(config, arch=kw["base_arch"], arch_kwargs=dict(kw.get("base_kwargs", {"head": "gap_linear"})))
+
+
+def _build_metadata_fusion(config: ModelConfig, pretrained: bool) -> Built:
+    base_cfg = _base_config(config)
+    built = get_spec(base_cfg.arch).build(base_cfg, pretrained)
+    base = built.model
+    if not hasattr(base, "backbone"):
+        raise ValueError(f"--metadata needs a backbone architecture, {base_cfg.arch!r} has none")
+    channels = base.head.fc.in_features if hasattr(base.head, "fc") else base.head.conv1.in_channels
+    explain = dict(built.explain, cam=None, cam_classifier="",
+                   cam_reason="two dense layers over image features and metadata follow the last convolution "
+                              "(paper 002's metadata model); use Grad-CAM")
+    return Built(MetadataFusionNet(config, base.backbone, channels), explain, built.pretrained)
+
+
+if "metadata_fusion" not in ARCHITECTURES:
+    register_arch(ArchSpec(
+        name="metadata_fusion", build=_build_metadata_fusion, papers=("002",),
+        description="a backbone + paper 002's metadata head (GAP features ⊕ age, sex → 2 dense layers); "
+                    "registered by train.recipes.odir",
+    ))
+
+
+# ---------------------------------------------------------------------------- undersampling
+
+
+def undersample(targets: np.ndarray, factor: float = 2.0, seed: int = 0) -> list[int]:
+    """Indices kept after undersampling the dominant classes of a multi-hot training set.
+
+    Each photo is grouped by its rarest positive label; a group larger than ``factor`` × the median
+    class count is randomly cut down to that size. Photos with no label are kept.
+
+    Raises:
+        ValueError: factor <= 0 or targets not (N, C).
+    """
+    t = np.nan_to_num(np.asarray(targets, dtype=np.float64))
+    if t.ndim != 2:
+        raise ValueError(f"targets must be (N, C) multi-hot, got shape {t.shape}")
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    counts = t.sum(0)
+    present = counts[counts > 0]
+    if present.size == 0:
+        return list(range(len(t)))
+    cap = max(1, int(math.ceil(factor * float(np.median(present)))))
+    rarest = np.where(t.any(1), np.argmin(np.where(t > 0, counts[None, :], np.inf), axis=1), -1)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for group in np.unique(rarest):
+        idx = np.flatnonzero(rarest == group)
+        if group >= 0 and len(idx) > cap:
+            idx = np.sort(rng.choice(idx, cap, replace=False))
+        keep += idx.tolist()
+    return sorted(keep)
+
+
+# ---------------------------------------------------------------------------- the recipe
+
+
+@register
+class OdirRecipe(Recipe):
+    name = "odir"
+    paper = "002"
+    task = "multilabel"
+    description = ("ocular diseases (ODIR-5K, N D G C A H M O): Gaussian noise, rotation ±π/4, percentile "
+                   "contrast, no flips; BCE + SGD with weight decay; undersampling; optional DCGAN and metadata")
+    labels = tuple(ODIR_LABELS)
+    archs = {"simple_cnn": 512, "vgg13_bn": 224, "inception_v3": 299, "efficientnet_lite0": 224}
+    head = None  # the paper's: VGG13-BN's own classifier, Inception's GAP head, simple CNN's dense layers
+    preprocessing = {"fov_crop": True, "clahe": False}
+    defaults = dict(arch="vgg13_bn", epochs=50, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
+                    weight_decay=5e-4, patience=10)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--no-undersample", dest="undersample", action="store_false",
+                            help="keep every training photo (no undersampling of dominant classes)")
+        parser.add_argument("--undersample-factor", type=float, default=2.0,
+                            help="cap each rarest-label group at this × the median class count")
+        parser.add_argument("--metadata", action="store_true",
+                            help="concatenate normalised age and digit-encoded sex to the image features")
+        parser.add_argument("--dcgan", action="store_true", help="add per-class DCGAN images (64×64) to training")
+        parser.add_argument("--dcgan-epochs", type=int, default=100, help="DCGAN epochs per class")
+        parser.add_argument("--dcgan-per-class", type=int, default=100, help="generated photos added per class")
+        parser.add_argument("--dcgan-min-images", type=int, default=16,
+                            help="train a class's DCGAN only with at least this many photos")
+        parser.add_argument("--dcgan-width", type=int, default=64, help="DCGAN channel multiplier")
+        parser.add_argument("--dcgan-batch-size", type=int, default=64)
+
+    def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
+        return sample_target(sample, dataset, self.labels, self.task)
+
+    def meta_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
+        return encode_metadata(getattr(sample, "meta", None) or {}) if args.metadata else None
+
+    def build_model(self, args: argparse.Namespace, labels: list[str]) -> nn.Module:
+        if not args.metadata:
+            return super().build_model(args, labels)
+        import zoo
+        from zoo.config import Preprocessing
+
+        if not hasattr(get_spec(args.arch), "heads") or "gap_linear" not in get_spec(args.arch).heads:
+            raise ValueError(f"--metadata needs a backbone architecture with a GAP head, not {args.arch!r}")
+        return zoo.create_model(
+            "metadata_fusion", paper=self.paper, task=self.task, labels=list(labels), pretrained=args.pretrained,
+            name=args.name or f"{self.name}-metadata", input_size=args.input_size,
+            preprocessing=Preprocessing(**self.preprocessing), mean=get_spec(args.arch).mean, std=get_spec(args.arch).std,
+            arch_kwargs={"base_arch": args.arch, "base_kwargs": {"head": "gap_linear"},
+                         "metadata": list(METADATA_FIELDS), "hidden": 256})
+
+    def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
+        return WeightedBCE(None)  # plain BCE: the paper balances by undersampling instead
+
+    def augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        return aug.Compose([aug.GaussianNoise(0.01), aug.RandomAffine(max_rotation=math.pi / 4),
+                            aug.PercentileContrast(0.2, 99.8, p=0.5)])
+
+    def metric(self, args: argparse.Namespace) -> Metric:
+        return micro_f1_metric()
+
+    def train_indices(self, args: argparse.Namespace, train_set: CachedImages) -> list[int] | None:
+        if not args.undersample:
+            return None
+        # Only real photos are undersampled; DCGAN samples (appended last) are all kept.
+        real = [i for i, n in enumerate(train_set.names) if not n.startswith("dcgan:")] if train_set.names \
+            else list(range(len(train_set)))
+        kept = undersample(train_set.targets.numpy()[real], args.undersample_factor, args.seed)
+        return [real[i] for i in kept] + sorted(set(range(len(train_set))) - set(real))
+
+    def extra_training_data(self, args: argparse.Namespace, data: PreparedData) -> CachedImages | None:
+        """``--dcgan``: a DCGAN per class with enough photos; its samples labelled with that class."""
+        if not args.dcgan:
+            return None
+        from train.dcgan import generate, train_dcgan
+        from train.ddp import resolve_device
+
+        device = resolve_device(args.device)
+        targets = np.nan_to_num(data.train.targets.numpy())
+        images, labels, metas = [], [], []
+        for k, name in enumerate(self.labels):
+            idx = np.flatnonzero(targets[:, k] > 0)
+            if len(idx) < max(2, args.dcgan_min_images):
+                continue
+            gen, _ = train_dcgan(data.train.images[torch.as_tensor(idx)], epochs=args.dcgan_epochs,
+                                 batch_size=args.dcgan_batch_size, width=args.dcgan_width, seed=args.seed + k,
+                                 device=device, progress=not args.quiet)
+            fake = generate(gen, args.dcgan_per_class, data.train.images.shape[-1], seed=args.seed + k)
+            images.append(fake)
+            one_hot = np.zeros((len(fake), len(self.labels)), np.float32)
+            one_hot[:, k] = 1.0
+            labels.append(one_hot)
+            if data.train.meta is not None:
+                metas.append(data.train.meta[torch.as_tensor(idx)].mean(0, keepdim=True).expand(len(fake), -1))
+        if not images:
+            return None
+        meta = torch.cat(metas) if metas else None
+        return CachedImages(torch.cat(images), torch.from_numpy(np.concatenate(labels)), meta,
+                            [f"dcgan:{self.labels[int(np.argmax(l))]}" for l in np.concatenate(labels)])
+
+    def fit(self, args: argparse.Namespace, model: nn.Module, data: PreparedData):
+        if args.metadata and data.train.meta is not None and hasattr(model, "meta_default"):
+            model.meta_default.copy_(data.train.meta.mean(0))  # image-only callers get the training mean
+        return super().fit(args, model, data)
