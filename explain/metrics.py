@@ -111,8 +111,12 @@ def iou_dice_sweep(saliency, gt_mask, *, taus: Sequence[float] = DEFAULT_TAUS, f
         raise ValueError("taus must be a non-empty list of thresholds in [0, 1]")
     if not truth.any():
         return None
-    norm = normalise_map(values, fov)
-    predicted = norm[None] > taus[:, None, None]
+    inside = values[fov]
+    if inside.size and inside.min() == inside.max() and inside.max() > 0:
+        # A constant non-zero map (the uniform baseline) marks the whole field at every τ.
+        predicted = np.broadcast_to(fov, (taus.size, *fov.shape))
+    else:
+        predicted = normalise_map(values, fov)[None] > taus[:, None, None]
     overlap = (predicted & truth).sum(axis=(1, 2)).astype(np.float64)
     predicted_area = predicted.sum(axis=(1, 2)).astype(np.float64)
     truth_area = float(truth.sum())

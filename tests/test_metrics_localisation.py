@@ -53,6 +53,9 @@ def test_iou_dice_sweep_finds_the_perfect_tau():
     assert sweep.iou[0] < 0.5  # τ = 0.05 lets most of the noise in
     # Dice = 2·IoU / (1 + IoU) at every τ.
     assert np.allclose(sweep.dice, 2 * sweep.iou / (1 + sweep.iou))
+    # The uniform baseline predicts the whole field: IoU = lesion area / FOV area at every τ.
+    uniform = iou_dice_sweep(uniform_map((64, 64)), truth, taus=[0.1, 0.9])
+    assert np.allclose(uniform.iou, truth.sum() / 64**2)
     with pytest.raises(ValueError, match="taus"):
         iou_dice_sweep(saliency, truth, taus=[1.5])
     with pytest.raises(ValueError, match="one size"):
