@@ -96,7 +96,7 @@ def _view_values(view) -> list:
     return panels + [
         view.crop,
         view.regions,
-        present.legend_html(view.legend),
+        present.legend_html(view.legend, view.regions),
         (view.compare[0], view.compare[1]),
     ]
 
@@ -152,10 +152,11 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                                            interactive=False, format="jpeg", height=260)
                 preprocessing = gr.Markdown("", elem_id="preprocessing")
                 chart = gr.Plot(label="Classification", elem_id="chart")
-                prediction = gr.JSON(label="Prediction", elem_id="prediction")
+                with gr.Accordion("Prediction (JSON)", open=False):
+                    prediction = gr.JSON(label="Prediction", elem_id="prediction")
         with gr.Row(equal_height=True):
             panels = [gr.Image(label=PANEL_TITLES[m], interactive=False, format="jpeg", elem_id=f"panel-{m}",
-                               buttons=["fullscreen"]) for m in PANEL_METHODS]
+                               buttons=["fullscreen"], height=320) for m in PANEL_METHODS]
         with gr.Row():
             theta = gr.Slider(0, 255, value=128, step=1, label="θ attention crop (paper 000 eq. 5)", elem_id="theta")
             tau = gr.Slider(0, 1, value=0.6, step=0.01, label="τ lesion mask (paper 004 eq. 4)", elem_id="tau")
@@ -168,14 +169,16 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                                label="before/after panel")
         with gr.Row():
             crop = gr.Image(label="θ crop enlarged to the input size (paper 000 Fig. 2f)", interactive=False,
-                            format="jpeg", elem_id="crop")
-            before_after = gr.ImageSlider(label="Photo | overlay", elem_id="compare", format="jpeg")
+                            format="jpeg", elem_id="crop", height=320)
+            before_after = gr.ImageSlider(label="Photo | overlay", elem_id="compare", format="jpeg", max_height=320)
             with gr.Column():
-                regions = gr.JSON(label="Regions: θ crop box, τ lesion patches and area", elem_id="regions")
                 legend = gr.HTML("", elem_id="legend")
+                regions = gr.JSON(label="Regions: θ crop box, τ lesion patches and area", elem_id="regions",
+                                  height=260)
         with gr.Row():
             export = gr.Button("Prepare downloads: panels (PNG), raw maps (.npy), view (JSON)")
-            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads",
+                                height=120)
 
         view_inputs = [theta, tau, gate, alpha, colormap, outlines, compare]
         view_outputs = [*panels, crop, regions, legend, before_after]

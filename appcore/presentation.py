@@ -99,12 +99,21 @@ def model_input_with_fov(analysis) -> np.ndarray:
     return image
 
 
-def legend_html(legend: list[tuple[str, str]]) -> str:
-    """The lesion-outline legend: one coloured swatch per label (paper 001 Fig. 6c's colours)."""
-    if not legend:
-        return ""
-    items = "".join(
-        f'<span style="margin-right:1em"><span style="display:inline-block;width:1em;height:1em;'
-        f'background:{html.escape(colour)};vertical-align:middle;margin-right:.3em"></span>{html.escape(label)}</span>'
-        for label, colour in legend)
-    return f'<div class="outline-legend"><b>Outlines:</b> {items}</div>'
+def legend_html(legend: list[tuple[str, str]], regions: dict | None = None) -> str:
+    """The region summary (θ crop box, τ patch count and area) and the lesion-outline legend
+    (one coloured swatch per label, paper 001 Fig. 6c's colours)."""
+    lines = []
+    if regions and "crop_box" in regions:
+        x0, y0, x1, y1 = regions["crop_box"]
+        note = " (no pixel above θ: whole image)" if regions.get("crop_empty") else ""
+        lines.append(f"<b>θ = {regions['theta']}</b> attention crop: ({x0}, {y0})–({x1}, {y1}){note}")
+    if regions and "lesion_patches" in regions:
+        lines.append(f"<b>τ = {regions['tau']:.2f}</b> lesion mask: {regions['lesion_patches']} patches, "
+                     f"{regions['lesion_area_px']} px ({100 * regions['lesion_area_fraction']:.1f}% of the field of view)")
+    if legend:
+        items = "".join(
+            f'<span style="margin-right:1em"><span style="display:inline-block;width:1em;height:1em;'
+            f'background:{html.escape(colour)};vertical-align:middle;margin-right:.3em"></span>{html.escape(label)}</span>'
+            for label, colour in legend)
+        lines.append(f'<span class="outline-legend"><b>Outlines:</b> {items}</span>')
+    return "<div class=\"region-summary\">" + "<br>".join(lines) + "</div>" if lines else ""
