@@ -71,6 +71,29 @@ class Preprocessed:
         """
         return map_to_original(map_, self.crop_box, original_shape or self.original_shape)
 
+    def to_model(self, map_: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+        """Map a full-photo map (a ground-truth lesion mask) into the model's ``(S, S)`` frame.
+
+        The same crop (black/zero outside the photo) and area resize as the photo itself.
+
+        Args:
+            map_: ``(H, W)`` or ``(H, W, C)`` array of the original photo's size.
+            threshold: bool masks come back as bool where the covered area fraction is at least
+                this (lower it to keep thin lesions such as microaneurysms after downscaling).
+
+        Raises:
+            ValueError: ``map_`` does not have the photo's height and width.
+        """
+        map_ = np.asarray(map_)
+        if map_.shape[:2] != tuple(self.original_shape[:2]):
+            raise ValueError(f"expected a map of the photo's size {tuple(self.original_shape[:2])}, got {map_.shape}")
+        size = self.image.shape[0]
+        if map_.dtype == np.bool_:
+            return _crop_resize(map_.astype(np.float32), self.crop_box, size) >= threshold
+        work = map_ if map_.dtype in (np.uint8, np.float32) else map_.astype(np.float32)
+        out = _crop_resize(work, self.crop_box, size)
+        return out.astype(map_.dtype, copy=False) if out.dtype != map_.dtype else out
+
 
 def clahe(rgb: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray:
     """Contrast Limited Adaptive Histogram Equalisation on the lightness (L of LAB).
@@ -255,7 +278,7 @@ def map_to_original(map_: np.ndarray, box: Box, original_shape: Sequence[int]) -
 
 
 def _crop_resize(rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """Crop ``box`` (black outside the photo) and resize it to ``size × size``.
+    """Crop ``box`` (black outside the photo) and resize it to ``size × size`` (any channel count).
 
     Small crops: pad, then one area/linear resize. Large crops (a 3872×2592 photo): first shrink
     the part inside the photo by an integer factor (exact, fast area averaging, no padded copy of
@@ -279,13 +302,13 @@ def _crop_resize(rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
     matrix = np.array([[step, 0.0, (ix0 - x0) * scale + 0.5 * step - 0.5],
                        [0.0, step, (iy0 - y0) * scale + 0.5 * step - 0.5]])
     return cv2.warpAffine(small, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _crop_padded(rgb: np.ndarray, box: Box) -> np.ndarray:
     x0, y0, x1, y1 = box
     height, width = rgb.shape[:2]
-    out = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    out = np.zeros((y1 - y0, x1 - x0) + rgb.shape[2:], rgb.dtype)
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if ix1 > ix0 and iy1 > iy0:
         out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = rgb[iy0:iy1, ix0:ix1]

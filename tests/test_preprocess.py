@@ -179,6 +179,24 @@ def test_large_photo_path_matches_plain_crop_and_resize():
     assert abs(xs.mean() - x) <= 2 and abs(ys.mean() - y) <= 2  # an output pixel is ≈ 11 photo pixels
 
 
+@pytest.mark.parametrize("size, border", [(224, "notched"), (64, "notched"), (64, "black")])
+def test_to_model_maps_photo_masks_like_the_photo(size, border):
+    rgb, info = make_fundus(700, seed=9, border=border)
+    pre = preprocess(rgb, _config(size))
+    # The field mask of the photo, taken to the model frame, is the model-frame field mask.
+    fov = pre.to_model(info["fov_mask"])
+    assert fov.dtype == np.bool_ and fov.shape == (size, size)
+    assert (fov != pre.fov_mask).mean() < 0.02
+    # A float map travels like the image: the red channel comes out as the model image's red.
+    red = pre.to_model(rgb[..., 0].astype(np.float32))
+    assert np.abs(red - pre.image[..., 0]).mean() < 1.5
+    # Lesion masks stay where the lesions are drawn; a low threshold keeps small ones.
+    exudates = pre.to_model(info["masks"]["EX"], threshold=0.2)
+    assert exudates.any() and (exudates & pre.fov_mask).sum() == exudates.sum()
+    with pytest.raises(ValueError, match="photo's size"):
+        pre.to_model(np.zeros((10, 10), bool))
+
+
 def test_to_original_is_zero_outside_the_crop_and_checks_shape():
     rgb, _ = make_fundus(300, seed=1, radius_frac=0.3)
     pre = preprocess(rgb, _config(64))
