@@ -49,7 +49,7 @@ def reproduce_command(record: dict) -> str:
     """The ``python -m explain`` command line that recomputes the maps and regions of a record."""
     params = record["parameters"]
     target = record["target"]
-    words = ["python", "-m", "explain", record["image"]["name"], "--model", record["model"]["id"]]
+    words = ["python", "-m", "explain", record["model"]["id"], record["image"]["name"]]
     if record["model"]["revision"]:
         words += ["--revision", record["model"]["revision"]]
     if target.startswith("class:"):
@@ -57,7 +57,7 @@ def reproduce_command(record: dict) -> str:
     else:
         words += ["--target", "all-predicted" if target == "all predicted" else "predicted"]
     words += ["--theta", str(params["theta"]), "--tau", str(params["tau"]), "--t", str(params["t"]),
-              "--alpha", str(params["alpha"]), "--colormap", params["colormap"]]
+              "--alpha", str(params["alpha"]), "--colormap", params["colormap"], "--out", "explained"]
     return shlex.join(words)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -278,10 +279,20 @@ def test_downloads_reproduce_the_view(client, served, tmp_path):
     assert record["parameters"] == dict(theta=77, tau=0.55, t=1.5, alpha=0.4, colormap="turbo", outlines=False,
                                         compare="gmsm")
     assert record["prediction"]["task"] == "multilabel" and record["not_for_clinical_use"] is True
-    assert "--theta 77" in record["reproduce"] and "python -m explain" in record["reproduce"]
     maps = np.load(by_suffix[".npy"])
     assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
     assert np.nanmin(maps) >= 0 and np.nanmax(maps) <= 1
+    # The recorded command reproduces the downloaded maps with `python -m explain`.
+    from explain.cli import main as explain_main
+
+    words = shlex.split(record["reproduce"])
+    assert words[:3] == ["python", "-m", "explain"] and record["image"]["name"] == photo.name
+    args = words[3:]
+    args[1] = str(photo)
+    args[args.index("--out") + 1] = str(tmp_path / "reproduced")
+    assert explain_main(args) == 0
+    for index, method in enumerate(record["maps_npy"]["order"]):
+        np.testing.assert_allclose(np.load(tmp_path / "reproduced" / f"{method}.npy"), maps[index], atol=1e-5)
     grid = np.asarray(Image.open(by_suffix[".png"]))
     assert grid.shape[1] == 5 * SIZE and grid.shape[2] == 3
 
