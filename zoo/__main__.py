@@ -1,0 +1,6 @@
+"""``python -m zoo``: see zoo/cli.py."""
+import sys
+
+from zoo.cli import main
+
+sys.exit(main())
