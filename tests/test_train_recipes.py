@@ -117,9 +117,20 @@ def test_preset_format_and_imagefolder_preset_load_the_same(data):
 
 
 @pytest.mark.slow
-def test_aptos_end_to_end_split_by_patient(data, tmp_path):
-    out = run_recipe(["aptos", "--data", str(data["srahim"]), "--format", "srahim-dr600", "--epochs", "2",
-                      "--max-steps", "3", "--val-fraction", "0.3"], tmp_path)
+def test_aptos_end_to_end_split_by_patient_and_pushed(data, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+    from hub_server import HubServer
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the hub here is 127.0.0.1
+    monkeypatch.setenv("HF_TOKEN", "test-token")
+    with HubServer() as hub:
+        out = run_recipe(["aptos", "--data", str(data["srahim"]), "--format", "srahim-dr600", "--epochs", "2",
+                          "--max-steps", "3", "--val-fraction", "0.3", "--push-to-hub", "fundus-org/aptos-tiny",
+                          "--hub-endpoint", hub.url], tmp_path)
+    assert hub.repos == ["fundus-org/aptos-tiny"]
+    pushed = hub.files["fundus-org/aptos-tiny"]
+    assert set(pushed) == {"config.json", "model.safetensors", "README.md"}
+    assert pushed["model.safetensors"] == (out / "model.safetensors").read_bytes()
     cfg = read_config(out)
     assert cfg["labels"] == ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
     assert cfg["task"] == "multiclass" and cfg["arch"] == "efficientnet_lite0" and cfg["input_size"] == 64
@@ -145,8 +156,12 @@ def test_aptos_end_to_end_split_by_patient(data, tmp_path):
 
     model = zoo.load(out)
     assert model.config.metrics["validation"]["accuracy"] == val["accuracy"]
+    capsys.readouterr()
     assert evaluate_main([str(out), "--data", str(data["srahim"]), "--format", "srahim-dr600", "--split", "val",
                           "--val-fraction", "0.3", "--json", "--quiet"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["n_images"] == len(split["val"])  # evaluate's --split val is training's validation split
+    assert evaluated["accuracy"] == pytest.approx(val["accuracy"])
 
 
 @pytest.mark.slow
