@@ -13,6 +13,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # A private hub cache per test run, set before huggingface_hub is imported (it reads HF_HOME once).
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="fcz_hf_home_")
+# OpenMP threads that sleep instead of spinning while waiting: on a shared 2-core machine spinning
+# threads made 2-thread torch ops 10-50x slower (read by libgomp when torch loads, so set it here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FUNDUS_DATA", REPO.parent / "shared" / "data"))
