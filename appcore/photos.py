@@ -1,6 +1,7 @@
 """Uploaded photos: validation through ``fundus.load_image`` and a one-line description of the file."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ class PhotoRejected(ValueError):
     """An upload that cannot be used; the message is meant for the page."""
 
 
-def load_photo(path: str | Path) -> np.ndarray:
-    """The upload as ``(H, W, 3) uint8`` RGB, validated by ``fundus.load_image`` (size limits, EXIF, modes).
+def load_photo(source: str | Path | bytes) -> np.ndarray:
+    """The upload (a file path or its bytes) as ``(H, W, 3) uint8`` RGB, validated by ``fundus.load_image``
+    (size limits, EXIF orientation, pixel modes).
 
     Raises:
         PhotoRejected: not an image, truncated or corrupt, over 20 MB or 50 megapixels, too small.
@@ -35,15 +37,16 @@ def load_photo(path: str | Path) -> np.ndarray:
     from fundus import ImageError, load_image
 
     try:
-        return load_image(Path(path))
+        return load_image(source if isinstance(source, bytes) else Path(source))
     except ImageError as exc:
         raise PhotoRejected(f"This file cannot be used: {exc}.") from None
 
 
-def describe_file(path: str | Path) -> str:
-    """A short description of an image file from its header: format, size, mode conversion, EXIF rotation."""
+def describe_file(source: str | Path | bytes) -> str:
+    """A short description of an image file (path or bytes) from its header: format, size, mode
+    conversion, EXIF rotation."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             parts = [f"{img.format or 'image'} {img.width}×{img.height}"]
             if img.mode in _MODE_NOTES:
                 parts.append(_MODE_NOTES[img.mode])
@@ -53,5 +56,5 @@ def describe_file(path: str | Path) -> str:
             if orientation not in (1, None):
                 parts.append(f"EXIF orientation {orientation} applied")
     except Exception:  # noqa: BLE001 - a description is best-effort; load_photo is the real check
-        return Path(path).name
+        return "photo" if isinstance(source, bytes) else Path(source).name
     return ", ".join(parts)
