@@ -1,0 +1,122 @@
+"""Training-loop throughput vs the raw forward + backward + step of the same model and batch.
+
+The loop (``train.loop.fit``) adds data loading from the preprocessed-image cache, uint8 → float,
+the recipe's batched augmentation, normalisation, logging and the progress bar. The goal is a
+ratio loop / raw >= 0.9: the loop must not starve the model. Runs are interleaved (raw, loop, raw,
+loop, …) and the medians compared, because the machine may be shared.
+
+    python benchmarks/train_throughput.py --arch efficientnet_lite0 --input-size 128 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.data import CachedImages  # noqa: E402
+from train.ddp import resolve_device  # noqa: E402
+from train.loop import LoopConfig, Stage, fit  # noqa: E402
+from train.recipes import get_recipe  # noqa: E402
+
+
+def build_model(arch: str, input_size: int):
+    import zoo
+
+    torch.manual_seed(0)
+    return zoo.create_model(arch, paper="003", pretrained=False, input_size=input_size, name="bench")
+
+
+def raw_images_per_s(model: nn.Module, batch: torch.Tensor, target: torch.Tensor, steps: int,
+                     device: torch.device) -> float:
+    """Forward + backward + optimizer step on one ready batch already on the device."""
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = batch.to(device), target.to(device)
+    amp = device.type == "cuda"
+    if amp:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    for i in range(steps + 1):
+        if i == 1:  # the first step is warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * len(x) / (time.perf_counter() - t0)
+
+
+def loop_images_per_s(model: nn.Module, data: CachedImages, batch_size: int, steps: int, augment, device: str,
+                      workers: int) -> float:
+    """``train.loop.fit`` for two epochs of ``steps`` batches; the second (warm) epoch's images/s as the loop
+    logs it (its timer covers the whole batch loop: loader start, augmentation, steps, progress bar)."""
+    with tempfile.TemporaryDirectory(prefix="fcz_bench_") as out:
+        cfg = LoopConfig(out_dir=Path(out), batch_size=batch_size, device=device, workers=workers,
+                         progress=True, deterministic=False, patience=99)
+        res = fit(model, nn.CrossEntropyLoss(), data, None, cfg, [Stage("bench", 2, 1e-4)], augment=augment)
+    return float(res.history[1]["images_per_s"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="efficientnet_lite0", help="zoo architecture")
+    p.add_argument("--input-size", type=int, default=128, help="input side in px")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved raw/loop runs; medians are compared")
+    p.add_argument("--recipe", default="odir", help="whose augmentation the loop applies (aptos, dr-lesions, odir)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--loader-workers", type=int, default=0, help="DataLoader workers in the loop")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    recipe = get_recipe(args.recipe)
+    recipe_args = recipe.parse_args(["--data", ".", "--format", "imagefolder"])
+    augment = recipe.augment(recipe_args)
+    n = args.batch_size * args.steps
+    g = torch.Generator().manual_seed(0)
+    s = args.input_size
+    data = CachedImages(torch.randint(0, 256, (n, 3, s, s), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 5, (n,), generator=g))
+    batch = torch.randn(args.batch_size, 3, s, s, generator=g)
+    target = torch.randint(0, 5, (args.batch_size,), generator=g)
+    raw, loop = [], []
+    for _ in range(args.repeats):
+        raw.append(raw_images_per_s(build_model(args.arch, s), batch, target, args.steps, device))
+        loop.append(loop_images_per_s(build_model(args.arch, s), data, args.batch_size, args.steps, augment,
+                                      str(device), args.loader_workers))
+    result = {
+        "arch": args.arch, "input_size": s, "batch_size": args.batch_size, "steps": args.steps,
+        "recipe_augment": args.recipe, "device": str(device), "threads": torch.get_num_threads(),
+        "raw_images_per_s": round(statistics.median(raw), 2), "loop_images_per_s": round(statistics.median(loop), 2),
+        "ratio": round(statistics.median(loop) / statistics.median(raw), 3),
+        "raw_runs": [round(r, 2) for r in raw], "loop_runs": [round(r, 2) for r in loop],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.arch} {s}px batch {args.batch_size} on {device}: raw {result['raw_images_per_s']} img/s, "
+              f"loop {result['loop_images_per_s']} img/s, ratio {result['ratio']} (goal >= 0.9)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
