@@ -101,19 +101,19 @@ def resolve(source: str | Path, *, revision: str | None = None) -> Path:
         UnknownModelError: none of these (the message lists the known names).
         HubUnavailableError: a hub id that cannot be fetched now.
     """
-    if isinstance(source, Path) or (isinstance(source, str) and Path(source).is_dir()):
-        folder = Path(source)
-        if not (folder / CONFIG_NAME).is_file():
-            raise UnknownModelError(f"{folder} is a folder without {CONFIG_NAME}: not a saved zoo model")
-        return folder
-    if not isinstance(source, str) or not source:
+    if not isinstance(source, (str, Path)) or not str(source):
         raise TypeError(f"source must be a model name, folder or hub repo id, got {source!r}")
     entries = registry.known()
-    if source in entries:
+    if isinstance(source, str) and source in entries:  # a name wins over a same-named folder in the cwd
         entry = entries[source]
         if entry.source == "shipped":
             return Path(entry.location)
         return _download(entry.location, revision or entry.revision)
+    if isinstance(source, Path) or Path(source).is_dir():
+        folder = Path(source)
+        if not (folder / CONFIG_NAME).is_file():
+            raise UnknownModelError(f"{folder} is not a saved zoo model: no {CONFIG_NAME} in it")
+        return folder
     if _REPO_ID.match(source):
         return _download(source, revision)
     raise UnknownModelError(
