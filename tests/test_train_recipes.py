@@ -68,6 +68,10 @@ def data(tmp_path_factory) -> dict[str, Path]:
         rows.append([p, 40 + 3 * p, "Male" if p % 2 else "Female", f"{p}_left.jpg", f"{p}_right.jpg", "", ""] + labels)
         for eye in ("left", "right"):
             _photo(odir / "Training Images" / f"{p}_{eye}.jpg", seed=300 + 2 * p + (eye == "right"))
+    # A patient whose photos are damaged: counted as unreadable, never fatal.
+    rows.append([12, 50, "Male", "12_left.jpg", "12_right.jpg", "", "", 0, 0, 0, 0, 0, 0, 0, 1])
+    for eye in ("left", "right"):
+        (odir / "Training Images" / f"12_{eye}.jpg").write_bytes(b"\xff\xd8\xff not a photo")
     with (odir / "full_df.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header] + rows)
     return {"srahim": srahim, "idrid": root / "idrid-seg-dev", "yolo": yolo, "odir": odir, "root": root}
@@ -193,6 +197,7 @@ def test_odir_with_dcgan_metadata_and_undersampling(data, tmp_path):
     assert cfg["arch"] == "metadata_fusion" and cfg["arch_kwargs"]["base_arch"] == "efficientnet_lite0"
     assert cfg["labels"] == ["N", "D", "G", "C", "A", "H", "M", "O"] and cfg["cam"] is None
     counts = json.loads((out / "training" / "data.json").read_text())
+    assert counts["n_unreadable"] == 2 and counts["n_train"] + counts["n_val"] == 24
     # Only N (10 photos) and D (8) reach --dcgan-min-images in the training part: 3 generated each at most.
     assert 0 < counts["n_generated"] <= 6 and counts["n_generated"] % 3 == 0
     import zoo

@@ -319,6 +319,15 @@ def fit(
         raise ValueError("fit needs at least one Stage")
     if any(s.epochs < 1 for s in stages):
         raise ValueError(f"every stage needs >= 1 epoch, got {[s.epochs for s in stages]}")
+    # Deterministic algorithms are process-wide: restore the caller's setting afterwards.
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        return _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices) -> FitResult:
     info = ddp.init_distributed(cfg.device)
     device = info.device
     cuda = device.type == "cuda"

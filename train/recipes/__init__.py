@@ -188,14 +188,15 @@ class Recipe:
         p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the out folder to this hub repo")
         p.add_argument("--hub-endpoint", default=None, help="hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
         p.add_argument("--epochs", type=int, default=d("epochs", 10), help="epochs in total")
-        p.add_argument("--batch-size", type=int, default=d("batch_size", 16))
+        p.add_argument("--batch-size", type=int, default=d("batch_size", 16), help="photos per step (per process)")
         p.add_argument("--lr", type=float, default=d("lr", 1e-3), help="learning rate (of the last stage)")
-        p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=d("optimizer", "adam"))
-        p.add_argument("--weight-decay", type=float, default=d("weight_decay", 0.0))
+        p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=d("optimizer", "adam"),
+                       help="optimiser (SGD with momentum 0.9)")
+        p.add_argument("--weight-decay", type=float, default=d("weight_decay", 0.0), help="L2 weight decay")
         p.add_argument("--input-size", type=int, default=None,
                        help="input side in px (default: per architecture: "
                             + ", ".join(f"{a} {s}" for a, s in sorted(self.archs.items())) + ")")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="seeds the split, initialisation and augmentation")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
         p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (quick runs)")
         p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")

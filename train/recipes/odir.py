@@ -169,7 +169,7 @@ class OdirRecipe(Recipe):
         parser.add_argument("--dcgan-min-images", type=int, default=16,
                             help="train a class's DCGAN only with at least this many photos")
         parser.add_argument("--dcgan-width", type=int, default=64, help="DCGAN channel multiplier")
-        parser.add_argument("--dcgan-batch-size", type=int, default=64)
+        parser.add_argument("--dcgan-batch-size", type=int, default=64, help="DCGAN batch size")
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         return sample_target(sample, dataset, self.labels, self.task)
