@@ -251,6 +251,25 @@ def test_round_schedule_and_source_selection():
         select_sources(predicted, truth, "some")
 
 
+def test_ellg_flags_follow_the_paper_and_are_checked(tmp_path):
+    from train.recipes import get_recipe
+
+    recipe = get_recipe("ellg")
+    args = recipe.parse_args(["--data", str(tmp_path), "--format", "aptos"])
+    assert (args.arch, args.input_size, args.lr, args.batch_size, args.epochs) == ("dr_detection_net", 512, 8e-5, 64, 30)
+    assert (args.rounds, args.round_epochs, args.round_lr, args.t) == (4, 30, 3e-5, 1.0)
+    assert tuple(args.tau_range) == (0.5, 0.8) and args.max_tries == 100
+    lite = recipe.parse_args(["--data", str(tmp_path), "--format", "aptos", "--arch", "efficientnet_lite0",
+                              "--no-pretrained", "--input-size", "64"])
+    model = recipe.build_model(lite, list(recipe.labels))  # EfficientNet-Lite0 with a one-value regression head
+    assert model.config.task == "grade-regression" and model.config.arch_kwargs["head"] == "gap_linear"
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1)
+    assert model.config.tau == 0.65 and model.config.low_layer and model.config.target_layer  # GMSM's two layers
+    for bad in (["--tau-range", "0.8", "0.5"], ["--r-range", "0.5", "1.5"], ["--round-epochs", "0"]):
+        with pytest.raises(SystemExit):
+            recipe.parse_args(["--data", str(tmp_path), "--format", "aptos", *bad])
+
+
 @pytest.mark.slow
 def test_ellg_recipe_end_to_end(tmp_path, monkeypatch):
     import json

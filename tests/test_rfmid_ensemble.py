@@ -107,12 +107,35 @@ def test_parse_args_checks_paper_flags(tmp_path):
     recipe = get_recipe("rfmid-ensemble")
     args = recipe.parse_args(["--data", str(tmp_path), "--format", "rfmid"])
     assert (args.folds, args.theta, args.lam, args.sigma, args.lr, args.patience) == (5, 128.0, 0.6, 0.4, 1e-4, 20)
-    assert recipe.architectures(args) == ("vgg16", "vgg19", "resnet50")
+    assert args.arch == "vgg16+vgg19+resnet50" and recipe.architectures(args) == ("vgg16", "vgg19", "resnet50")
     lite = recipe.parse_args(["--data", str(tmp_path), "--format", "rfmid", "--arch", "efficientnet_lite0"])
     assert recipe.architectures(lite) == ("efficientnet_lite0",) * 3
     for bad in (["--folds", "1"], ["--theta", "256"], ["--lam", "0.7"]):
         with pytest.raises(SystemExit):
             recipe.parse_args(["--data", str(tmp_path), "--format", "rfmid", *bad])
+
+
+def test_two_stage_transfer_learning_freezes_the_backbone_first(tmp_path):
+    from train.recipes import get_recipe
+
+    recipe = get_recipe("rfmid-ensemble")
+    args = recipe.parse_args(["--data", str(tmp_path), "--format", "rfmid", "--arch", "efficientnet_lite0",
+                              "--no-pretrained", "--input-size", "64", "--frozen-epochs", "2", "--epochs", "3"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = recipe.build_arch(args, "efficientnet_lite0", "m")
+    assert model.config.arch_kwargs["head"] == "gap_linear" and model.config.input_size == 64
+    frozen, finetune = recipe.stages(args, model)
+    assert (frozen.epochs, frozen.lr, finetune.epochs, finetune.lr) == (2, 1e-4, 3, 1e-4)
+    assert {id(p) for p in frozen.trainable(model)} == {id(p) for p in model.head.parameters()}
+    assert finetune.trainable is None  # every layer
+    cfg = recipe.loop_config(args, model)
+    assert (cfg.plateau_patience, cfg.plateau_factor, cfg.min_lr, cfg.patience) == (8, 0.1, 1e-7, 20)
+    targets = np.zeros((4, 28), np.float32)
+    targets[:3, 0] = 1
+    targets[3, 5] = 1
+    loss = recipe.loss(args, targets)
+    assert loss.gamma == 2.0 and float(loss.alpha[5]) == pytest.approx(3 * float(loss.alpha[0]))  # rarer, heavier
 
 
 @pytest.mark.slow

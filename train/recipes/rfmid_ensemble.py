@@ -43,7 +43,7 @@ from train.metrics import Metric, micro_f1_metric
 from train.recipes import LabelledSample, PreparedData, Recipe, register
 from zoo.papers import RFMID_LABELS
 
-PAPER_ARCHS = "vgg16,vgg19,resnet50"  # stage 1, G1, G2
+PAPER_ARCHS = "vgg16+vgg19+resnet50"  # stage 1, G1, G2
 LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
@@ -166,7 +166,7 @@ class RfmidEnsembleRecipe(Recipe):
     def architectures(self, args: argparse.Namespace) -> tuple[str, str, str]:
         """(stage 1, G1, G2) architectures: VGG16, VGG19, ResNet50 — or one EfficientNet-Lite for all three."""
         if args.arch == PAPER_ARCHS:
-            return tuple(PAPER_ARCHS.split(","))  # type: ignore[return-value]
+            return tuple(PAPER_ARCHS.split("+"))  # type: ignore[return-value]
         return (args.arch, args.arch, args.arch)
 
     # ---------------------------------------------------------------- data
