@@ -15,6 +15,8 @@ import os
 # Offline by default: no analytics and no telemetry; set before gradio / huggingface_hub are imported.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# A server shares its CPU: idle OpenMP threads must sleep, not spin (2-thread torch ops slow down 10× otherwise).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import threading  # noqa: E402
@@ -90,11 +92,22 @@ class FundusApp:
             raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
 
 
-def _view_values(view) -> list:
-    """Values of the view outputs, in VIEW_OUTPUTS order."""
-    panels = [gr.Image(value=view.panels[m], label=view.captions[m]) for m in PANEL_METHODS]
+# What a control cannot change, so its redraw skips sending it (gr.skip(): no encoding, no transfer).
+UNCHANGED_BY = {
+    "theta": {"cam", "gradcam", "gmsm"},
+    "tau": {"cam", "gradcam", "crop"},
+    "t": {"cam", "gradcam", "guided_gradcam", "crop"},
+    "outlines": {"cam", "gradcam", "gmsm", "crop"},
+    "compare": {"cam", "gradcam", "guided_gradcam", "gmsm", "crop"},
+}
+
+
+def _view_values(view, unchanged: set[str] = frozenset()) -> list:
+    """Values of the view outputs: the four panels, crop, regions, summary, before/after."""
+    panels = [gr.skip() if m in unchanged else gr.Image(value=view.panels[m], label=view.captions[m])
+              for m in PANEL_METHODS]
     return panels + [
-        view.crop,
+        gr.skip() if "crop" in unchanged else view.crop,
         view.regions,
         present.legend_html(view.legend, view.regions),
         (view.compare[0], view.compare[1]),
@@ -243,12 +256,18 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                 return [gr.skip()] * len(analysis_outputs)
             return on_photo(source["path"], model_key, target, theta, tau, t, alpha, colormap, outlines, compare)
 
-        def on_view(source, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
-            """A slider or option moved: redraw from the cached maps (no network pass)."""
-            if not source:
-                return [gr.skip()] * len(view_outputs)
-            analysis = app.analysis(source, model_key, target)
-            return _view_values(render_view(analysis, params_of(theta, tau, t, alpha, colormap, outlines, compare)))
+        def redraw_for(control: str | None):
+            unchanged = UNCHANGED_BY.get(control, frozenset())
+
+            def on_view(source, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
+                """A slider or option moved: redraw from the cached maps (no network pass)."""
+                if not source:
+                    return [gr.skip()] * len(view_outputs)
+                analysis = app.analysis(source, model_key, target)
+                view = render_view(analysis, params_of(theta, tau, t, alpha, colormap, outlines, compare))
+                return _view_values(view, unchanged)
+
+            return on_view
 
         def on_export(source, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
             """Write the panel grid (PNG), the raw maps (.npy) and the view's JSON for download."""
@@ -274,15 +293,15 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
         examples.select(on_example, None, [upload], api_name=False)
         target.input(on_target, [session, model_menu, target, *view_inputs], analysis_outputs,
                      api_name="explain_target", **network)
-        for control in (theta, tau, gate, alpha):
-            control.input(on_view, [session, model_menu, target, *view_inputs], view_outputs, api_name=False,
+        controls = {"theta": theta, "tau": tau, "t": gate, "alpha": alpha, "colormap": colormap,
+                    "outlines": outlines, "compare": compare}
+        for name, control in controls.items():
+            control.input(redraw_for(name), [session, model_menu, target, *view_inputs], view_outputs, api_name=False,
                           trigger_mode="always_last", **redraw)
-        for control in (colormap, outlines, compare):
-            control.input(on_view, [session, model_menu, target, *view_inputs], view_outputs, api_name=False, **redraw)
-        # One named endpoint for API clients and tests: the same redraw as the sliders.
+        # One named endpoint for API clients and tests: the full redraw behind every control.
         redraw_button = gr.Button("Redraw", visible=False)
-        redraw_button.click(on_view, [session, model_menu, target, *view_inputs], view_outputs, api_name="view",
-                            **redraw)
+        redraw_button.click(redraw_for(None), [session, model_menu, target, *view_inputs], view_outputs,
+                            api_name="view", **redraw)
         export.click(on_export, [session, model_menu, target, *view_inputs], [downloads], api_name="downloads",
                      concurrency_limit=2)
         demo.load(on_model, [model_menu], [target, card, theta, tau, gate], api_name=False, **network)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep on a shared CPU
 
 import streamlit as st  # noqa: E402
 

@@ -116,6 +116,25 @@ class Analysis:
     _maps: dict[float, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _guided: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    MEMO_SIZE = 16  # drawn pictures kept per analysis (~0.8 MB each at 512 px)
+
+    def memo(self, key: tuple, compute):
+        """A drawn picture or region of this analysis, cached by its parameters (bounded LRU).
+
+        Slider moves change one parameter at a time: what depends only on the others is reused.
+        """
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+            while len(self._memo) > self.MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return value
 
     def maps(self, t: float) -> dict[str, np.ndarray]:
         """{method: (S, S) float32 map in [0, 1]} for GMSM gate t; no network pass (a few t's cached)."""

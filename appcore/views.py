@@ -22,6 +22,7 @@ COLORMAPS = ("jet", "turbo", "inferno", "viridis", "hot", "bone")
 CROP_COLOUR = (0, 255, 0)  # θ attention box
 PATCH_COLOUR = (0, 255, 255)  # τ lesion patches
 MASK_TINT = (255, 255, 255)
+_COLORMAP_NAMES = frozenset(colormap_names())
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ViewParams:
             raise ValueError(f"the GMSM gate t must be >= 0 (paper 004 eq. 2), got {self.t}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"overlay alpha must be in [0, 1], got {self.alpha}")
-        if self.colormap not in colormap_names():
+        if self.colormap not in _COLORMAP_NAMES:
             raise ValueError(f"unknown colormap {self.colormap!r}; choose from {', '.join(COLORMAPS)}")
         if self.compare not in PANEL_METHODS:
             raise ValueError(f"compare must be one of {PANEL_METHODS}, got {self.compare!r}")
@@ -100,7 +101,11 @@ def render_view(analysis, params: ViewParams) -> View:
     for method in PANEL_METHODS:
         title = PANEL_TITLES[method]
         if method in maps:
-            panels[method] = overlay(image, maps[method], params.alpha, params.colormap, mask=fov)
+            # Only GMSM depends on t; each overlay is drawn once per (α, colormap[, t]) and reused.
+            gate = round(params.t, 3) if method == "gmsm" else None
+            panels[method] = analysis.memo(
+                ("overlay", method, gate, params.alpha, params.colormap),
+                lambda m=method: overlay(image, maps[m], params.alpha, params.colormap, mask=fov))
             seconds = timings.get(method)
             if seconds is not None:
                 captions[method] = f"{title} · {seconds * 1000:.0f} ms"
@@ -108,27 +113,29 @@ def render_view(analysis, params: ViewParams) -> View:
                 captions[method] = f"{title} · {analysis.timings['explain'] * 1000:.0f} ms (shared pass)"
         else:
             reason = unavailable.get(method, "not computed for this model")
-            panels[method] = unavailable_picture(image.shape[:2], f"{title} unavailable: {reason}")
+            panels[method] = analysis.memo(("unavailable", method),
+                                           lambda: unavailable_picture(image.shape[:2], f"{title} unavailable: {reason}"))
             captions[method] = f"{title} — unavailable: {reason}"
     regions: dict[str, Any] = {"theta": int(params.theta), "tau": float(params.tau), "t": float(params.t)}
     crop = image
     legend: list[tuple[str, str]] = []
     if "guided_gradcam" in maps:  # paper 000 eq. 5 and Fig. 2 d–f
-        found = attention_crop(maps["guided_gradcam"], params.theta, image)
+        found = analysis.memo(("crop", params.theta), lambda: attention_crop(maps["guided_gradcam"], params.theta, image))
         regions["crop_box"] = [int(v) for v in found.box]
         regions["crop_empty"] = bool(found.empty)
         crop = found.enlarged
         panel = draw_boxes(panels["guided_gradcam"], [found.box], CROP_COLOUR, 2)
         if params.outlines:
-            outlines = lesion_outlines(analysis.guided_by_label(), params.tau, fov_mask=fov)
+            outlines = analysis.memo(("outlines", params.tau),
+                                     lambda: lesion_outlines(analysis.guided_by_label(), params.tau, fov_mask=fov))
             panel = draw_outlines(panel, outlines, 2, legend=False)
             legend = [(label, "#%02x%02x%02x" % colour) for label, colour in outlines.legend]
         panels["guided_gradcam"] = panel
     if "gmsm" in maps:  # paper 004 eq. 4: M = L_norm > τ, split into patches
-        lesions = lesion_mask(maps["gmsm"], params.tau, fov_mask=fov)
+        lesions = analysis.memo(("lesions", round(params.t, 3), params.tau),
+                                lambda: lesion_mask(maps["gmsm"], params.tau, fov_mask=fov))
         panel = panels["gmsm"].copy()
-        tint = np.array(MASK_TINT, np.float32)
-        panel[lesions.mask] = (0.6 * panel[lesions.mask] + 0.4 * tint).astype(np.uint8)
+        panel[lesions.mask] = (0.6 * panel[lesions.mask] + 0.4 * np.array(MASK_TINT, np.float32)).astype(np.uint8)
         panels["gmsm"] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR, 1)
         inside = int(fov.sum()) or fov.size
         regions.update(lesion_patches=len(lesions.patches), lesion_area_px=int(lesions.total_area),
