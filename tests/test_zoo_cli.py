@@ -115,3 +115,15 @@ def test_cli_errors_exit_2_without_traceback(photo, lesion_model, monkeypatch, c
                           text=True, timeout=300)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "unknown model 'no-such-model'" in done.stderr
+
+
+def test_predict_on_real_photos_finds_the_field_of_view():
+    from conftest import shared_dataset
+
+    photos = sorted((shared_dataset("hrf") / "images").glob("*.jpg"))[:2]
+    model = zoo.create_model("efficientnet_lite0", paper="003", input_size=128).eval()  # ImageNet backbone
+    results = zoo.predict(model, photos)
+    assert [r["source"] for r in results] == [str(p) for p in photos]
+    for r in results:
+        assert not any("field of view" in w for w in r["warnings"])
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
