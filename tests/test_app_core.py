@@ -1,0 +1,166 @@
+"""appcore, the UI-independent core of both front ends: caches, targets, views, charts, examples, photos."""
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_app import SIZE, make_tiny_models
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_models(tmp_path_factory.mktemp("core"))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from fundus import make_fundus
+
+    return make_fundus(SIZE, seed=8)[0]
+
+
+@pytest.fixture(scope="module")
+def analyser():
+    from appcore import Analyser, ModelCache
+
+    return Analyser(ModelCache(capacity=2), capacity=2)
+
+
+def test_analysis_is_cached_per_image_model_and_target(analyser, tiny, photo):
+    key = str(tiny["multilabel"])
+    passes = analyser.passes
+    first = analyser.analyse(photo, key, "all predicted")
+    assert analyser.analyse(photo.copy(), key, "all predicted") is first  # same pixels: same entry
+    assert analyser.passes == passes + 1
+    other = analyser.analyse(photo, key, "class:1")
+    assert other is not first and other.explanation.targets[0] == [1]
+    brighter = np.clip(photo.astype(int) + 1, 0, 255).astype(np.uint8)
+    analyser.analyse(brighter, key, "all predicted")
+    assert analyser.passes == passes + 3 and len(analyser.cache) == 2  # bounded LRU: the oldest went
+
+
+def test_analysis_rejects_bad_photos_and_targets(analyser, tiny, photo):
+    key = str(tiny["multilabel"])
+    with pytest.raises(TypeError, match="uint8 RGB"):
+        analyser.analyse(photo.astype(np.float32), key)
+    with pytest.raises(ValueError, match="outside the model's 5 labels"):
+        analyser.analyse(photo, key, "class:9")
+    with pytest.raises(ValueError, match="multi-label"):
+        analyser.analyse(photo, str(tiny["grade"]), "all predicted")
+    with pytest.raises(ValueError, match="unknown target"):
+        analyser.analyse(photo, key, "everything")
+
+
+def test_target_menu_follows_the_task(tiny):
+    import zoo
+
+    from appcore.analysis import target_choices
+
+    multilabel = target_choices(zoo.load(str(tiny["multilabel"])).config)
+    assert multilabel[0][1] == "all predicted" and ("HEX", "class:2") in multilabel
+    assert [v for _, v in target_choices(zoo.load(str(tiny["grade"])).config)] == ["predicted"]
+
+
+def test_views_follow_theta_and_tau_and_reuse_drawings(analyser, tiny, photo):
+    from appcore import ViewParams, render_view
+
+    analysis = analyser.analyse(photo, str(tiny["multilabel"]), "all predicted")
+    views = {theta: render_view(analysis, ViewParams(theta=theta, tau=0.4, t=0.0)) for theta in (10, 128, 250)}
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in (views[t].regions["crop_box"] for t in (10, 128, 250))]
+    assert areas[0] >= areas[1] >= areas[2] and areas[0] > areas[2]  # paper 000 eq. 5: higher θ, smaller box
+    # θ only touches the Guided Grad-CAM panel and the crop: the other panels are the same drawings.
+    assert views[10].panels["cam"] is views[250].panels["cam"]
+    assert not np.array_equal(views[10].panels["guided_gradcam"], views[250].panels["guided_gradcam"])
+    masks = [render_view(analysis, ViewParams(tau=tau, t=0.0)).regions["lesion_area_px"] for tau in (0.2, 0.5, 0.9)]
+    assert masks[0] > masks[1] > masks[2]  # paper 004 eq. 4
+    grid = views[128].grid()
+    assert grid.shape[1] == 5 * SIZE and grid.dtype == np.uint8
+
+
+def test_unavailable_method_says_why(tmp_path, photo):
+    import zoo
+
+    from appcore import Analyser, ViewParams, render_view
+
+    folder = tmp_path / "no-cam"
+    zoo.create_model("efficientnet_lite0", paper="003", task="multiclass", pretrained=False, input_size=SIZE,
+                     cam=None, cam_reason="this head is not GAP + one linear layer").save_pretrained(folder)
+    view = render_view(Analyser().analyse(photo, str(folder)), ViewParams())
+    assert view.captions["cam"] == "CAM — unavailable: this head is not GAP + one linear layer"
+    assert view.panels["cam"].shape == (SIZE, SIZE, 3) and "ms" in view.captions["gradcam"]
+
+
+@pytest.mark.parametrize("bad", [dict(theta=256), dict(tau=1.5), dict(t=-1), dict(alpha=2), dict(colormap="rainbowz"),
+                                 dict(compare="lime")])
+def test_view_params_are_validated(bad):
+    from appcore import ViewParams
+
+    with pytest.raises(ValueError):
+        ViewParams(**bad)
+
+
+def test_prediction_chart_per_task():
+    from appcore.charts import prediction_chart
+
+    multilabel = prediction_chart({"task": "multilabel", "probabilities": {"HM": 0.7, "HEX": 0.2},
+                                   "thresholds": {"HM": 0.5, "HEX": 0.3}, "predicted": ["HM"]})
+    bars, marks = multilabel.data
+    assert list(bars.y) == [0.7, 0.2] and list(marks.y) == [0.5, 0.3]  # thresholds marked per label
+    assert bars.marker.color[0] != bars.marker.color[1]
+    grade = prediction_chart({"task": "grade-regression", "value": 2.3, "grade": 2, "label": "Moderate",
+                              "grade_cutoffs": [0.5, 1.5, 2.5, 3.5]})
+    assert grade.data[0].x[0] == 2.3 and len(grade.layout.shapes) == 4
+    with pytest.raises(ValueError, match="unknown task"):
+        prediction_chart({"task": "segmentation"})
+
+
+def test_model_catalogue_and_cache(tiny, monkeypatch, tmp_path):
+    from appcore.catalogue import ModelCache, ModelUnavailable, available_models, parse_model_key
+
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tmp_path / "none"))
+    monkeypatch.setenv("FUNDUS_ZOO_MODELS", "dr=someone/dr-grading@v2")
+    menu = available_models([str(tiny["grade"])])
+    assert [(c.kind, c.key) for c in menu] == [("folder", str(tiny["grade"].resolve())), ("hub", "dr")]
+    assert parse_model_key("org/name@main").revision == "main"
+    with pytest.raises(ValueError, match="org/name"):
+        parse_model_key("not a model")
+    cache = ModelCache(capacity=1)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get(str(tiny["grade"])))) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert cache.loads == 1 and all(r[0] is results[0][0] for r in results)  # loaded once for 4 users
+    with pytest.raises(ModelUnavailable, match="offline"):
+        cache.get("nobody/nothing")
+
+
+def test_examples_are_generated_not_shipped(tmp_path):
+    from appcore.examples import ensure_examples
+
+    paths = ensure_examples(tmp_path, size=96)
+    assert [p.name for p in paths][-1] == "skimage-retina-cc0.jpg" and len(paths) == 4
+    images = [np.asarray(Image.open(p)) for p in paths]
+    assert all(i.shape[1] == 96 and i.shape[2] == 3 for i in images)
+    assert len({i.tobytes() for i in images}) == 4
+    assert ensure_examples(tmp_path, size=96) == paths  # cached: written once
+
+
+def test_photo_descriptions_and_rejections(tmp_path):
+    from appcore.photos import PhotoRejected, describe_file, load_photo
+
+    buffer = io.BytesIO()
+    Image.new("I;16", (80, 70)).save(buffer, format="PNG")
+    assert "16-bit grayscale" in describe_file(buffer.getvalue())
+    assert load_photo(buffer.getvalue()).shape == (70, 80, 3)
+    with pytest.raises(PhotoRejected, match="too small"):
+        load_photo(_png((10, 10)))
+
+
+def _png(size) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, format="PNG")
+    return buffer.getvalue()
