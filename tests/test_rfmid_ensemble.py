@@ -75,6 +75,7 @@ def test_attention_crops_follow_eq5_on_the_true_labels():
     from explain import Explainer, attention_crop
     from train.attention_crops import attention_crop_images, positive_labels
 
+    torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = zoo.create_model("efficientnet_lite0", paper="000", pretrained=False).eval()

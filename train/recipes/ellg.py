@@ -259,6 +259,7 @@ class EllgRecipe(Recipe):
 
         samples = self.labelled(self.load_samples(args), args)
         train_s, val_s = self.split(samples, args)
+        torch.manual_seed(args.seed)  # reproducible random initialisation (head, or all without ImageNet weights)
         model = self.build_model(args, list(self.labels))
         data = self.make_datasets(args, model.config, train_s, val_s, list(self.labels))
         history: list[dict[str, Any]] = []

@@ -187,10 +187,16 @@ class RfmidEnsembleRecipe(Recipe):
                          f"got {len(names)} classes from format {getattr(dataset, 'format', '?')!r}")
 
     # ---------------------------------------------------------------- models and training
-    def build_arch(self, args: argparse.Namespace, arch: str, name: str) -> nn.Module:
-        """One network with paper 000's GAP + linear head, input size and preprocessing."""
+    def build_arch(self, args: argparse.Namespace, arch: str, name: str, seed_offset: int = 0) -> nn.Module:
+        """One network with paper 000's GAP + linear head, input size and preprocessing.
+
+        The random parts (a head, or everything without ImageNet weights) are seeded from --seed, so that
+        a run is reproducible and the bagged members start differently (``seed_offset``).
+        """
         import zoo
         from zoo.config import Preprocessing
+
+        torch.manual_seed(args.seed * 1000 + seed_offset)
 
         model = zoo.create_model(arch, paper=self.paper, task=self.task, labels=list(self.labels),
                                  pretrained=args.pretrained, head=self.head)
@@ -280,7 +286,7 @@ class RfmidEnsembleRecipe(Recipe):
             val_set = data.train.subset(val_idx)
             for group, arch in (("g1", g1_arch), ("g2", g2_arch)):
                 tag = f"fold{fold}-{group}-{arch}"
-                model = self.build_arch(args, arch, f"{name}.{group}.{fold}")
+                model = self.build_arch(args, arch, f"{name}.{group}.{fold}", seed_offset=1 + 2 * fold + (group == "g2"))
                 log(tag, self.train_one(args, model, train_set, val_set, tag, augment))
                 members[group].append(model.cpu().eval())
 
