@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,3 +265,20 @@ def test_thresholds_on_validation_separate_the_classes():
 def test_write_csv_handles_new_columns(tmp_path):
     write_csv(tmp_path / "m.csv", [{"epoch": 1, "a": 1}, {"epoch": 2, "a": 2, "b": 3}])
     assert (tmp_path / "m.csv").read_text().splitlines() == ["epoch,a,b", "1,1,", "2,2,3"]
+
+
+def test_checkpointer_keeps_one_complete_checkpoint_and_drops_partial_writes(tmp_path):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    ck = Checkpointer(tmp_path)
+    assert ck.latest() is None
+    (ck.root / "step-00000009-e0001-b000003.tmp").mkdir(parents=True)  # a write killed half-way
+    first = ck.save(model, opt, sched, None, {"global_step": 1, "epoch": 0, "batch": 1})
+    second = ck.save(model, opt, sched, None, {"global_step": 2, "epoch": 0, "batch": 2})
+    assert ck.latest() == second and not first.exists()
+    assert [p.name for p in ck.root.iterdir() if p.is_dir()] == [second.name]
+    state, training = Checkpointer.load(second, make_model(seed=5), torch.device("cpu"))
+    assert state["global_step"] == 2 and "optimizer" in training and "scheduler" in training
+    shutil.rmtree(second)  # a pointer to a folder that is gone is no checkpoint
+    assert ck.latest() is None

@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -247,7 +247,8 @@ class Checkpointer:
         os.replace(tmp, final)
         atomic_write_text(self.root / LATEST, json.dumps({"dir": name}))
         old = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p != final and not p.name.endswith(".tmp"))
-        for p in old[: max(0, len(old) - (self.keep - 1))]:
+        stale = [p for p in self.root.glob("step-*.tmp") if p.is_dir()]  # left by a run killed mid-write
+        for p in old[: max(0, len(old) - (self.keep - 1))] + stale:
             shutil.rmtree(p, ignore_errors=True)
         return final
 
