@@ -10,7 +10,6 @@ from functools import partial
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from zoo.architectures import backbones
@@ -62,6 +61,8 @@ def _make_head(kind: str, bb: backbones.Backbone, config: ModelConfig) -> tuple[
         head = VggClassifierHead(bb.channels, n, int(config.arch_kwargs.get("fc_width", 4096)), 0.5)
         init_like_torchvision_vgg(head)
         if bb.pretrained.startswith("imagenet"):  # paper 002 fine-tunes the pretrained FC layers too
+            import torchvision
+
             enum = torchvision.models.get_model_weights(bb.torchvision_name).IMAGENET1K_V1
             load_torchvision_weights({"classifier.": head.classifier}, enum, bb.torchvision_name)
         explain = dict(target_layer=f"backbone.{bb.target_layer}", low_layer=low, cam=None, cam_classifier="",

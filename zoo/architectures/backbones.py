@@ -4,14 +4,15 @@ Each factory returns a :class:`Backbone`: a module mapping an image batch to ``(
 features, plus the names (relative to that module) of its last feature layer (Grad-CAM's "last
 convolutional layer", papers 000/001/003) and of a mid, higher-resolution layer (GMSM's low layer,
 paper 004 eq. 3).
+
+torchvision and timm are imported inside the factories: ``import zoo`` stays cheap for CLIs and apps
+that only load a saved model of one family.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import timm
-import torchvision
 from torch import nn
 
 from zoo.architectures import pretrained as weights
@@ -69,6 +70,8 @@ def vgg(name: str, pretrained: bool, *, keep_last_pool: bool = False) -> Backbon
     """
     if name not in VGG_CONFIGS:
         raise ValueError(f"unknown VGG {name!r}; known: {', '.join(VGG_CONFIGS)}")
+    import torchvision
+
     cfg, batch_norm = VGG_CONFIGS[name]
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[cfg], batch_norm=batch_norm)
     init_like_torchvision_vgg(features)
@@ -97,6 +100,8 @@ def vgg(name: str, pretrained: bool, *, keep_last_pool: bool = False) -> Backbon
 
 def resnet50(pretrained: bool) -> Backbone:
     """torchvision ResNet50 without avgpool/FC (paper 001: "a modified Resnet50 model without FC layers")."""
+    import torchvision
+
     model = torchvision.models.resnet50(weights=None)
     status = weights.RANDOM
     if pretrained:
@@ -110,6 +115,8 @@ def resnet50(pretrained: bool) -> Backbone:
 
 def inception_v3(pretrained: bool) -> Backbone:
     """torchvision Inception v3 up to Mixed_7c (aux classifier off: paper 002 only needs it in training)."""
+    import torchvision
+
     # init_weights=False: PyTorch's default init instead of torchvision's 5× slower truncated normal.
     model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
     status = weights.RANDOM
@@ -130,6 +137,8 @@ def inception_v3(pretrained: bool) -> Backbone:
 def _timm_features(timm_name: str) -> nn.Module:
     # num_classes=0 + global_pool="" → forward returns the last feature map; drop_rate=0 keeps
     # timm's pre-logits dropout out of the feature path (the zoo head owns dropout).
+    import timm
+
     return timm.create_model(timm_name, pretrained=False, num_classes=0, global_pool="", drop_rate=0.0)
 
 
