@@ -256,7 +256,8 @@ def test_ellg_flags_follow_the_paper_and_are_checked(tmp_path):
 
     recipe = get_recipe("ellg")
     args = recipe.parse_args(["--data", str(tmp_path), "--format", "aptos"])
-    assert (args.arch, args.input_size, args.lr, args.batch_size, args.epochs) == ("dr_detection_net", 512, 8e-5, 64, 30)
+    assert (args.arch, args.input_size, args.lr, args.batch_size) == ("dr_detection_net", 512, 8e-5, 64)
+    assert args.epochs == 30
     assert (args.rounds, args.round_epochs, args.round_lr, args.t) == (4, 30, 3e-5, 1.0)
     assert tuple(args.tau_range) == (0.5, 0.8) and args.max_tries == 100
     lite = recipe.parse_args(["--data", str(tmp_path), "--format", "aptos", "--arch", "efficientnet_lite0",

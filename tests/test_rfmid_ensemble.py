@@ -88,8 +88,8 @@ def test_attention_crops_follow_eq5_on_the_true_labels():
     assert crops.skipped_no_label == 1 and len(crops) + crops.skipped_empty == 2
     assert crops.images.shape == (len(crops), 64, 64, 3)
     # The same crop, computed directly with the explanation engine for photo 0's true labels.
-    x = (torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float() / 255 - torch.tensor(model.config.mean).view(1, 3, 1, 1)) \
-        / torch.tensor(model.config.std).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.config.mean, model.config.std))
+    x = (torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float() / 255 - mean) / std
     from train.attention_crops import fov_mask_of
 
     expl = Explainer(model).explain(x, target=[0, 2], fov_mask=fov_mask_of(images[0]), methods=("guided_gradcam",))

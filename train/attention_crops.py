@@ -107,7 +107,8 @@ def saliency_maps(
             chunk = hwc[start:start + batch_size]
             x = (torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
             fov = np.stack([fov_mask_of(img) for img in chunk])
-            wanted = targets if isinstance(targets, str) else tuple(list(tg) for tg in targets[start:start + batch_size])
+            wanted = targets if isinstance(targets, str) else tuple(
+                list(tg) for tg in targets[start:start + batch_size])
             expl = explainer.explain(x, target=wanted, fov_mask=fov, methods=(key,))
             if key in expl.unavailable:
                 raise ValueError(f"{method} is unavailable for this model: {expl.unavailable[key]}")

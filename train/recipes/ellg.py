@@ -75,7 +75,8 @@ def round_stages(epochs: int, lr: float, tag: str) -> list[Stage]:
     return [Stage(f"{tag}-lr{k}", n, lr * 0.1**k) for k, n in enumerate(parts)]
 
 
-def select_sources(predicted: np.ndarray, truth: np.ndarray, mode: str = "correct") -> tuple[np.ndarray, np.ndarray, bool]:
+def select_sources(predicted: np.ndarray, truth: np.ndarray,
+                   mode: str = "correct") -> tuple[np.ndarray, np.ndarray, bool]:
     """Indices of lesion sources and of normal targets among the training photos.
 
     Paper 004: lesions come from correctly classified photos with DR, and are blended into "another
@@ -274,8 +275,8 @@ class EllgRecipe(Recipe):
             if not args.quiet:
                 tqdm.write(f"ELLG round {k}: {report}")
             train_set = data.train.concat(generated) if generated is not None else data.train
-            result = self._fit(args, model, train_set, data.val, round_stages(args.round_epochs, args.round_lr, f"round{k}"),
-                               f"round{k}")
+            stages = round_stages(args.round_epochs, args.round_lr, f"round{k}")
+            result = self._fit(args, model, train_set, data.val, stages, f"round{k}")
             history += [{"phase": f"round{k}", "generated": report.generated, **row} for row in result.history]
         result.history = history
         made = sum(r.generated for r in reports)

@@ -138,7 +138,8 @@ class RfmidEnsembleRecipe(Recipe):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("paper 000")
-        g.add_argument("--folds", type=int, default=5, help="k of the k-fold bagging by patient (models per architecture)")
+        g.add_argument("--folds", type=int, default=5,
+                       help="k of the k-fold bagging by patient (models per architecture)")
         g.add_argument("--theta", type=float, default=128.0,
                        help="attention-crop mask threshold θ ∈ [0, 255] on the integrated Guided Grad-CAM (eq. 5)")
         g.add_argument("--no-attention-crops", dest="attention_crops", action="store_false",
@@ -286,7 +287,8 @@ class RfmidEnsembleRecipe(Recipe):
             val_set = data.train.subset(val_idx)
             for group, arch in (("g1", g1_arch), ("g2", g2_arch)):
                 tag = f"fold{fold}-{group}-{arch}"
-                model = self.build_arch(args, arch, f"{name}.{group}.{fold}", seed_offset=1 + 2 * fold + (group == "g2"))
+                seed_offset = 1 + 2 * fold + (group == "g2")
+                model = self.build_arch(args, arch, f"{name}.{group}.{fold}", seed_offset=seed_offset)
                 log(tag, self.train_one(args, model, train_set, val_set, tag, augment))
                 members[group].append(model.cpu().eval())
 
