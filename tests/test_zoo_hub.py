@@ -166,17 +166,19 @@ _LOAD_SCRIPT = """
 import json, sys, torch, zoo
 x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
 results = []
-for revision in sys.argv[2:]:
-    model = zoo.load(sys.argv[1], revision=revision or None, device="cpu")
+for item in sys.argv[1:]:
+    source, _, revision = item.partition(" ")
+    model = zoo.load(source, revision=revision or None, device="cpu")
     with torch.no_grad():
         results.append({"name": model.config.name, "out": model(x)[0].tolist()})
 print(json.dumps(results))
 """
 
 
-def _load_in_subprocess(repo_id: str, revisions: list[str], env: dict) -> list[dict]:
-    # huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE / HF_HOME at import: a fresh interpreter.
-    done = subprocess.run([PY, "-c", _LOAD_SCRIPT, repo_id, *revisions], env=env, cwd=REPO,
+def _load_in_subprocess(sources: list[str], env: dict) -> list[dict]:
+    """zoo.load each "source[ revision]" in a fresh interpreter (huggingface_hub reads HF_ENDPOINT,
+    HF_HUB_OFFLINE and HF_HOME at import)."""
+    done = subprocess.run([PY, "-c", _LOAD_SCRIPT, *sources], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise AssertionError(done.stderr[-3000:])
@@ -200,16 +202,18 @@ def test_load_from_hub_by_repo_id_then_offline_from_cache_with_revisions(olah_hu
     x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
     checkout = zoo.load(repo, device="cpu")  # the working tree holds v2
     env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
-           "PYTHONPATH": str(REPO)}
-    latest, tagged = _load_in_subprocess("fundus-org/tiny-grader", ["", "v1"], env)
+           "PYTHONPATH": str(REPO), "FUNDUS_ZOO_MODELS": "grader=fundus-org/tiny-grader@v1"}
+    sources = ["fundus-org/tiny-grader", "fundus-org/tiny-grader v1", "grader"]
+    latest, tagged, named = _load_in_subprocess(sources, env)
     assert latest["name"] == "tiny-v2" and tagged["name"] == "tiny-v1"
+    assert named == tagged  # a configured name with its pinned revision
     with torch.no_grad():
         assert torch.allclose(torch.tensor(latest["out"]), checkout(x)[0], atol=1e-5)
     assert tagged["out"] != latest["out"]
 
     # Offline now: both revisions come from the cache, no server reachable.
     offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    assert _load_in_subprocess("fundus-org/tiny-grader", ["", "v1"], offline) == [latest, tagged]
+    assert _load_in_subprocess(sources, offline) == [latest, tagged, tagged]
 
 
 # --- upload to a local endpoint recording the hub API calls ---------------------------------------
