@@ -83,6 +83,14 @@ def test_unknown_name_lists_the_known_ones(tmp_path, monkeypatch):
     assert zoo.load("lesions", device="cpu").config.name == "lesions"
 
 
+def test_unregistered_architecture_in_config_says_so(tmp_path):
+    _tiny().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "arch": "plugin_net"}))
+    with pytest.raises(zoo.UnknownModelError, match=r"architecture 'plugin_net', which is not registered"):
+        zoo.load(tmp_path)
+
+
 def test_corrupt_safetensors_names_the_file(tmp_path):
     _tiny().save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")

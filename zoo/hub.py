@@ -198,8 +198,16 @@ def load(source: str | Path, *, revision: str | None = None, device: str | torch
     """
     from zoo.factory import build_model, check_layers
 
+    from zoo.architectures import ARCHITECTURES
+
     folder = resolve(source, revision=revision)
     config = load_config(folder)
+    if config.arch not in ARCHITECTURES:
+        raise UnknownModelError(
+            f"{folder / CONFIG_NAME} names architecture {config.arch!r}, which is not registered "
+            f"(known: {', '.join(sorted(ARCHITECTURES))}); if a plug-in module registers it "
+            "(e.g. train.recipes.odir for metadata_fusion), import that module first"
+        )
     # Built on the meta device: no time spent on a random initialisation the weights replace.
     with torch.device("meta"):
         model, _, _ = build_model(config, pretrained=False)
