@@ -102,16 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return evaluate_main(argv[1:])
     args = _parser().parse_args(argv)
-    from fundus import ImageError
-
-    from zoo.errors import HubUnavailableError, UnknownModelError, WeightsError
+    from zoo.errors import HubUnavailableError, WeightsError
 
     commands = {"list": _cmd_list, "info": _cmd_info, "predict": _cmd_predict}
     try:
         return commands[args.command](args)
-    except (UnknownModelError, ImageError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (WeightsError, HubUnavailableError) as err:
+    except (WeightsError, HubUnavailableError) as err:  # the model exists but cannot be used now
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError) as err:  # unknown names, unreadable photos (fundus.ImageError)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
