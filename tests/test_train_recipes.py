@@ -169,6 +169,22 @@ def test_aptos_end_to_end_split_by_patient_and_pushed(data, tmp_path, monkeypatc
 
 
 @pytest.mark.slow
+def test_cli_resume_continues_where_max_steps_stopped(data, tmp_path):
+    base = ["aptos", "--data", str(data["srahim"]), "--format", "srahim-dr600", "--epochs", "2", "--val-fraction", "0.3"]
+    out = run_recipe(base + ["--max-steps", "2"], tmp_path)
+    first = list(csv.DictReader((out / "training" / "metrics.csv").open()))
+    assert len(first) == 1 and first[0]["global_step"] == "2" and first[0]["partial_epoch"] == "True"
+    run_recipe(base + ["--resume"], tmp_path)
+    rows = list(csv.DictReader((out / "training" / "metrics.csv").open()))
+    n = len(json.loads((out / "training" / "split.json").read_text())["train"])
+    per_epoch = -(-n // 4) - (1 if n % 4 == 1 and n > 4 else 0)  # a trailing batch of one is dropped
+    assert rows[0] == first[0]  # the history carries over
+    assert [r["epoch"] for r in rows] == ["1", "1", "2"]  # epoch 1 finished from batch 3 on, then epoch 2
+    assert [int(r["global_step"]) for r in rows] == [2, per_epoch, 2 * per_epoch]
+    assert "--resume" not in read_config(out)["reproduce"]  # the command that trains it from scratch
+
+
+@pytest.mark.slow
 def test_dr_lesions_combines_masks_boxes_and_healthy_folder(data, tmp_path):
     out = run_recipe(["dr-lesions", "--data", str(data["idrid"]), "--format", "idrid-seg",
                       "--data", str(data["yolo"]), "--format", "yolo",

@@ -371,6 +371,9 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
     if latest is not None:
         state, training_state = Checkpointer.load(latest, model, device)
         resumed_from = {k: state[k] for k in ("epoch", "batch", "global_step")}
+        # "Finished" depends on this call's budget: a resumed run may be given more epochs or steps.
+        state["finished"] = state["epoch"] >= total_epochs or (
+            cfg.max_steps is not None and state["global_step"] >= cfg.max_steps)
         if info.is_main:
             tqdm.write(f"resuming from {latest.name}: epoch {state['epoch']}, batch {state['batch']}, "
                        f"step {state['global_step']}")
@@ -469,18 +472,25 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
                 val_loss = train_loss
             row["seconds"] = round(seconds, 3)
             row["images_per_s"] = round(n_images * info.world_size / max(seconds, 1e-9), 2)
+            # Stopped by max_steps inside the epoch: log it, but resume at the same batch, not the next epoch.
+            partial = state["batch"] < sampler.batches_per_epoch()
+            if partial:
+                row["partial_epoch"] = True
             history.append(row)
-            scheduler.step(val_loss)
             if val_loss < state["best_val_loss"]:
-                state.update(best_val_loss=val_loss, best_epoch=epoch + 1, bad_epochs=0)
+                state.update(best_val_loss=val_loss, best_epoch=epoch + 1)
+                if not partial:
+                    state["bad_epochs"] = 0
                 if info.is_main:
                     ckpt.save_best(net)
-            else:
+            elif not partial:
                 state["bad_epochs"] += 1
-            state.update(epoch=epoch + 1, batch=0)
-            if state["bad_epochs"] >= cfg.patience:
-                stopped_early = True
-                state["epoch"] = stage_start[stage_idx + 1]  # on to the next stage, if any
+            if not partial:
+                scheduler.step(val_loss)
+                state.update(epoch=epoch + 1, batch=0)
+                if state["bad_epochs"] >= cfg.patience:
+                    stopped_early = True
+                    state["epoch"] = stage_start[stage_idx + 1]  # on to the next stage, if any
             if info.is_main:
                 tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if state["epoch"] >= total_epochs:

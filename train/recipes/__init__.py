@@ -238,7 +238,8 @@ class Recipe:
         args.formats = formats
         args.input_size = args.input_size or self.archs.get(args.arch, 224)
         args.recipe = self.name
-        args.command = "python -m train " + shlex.join([self.name, *[str(a) for a in argv]])
+        # The command that trains this model from scratch (--resume only continues an interrupted run).
+        args.command = "python -m train " + shlex.join([self.name, *[str(a) for a in argv if a != "--resume"]])
         return args
 
     # ------------------------------------------------------------------ data

@@ -28,7 +28,8 @@ class AptosRecipe(Recipe):
     description = "DR grading (5 grades): CLAHE, flips, GAP + dropout 0.5 + dense head, class-weighted loss"
     labels = DR_GRADES
     archs = {"vgg16": 224, "resnet50": 224, "inception_v3": 299, "inception_resnet_v2": 299,
-             "efficientnet_lite0": 224}
+             "efficientnet_lite0": 224,
+             "efficientnet_lite1": 240, "efficientnet_lite2": 260}
     head = "gap_dropout_dense"  # zoo sets dropout 0.5 for it
     preprocessing = {"fov_crop": True, "clahe": True}
     defaults = dict(arch="inception_v3", epochs=15, batch_size=16, lr=1e-4, optimizer="adam", patience=5)

@@ -49,7 +49,7 @@ class DrLesionsRecipe(Recipe):
     description = ("multi-label DR lesions (BP/MA, HM, HEX, CWS, healthy): 512 px, CLAHE, FCN head, "
                    "inverse-frequency BCE, two-stage training, per-class thresholds")
     labels = tuple(LESION_LABELS)
-    archs = {"resnet50_fcn": 512, "efficientnet_lite0": 512}
+    archs = {"resnet50_fcn": 512, "efficientnet_lite0": 512, "efficientnet_lite1": 512, "efficientnet_lite2": 512}
     head = "fcn"
     preprocessing = {"fov_crop": True, "clahe": True}
     defaults = dict(arch="resnet50_fcn", epochs=30, batch_size=8, lr=1e-3, optimizer="sgd", momentum=0.9,

@@ -150,7 +150,8 @@ class OdirRecipe(Recipe):
     description = ("ocular diseases (ODIR-5K, N D G C A H M O): Gaussian noise, rotation ±π/4, percentile "
                    "contrast, no flips; BCE + SGD with weight decay; undersampling; optional DCGAN and metadata")
     labels = tuple(ODIR_LABELS)
-    archs = {"simple_cnn": 512, "vgg13_bn": 224, "inception_v3": 299, "efficientnet_lite0": 224}
+    archs = {"simple_cnn": 512, "vgg13_bn": 224, "inception_v3": 299, "efficientnet_lite0": 224,
+             "efficientnet_lite1": 240, "efficientnet_lite2": 260}
     head = None  # the paper's: VGG13-BN's own classifier, Inception's GAP head, simple CNN's dense layers
     preprocessing = {"fov_crop": True, "clahe": False}
     defaults = dict(arch="vgg13_bn", epochs=50, batch_size=16, lr=0.01, optimizer="sgd", momentum=0.9,
