@@ -208,8 +208,8 @@ def _set_trainable(model: nn.Module, stage: Stage) -> list[nn.Parameter]:
 
 def _forward(model: nn.Module, batch: Sequence[torch.Tensor], prepare: Callable, train: bool):
     x = prepare(batch[0], train)
-    if len(batch) == 3:
-        return model(x, batch[1]), batch[2]
+    if len(batch) == 3:  # (image, metadata, target): paper 002's age/sex input
+        return model(x, batch[1].to(x.device, non_blocking=True)), batch[2]
     return model(x), batch[1]
 
 
@@ -333,6 +333,8 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
     device = info.device
     cuda = device.type == "cuda"
     seed_everything(cfg.seed, cfg.deterministic and not cuda)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     if info.is_main:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(cfg.out_dir)
