@@ -37,10 +37,11 @@ Writing a recipe (the others, e.g. paper 000's ensemble, override ``run`` and re
         def target_of(self, sample, dataset, args):  # fundus Sample, FundusDataset -> target or None (skip)
             return sample.label
 
-Common flags of every recipe: --data/--format (repeatable pairs), --preset, --arch, --out,
---push-to-hub, --epochs, --batch-size, --lr, --input-size, --seed, --resume, --max-steps,
---workers, --device, --val-fraction, --patience, --checkpoint-every, --limit, --cache-dir,
---no-pretrained. ``python -m train RECIPE --help`` prints them with the paper's defaults.
+Common flags of every recipe: --data/--format (repeatable pairs), --preset, --split, --arch, --out,
+--push-to-hub, --hub-endpoint, --epochs, --batch-size, --lr, --optimizer, --weight-decay, --input-size,
+--seed, --resume, --max-steps, --checkpoint-every, --workers, --loader-workers, --device,
+--val-fraction, --patience, --limit, --cache-dir, --no-pretrained, --name, --quiet.
+``python -m train RECIPE --help`` prints them with the paper's defaults.
 """
 from __future__ import annotations
 
@@ -392,17 +393,21 @@ class Recipe:
         """The whole pipeline (see the module docstring); returns the out folder."""
         from train import ddp
 
+        info = ddp.init_distributed(args.device)
         samples = self.labelled(self.load_samples(args), args)
         train_s, val_s = self.split(samples, args)
         labels = list(self.labels)
         model = self.build_model(args, labels)
+        if info.distributed and not info.is_main:
+            ddp.barrier(info)  # under torchrun rank 0 fills the preprocessing cache, the others then read it
         data = self.make_datasets(args, model.config, train_s, val_s, labels)
+        if info.distributed and info.is_main:
+            ddp.barrier(info)
         extra = self.extra_training_data(args, data)
         if extra is not None and len(extra):
             data.train = data.train.concat(extra)
         result = self.fit(args, model, data)
         self.finalize(args, model, result, data)
-        info = ddp.init_distributed(args.device)
         out = Path(args.out)
         if info.is_main:
             out = self.publish(args, model, result, data)
