@@ -131,6 +131,8 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
         The Blocks; its ``fundus_app`` attribute is the shared ``FundusApp`` state.
     """
     app = FundusApp(models, analyser, example_size)
+    # The examples live in the user's cache folder, outside Gradio's temp dir: serve exactly these files.
+    gr.set_static_paths(paths=[str(p) for p in app.examples])
     menu = app.menu()
     default_model = menu[0][1] if menu else None
 

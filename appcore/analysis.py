@@ -52,6 +52,17 @@ def target_choices(config) -> list[tuple[str, str]]:
     return choices
 
 
+def canonical_target(choice: str | None, config) -> str:
+    """One menu value per distinct explanation, so equal requests share a cache entry: empty means the
+    model's default, and for a multi-label model "predicted" is "all predicted" (every label over its
+    threshold, integrated)."""
+    if not choice:
+        return target_choices(config)[0][1]
+    if choice == PREDICTED and config.task == "multilabel":
+        return ALL_PREDICTED
+    return choice
+
+
 def engine_target(choice: str, config) -> Any:
     """A target-menu value -> the explanation engine's ``target`` argument.
 
@@ -209,9 +220,6 @@ class Analyser:
         self.passes = 0  # explanation runs (network passes) so far; tests and benchmarks read it
         self._count_lock = threading.Lock()
 
-    def key(self, rgb: np.ndarray, model_key: str, target: str) -> tuple:
-        return (image_digest(rgb), model_key, target or PREDICTED)
-
     def analyse(self, rgb: np.ndarray, model_key: str, target: str = PREDICTED,
                 digest: str | None = None) -> Analysis:
         """The analysis of a photo by a model for a target, from the cache or by one network pass.
@@ -229,7 +237,9 @@ class Analyser:
         """
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise TypeError("photo must be an (H, W, 3) uint8 RGB array; load it with fundus.load_image")
-        target = target or PREDICTED
+        model, run_lock = self.models.get(model_key)
+        config = model.config
+        target = canonical_target(target, config)
         key = (digest or image_digest(rgb), model_key, target)
         cached = self.cache.get(key)
         if cached is not None:
@@ -237,8 +247,6 @@ class Analyser:
         from explain import Explainer
         from fundus import preprocess
 
-        model, run_lock = self.models.get(model_key)
-        config = model.config
         wanted = engine_target(target, config)
         timings: dict[str, float] = {}
         start = time.perf_counter()

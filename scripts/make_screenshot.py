@@ -28,7 +28,7 @@ PANELS = ("cam", "gradcam", "guided_gradcam", "gmsm")
 MAX_SVG_BASE64 = 200_000
 
 
-def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90) -> dict:
+def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, example: int = 0) -> dict:
     """Open the app, click the first example, wait for the four panels, move θ and wait for a new crop.
 
     Args:
@@ -36,6 +36,7 @@ def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90) -> dic
         url: the app's address.
         timeout_s: how long to wait for each step.
         theta_steps: arrow-key presses on the θ slider (each moves θ by one; up = a tighter crop).
+        example: which example photo to click (0 = the first).
 
     Returns:
         {"regions_before", "regions_after", "crop_before", "crop_after" (image sources), "seconds"}.
@@ -47,7 +48,7 @@ def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90) -> dic
     start = time.perf_counter()
     page.goto(url, timeout=timeout)
     page.wait_for_selector("#examples img", timeout=timeout)
-    page.locator("#examples img").first.click()
+    page.locator("#examples img").nth(example).click()
     for method in PANELS:
         page.wait_for_selector(f"#panel-{method} img", timeout=timeout)
     page.wait_for_selector("#crop img", timeout=timeout)
@@ -130,11 +131,12 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"{url} did not answer HTTP 200 within {timeout_s} s")
 
 
-def start_app(port: int, models: list[str]) -> subprocess.Popen:
-    """``python app.py`` on a port, as a user starts it."""
+def start_app(port: int, models: list[str], log: str | Path | None = None) -> subprocess.Popen:
+    """``python app.py`` on a port, as a user starts it; its output goes to ``log`` (default: discarded)."""
     env = {**os.environ, "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     command = [sys.executable, str(REPO / "app.py")] + (["--models", *models] if models else [])
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it open
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="*", default=[], help="extra model folders/hub ids for the started app")
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.svg"), help="the SVG to write")
     parser.add_argument("--png", help="also save the raw PNG screenshot here")
+    parser.add_argument("--log", help="write the started app's output here")
+    parser.add_argument("--example", type=int, default=3, help="example to click (default 3: the CC0 retina photo)")
+    parser.add_argument("--theta-steps", type=int, default=40, help="θ slider arrow-key presses before the shot")
     parser.add_argument("--width", type=int, default=1280, help="browser viewport width (px)")
     parser.add_argument("--height", type=int, default=1350, help="browser viewport height: the part captured (px)")
     args = parser.parse_args(argv)
@@ -152,14 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     url = args.url
     if url is None:
         port = free_port()
-        process = start_app(port, args.models)
+        process = start_app(port, args.models, args.log)
         url = f"http://127.0.0.1:{port}/"
         print(f"app answered HTTP 200 after {wait_http_ok(url, 120, process):.1f} s")
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
-            result = drive(page, url, timeout_s=180)
+            result = drive(page, url, timeout_s=180, theta_steps=args.theta_steps, example=args.example)
             print(f"flow done in {result['seconds']:.1f} s; θ moved to {result['theta_after']}")
             page.wait_for_timeout(500)
             png = page.screenshot(full_page=False)

@@ -35,6 +35,8 @@ def test_analysis_is_cached_per_image_model_and_target(analyser, tiny, photo):
     passes = analyser.passes
     first = analyser.analyse(photo, key, "all predicted")
     assert analyser.analyse(photo.copy(), key, "all predicted") is first  # same pixels: same entry
+    # For a multi-label model "predicted", "" and "all predicted" are one explanation: one entry.
+    assert analyser.analyse(photo, key, "predicted") is first and analyser.analyse(photo, key, "") is first
     assert analyser.passes == passes + 1
     other = analyser.analyse(photo, key, "class:1")
     assert other is not first and other.explanation.targets[0] == [1]

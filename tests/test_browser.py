@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,18 @@ def browser():
         browser.close()
 
 
-def test_upload_example_panels_and_theta_slider(browser, tmp_path, monkeypatch):
+@pytest.fixture()
+def cache_outside_tmp():
+    """An app cache outside the temp dir and the working dir, like the default ~/.cache one: Gradio
+    refuses to serve files from such places unless the app declares them."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / f"fundus-cam-zoo-test-{os.getpid()}"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_upload_example_panels_and_theta_slider(browser, tmp_path, monkeypatch, cache_outside_tmp):
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tmp_path / "no-assets"))
-    monkeypatch.setenv("FUNDUS_APP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FUNDUS_APP_CACHE", str(cache_outside_tmp))
     models = make_tiny_models(tmp_path)
     demo, url = start_app(tmp_path, [models["multilabel"]], {})
     try:
