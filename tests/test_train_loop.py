@@ -152,9 +152,9 @@ RESUME_SCRIPT = textwrap.dedent('''
     from train.loop import fit, LoopConfig, Stage
 
     class Slow(Dataset):
-        def __len__(self): return 32
+        def __len__(self): return 40
         def __getitem__(self, i):
-            time.sleep(0.03)
+            time.sleep(0.04)  # ~5 s of training in all: time to kill it after the first checkpoint
             g = torch.Generator().manual_seed(i)
             return (torch.rand(3, 8, 8, generator=g) * 255).to(torch.uint8), i % 2
 
@@ -183,15 +183,15 @@ def test_kill_mid_epoch_then_resume(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     state = json.loads((Checkpointer(out).latest() / "state.json").read_text())
-    assert 0 < state["global_step"] < 24, "killed too late: the run had finished"
+    assert 0 < state["global_step"] < 30, "killed too late: the run had finished"
     done = subprocess.run([sys.executable, str(script), str(out), "--resume"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["resumed_from"] == {"epoch": state["epoch"], "batch": state["batch"],
                                       "global_step": state["global_step"]}
-    assert report["global_step"] == 24  # 3 epochs x 8 batches, none repeated or skipped
-    assert report["steps_run"] == 24 - state["global_step"]
+    assert report["global_step"] == 30  # 3 epochs x 10 batches, none repeated or skipped
+    assert report["steps_run"] == 30 - state["global_step"]
     assert report["epochs"] == [1, 2, 3]
 
 
