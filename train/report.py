@@ -104,7 +104,8 @@ def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> P
     cfg.data_license = licences(recipe, args)
     cfg.reproduce = args.command
     if not cfg.description:
-        cfg.description = f"{recipe.description}. Trained with `python -m train {recipe.name}` (paper {recipe.paper})."
+        cfg.description = (f"{recipe.description}. Trained with `python -m train {recipe.name}` (paper {recipe.paper}). "
+                           f"Metrics below: validation on {cfg.metrics['validation_split']}.")
     model.save_pretrained(out)
     (training / "validation.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     from train.recipes import describe_args
