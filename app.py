@@ -79,13 +79,16 @@ class FundusApp:
         """The cached analysis of a session's photo (re-run only if it was evicted from the cache)."""
         if not source:
             return None
-        try:
-            rgb = photos.load_photo(source["path"])
-        except photos.PhotoRejected as exc:
-            raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
         self.model(model_key)
         try:
-            return self.analyser.analyse(rgb, model_key, target or "predicted", digest=source.get("digest"))
+            found = self.analyser.cached(source["digest"], model_key, target)
+            if found is not None:  # the usual case for a slider move: no decoding, no network
+                return found
+            try:
+                rgb = photos.load_photo(source["path"])
+            except photos.PhotoRejected as exc:
+                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
+            return self.analyser.analyse(rgb, model_key, target, digest=source["digest"])
         except ModelUnavailable as exc:
             raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
         except ValueError as exc:  # a target the model does not have
@@ -236,7 +239,11 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             except photos.PhotoRejected as exc:
                 raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
             source = {"path": str(path), "name": Path(path).name, "digest": image_digest(rgb)}
-            analysis = app.analysis(source, model_key, target)
+            app.model(model_key)
+            try:
+                analysis = app.analyser.analyse(rgb, model_key, target, digest=source["digest"])
+            except (ModelUnavailable, ValueError) as exc:
+                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
             view = render_view(analysis, params_of(theta, tau, t, alpha, colormap, outlines, compare))
             notes = present.warnings_of(analysis)
             for note in notes:

@@ -220,6 +220,17 @@ class Analyser:
         self.passes = 0  # explanation runs (network passes) so far; tests and benchmarks read it
         self._count_lock = threading.Lock()
 
+    def cached(self, digest: str, model_key: str, target: str = PREDICTED) -> Analysis | None:
+        """The cached analysis of an image (by its ``image_digest``), or None; never runs the network.
+
+        A slider move needs only this: the photo is not even decoded again.
+
+        Raises:
+            ModelUnavailable: the model cannot be loaded (its config decides the canonical target).
+        """
+        model, _lock = self.models.get(model_key)
+        return self.cache.get((digest, model_key, canonical_target(target, model.config)))
+
     def analyse(self, rgb: np.ndarray, model_key: str, target: str = PREDICTED,
                 digest: str | None = None) -> Analysis:
         """The analysis of a photo by a model for a target, from the cache or by one network pass.
