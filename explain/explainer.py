@@ -3,8 +3,8 @@
 One forward pass captures the high (and low) layer's activations; Grad-CAM, Grad-CAM++ and GMSM
 gradients are taken only back to those layers with ``torch.autograd.grad`` (no parameter
 gradients); guided backprop reuses the same forward graph for a second backward to the input with
-the guided ReLU rule switched on. Several target classes are differentiated together
-(``is_grads_batched``). ``Explanation.maps(t=…)`` recombines the cached tensors and never runs the
+the guided ReLU rule switched on. Several target classes share the forward pass
+(one backward per class). ``Explanation.maps(t=…)`` recombines the cached tensors and never runs the
 network again.
 """
 from __future__ import annotations
@@ -396,13 +396,15 @@ def _one_hot_rows(targets: list[list[int]], shape) -> torch.Tensor:
 
 
 def _grad(out: torch.Tensor, inputs: list[torch.Tensor], selectors: torch.Tensor, retain_graph: bool) -> list[torch.Tensor]:
-    """Gradients of each selector row's scores w.r.t. inputs, (R, *input.shape) each; no parameter grads."""
+    """Gradients of each selector row's scores w.r.t. inputs, (R, *input.shape) each; no parameter grads.
+
+    One backward per row over the shared forward graph. ``is_grads_batched=True`` (vmap) was measured
+    slower on CPU: its convolution_backward batching rule runs per sample and concatenates.
+    """
     selectors = selectors.to(out.device, out.dtype)
-    if selectors.shape[0] == 1:
-        got = torch.autograd.grad(out, inputs, grad_outputs=selectors[0], retain_graph=retain_graph)
-        return [g[None] for g in got]
-    try:  # all target classes in one vmapped backward
-        return list(torch.autograd.grad(out, inputs, grad_outputs=selectors, retain_graph=True, is_grads_batched=True))
-    except RuntimeError:  # an op without a batching rule: one backward per row
-        per_row = [torch.autograd.grad(out, inputs, grad_outputs=s, retain_graph=True) for s in selectors]
-        return [torch.stack(g) for g in zip(*per_row)]
+    rows = selectors.shape[0]
+    per_row = [
+        torch.autograd.grad(out, inputs, grad_outputs=row, retain_graph=retain_graph or index < rows - 1)
+        for index, row in enumerate(selectors)
+    ]
+    return [torch.stack(grads) for grads in zip(*per_row)]

@@ -1,0 +1,208 @@
+"""Speed of the one-pass explanation engine against plain passes and pytorch-grad-cam (not a test).
+
+Interleaved runs (each repetition runs every variant once, in a rotating order, so that load from
+other processes hits all variants alike), warm-up, medians, and ratios measured side by side.
+
+    python benchmarks/explain_speed.py            # ResNet50 + VGG16 at 224 and 512
+    python benchmarks/explain_speed.py --quick    # fewer repetitions, 224 + 512 on ResNet50 only
+    python benchmarks/explain_speed.py --json     # figures and ratios as one JSON object
+
+Goals (ratios): four maps ≤ 1.5 × (forward + full backward to the input); pytorch-grad-cam / this
+engine ≥ 3; re-threshold (θ, τ, t) ≤ 30 ms at 512; 5-class integrated ≤ 0.5 × 5 sequential.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explain import Explainer, attention_crop, lesion_mask  # noqa: E402
+
+FOUR = ["cam", "gradcam", "guided_gradcam", "gmsm"]
+CLASSES = 5
+
+
+def build(arch: str, size: int):
+    """A zoo model (GAP + linear head, 5 DR grades) at random init; torchvision when the zoo is absent."""
+    torch.manual_seed(0)
+    try:
+        import zoo
+
+        model = zoo.create_model(arch, paper="003", pretrained=False, input_size=size).eval()
+        c = model.config
+        return model, dict(target_layer=c.target_layer, low_layer=c.low_layer, cam=c.cam, cam_classifier=c.cam_classifier)
+    except ImportError:
+        import torchvision
+
+        model = getattr(torchvision.models, arch)(num_classes=CLASSES).eval()
+        if arch == "resnet50":
+            return model, dict(target_layer="layer4", low_layer="layer3", cam="linear", cam_classifier="fc")
+        return model, dict(target_layer="features.29", low_layer="features.22", cam=None)
+
+
+def variants(model, layers, x, device):
+    """name -> zero-argument callable computing one variant once."""
+    explainer = Explainer(model, **layers)
+    target = 1
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward_input():
+        x_in = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(x_in)[0, target], x_in)
+
+    def forward_backward_all():  # what pytorch-grad-cam does: loss.backward() through every parameter
+        x_in = x.clone().requires_grad_(True)
+        model(x_in)[0, target].backward()
+        model.zero_grad(set_to_none=True)
+
+    def engine_four():
+        explainer.explain(x, target=target, methods=FOUR).maps()
+
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, GuidedBackpropReLUModel
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    reference = copy.deepcopy(model)
+    guided_reference = copy.deepcopy(model)  # GuidedBackpropReLUModel replaces ReLUs in place
+    get = reference.get_submodule
+    high, low = get(layers["target_layer"]), get(layers["low_layer"])
+    gradcam = GradCAM(reference, [high])
+    gradcam_pp = GradCAMPlusPlus(reference, [low, high])
+    guided = GuidedBackpropReLUModel(guided_reference, device=device)
+    targets = [ClassifierOutputTarget(target)]
+
+    def pgc_four():
+        cam_stand_in = gradcam(x, targets)  # GradCAM standing in for CAM
+        grad_map = gradcam(x, targets)
+        gradcam_pp(x, targets)  # GMSM's two-layer Grad-CAM++
+        gb = guided(x.clone(), target)  # Guided Grad-CAM = guided backprop × Grad-CAM
+        return cam_stand_in, gb * grad_map[0][..., None]
+
+    def integrated():
+        explainer.explain(x, target=list(range(CLASSES)), methods=FOUR).maps()
+
+    def sequential():
+        for cls in range(CLASSES):
+            explainer.explain(x, target=cls, methods=FOUR).maps()
+
+    return {
+        "forward": forward,
+        "forward+backward(input)": forward_backward_input,
+        "forward+backward(all params)": forward_backward_all,
+        "engine four maps": engine_four,
+        "pytorch-grad-cam four maps": pgc_four,
+        "engine integrated 5 classes": integrated,
+        "engine 5 sequential": sequential,
+    }
+
+
+def rethreshold_ms(model, layers, x, repeats: int) -> float:
+    """θ / τ / t re-threshold on a cached explanation: new GMSM gate, attention crop, lesion mask."""
+    explanation = Explainer(model, **layers).explain(x, target=1, methods=FOUR)
+    explanation.maps()
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        maps = explanation.maps(t=0.05 * (i % 7))
+        attention_crop(maps["guided_gradcam"], theta=60 + 10 * (i % 10))
+        lesion_mask(maps["gmsm"], tau=0.5 + 0.03 * (i % 10))
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def measure(arch: str, size: int, repeats: int, device: str) -> dict:
+    model, layers = build(arch, size)
+    model.to(device)
+    x = torch.randn(1, 3, size, size, device=device)
+    runs = variants(model, layers, x, device)
+    names = list(runs)
+    for name in names:  # warm-up
+        runs[name]()
+    times = {name: [] for name in names}
+    for rep in range(repeats):
+        order = names[rep % len(names):] + names[: rep % len(names)]  # rotate so no variant always goes first
+        for name in order:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            runs[name]()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(v) for name, v in times.items()}
+    result = {"arch": arch, "size": size, "device": device, "repeats": repeats,
+              "median_s": {k: round(v, 4) for k, v in medians.items()}}
+    ratios = {
+        "four_maps / (forward+backward input)": medians["engine four maps"] / medians["forward+backward(input)"],
+        "four_maps / forward": medians["engine four maps"] / medians["forward"],
+        "pytorch-grad-cam / engine (four maps)": medians["pytorch-grad-cam four maps"] / medians["engine four maps"],
+        "integrated 5 / sequential 5": medians["engine integrated 5 classes"] / medians["engine 5 sequential"],
+    }
+    result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    if size >= 512:
+        result["rethreshold_ms"] = round(rethreshold_ms(model, layers, x, repeats=max(10, 4 * repeats)), 2)
+    return result
+
+
+GOALS = {
+    "four_maps / (forward+backward input)": ("<=", 1.5),
+    "pytorch-grad-cam / engine (four maps)": (">=", 3.0),
+    "integrated 5 / sequential 5": ("<=", 0.5),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", default="resnet50,vgg16", help="comma list of zoo architectures (default resnet50,vgg16)")
+    parser.add_argument("--sizes", default="224,512", help="comma list of input sides (default 224,512)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repetitions per variant (default 7)")
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, ResNet50 only")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with figures and ratios")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    archs = ["resnet50"] if args.quick else [a.strip() for a in args.archs.split(",") if a.strip()]
+    repeats = 3 if args.quick else args.repeats
+    sizes = [int(s) for s in args.sizes.split(",")]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    results = []
+    for arch in archs:
+        for size in sizes:
+            result = measure(arch, size, repeats, args.device)
+            results.append(result)
+            if not args.json:
+                print(f"\n{arch} @ {size} ({args.device}, {repeats} interleaved repeats, medians)")
+                for name, seconds in result["median_s"].items():
+                    print(f"  {name:<32} {seconds * 1000:9.1f} ms")
+                for name, value in result["ratios"].items():
+                    goal = GOALS.get(name)
+                    verdict = "" if goal is None else (
+                        "  ok" if (value <= goal[1] if goal[0] == "<=" else value >= goal[1]) else f"  MISSES goal {goal[0]} {goal[1]}")
+                    print(f"  ratio {name:<40} {value:6.3f}{verdict}")
+                if "rethreshold_ms" in result:
+                    print(f"  re-threshold θ/τ/t at {size}: {result['rethreshold_ms']:.1f} ms (goal ≤ 30 ms)")
+    summary = {"load_average_1min_at_start": load, "threads": torch.get_num_threads(), "results": results}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"\nload average at start: {load:.2f} on {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
