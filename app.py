@@ -50,7 +50,7 @@ class FundusApp:
                  example_size: int = 512) -> None:
         self.extra = list(models or [])
         self.analyser = analyser or Analyser(ModelCache(capacity=int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3))),
-                                             capacity=int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 16)))
+                                             capacity=int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12)))  # ~35 MB each at 512 px
         self.examples = ensure_examples(size=example_size)
         self.choices = available_models(self.extra)
 

@@ -27,7 +27,7 @@ NO_EXAMPLE = "— none —"
 @st.cache_resource
 def shared_core() -> tuple[Analyser, list]:
     """One analyser (model cache + analysis cache) and the example photos for every session."""
-    return Analyser(ModelCache(capacity=3), capacity=16), ensure_examples()
+    return Analyser(ModelCache(capacity=3), capacity=12), ensure_examples()
 
 
 def main() -> None:
