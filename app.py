@@ -49,8 +49,10 @@ class FundusApp:
     def __init__(self, models: list[str] | None = None, analyser: Analyser | None = None,
                  example_size: int = 512) -> None:
         self.extra = list(models or [])
-        self.analyser = analyser or Analyser(ModelCache(capacity=int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3))),
-                                             capacity=int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12)))  # ~35 MB each at 512 px
+        # At most 3 loaded models and 12 cached analyses (~35 MB each at 512 px) keep the server under 2 GB.
+        models_cached = int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3))
+        analyses_cached = int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12))
+        self.analyser = analyser or Analyser(ModelCache(capacity=models_cached), capacity=analyses_cached)
         self.examples = ensure_examples(size=example_size)
         self.choices = available_models(self.extra)
 
