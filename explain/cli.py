@@ -189,41 +189,25 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def lesion_truth(sample, lesion: str, fmt: str, pre, original_shape) -> np.ndarray | None:
-    """The lesion's ground truth in the model's frame (crop + resize of the photo), or None if unannotated."""
-    size = pre.fov_mask.shape
+def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
+    """The lesion's ground truth in the model's frame (``Preprocessed.to_model``: the photo's crop + resize).
+
+    IDRiD masks are read from their TIFFs (a missing file means the lesion is absent); YOLO boxes
+    (normalised to the photo) are rasterised at the photo's size first.
+    """
+    height, width = pre.original_shape[:2]
     if fmt == "idrid-seg":
         path = (sample.masks or {}).get(lesion)
         if path is None:
-            return np.zeros(size, bool)  # IDRiD: a missing mask file means the lesion is absent
+            return np.zeros(pre.fov_mask.shape, bool)
         from fundus.datasets.idrid_seg import load_mask
 
-        return to_model_frame(load_mask(path), pre.crop_box, size)
-    height, width = original_shape[:2]
-    x0, y0, x1, y1 = pre.crop_box
-    boxes = []
-    for name, bx0, by0, bx1, by1 in sample.boxes or []:
-        if YOLO_LESION_CODES.get(name.lower()) != lesion:
-            continue
-        # Original normalised -> crop-relative normalised (the crop may reach outside the photo).
-        def rel(v, lo, hi, extent):
-            return min(max((v * extent - lo) / (hi - lo), 0.0), 1.0)
-        boxes.append((rel(bx0, x0, x1, width), rel(by0, y0, y1, height), rel(bx1, x0, x1, width), rel(by1, y0, y1, height)))
-    return boxes_to_mask(boxes, size)
-
-
-def to_model_frame(mask: np.ndarray, crop_box, size) -> np.ndarray:
-    """Crop (zero padding outside the photo) and resize a full-photo mask like ``fundus.preprocess`` does."""
-    import cv2
-
-    x0, y0, x1, y1 = (int(v) for v in crop_box)
-    height, width = mask.shape
-    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if sx1 > sx0 and sy1 > sy0:
-        canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = mask[sy0:sy1, sx0:sx1]
-    resized = cv2.resize(canvas * 255, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return resized >= 64  # keep thin lesions (microaneurysms) visible after downscaling
+        full = load_mask(path)
+    else:
+        boxes = [box[1:] for box in sample.boxes or [] if YOLO_LESION_CODES.get(box[0].lower()) == lesion]
+        full = boxes_to_mask(boxes, (height, width))
+    # A low area threshold keeps thin lesions (microaneurysms) after downscaling.
+    return pre.to_model(full, threshold=0.25)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -262,7 +246,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         maps["baseline-gaussian"] = centred_gaussian(shape, fov_mask=pre.fov_mask)
         maps["baseline-uniform"] = uniform_map(shape, fov_mask=pre.fov_mask)
         for lesion in lesions:
-            truth = lesion_truth(sample, lesion, args.format, pre, rgb.shape)
+            truth = lesion_truth(sample, lesion, args.format, pre)
             for name, saliency in maps.items():
                 summary.add(name, lesion, saliency, truth, pre.fov_mask)
     result = summary.result()

@@ -12,7 +12,7 @@ from conftest import shared_dataset
 
 zoo = pytest.importorskip("zoo")
 fundus = pytest.importorskip("fundus")
-from explain.cli import main, to_model_frame  # noqa: E402
+from explain.cli import lesion_truth, main  # noqa: E402
 
 SIZE = 64  # model input side: tiny, the test is about the command's mechanics
 
@@ -50,15 +50,24 @@ def test_explain_one_photo_writes_maps_overlays_panel(model_dir, tmp_path, capsy
     assert main([str(model_dir), str(photo), "--target", "Blindness", "--out", str(out)]) == 2
 
 
-def test_to_model_frame_inverts_to_original(model_dir):
-    rgb, info = fundus.make_fundus(160, seed=3, lesions={"EX": 4})
+def test_lesion_truth_lands_where_the_lesions_are(model_dir, tmp_path):
+    from fundus.datasets import load_dataset
+
+    data = make_yolo(tmp_path / "boxes", count=1)
+    sample = load_dataset("yolo", data).samples[0]
+    rgb = fundus.load_image(sample.image)
     model = zoo.load(str(model_dir), device="cpu")
     pre = fundus.preprocess(rgb, model.config)
-    truth = info["masks"]["EX"]
-    in_frame = to_model_frame(truth, pre.crop_box, pre.fov_mask.shape)
-    back = pre.to_original(in_frame.astype(np.float32), rgb.shape) > 0.5
-    overlap = (back & truth).sum() / max(1, (back | truth).sum())
-    assert in_frame.any() and overlap > 0.4  # the exudates land where they were, up to resampling
+    truth = lesion_truth(sample, "EX", "yolo", pre)
+    assert truth.shape == (SIZE, SIZE) and truth.any()
+    back = pre.to_original(truth.astype(np.float32), rgb.shape) > 0.5
+    drawn = np.zeros(rgb.shape[:2], bool)
+    for kind, x0, y0, x1, y1 in sample.boxes:
+        if kind == "hard_exudates":
+            h, w = rgb.shape[:2]
+            drawn[int(y0 * h):int(np.ceil(y1 * h)), int(x0 * w):int(np.ceil(x1 * w))] = True
+    assert (back & drawn).sum() / back.sum() > 0.5  # the exudate boxes land where they were drawn
+    assert not lesion_truth(sample, "MA", "yolo", pre).any()  # DIARETDB1 bundles MA into haemorrhage
 
 
 def make_idrid(root, count=2):
