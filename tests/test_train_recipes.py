@@ -108,6 +108,8 @@ def test_registry_and_cli_help(capsys):
     text = capsys.readouterr().out
     assert "--dcgan" in text and "--metadata" in text and "(default: 0.01)" in text  # the paper's SGD lr
     assert train_main(["no-such-recipe"]) == 2
+    assert train_main(["aptos", "--data", "/no/such/folder", "--format", "aptos"]) == 2
+    assert "data set folder not found" in capsys.readouterr().err
 
 
 def test_preset_format_and_imagefolder_preset_load_the_same(data):

@@ -21,10 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         recipe = get_recipe(argv[0])
-    except ValueError as err:
+        return recipe.main(argv[1:])
+    except (ValueError, FileNotFoundError) as err:  # bad flags, data or device: a message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return recipe.main(argv[1:])
 
 
 if __name__ == "__main__":
