@@ -77,6 +77,23 @@ def test_reinhard_transfer_gives_patch_the_target_statistics_in_lalphabeta(disea
     assert np.array_equal(out[~mask], source[~mask])  # only the lesion pixels change
 
 
+def test_reinhard_transfer_of_the_whole_photo_keeps_lesion_contrast(diseased, normal):
+    source, mask, info = diseased
+    target, fov = normal
+    whole = reinhard_transfer(source, target, source_mask=info["fov_mask"], target_mask=fov)
+    tgt = rgb_to_lalphabeta(target[fov])
+    np.testing.assert_allclose(rgb_to_lalphabeta(whole[info["fov_mask"]]).mean(0), tgt.mean(0), atol=0.01)
+    # apply_mask changes only the lesion pixels, in the tone measured over the whole field of view.
+    lesions_only = reinhard_transfer(source, target, source_mask=info["fov_mask"], target_mask=fov, apply_mask=mask)
+    assert np.array_equal(lesions_only[mask], whole[mask]) and np.array_equal(lesions_only[~mask], source[~mask])
+    # The lesions keep their offset from the retina around them (in the lightness l), unlike a transfer
+    # that forces the lesion pixels' own mean onto the target's.
+    retina = info["fov_mask"] & ~mask
+    before = rgb_to_lalphabeta(source[mask]).mean(0)[0] - rgb_to_lalphabeta(source[retina]).mean(0)[0]
+    after = rgb_to_lalphabeta(whole[mask]).mean(0)[0] - rgb_to_lalphabeta(whole[retina]).mean(0)[0]
+    assert abs(before) > 0.01 and np.sign(after) == np.sign(before)
+
+
 def test_reinhard_transfer_rejects_bad_input(normal):
     target, fov = normal
     with pytest.raises(ValueError, match="source_mask selects no pixel"):
@@ -193,16 +210,22 @@ def test_labels_follow_eq6_and_classify_by_cutoffs():
 
 
 def test_generate_lesion_image_chains_the_steps(diseased, normal):
-    source, mask, _ = diseased
+    source, mask, info = diseased
     other, fov = normal
-    gen = generate_lesion_image(source, mask, 3, other, 0, 0.7, np.random.default_rng(4), other_fov=fov)
+    gen = generate_lesion_image(source, mask, 3, other, 0, 0.7, np.random.default_rng(4),
+                                source_fov=info["fov_mask"], other_fov=fov)
     assert gen.label == classify(0.7 * 3) == 2 and gen.mixed_value == pytest.approx(2.1)
     assert gen.lesion_mask.sum() == mask.sum()
     assert np.array_equal(gen.image[~gen.lesion_mask], other[~gen.lesion_mask])
-    # Inside the lesions: eq. 5 over the colour-transferred lesion layer.
+    assert _pairwise_disjoint(gen.patches, fov.shape) and not (gen.lesion_mask & ~fov).any()
+    # Each patch carries the source's lesion pixels in the other photo's tone (Reinhard in lαβ) ...
+    toned = reinhard_transfer(source, other, source_mask=info["fov_mask"], target_mask=fov)
+    for patch in gen.patches:
+        x0, y0, x1, y1 = patch.origin
+        assert np.array_equal(patch.pixels[patch.mask], toned[y0:y1, x0:x1][patch.mask])
+    # ... blended into the other photo by eq. 5 where it landed.
     layer, placed = compose_lesion_layer(gen.patches, other.shape[:2])
-    transferred = reinhard_transfer(layer, other, source_mask=placed, target_mask=fov)
-    expected = np.rint(0.7 * transferred.astype(float) + (1 - 0.7) * other.astype(float)).astype(np.uint8)
+    expected = np.rint(0.7 * layer.astype(float) + (1 - 0.7) * other.astype(float)).astype(np.uint8)
     assert np.array_equal(gen.image[placed], expected[placed])
     assert not np.array_equal(gen.image, other)
     # No lesion found: the normal image comes back unchanged with its own label.

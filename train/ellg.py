@@ -6,8 +6,10 @@ The pipeline for one generated image, in the paper's order:
    each applied over the source image (``extract_lesion_patches``);
 2. random shifting — each patch is moved to a random place until it overlaps no other patch, or
    ``max_tries`` (100 in the paper) is reached (``shift_patches``);
-3. adaptive colour transfer — Reinhard et al. 2001: the lesion pixels get the mean and standard
-   deviation of the target image in lαβ space (``reinhard_transfer``);
+3. adaptive colour transfer — Reinhard et al. 2001: the source photo is given the mean and standard
+   deviation of the target photo in lαβ space (statistics over both fields of view), and its lesion
+   pixels are taken in that tone, so a lesion keeps its contrast to the retina around it
+   (``reinhard_transfer``);
 4. mixup blending, eq. 5 (``blend_lesions``) and label mixing, eq. 6 (``mix_labels`` + ``classify``).
 
 ``generate_lesion_image`` chains the four. Everything here is pure numpy/OpenCV over uint8 RGB
@@ -60,12 +62,18 @@ class LesionPatch:
         mask: (h, w) bool, the region inside ``box``.
         pixels: (h, w, 3) uint8 RGB of the source image inside ``box`` (zero outside ``mask``).
         overlaps: set by ``shift_patches``: True when no free place was found within ``max_tries``.
+        origin: the box the patch was cut from (kept through shifts).
     """
 
     box: tuple[int, int, int, int]
     mask: np.ndarray
     pixels: np.ndarray
     overlaps: bool = False
+    origin: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.origin is None:
+            self.origin = self.box
 
     @property
     def area(self) -> int:
@@ -73,7 +81,7 @@ class LesionPatch:
 
     def moved_to(self, x0: int, y0: int) -> "LesionPatch":
         h, w = self.mask.shape
-        return LesionPatch((x0, y0, x0 + w, y0 + h), self.mask, self.pixels, self.overlaps)
+        return LesionPatch((x0, y0, x0 + w, y0 + h), self.mask, self.pixels, self.overlaps, self.origin)
 
 
 @dataclass
@@ -155,19 +163,20 @@ def reinhard_transfer(
     *,
     source_mask: np.ndarray | None = None,
     target_mask: np.ndarray | None = None,
+    apply_mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reinhard et al. 2001 colour transfer: give ``source`` the tone of ``target`` (paper 004, 2.3).
 
-    Per lαβ channel: out = (src − μ_src) · σ_tgt / σ_src + μ_tgt, statistics taken over the masked
-    pixels only (the lesion pixels of the source, the field of view of the target), so black borders
-    and empty canvas do not bias them.
+    Per lαβ channel: out = (src − μ_src) · σ_tgt / σ_src + μ_tgt, the statistics taken over the masked
+    pixels only (e.g. the fields of view), so black borders and empty canvas do not bias them.
 
     Args:
         source: (H, W, 3) uint8 RGB image whose colours change.
         target: (H', W', 3) uint8 RGB image giving the tone.
-        source_mask: (H, W) bool, pixels of ``source`` to measure and change; default all. Pixels
+        source_mask: (H, W) bool, pixels of ``source`` whose statistics are measured; default all.
+        target_mask: (H', W') bool, pixels of ``target`` whose statistics are measured; default all.
+        apply_mask: (H, W) bool, pixels of ``source`` that change; default ``source_mask``. Pixels
             outside it are returned unchanged.
-        target_mask: (H', W') bool, pixels of ``target`` to measure; default all.
 
     Returns:
         (H, W, 3) uint8 RGB.
@@ -182,6 +191,7 @@ def reinhard_transfer(
         "source_mask", source_mask, source.shape[:2])
     tgt_mask = np.ones(target.shape[:2], bool) if target_mask is None else _check_mask(
         "target_mask", target_mask, target.shape[:2])
+    change = src_mask if apply_mask is None else _check_mask("apply_mask", apply_mask, source.shape[:2])
     if not src_mask.any():
         raise ValueError("source_mask selects no pixel")
     if not tgt_mask.any():
@@ -192,9 +202,9 @@ def reinhard_transfer(
     tgt_mean, tgt_std = tgt_lab.mean(axis=0), tgt_lab.std(axis=0)
     # A flat source channel (σ = 0) has no spread to rescale: only its mean moves.
     gain = np.where(src_std > 1e-12, tgt_std / np.maximum(src_std, 1e-12), 1.0)
-    moved = (src_lab - src_mean) * gain + tgt_mean
+    moved = (rgb_to_lalphabeta(source[change]) - src_mean) * gain + tgt_mean
     out = source.copy()
-    out[src_mask] = np.clip(np.rint(lalphabeta_to_rgb(moved) * 255.0), 0, 255).astype(np.uint8)
+    out[change] = np.clip(np.rint(lalphabeta_to_rgb(moved) * 255.0), 0, 255).astype(np.uint8)
     return out
 
 
@@ -412,6 +422,7 @@ def generate_lesion_image(
     r: float,
     rng: np.random.Generator,
     *,
+    source_fov: np.ndarray | None = None,
     other_fov: np.ndarray | None = None,
     max_tries: int = 100,
     min_area: int = 1,
@@ -427,8 +438,10 @@ def generate_lesion_image(
         other_label: l_o, its grade (0 for a normal image).
         r: blending ratio in [0, 1].
         rng: numpy random generator.
-        other_fov: (H, W) bool field of view of ``other``: patches are shifted inside it and the colour
-            statistics of the target are taken over it; default the whole image.
+        source_fov: (H, W) bool field of view of ``source`` (its colour statistics); default its
+            non-black pixels.
+        other_fov: (H, W) bool field of view of ``other``: patches are shifted inside it and its colour
+            statistics are taken over it; default its non-black pixels.
         max_tries: shifting tries per patch (100 in the paper).
         min_area: drop smaller lesion components.
         cutoffs: grade cut-offs of ``classify``.
@@ -445,13 +458,21 @@ def generate_lesion_image(
     if source.shape != other.shape:
         raise ValueError(f"source {source.shape} and other {other.shape} must have the same shape")
     shape = other.shape[:2]
-    patches = extract_lesion_patches(source, lesion_mask, min_area=min_area)
+    source_fov = source.any(axis=2) if source_fov is None else _check_mask("source_fov", source_fov, shape)
+    other_fov = other.any(axis=2) if other_fov is None else _check_mask("other_fov", other_fov, shape)
+    lesions = _check_mask("lesion_mask", lesion_mask, shape) & source.any(axis=2)  # eq. 5: I_s ≠ 0
+    if not lesions.any() or not source_fov.any():
+        value = float(other_label)
+        return GeneratedImage(other.copy(), classify(value, cutoffs), value, r, [], np.zeros(shape, bool))
+    # Adaptive colour transfer first (per pixel, so it commutes with the shift): the source photo in
+    # the tone of the other photo, measured over both fields of view.
+    toned = reinhard_transfer(source, other, source_mask=source_fov, target_mask=other_fov, apply_mask=lesions)
+    patches = extract_lesion_patches(toned, lesions, min_area=min_area)
     if not patches:
         value = float(other_label)
         return GeneratedImage(other.copy(), classify(value, cutoffs), value, r, [], np.zeros(shape, bool))
     shifted = shift_patches(patches, shape, rng, max_tries=max_tries, allowed=other_fov)
     layer, mask = compose_lesion_layer(shifted, shape)
-    layer = reinhard_transfer(layer, other, source_mask=mask, target_mask=other_fov)
     blended = blend_lesions(layer, other, r, lesion_mask=mask)
     value = mix_labels(source_label, other_label, r)
     return GeneratedImage(blended, classify(value, cutoffs), value, r, shifted, mask)

@@ -229,7 +229,8 @@ class EllgRecipe(Recipe):
             other = int(rng.choice(normals))
             mask = lesion_mask(maps[source], tau, fov_mask=fov(source), min_area=args.min_lesion_area).mask
             made = generate_lesion_image(images[source], mask, float(truth[source]), images[other], float(truth[other]),
-                                         r, rng, other_fov=fov(other), max_tries=args.max_tries,
+                                         r, rng, source_fov=fov(source), other_fov=fov(other),
+                                         max_tries=args.max_tries,
                                          min_area=args.min_lesion_area, cutoffs=cutoffs)
             if not made.patches:
                 report.no_lesion += 1
