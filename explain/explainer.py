@@ -331,7 +331,7 @@ class Explanation:
 
     def _finish(self, per_class: torch.Tensor, image: int) -> np.ndarray:
         """Restrict each class map to the FOV, normalise inside it, integrate over classes (eq. 4)."""
-        fov = None if self.fov_mask is None else self.fov_mask[image]
+        fov = None if self.fov_mask is None else self.fov_mask[image].to(per_class.device)
         per_class = M.normalise01(per_class.float(), fov)
         if per_class.shape[0] > 1:
             per_class = M.normalise01(per_class.sum(dim=0, keepdim=True), fov)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -259,3 +260,18 @@ def test_argument_errors():
         explainer_for(model).explain(images(), methods=["lime"])
     wrong_layer = Explainer(model, target_layer="layer2", cam="linear", cam_classifier="fc").explain(images())
     assert "is not (outputs=4, channels=12)" in wrong_layer.unavailable["cam"]
+
+
+def test_maps_map_back_onto_the_original_photo():
+    fundus = pytest.importorskip("fundus")
+    rgb, info = fundus.make_fundus(96, seed=1)
+    config = SimpleNamespace(input_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                             preprocessing={"fov_crop": True, "clahe": False, "clahe_clip": 2.0, "clahe_tile": 8})
+    pre = fundus.preprocess(rgb, config)
+    expl = explainer_for(tiny()).explain(pre.tensor, fov_mask=pre.fov_mask)
+    on_photo = expl.maps_on_original(pre, rgb.shape, t=0.0)
+    assert set(on_photo) == set(ALL_METHODS)
+    for name, saliency in on_photo.items():
+        assert saliency.shape == rgb.shape[:2], name
+        outside = saliency[~info["fov_mask"]].sum() / saliency.sum()
+        assert outside < 0.05, name  # restricted to the field of view, which maps back onto the photo's
