@@ -14,7 +14,6 @@ from train.ellg import (
     extract_lesion_patches,
     generate_lesion_image,
     lalphabeta_to_rgb,
-    lesion_threshold_mask,
     mix_labels,
     reinhard_transfer,
     rgb_to_lalphabeta,
@@ -104,16 +103,7 @@ def test_reinhard_transfer_rejects_bad_input(normal):
         reinhard_transfer(target.tolist(), target)
 
 
-# ------------------------------------------------------------------ eq. 4 and patch extraction
-
-
-def test_lesion_threshold_mask_follows_eq4():
-    saliency = np.array([[0.0, 2.0], [6.0, 10.0]])  # normalised: 0, 0.2, 0.6, 1.0
-    assert lesion_threshold_mask(saliency, 0.6).tolist() == [[False, False], [False, True]]
-    assert lesion_threshold_mask(saliency, 0.5).tolist() == [[False, False], [True, True]]
-    assert not lesion_threshold_mask(np.ones((3, 3)), 0.5).any()  # a flat map has no lesion
-    with pytest.raises(ValueError, match=r"tau must lie in \[0, 1\]"):
-        lesion_threshold_mask(saliency, 1.5)
+# ------------------------------------------------------------------ patch extraction
 
 
 def test_extract_lesion_patches_one_per_connected_component():

@@ -2,8 +2,8 @@
 
 The pipeline for one generated image, in the paper's order:
 
-1. lesion patch extraction — the binary mask M of eq. 4 (GMSM > τ) split into connected components,
-   each applied over the source image (``extract_lesion_patches``);
+1. lesion patch extraction — the binary mask M of eq. 4 (GMSM > τ, ``explain.lesion_mask``) split
+   into connected components, each applied over the source image (``extract_lesion_patches``);
 2. random shifting — each patch is moved to a random place until it overlaps no other patch, or
    ``max_tries`` (100 in the paper) is reached (``shift_patches``);
 3. adaptive colour transfer — Reinhard et al. 2001: the source photo is given the mean and standard
@@ -12,7 +12,8 @@ The pipeline for one generated image, in the paper's order:
    (``reinhard_transfer``);
 4. mixup blending, eq. 5 (``blend_lesions``) and label mixing, eq. 6 (``mix_labels`` + ``classify``).
 
-``generate_lesion_image`` chains the four. Everything here is pure numpy/OpenCV over uint8 RGB
+``generate_lesion_image`` chains the four (the colour transfer is per pixel, so it runs before the
+shift on the whole source photo). Everything here is pure numpy/OpenCV over uint8 RGB
 arrays, so the recipe (train/recipes/ellg.py) only has to supply images, saliency maps and labels.
 """
 from __future__ import annotations
@@ -29,7 +30,6 @@ __all__ = [
     "rgb_to_lalphabeta",
     "lalphabeta_to_rgb",
     "reinhard_transfer",
-    "lesion_threshold_mask",
     "extract_lesion_patches",
     "shift_patches",
     "compose_lesion_layer",
@@ -206,27 +206,6 @@ def reinhard_transfer(
     out = source.copy()
     out[change] = np.clip(np.rint(lalphabeta_to_rgb(moved) * 255.0), 0, 255).astype(np.uint8)
     return out
-
-
-def lesion_threshold_mask(saliency: np.ndarray, tau: float) -> np.ndarray:
-    """Paper 004 eq. 4: M = 1 where the [0, 1]-normalised saliency map exceeds τ.
-
-    Args:
-        saliency: (H, W) map (e.g. GMSM); min-max normalised here first.
-        tau: threshold in [0, 1].
-
-    Raises:
-        ValueError: on a map that is not 2-D or τ outside [0, 1].
-    """
-    saliency = np.asarray(saliency, dtype=np.float64)
-    if saliency.ndim != 2:
-        raise ValueError(f"saliency must be a 2-D map, got shape {saliency.shape}")
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
-    low, high = float(saliency.min()), float(saliency.max())
-    if high - low <= 0:
-        return np.zeros(saliency.shape, bool)
-    return (saliency - low) / (high - low) > tau
 
 
 def extract_lesion_patches(image: np.ndarray, mask: np.ndarray, *, min_area: int = 1) -> list[LesionPatch]:
@@ -432,7 +411,7 @@ def generate_lesion_image(
 
     Args:
         source: (H, W, 3) uint8, a correctly classified image with lesions.
-        lesion_mask: (H, W) bool, eq. 4's M on the source's GMSM (``lesion_threshold_mask``).
+        lesion_mask: (H, W) bool, eq. 4's M on the source's GMSM (``explain.lesion_mask(gmsm, τ).mask``).
         source_label: l_s, the source's grade.
         other: (H, W, 3) uint8, I_o, a randomly chosen normal image (same size as ``source``).
         other_label: l_o, its grade (0 for a normal image).
