@@ -1,0 +1,61 @@
+"""`python app.py` as a user starts it: PORT honoured, bound to 127.0.0.1 only, HTTP 200, --help."""
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_app import free_port, make_tiny_models
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses with a socket listening on ``port`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":  # 0A = LISTEN
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+@pytest.mark.slow
+def test_python_app_py_serves_on_port_bound_to_localhost(tmp_path):
+    from make_screenshot import start_app, wait_http_ok
+
+    make_tiny_models(tmp_path / "assets")
+    port = free_port()
+    env_backup = dict(os.environ)
+    os.environ.update(FUNDUS_ZOO_ASSETS=str(tmp_path / "assets"), FUNDUS_APP_CACHE=str(tmp_path / "cache"))
+    os.environ.pop("SPACE_ID", None)
+    try:
+        process = start_app(port, [], tmp_path / "app.log")
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/", 120, process)
+        assert listening_addresses(port) == {"127.0.0.1"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10) as response:
+            config = response.read().decode()
+        assert "tiny-lesions" in config and "not for clinical use" in config
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_help_describes_the_options(capsys):
+    import app
+
+    with pytest.raises(SystemExit) as exited:
+        app.main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--port", "--host", "--models", "--no-preload", "not for clinical use"):
+        assert option in text
