@@ -179,3 +179,46 @@ def test_rfmid_ensemble_end_to_end(tmp_path, monkeypatch):
     assert torch.allclose(fused, 0.6 * g1 + 0.4 * g2, atol=1e-4)  # paper 000 eq. 6
     validation = json.loads((out / "training" / "validation.json").read_text())
     assert _find(validation, "n_images") == 3  # 25 % of 12 single-photo patients held out
+
+
+def test_bagging_never_trains_on_crops_of_a_fold_s_validation_photos(tmp_path, monkeypatch):
+    """The networks' training is replaced by a recorder: the data each fold model would see is checked."""
+    from train.loop import FitResult
+    from train.recipes import get_recipe
+    from train.recipes.rfmid_ensemble import RfmidEnsembleRecipe
+
+    seen = []
+
+    def record(self, args, model, train_set, val_set, tag, augment):
+        seen.append((tag, list(train_set.names), list(val_set.names), augment))
+        return FitResult(history=[], best_val_loss=0.0, best_epoch=0, global_step=0, steps_run=0,
+                         resumed_from=None, stopped_early=False)
+
+    monkeypatch.setattr(RfmidEnsembleRecipe, "train_one", record)
+    monkeypatch.setenv("FCZ_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_rfmid_fixture(tmp_path / "rfmid", size=64)
+    argv = ["--data", str(data), "--format", "rfmid", "--arch", "efficientnet_lite0", "--no-pretrained",
+            "--input-size", "64", "--folds", "3", "--theta", "60", "--workers", "0", "--val-fraction", "0.25",
+            "--quiet", "--out", str(tmp_path / "out")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert get_recipe("rfmid-ensemble").main(argv) == 0
+
+    assert [tag for tag, *_ in seen] == ["stage1"] + [f"fold{f}-{g}-efficientnet_lite0" for f in range(3)
+                                                      for g in ("g1", "g2")]
+    stage1_train = set(seen[0][1])
+    assert not any("#crop" in n for n in stage1_train)  # stage 1: whole images only
+    crops_seen = 0
+    val_parts = []
+    for tag, train_names, val_names, augment in seen[1:]:
+        originals = {n for n in train_names if "#crop" not in n}
+        crops = [n for n in train_names if "#crop" in n]
+        crops_seen += len(crops)
+        assert originals | set(val_names) == stage1_train and not originals & set(val_names)
+        assert all(n.split("#crop")[0] in originals for n in crops)  # never a crop of a validation photo
+        assert len(augment.ops) == 4  # brightness/gamma/saturation, crop, rotation, flip
+        val_parts.append(frozenset(val_names))
+    assert crops_seen > 0
+    folds = set(val_parts)
+    assert len(folds) == 3 and set().union(*folds) == stage1_train  # every photo validates exactly one fold
+    assert sum(len(f) for f in folds) == len(stage1_train)
