@@ -306,6 +306,12 @@ def test_ellg_recipe_end_to_end(tmp_path, monkeypatch):
     assert len(rounds) == 1 and rounds[0]["sources"] > 0 and rounds[0]["generated"] > 0
     assert sorted(int(k) for k in rounds[0]["grades"]) and all(0 <= int(k) <= 4 for k in rounds[0]["grades"])
     assert (out / "training" / "round1" / "generated-0.png").is_file()
+    # The round trained on the originals + the generated photos: more batches of 8 than the base epoch.
+    steps = {phase: int((out / "training" / phase / "metrics.csv").read_text().splitlines()[1].split(",")[2])
+             for phase in ("base", "round1")}
+    n_round = 9 + rounds[0]["generated"]
+    batches = -(-n_round // 8) - (n_round % 8 == 1)  # the loop drops a trailing batch of one
+    assert steps["round1"] == batches > steps["base"] == 1
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == "dr_detection_net" and config["task"] == "grade-regression"
     assert config["t"] == 0 and "generated photos" in config["description"]
