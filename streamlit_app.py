@@ -1,6 +1,7 @@
 """Fundus CAM Zoo — the Streamlit front end, on the same core as the Gradio app (appcore).
 
-    streamlit run streamlit_app.py --server.headless true --browser.gatherUsageStats false
+    streamlit run streamlit_app.py --server.headless true --browser.gatherUsageStats false \
+        --server.fileWatcherType none
 
 Upload a photo (or pick an example), pick a model, and see CAM | Grad-CAM | Guided Grad-CAM | GMSM with
 the θ attention crop and the τ lesion mask. Research tool, not a medical device: not for clinical use.
@@ -92,7 +93,7 @@ def main() -> None:
         st.plotly_chart(prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
                         key="prediction-chart")
     for column, method in zip(st.columns(4), PANEL_METHODS):
-        column.image(view.panels[method], caption=view.captions[method])
+        column.image(view.panels[method], caption=view.captions[method], width="stretch")
     crop_col, info_col = st.columns([1, 2])
     crop_col.image(view.crop, caption=f"θ = {theta} crop, enlarged (paper 000 Fig. 2f)")
     with info_col:
