@@ -143,7 +143,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
 
     with gr.Blocks(title="Fundus CAM Zoo") as demo:
         demo.fundus_app = app
-        session = gr.State(None)  # {"path", "digest", "name", "key"} of this session's photo
+        session = gr.State(None)  # {"path", "digest", "name"} of this session's photo
         gr.Markdown("# Fundus CAM Zoo\nExplainable retinal fundus image classification: CAM, Grad-CAM, "
                     "Guided Grad-CAM and GMSM side by side, with the papers' region tools.")
         gr.Markdown(present.NOTICE, elem_id="clinical-notice")
