@@ -166,6 +166,12 @@ def test_shift_gives_up_after_max_tries_and_flags_the_overlap():
     assert calls["n"] == 2 * (1 + 100)  # one try for the first, all 100 for the second (x and y each)
     with pytest.raises(ValueError, match="does not fit"):
         shift_patches([block], (6, 6), np.random.default_rng(0))
+    # No try lands inside the allowed region (a 3×3 field for an 8×8 patch): it stays where it was cut.
+    field = np.zeros((20, 20), bool)
+    field[:3, :3] = True
+    moved = block.moved_to(5, 7)
+    stuck = shift_patches([moved], (20, 20), np.random.default_rng(0), allowed=field)[0]
+    assert stuck.overlaps and stuck.box == (0, 0, 8, 8)  # its origin, not a random spot on the surround
 
 
 # ------------------------------------------------------------------ eq. 5 and eq. 6

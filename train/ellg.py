@@ -260,8 +260,9 @@ def shift_patches(
     "We keep randomly shifting a single lesion patch in the loops (100 in our setting) until there is
     no overlap with other patches or the loop is over." A try is a uniformly random top-left corner
     keeping the patch inside the image (and its pixels inside ``allowed``, e.g. the target's field of
-    view). When the loop is over the patch keeps its last try and is flagged ``overlaps=True``, as in
-    the paper.
+    view). When the loop is over the patch keeps its last try inside ``allowed`` and is flagged
+    ``overlaps=True``, as in the paper; with no such try at all it stays where it was cut from (never
+    on the black surround).
 
     Args:
         patches: patches from ``extract_lesion_patches``.
@@ -288,15 +289,17 @@ def shift_patches(
         if h > height or w > width:
             raise ValueError(f"patch of size {w}x{h} does not fit into an image of {width}x{height}")
         found = False
+        fallback = (min(patch.origin[0], width - w), min(patch.origin[1], height - h))
         for _ in range(max_tries):
             x0 = int(rng.integers(0, width - w + 1))
             y0 = int(rng.integers(0, height - h + 1))
-            if occupied[y0:y0 + h, x0:x0 + w][patch.mask].any():
-                continue
             if allowed is not None and not allowed[y0:y0 + h, x0:x0 + w][patch.mask].all():
                 continue
-            found = True
-            break
+            fallback = (x0, y0)
+            if not occupied[y0:y0 + h, x0:x0 + w][patch.mask].any():
+                found = True
+                break
+        x0, y0 = fallback
         moved = patch.moved_to(x0, y0)
         moved.overlaps = not found
         occupied[y0:y0 + h, x0:x0 + w] |= patch.mask
