@@ -270,7 +270,7 @@ class RfmidEnsembleRecipe(Recipe):
                 crops = CachedImages.from_arrays(list(found.images), data.train.targets.numpy()[crop_sources],
                                                  names=[f"{data.train.names[i]}#crop{found.boxes[k]}"
                                                         for k, i in enumerate(crop_sources)])
-            crop_note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of a {stage1_arch} "
+            crop_note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of the {stage1_arch} "
                          f"stage-1 model ({found.skipped_no_label} photos without a label and "
                          f"{found.skipped_empty} with no pixel above θ gave none)")
         del stage1
