@@ -149,6 +149,7 @@ RESUME_JOB = textwrap.dedent('''
     import sys, time, torch, torch.nn as nn
     from torch.utils.data import Dataset
     sys.path.insert(0, {repo!r})
+    from train.augment import GaussianNoise
     from train.loop import fit, LoopConfig, Stage
 
     class Items(Dataset):
@@ -164,10 +165,11 @@ RESUME_JOB = textwrap.dedent('''
     def run(out, resume=False, delay=0.0):
         torch.set_num_threads(1)
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5),
+                              nn.Linear(4, 2))
         res = fit(model, nn.CrossEntropyLoss(), Items(delay), None,
                   LoopConfig(out_dir=out, batch_size=4, checkpoint_every=3, resume=resume, progress=False),
-                  [Stage("all", 3, 0.01)])
+                  [Stage("all", 3, 0.01)], augment=GaussianNoise(0.01))
         return model, res
 
     if __name__ == "__main__":
@@ -201,7 +203,8 @@ def test_kill_mid_epoch_then_resume(tmp_path):
     assert res.global_step == 30  # 3 epochs x 10 batches, none repeated or skipped
     assert res.steps_run == 30 - state["global_step"]
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
-    # Same batches in the same order, optimizer state restored: exactly the weights of an uninterrupted run.
+    # Same batches, same noise and dropout draws (a seed per step), optimizer state restored:
+    # exactly the weights of an uninterrupted run.
     reference, _ = job.run(tmp_path / "reference")
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)

@@ -125,9 +125,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _epoch_seed(seed: int, epoch: int, skip: int = 0) -> int:
-    # A distinct stream per (epoch, resume point), so a resumed epoch does not replay the same noise.
-    return (seed * 1_000_003 + epoch * 7919 + skip) % 2**63
+def _epoch_seed(seed: int, epoch: int, batch: int = 0) -> int:
+    """The RNG seed of one (epoch, batch) of a run."""
+    return (seed * 1_000_003 + epoch * 7919 + batch * 104_729) % 2**63
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -419,6 +419,9 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
                        disable=not (cfg.progress and info.is_main), initial=state["batch"],
                        total=sampler.batches_per_epoch())
             for batch in bar:
+                # A seed per (epoch, batch): augmentation and dropout draw the same numbers whether or not
+                # the run was interrupted and resumed, so a resumed run ends with the same weights.
+                torch.manual_seed(_epoch_seed(cfg.seed, epoch, state["batch"]))
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out, target = _forward(net, batch, prepare, train=True)
                     target = target.to(device, non_blocking=True)
