@@ -420,8 +420,9 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
                        total=sampler.batches_per_epoch())
             for batch in bar:
                 # A seed per (epoch, batch): augmentation and dropout draw the same numbers whether or not
-                # the run was interrupted and resumed, so a resumed run ends with the same weights.
-                torch.manual_seed(_epoch_seed(cfg.seed, epoch, state["batch"]))
+                # the run was interrupted and resumed, so a resumed run ends with the same weights (each DDP
+                # rank its own stream).
+                torch.manual_seed((_epoch_seed(cfg.seed, epoch, state["batch"]) + 1_000_000_007 * info.rank) % 2**63)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out, target = _forward(net, batch, prepare, train=True)
                     target = target.to(device, non_blocking=True)
