@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     demo = build_demo(models=args.models)
     app = demo.fundus_app
-    if app.choices and not args.no_preload:
+    if app.choices and app.choices[0].kind != "hub" and not args.no_preload:
         # Load the default model after the server is up, so the first photo does not wait for it.
         def preload() -> None:
             time.sleep(1.0)

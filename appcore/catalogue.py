@@ -65,7 +65,7 @@ def parse_model_key(key: str) -> ModelChoice:
 
 
 def available_models(extra: list[str] | None = None) -> list[ModelChoice]:
-    """The model menu: ``extra`` first, then the zoo registry (shipped defaults, configured hub ids).
+    """The model menu: ``extra`` first, then the shipped defaults, then the hub ids configured in the registry.
 
     Args:
         extra: additional folders or hub repo ids to offer.
@@ -74,8 +74,10 @@ def available_models(extra: list[str] | None = None) -> list[ModelChoice]:
         ValueError: an id that cannot be parsed (see ``parse_model_key``).
     """
     choices = [parse_model_key(key) for key in extra or []]
-    for name, entry in _registry().items():
-        choices.append(ModelChoice(name, None, "shipped" if entry.source == "shipped" else "hub"))
+    registry = [ModelChoice(name, None, "shipped" if entry.source == "shipped" else "hub")
+                for name, entry in _registry().items()]
+    # Shipped models first: the default must load offline, a hub id downloads only when a user picks it.
+    choices += sorted(registry, key=lambda choice: choice.kind != "shipped")
     unique: dict[str, ModelChoice] = {}
     for choice in choices:
         unique.setdefault(choice.key, choice)

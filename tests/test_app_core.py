@@ -123,10 +123,12 @@ def test_prediction_chart_per_task():
 def test_model_catalogue_and_cache(tiny, monkeypatch, tmp_path):
     from appcore.catalogue import ModelCache, ModelUnavailable, available_models, parse_model_key
 
-    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tmp_path / "none"))
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tiny["grade"].parent))  # the tiny models as "shipped" ones
     monkeypatch.setenv("FUNDUS_ZOO_MODELS", "dr=someone/dr-grading@v2")
     menu = available_models([str(tiny["grade"])])
-    assert [(c.kind, c.key) for c in menu] == [("folder", str(tiny["grade"].resolve())), ("hub", "dr")]
+    # Extra folders, then shipped models (the default loads offline), then configured hub ids.
+    assert [(c.kind, c.key) for c in menu] == [("folder", str(tiny["grade"].resolve())), ("shipped", "tiny-grading"),
+                                               ("shipped", "tiny-lesions"), ("hub", "dr")]
     assert parse_model_key("org/name@main").revision == "main"
     with pytest.raises(ValueError, match="org/name"):
         parse_model_key("not a model")
