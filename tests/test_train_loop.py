@@ -272,8 +272,8 @@ def test_thresholds_on_validation_separate_the_classes():
     probs = np.array([[0.1, 0.9], [0.2, 0.8], [0.35, 0.7], [0.4, 0.6]])
     targets = np.array([[0, 1], [0, 1], [1, 1], [1, 1]])
     thr = choose_thresholds(probs, targets, "youden")
-    assert 0.2 < thr[0] <= 0.35 and thr[1] == 0.5  # class 1 all positive: default
-    assert choose_thresholds(probs, targets, "f1")[0] == pytest.approx(0.35)
+    assert thr[0] == pytest.approx(0.275) and thr[1] == 0.5  # midway between 0.2 and 0.35; class 1: default
+    assert choose_thresholds(probs, targets, "f1")[0] == pytest.approx(0.275)
     assert micro_f1_metric()(np.array([[3.0, -3.0]]), np.array([[1, 0]])) == 1.0
 
 

@@ -131,11 +131,14 @@ def choose_thresholds(probs: np.ndarray, targets: np.ndarray, method: str = "you
             continue
         if method == "youden":
             fpr, tpr, thr = roc_curve(tc, pc)
-            finite = np.isfinite(thr)
-            j = (tpr - fpr)[finite]
-            out.append(float(np.clip(thr[finite][int(np.argmax(j))], 0.0, 1.0)))
+            j = np.where(np.isfinite(thr), tpr - fpr, -np.inf)
+            best = float(thr[int(np.argmax(j))])
         else:
             cands = np.unique(pc)
             f1s = [f1_score(tc, (pc >= th).astype(np.int64), zero_division=0) for th in cands]
-            out.append(float(cands[int(np.argmax(f1s))]))
+            best = float(cands[int(np.argmax(f1s))])
+        # The best cut lies between this score and the next lower one: take the midpoint, so that a
+        # validation photo is not decided by the last bit of its score (another batch size, another order).
+        below = pc[pc < best]
+        out.append(float(np.clip((best + below.max()) / 2 if below.size else best, 0.0, 1.0)))
     return out
