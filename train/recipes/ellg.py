@@ -228,10 +228,9 @@ class EllgRecipe(Recipe):
             r = float(rng.uniform(*args.r_range))
             other = int(rng.choice(normals))
             mask = lesion_mask(maps[source], tau, fov_mask=fov(source), min_area=args.min_lesion_area).mask
-            made = generate_lesion_image(images[source], mask, float(truth[source]), images[other], float(truth[other]),
-                                         r, rng, source_fov=fov(source), other_fov=fov(other),
-                                         max_tries=args.max_tries,
-                                         min_area=args.min_lesion_area, cutoffs=cutoffs)
+            made = generate_lesion_image(images[source], mask, float(truth[source]), images[other],
+                                         float(truth[other]), r, rng, source_fov=fov(source), other_fov=fov(other),
+                                         max_tries=args.max_tries, min_area=args.min_lesion_area, cutoffs=cutoffs)
             if not made.patches:
                 report.no_lesion += 1
                 continue
@@ -248,8 +247,13 @@ class EllgRecipe(Recipe):
         return CachedImages.from_arrays(out_images, np.asarray(out_targets, np.float32), names=names), report
 
     def _save_examples(self, args: argparse.Namespace, images: list[np.ndarray], round_index: int) -> None:
+        """A few generated photos as PNG under ``--out/training/round<k>/`` (rank 0 only), to look at."""
         from PIL import Image
 
+        from train import ddp
+
+        if not ddp.init_distributed(args.device).is_main:
+            return
         folder = Path(args.out) / "training" / f"round{round_index}"
         folder.mkdir(parents=True, exist_ok=True)
         for k, image in enumerate(images):
