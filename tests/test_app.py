@@ -348,3 +348,16 @@ def test_server_address_follows_space_and_port(monkeypatch):
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("SPACE_ID", "someone/fundus-cam-zoo")
     assert app.server_address() == ("0.0.0.0", 9001)
+
+
+def test_switching_model_and_target_keeps_the_session_photo(served, client, tmp_path):
+    demo, _, models = served
+    photo = synthetic_photo(tmp_path, seed=12)
+    analyse(client, photo, model_key(demo, "multilabel"), "all predicted")
+    grade_key = model_key(demo, "grade")
+    menu, card, theta, tau, t = client.predict(grade_key, api_name="/select_model")
+    assert [c[1] for c in menu["choices"]] == ["predicted"] and "Not for clinical use" in card
+    c = DEFAULTS
+    out = client.predict(grade_key, "predicted", c["theta"], c["tau"], c["t"], c["alpha"], c["colormap"], c["outlines"],
+                         c["compare"], api_name="/explain_target")  # no upload: the session's photo is reused
+    assert out[PREDICTION]["value"] == pytest.approx(float(direct_probabilities(models["grade"], photo)[0]), abs=1e-4)
