@@ -14,7 +14,9 @@ convolutional ResNet50 head, sigmoid outputs and per-class decision thresholds.
 Labels come from several data sets at once (repeat ``--data DIR --format FMT``): IDRiD segmentation
 masks (idrid-seg), YOLO lesion boxes (yolo), and the healthy class from grading sets (grade 0 of an
 image folder such as srahim-dr600). A lesion type a data set does not annotate is unknown (NaN) for
-its photos and left out of the loss (``zoo.evaluate.sample_target``).
+its photos and left out of the loss (``zoo.evaluate.sample_target``). Beware: when the healthy photos
+come from another data set than the lesion photos, a model can learn to tell the data sets apart
+(camera, resolution, compression) instead of the lesions; validation on the same mix will not show it.
 """
 from __future__ import annotations
 
