@@ -34,7 +34,8 @@ def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
 
 def grades_from_regression(values: np.ndarray, cutoffs: list[float]) -> np.ndarray:
     """Regression outputs to integer grades by the config's cutoffs (0.5, 1.5, … by default)."""
-    return np.digitize(np.asarray(values, dtype=np.float64).reshape(-1), np.asarray(cutoffs))
+    # right=True: a value equal to a cut-off keeps the lower grade, as FundusNet.decide (value > cut-off).
+    return np.digitize(np.asarray(values, dtype=np.float64).reshape(-1), np.asarray(cutoffs), right=True)
 
 
 def predictions(logits: np.ndarray, task: str, thresholds: list[float] | None = None,
