@@ -104,8 +104,10 @@ def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> P
     cfg.data_license = licences(recipe, args)
     cfg.reproduce = args.command
     if not cfg.description:
-        cfg.description = (f"{recipe.description}. Trained with `python -m train {recipe.name}` (paper {recipe.paper}). "
-                           f"Metrics below: validation on {cfg.metrics['validation_split']}.")
+        cfg.description = (f"Recipe `python -m train {recipe.name}` (paper {recipe.paper}; its defaults: "
+                           f"{recipe.description}). This model: {cfg.arch} at {cfg.input_size} px, "
+                           f"{len(result.history)} epochs logged. Metrics below: validation on "
+                           f"{cfg.metrics['validation_split']}.")
     model.save_pretrained(out)
     (training / "validation.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     from train.recipes import describe_args
