@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="shipped model name, local folder or hub repo id")
     p.add_argument("--data", action="append", type=Path, required=True, help="data set folder (repeatable)")
-    p.add_argument("--format", action="append", dest="formats", required=True,
+    p.add_argument("--format", action="append", dest="formats", required=True, metavar="FMT",
                    help="format of each --data (fundus.datasets); srahim-dr600 = imagefolder + that preset")
     p.add_argument("--preset", default=None, help="imagefolder preset")
     p.add_argument("--split", default="all",
