@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -53,7 +54,8 @@ def test_loop_under_torchrun_keeps_replicas_in_sync(tmp_path):
     out = tmp_path / "out"
     done = torchrun([str(script), str(out)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = sorted((json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")),
+    # The two ranks share one stdout, so their lines can interleave: pick the JSON objects out by pattern.
+    results = sorted((json.loads(m) for m in re.findall(r"RESULT (\{[^{}]*\})", done.stdout)),
                      key=lambda r: r["rank"])
     assert [r["rank"] for r in results] == [0, 1] and all(r["world"] == 2 for r in results)
     # 18 photos sharded over 2 ranks = 9 each = 3 batches of 3 per epoch, 2 epochs.
