@@ -35,7 +35,8 @@ def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, exampl
         page: a Playwright page.
         url: the app's address.
         timeout_s: how long to wait for each step.
-        theta_steps: arrow-key presses on the θ slider (each moves θ by one; up = a tighter crop).
+        theta_steps: arrow-key presses on the θ slider, each moving θ by one (> 0: up, a tighter crop;
+            < 0: down, a looser one).
         example: which example photo to click (0 = the first).
 
     Returns:
@@ -60,8 +61,8 @@ def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, exampl
     regions_before = page.locator(summary).inner_text()
     slider = page.locator("#theta input[type=range]")
     slider.focus()
-    for _ in range(theta_steps):
-        slider.press("ArrowRight")
+    for _ in range(abs(theta_steps)):
+        slider.press("ArrowRight" if theta_steps > 0 else "ArrowLeft")
     theta = int(float(slider.input_value()))
     # Redraws of intermediate values may arrive first: wait for the one of the final θ.
     page.wait_for_function(f"document.querySelector('{summary}').innerText.includes('θ = {theta} ')", timeout=timeout)
@@ -147,9 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", help="also save the raw PNG screenshot here")
     parser.add_argument("--log", help="write the started app's output here")
     parser.add_argument("--example", type=int, default=3, help="example to click (default 3: the CC0 retina photo)")
-    parser.add_argument("--theta-steps", type=int, default=40, help="θ slider arrow-key presses before the shot")
+    parser.add_argument("--theta-steps", type=int, default=-48,
+                        help="θ slider arrow-key presses before the shot (default -48: θ 128 → 80)")
     parser.add_argument("--width", type=int, default=1280, help="browser viewport width (px)")
-    parser.add_argument("--height", type=int, default=1350, help="browser viewport height: the part captured (px)")
+    parser.add_argument("--height", type=int, default=1560, help="browser viewport height: the part captured (px)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
