@@ -254,6 +254,7 @@ class Explanation:
         self.task = task
         self.input_size = tuple(inputs.shape[-2:])
         self._fixed_cache: dict = {}
+        self._saliency_cache: dict = {}
 
     @property
     def batch_size(self) -> int:
@@ -291,9 +292,10 @@ class Explanation:
         result = dict(self._fixed_cache[key])
         if "gmsm" in self.methods:
             gate_t = self.t if t is None else float(t)
-            low = self._saliency("low", image, rows, self.gradcam_pp_weights["low"])
-            high = self._saliency("high", image, rows, self.gradcam_pp_weights["high"])
-            result["gmsm"] = self._finish(M.gmsm(low, high, self.input_size, gate_t), image)
+            low = self._pp_saliency("low", image, rows)
+            high = self._pp_saliency("high", image, rows)
+            with torch.no_grad():
+                result["gmsm"] = self._finish(M.gmsm(low, high, self.input_size, gate_t), image)
         return {m: result[m] for m in self.methods if m in result}
 
     def _t_free_maps(self, image: int, classes: tuple[int, ...], rows: list[int]) -> dict[str, np.ndarray]:
@@ -306,8 +308,7 @@ class Explanation:
         if "gradcam" in self.methods:
             found["gradcam"] = self._finish(gradcam, image)
         if "gradcam_pp" in self.methods:
-            found["gradcam_pp"] = self._finish(
-                M.layer_map(self._saliency("high", image, rows, self.gradcam_pp_weights["high"]), size), image)
+            found["gradcam_pp"] = self._finish(M.layer_map(self._pp_saliency("high", image, rows), size), image)
         if "cam" in self.methods:
             activation = self.activations["high"][image]
             if self.cam_kind == "score_map":
@@ -326,8 +327,13 @@ class Explanation:
     def _activation(self, name: str, image: int, count: int) -> torch.Tensor:
         return self.activations[name][image][None].expand(count, -1, -1, -1)
 
-    def _saliency(self, name: str, image: int, rows: list[int], weights: torch.Tensor) -> torch.Tensor:
-        return M.weighted_sum(weights[rows, image], self._activation(name, image, len(rows)))
+    def _pp_saliency(self, name: str, image: int, rows: list[int]) -> torch.Tensor:
+        """Σ_k w_k A_k with Grad-CAM++ weights (paper 004 eq. 1 before the gate), cached: t-independent."""
+        key = (name, image, tuple(rows))
+        if key not in self._saliency_cache:
+            weights = self.gradcam_pp_weights[name][rows, image]
+            self._saliency_cache[key] = M.weighted_sum(weights, self._activation(name, image, len(rows)))
+        return self._saliency_cache[key]
 
     def _finish(self, per_class: torch.Tensor, image: int) -> np.ndarray:
         """Restrict each class map to the FOV, normalise inside it, integrate over classes (eq. 4)."""

@@ -74,10 +74,10 @@ def normalise01(maps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
         low = flat.min(dim=1).values[:, None, None]
         shifted = maps - low
         return _divide_by_max(shifted)
-    mask = mask.expand_as(maps)
-    low = maps.masked_fill(~mask, float("inf")).flatten(1).amin(dim=1)
+    outside = ~mask.expand_as(maps)
+    low = maps.masked_fill(outside, float("inf")).flatten(1).amin(dim=1)
     low = torch.nan_to_num(low, posinf=0.0)[:, None, None]  # an empty mask: nothing to normalise
-    shifted = (maps - low).masked_fill(~mask, 0.0)
+    shifted = (maps - low).masked_fill_(outside, 0.0)
     return _divide_by_max(shifted)
 
 
