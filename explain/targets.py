@@ -88,6 +88,8 @@ def _predicted(probs: torch.Tensor, task: str, thresholds, integrated: bool) -> 
     if task == "grade-regression":
         return [0]  # paper 004: the output cell is the "class" explained
     if task == "multilabel":
+        if thresholds and len(thresholds) != probs.numel():
+            raise ValueError(f"got {len(thresholds)} multilabel thresholds for {probs.numel()} outputs")
         limits = torch.as_tensor(list(thresholds) if thresholds else [0.5] * probs.numel(), dtype=probs.dtype)
         passing = [int(i) for i in torch.nonzero(probs >= limits).flatten()]
         passing.sort(key=lambda i: -float(probs[i]))

@@ -186,6 +186,8 @@ def test_targets_predicted_multilabel_fallback_and_per_image():
         multiclass.explain(x, target=1.5)
     with pytest.raises(ValueError, match="target must be"):
         multiclass.explain(x, target="everything")
+    with pytest.raises(ValueError, match="thresholds for 4 outputs"):
+        explainer_for(model, task="multilabel", thresholds=[0.5, 0.5]).explain(x)
 
 
 def test_cam_linear_equals_gradcam_and_score_map_and_unavailable():
