@@ -96,13 +96,17 @@ def measure_core(size: int, repeats: int, arch: str) -> dict:
     key = str(folder.resolve())
     photos = [make_fundus(size, seed=1000 + i)[0] for i in range(repeats + 1)]
     analyser.analyse(photos[-1], key)  # warm-up: first-call allocations, thread pools
-    new_photo, forward, redraw = [], [], []
+    new_photo, forward, redraw, preprocess, explain_pass, first_view = [], [], [], [], [], []
     params = [ViewParams(theta=40 + 20 * i % 200, tau=0.5 + 0.03 * i, t=1.0) for i in range(10)]
     for i in range(repeats):  # interleaved: a new photo, a plain forward, slider moves
         start = time.perf_counter()
         analysis = analyser.analyse(photos[i], key)
+        drawn = time.perf_counter()
         render_view(analysis, ViewParams())
         new_photo.append(time.perf_counter() - start)
+        first_view.append(time.perf_counter() - drawn)
+        preprocess.append(analysis.timings["preprocess"])
+        explain_pass.append(analysis.timings["explain"])
         x = analysis.pre.tensor
         start = time.perf_counter()
         with torch.no_grad():
@@ -117,6 +121,9 @@ def measure_core(size: int, repeats: int, arch: str) -> dict:
     return {
         "arch": arch, "input_px": size, "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "explain_new_photo_s": round(explain_s, 3),
+        "of_which_preprocess_s": round(statistics.median(preprocess), 3),
+        "of_which_explain_pass_s": round(statistics.median(explain_pass), 3),
+        "of_which_first_view_s": round(statistics.median(first_view), 3),
         "forward_s": round(statistics.median(forward), 3),
         "explain_over_forward": round(explain_s / statistics.median(forward), 2),
         "slider_move_ms": round(slider_ms, 1),
