@@ -289,7 +289,7 @@ class Explanation:
         key = (image, classes)
         if key not in self._fixed_cache:
             self._fixed_cache[key] = self._t_free_maps(image, classes, rows)
-        result = dict(self._fixed_cache[key])
+        result = {name: array.copy() for name, array in self._fixed_cache[key].items()}  # callers may edit
         if "gmsm" in self.methods:
             gate_t = self.t if t is None else float(t)
             low = self._pp_saliency("low", image, rows)
