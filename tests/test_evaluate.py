@@ -158,3 +158,11 @@ def test_split_val_matches_patient_split(tiny_grader, tmp_path, capsys):
     assert val["n_images"] >= 1 and train["n_images"] >= 1
     ds = load_dataset("imagefolder", tmp_path / "data", "all", preset="srahim-dr600")
     assert len(ds) == 6
+
+
+def test_regression_grades_by_cutoffs_like_the_model_decides():
+    values = np.array([[0.5], [1.5], [1.51], [3.9], [-0.2]])  # a value on a cut-off keeps the lower grade
+    m = compute_metrics("grade-regression", values, np.array([0, 1, 2, 4, 0]), GRADES)
+    assert m["accuracy"] == 1.0 and m["quadratic_kappa"] == 1.0
+    model = zoo.create_model("efficientnet_lite0", paper="004", task="grade-regression", pretrained=False, input_size=64)
+    assert model.decide(torch.tensor(values, dtype=torch.float32)).tolist() == [0, 1, 2, 4, 0]

@@ -139,7 +139,7 @@ def compute_metrics(
         else:
             values = out.reshape(n, -1)[:, 0]
             cut = np.asarray(grade_cutoffs or [0.5, 1.5, 2.5, 3.5], dtype=np.float64)
-            pred = np.digitize(values, cut)
+            pred = np.digitize(values, cut, right=True)  # value > cut-off, as FundusNet.decide
             # Per-grade score for AUC: closeness of the value to the grade.
             scores = -np.abs(values[:, None] - np.arange(c)[None, :])
         y = tgt.reshape(-1).astype(np.int64)
