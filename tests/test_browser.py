@@ -51,12 +51,17 @@ def test_upload_example_panels_and_theta_slider(browser, tmp_path, monkeypatch, 
     demo, url = start_app(tmp_path, [models["multilabel"]], {})
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1350})
+        requested = []
+        page.on("request", lambda request: requested.append(request.url))
         result = make_screenshot.drive(page, url, timeout_s=60, theta_steps=60)
         shot = tmp_path / "browser.png"
         page.screenshot(path=str(shot))
         page.close()
     finally:
         demo.close()
+    # Offline by default: the page fetches nothing from outside the app (no analytics, fonts or CDNs).
+    outside = [u for u in requested if not u.startswith((url.rstrip("/"), "data:", "blob:"))]
+    assert requested and not outside, outside
     assert result["theta_after"] == 128 + 60
     assert result["crop_after"] != result["crop_before"]
     # The θ crop box in the page's summary moved with the slider (paper 000 eq. 5).
