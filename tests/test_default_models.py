@@ -1,0 +1,138 @@
+"""The three shipped default models (assets/): they load, predict on a generated photo, carry an honest
+model card, and reproduce their stored held-out outputs and reported metric on the real photos."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, shared_dataset
+
+DEFAULTS = ("dr-grading", "dr-lesions", "multi-disease")
+ASSETS = REPO / "assets"
+LICENCE_WORDS = {  # data set -> a phrase its licence line must contain
+    "srahim-dr600": "academic use",
+    "idrid-seg-dev": "CC BY 4.0",
+    "diaretdb1-boxes": "CC BY-SA 4.0",
+    "hrf": "CC BY 4.0",
+}
+HEADLINE = {"dr-grading": "quadratic_kappa", "dr-lesions": "auc_mean", "multi-disease": "auc_mean"}
+PHOTOS_CHECKED = 6  # end-to-end forward passes per model (CPU budget)
+
+
+def _shipped(name: str) -> Path:
+    folder = ASSETS / name
+    if not (folder / "config.json").is_file():
+        pytest.fail(f"default model {name!r} is not shipped in {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models():
+    import zoo
+
+    return {name: zoo.load(name, device="cpu").eval() for name in DEFAULTS if (ASSETS / name).is_dir()}
+
+
+def test_weights_are_fp16_and_within_the_size_budget():
+    from safetensors import safe_open
+
+    total = 0
+    for name in DEFAULTS:
+        weights = _shipped(name) / "model.safetensors"
+        size = weights.stat().st_size
+        assert size <= 12 * 2**20, f"{name}: {size / 2**20:.1f} MB > 12 MB"
+        total += size
+        with safe_open(str(weights), "pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert "F32" not in dtypes and "F16" in dtypes, f"{name}: weights stored as {dtypes}"
+    assert total <= 40 * 2**20
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_model_card_names_data_licence_metric_and_command(name):
+    from zoo.config import ModelConfig
+
+    folder = _shipped(name)
+    config = ModelConfig.load(folder / "config.json")
+    card = (folder / "README.md").read_text()
+    assert config.name == name and config.arch == "efficientnet_lite0"
+    assert config.pretrained.startswith("imagenet")
+    assert "not for clinical use" in card.lower()
+    assert "model-index" in card
+    assert config.datasets and "srahim-dr600" in config.datasets
+    for dataset in config.datasets:
+        assert LICENCE_WORDS[dataset] in config.data_license, f"{name}: licence of {dataset} missing"
+    headline = config.metrics["held-out"][HEADLINE[name]]
+    assert 0.5 < headline <= 1.0
+    assert f"{headline:.3f}"[:4] in card  # the measured number is in the card
+    assert config.reproduce.startswith("python scripts/train_default_models.py")
+    command = config.reproduce.split("&&")[-1].split("train_default_models.py", 1)[1].strip()
+    assert f"run {command}\n" in (REPO / "scripts" / "train_defaults.sh").read_text()  # the script holds it
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_predicts_on_a_generated_photo(models, name):
+    import zoo
+    from fundus.synthetic import make_fundus
+
+    model = models[name]
+    rgb, _ = make_fundus(256, seed=3)
+    (result,) = zoo.predict(model, rgb)
+    probs = result["probabilities"]
+    assert list(probs) == model.config.labels
+    values = np.array(list(probs.values()))
+    assert np.all((values >= 0) & (values <= 1))
+    if model.config.task == "multiclass":
+        assert values.sum() == pytest.approx(1.0, abs=1e-4)
+        assert result["predicted"] == model.config.labels[int(values.argmax())]
+    else:
+        over = [lab for lab, p, t in zip(model.config.labels, values, model.config.thresholds) if p >= t]
+        assert sorted(result["predicted"]) == sorted(over)
+
+
+def _stored(name: str) -> dict:
+    return json.loads((_shipped(name) / "heldout_predictions.json").read_text())
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_stored_heldout_outputs_give_the_reported_metric(name):
+    from zoo.config import ModelConfig
+
+    # The card's number is recomputed from the stored per-photo outputs and labels, not copied.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_default_models", REPO / "scripts" / "train_default_models.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    stored = _stored(name)
+    config = ModelConfig.load(_shipped(name) / "config.json")
+    out = np.array([p["output"] for p in stored["photos"]], np.float32)
+    tgt = np.array([[np.nan if v is None else v for v in p["target"]] for p in stored["photos"]], np.float32)
+    if stored["task"] == "multiclass":
+        tgt = tgt[:, 0]
+    metrics = script.metrics_of(stored["task"], stored["labels"], out, tgt)
+    assert metrics[HEADLINE[name]] == pytest.approx(config.metrics["held-out"][HEADLINE[name]], abs=2e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_reproduces_stored_heldout_outputs_on_real_photos(models, name):
+    from fundus import load_image, preprocess
+
+    data_root = shared_dataset("srahim-dr600").parent
+    model = models[name]
+    photos = _stored(name)["photos"]
+    picked = photos[:: max(1, len(photos) // PHOTOS_CHECKED)][:PHOTOS_CHECKED]
+    with torch.no_grad():
+        for p in picked:
+            path = data_root / p["path"]
+            if not path.is_file():
+                pytest.skip(f"{path} not present")
+            out = model(preprocess(load_image(path), model.config).tensor)[0].numpy()
+            np.testing.assert_allclose(out, p["output"], atol=2e-2, err_msg=p["path"])
