@@ -469,10 +469,17 @@ DESCRIPTIONS = {
                   "cross entropy. Not for clinical use.",
     "dr-lesions": "Multi-label DR lesions (paper 001's BP/MA, HM, HEX, CWS, healthy): EfficientNet-Lite0 "
                   "(ImageNet) with paper 001's fully convolutional head, CLAHE, 320 px, NaN-masked "
-                  "inverse-frequency BCE, per-label Youden thresholds. Not for clinical use.",
+                  "inverse-frequency BCE, per-label Youden thresholds (chosen on the held-out photos). Labels: "
+                  "IDRiD masks, DIARETDB1 boxes (positives only), srahim-dr600 grades 0-1 (ICDR: grade 0 no "
+                  "lesion, mild = microaneurysms only); unknown labels are masked out of the loss. Caveat: HM, HEX "
+                  "and CWS positives come only from IDRiD/DIARETDB1 and their negatives mostly from srahim-dr600, "
+                  "so their held-out AUCs (~1.0) largely measure the data set, not the lesion; within srahim-dr600 "
+                  "the held-out AUCs are BP/MA 0.59 and healthy 0.77. Not for clinical use.",
     "multi-disease": "Normal / DR / maculopathy / glaucoma (multi-label): EfficientNet-Lite0 (ImageNet), GAP + "
-                     "linear head, CLAHE, 320 px, NaN-masked inverse-frequency BCE. The glaucoma output is "
-                     "learnt from 20 HRF photos (7 glaucoma) only. Not for clinical use.",
+                     "linear head, CLAHE, 320 px, NaN-masked inverse-frequency BCE. The held-out metrics are on "
+                     "srahim-dr600 photos. The glaucoma output is learnt from 20 HRF photos (7 glaucoma) only and "
+                     "is NOT validated (no held-out glaucoma photos; the 5-fold HRF cross-validation, "
+                     "--glaucoma-cv, was not run for lack of CPU time). Not for clinical use.",
 }
 
 
