@@ -75,6 +75,7 @@ def test_model_card_names_data_licence_metric_and_command(name):
     assert f"run {command}\n" in (REPO / "scripts" / "train_defaults.sh").read_text()  # the script holds it
 
 
+@pytest.mark.slow  # loads the three models (~10 s on 2 busy cores)
 @pytest.mark.parametrize("name", DEFAULTS)
 def test_predicts_on_a_generated_photo(models, name):
     import zoo
