@@ -474,7 +474,7 @@ DESCRIPTIONS = {
                   "lesion, mild = microaneurysms only); unknown labels are masked out of the loss. Caveat: HM, HEX "
                   "and CWS positives come only from IDRiD/DIARETDB1 and their negatives mostly from srahim-dr600, "
                   "so their held-out AUCs (~1.0) largely measure the data set, not the lesion; within srahim-dr600 "
-                  "the held-out AUCs are BP/MA 0.59 and healthy 0.77. Not for clinical use.",
+                  "the held-out AUCs are BP/MA 0.55 and healthy 0.74. Not for clinical use.",
     "multi-disease": "Normal / DR / maculopathy / glaucoma (multi-label): EfficientNet-Lite0 (ImageNet), GAP + "
                      "linear head, CLAHE, 320 px, NaN-masked inverse-frequency BCE. The held-out metrics are on "
                      "srahim-dr600 photos. The glaucoma output is learnt from 20 HRF photos (7 glaucoma) only and "
