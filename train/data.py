@@ -7,6 +7,7 @@ starve the model. Augmentation then runs batched on the device (``train.augment`
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,10 +30,25 @@ def default_cache_dir() -> Path:
     return base / "fundus-cam-zoo" / "preprocessed"
 
 
+@functools.lru_cache(maxsize=1)
+def _preprocessing_code_version() -> str:
+    """Hash of the fundus preprocessing sources: a code change must not reuse stale cached crops."""
+    import fundus
+
+    root = Path(fundus.__file__).parent
+    digest = hashlib.sha1()
+    for name in ("preprocess.py", "fov.py", "imageio.py"):
+        source = root / name
+        if source.is_file():
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cache_key(path: Path, input_size: int, preprocessing: dict[str, Any]) -> str:
-    """Key of one preprocessed image: the file (path, size, mtime) and how it was preprocessed."""
+    """Key of one preprocessed image: the file (path, size, mtime), how it was preprocessed, and by which code."""
     st = path.stat()
-    ident = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, input_size, preprocessing], sort_keys=True)
+    ident = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, input_size, preprocessing,
+                        _preprocessing_code_version()], sort_keys=True)
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
