@@ -36,3 +36,14 @@ def _torch_threads():
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread; on a shared, busy machine it costs 10x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

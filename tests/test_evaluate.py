@@ -20,12 +20,7 @@ GRADES = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
 LESIONS = ["BP/MA", "HM", "HEX", "CWS", "healthy"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_multiclass_metrics_match_sklearn_and_hand_counts():

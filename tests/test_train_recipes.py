@@ -77,13 +77,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"srahim": srahim, "idrid": root / "idrid-seg-dev", "yolo": yolo, "odir": odir, "root": root}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread; on a shared, busy machine it costs 10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_recipe(argv: list[str], tmp_path: Path) -> Path:
