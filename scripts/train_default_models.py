@@ -328,10 +328,16 @@ def top_outputs(model, feats: dict, idx, first: int) -> np.ndarray:
                                for s in range(0, len(idx), 64)]) if len(idx) else np.zeros((0, 0))
 
 
-def metrics_of(task: str, labels: list[str], out: np.ndarray, targets: np.ndarray) -> dict:
+def metrics_of(task: str, labels: list[str], out: np.ndarray, targets: np.ndarray,
+               cutoffs: tuple[float, ...] = (0.5, 1.5, 2.5, 3.5)) -> dict:
     """The headline metrics: QWK (+accuracy, macro AUC) for grading; per-label AUC for multi-label."""
     from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
+    if task == "grade-regression":  # paper 004: the regressed severity, graded by the cut-offs
+        y = targets.astype(int)
+        pred = np.searchsorted(np.asarray(cutoffs), out.reshape(-1), side="right")
+        return {"quadratic_kappa": float(cohen_kappa_score(y, pred, weights="quadratic")),
+                "accuracy": float((pred == y).mean()), "n_images": int(len(y))}
     if task == "multiclass":
         y = targets.astype(int)
         prob = torch.from_numpy(out).softmax(1).numpy()
@@ -352,7 +358,7 @@ def metrics_of(task: str, labels: list[str], out: np.ndarray, targets: np.ndarra
     return res
 
 
-def end_to_end(folder: Path, photos: list[Photo], idx) -> np.ndarray:
+def end_to_end(folder: Path, images: list[Path]) -> np.ndarray:
     """Raw outputs of the *shipped* model (fp16 file reloaded by zoo.load) on the original photos."""
     import zoo
     from fundus import load_image, preprocess
@@ -360,9 +366,22 @@ def end_to_end(folder: Path, photos: list[Photo], idx) -> np.ndarray:
     model = zoo.load(str(folder), device="cpu").eval()
     outs = []
     with torch.no_grad():
-        for i in tqdm(idx, desc="held-out photos, end to end"):
-            outs.append(model(preprocess(load_image(photos[i].image), model.config).tensor)[0].numpy())
+        for image in tqdm(images, desc="held-out photos, end to end"):
+            outs.append(model(preprocess(load_image(image), model.config).tensor)[0].numpy())
     return np.stack(outs)
+
+
+def write_heldout(out: Path, task: str, labels: list[str], images: list[Path], targets: np.ndarray,
+                  outputs: np.ndarray, data_root: Path) -> None:
+    """Per-photo raw outputs and targets of the held-out photos (the tests recompute the metric from them)."""
+    data_root = data_root.resolve()
+    (out / "heldout_predictions.json").write_text(json.dumps({
+        "note": "raw outputs of this folder's model on its held-out photos (paths relative to the data root)",
+        "task": task, "labels": labels,
+        "photos": [{"path": str(Path(image).resolve().relative_to(data_root)),
+                    "target": [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(targets[k])],
+                    "output": [round(float(v), 5) for v in outputs[k]]} for k, image in enumerate(images)],
+    }, indent=1) + "\n")
 
 
 def cmd_train(args) -> None:
@@ -407,22 +426,61 @@ def cmd_train(args) -> None:
                               f"--lr {args.lr} --first-trained-block {first} --out assets/{name}")
     model.config.description = f"{DESCRIPTIONS[name]} {METHOD}"
     model.save_pretrained(out, dtype=torch.float16)
-    shipped = end_to_end(out, photos, val_idx)
+    shipped = end_to_end(out, [photos[i].image for i in val_idx])
     log(f"max |cached − end-to-end| output difference: {np.abs(shipped - val_out).max():.4f}")
     metrics = {"held-out": metrics_of(task, labels, shipped, targets[val_idx])}
     metrics.update(cv)
     model.config.metrics = metrics
     model.save_pretrained(out, dtype=torch.float16)  # again, now with the measured metrics in config + card
-    data_root = args.data.resolve()
-    (out / "heldout_predictions.json").write_text(json.dumps({
-        "note": "raw outputs of this folder's model on its held-out photos (paths relative to the data root)",
-        "task": task, "labels": labels,
-        "photos": [{"path": str(photos[i].image.resolve().relative_to(data_root)),
-                    "target": [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(targets[i])],
-                    "output": [round(float(v), 5) for v in shipped[k]]} for k, i in enumerate(val_idx)],
-    }, indent=1) + "\n")
+    write_heldout(out, task, labels, [photos[i].image for i in val_idx], targets[val_idx], shipped, args.data)
     (out / "training_log.txt").write_text("\n".join(log_lines) + "\n")
     log(json.dumps(metrics, indent=1))
+
+
+def cmd_ship(args) -> None:
+    """A model trained by ``python -m train RECIPE`` -> assets/NAME: fp16, evaluated end to end on the
+    run's held-out (validation) patients, metrics + per-photo outputs stored, card rewritten."""
+    import shlex
+
+    import zoo
+    from train.recipes import get_recipe
+
+    torch.set_num_threads(args.threads)
+    run, out, name = Path(args.run), Path(args.out), args.name
+    model = zoo.load(str(run), device="cpu").eval()
+    cfg = model.config
+    argv = shlex.split(cfg.reproduce)
+    if argv[:3] != ["python", "-m", "train"]:
+        raise SystemExit(f"{run} was not trained by `python -m train` (its command: {cfg.reproduce!r})")
+    recipe = get_recipe(argv[3])
+    rargs = recipe.parse_args(argv[4:])
+    held_out = [x["image"] for x in json.loads((run / "training" / "split.json").read_text())["val"]]
+    by_image = {str(s.image): s for s in recipe.labelled(recipe.load_samples(rargs), rargs)}
+    missing = [image for image in held_out if image not in by_image]
+    if missing:
+        raise SystemExit(f"{len(missing)} held-out photos of {run} not found, e.g. {missing[0]}")
+    images = [Path(image) for image in held_out]
+    targets = np.stack([np.atleast_1d(np.asarray(by_image[i].target, np.float32)) for i in held_out])
+    cfg.name = name
+    cfg.description = f"{DESCRIPTIONS[name]} {RECIPE_METHOD}"
+    cfg.reproduce = (f"{cfg.reproduce} && python scripts/train_default_models.py ship {name} "
+                     f"--run {args.run} --out {args.out}")
+    training_split = cfg.metrics.get("validation_split", "")
+    cfg.metrics = {}
+    model.save_pretrained(out, dtype=torch.float16)
+    shipped = end_to_end(out, images)
+    task_targets = targets if cfg.task == "multilabel" else targets[:, 0]
+    metrics = metrics_of(cfg.task, list(cfg.labels), shipped, task_targets, tuple(cfg.grade_cutoffs))
+    print(json.dumps(metrics, indent=1))
+    cfg.metrics = {"held-out": metrics,
+                   "held-out_split": f"the recipe's validation split: {training_split} (the best epoch by "
+                                     "validation loss and, for multi-label models, the decision thresholds "
+                                     "were chosen on these photos; no photo of these patients was trained on)"}
+    model.save_pretrained(out, dtype=torch.float16)  # again, with the measured metrics in config + card
+    write_heldout(out, cfg.task, list(cfg.labels), images, targets, shipped, args.data)
+    log = run / "training" / "metrics.csv"
+    if log.is_file():
+        (out / "training_log.txt").write_text(f"{cfg.reproduce}\n\n{log.read_text()}")
 
 
 def cmd_card(args) -> None:
@@ -463,6 +521,9 @@ METHOD = ("Trained on CPU by partial fine-tuning: the ImageNet stem and blocks 0
           "conv_head and the head are trained (Adam, one-cycle, random left-right mirroring) on cached "
           "frozen features; the held-out photos (a patient-level split, seed 0) were never trained on. "
           "See docs/MODELS.md.")
+RECIPE_METHOD = ("Trained by the project's recipe (command below), every layer fine-tuned from the ImageNet "
+                 "weights on CPU; the held-out metrics are measured on the shipped fp16 file, end to end from the "
+                 "original photos. See docs/MODELS.md.")
 DESCRIPTIONS = {
     "dr-grading": "Five DR grades (International Clinical DR scale) from one fundus photo: EfficientNet-Lite0 "
                   "(ImageNet) with paper 003's GAP + dropout 0.5 + dense head, CLAHE, 320 px, class-weighted "
@@ -506,12 +567,17 @@ def main(argv=None) -> int:
                    help="multi-disease: also run the 5-fold HRF cross-validation (6 trainings in all)")
     t.add_argument("--first-trained-block", type=int, choices=(5, 6), default=FIRST_TRAINED_BLOCK,
                    help="train EfficientNet blocks from this one on (the earlier ones stay ImageNet, frozen)")
+    sh = sub.add_parser("ship", help="ship a model trained by `python -m train RECIPE`: fp16, held-out "
+                                      "metrics end to end, card")
+    sh.add_argument("name", choices=sorted(MODELS))
+    sh.add_argument("--run", type=Path, required=True, help="the recipe's --out folder")
+    sh.add_argument("--out", type=Path, required=True, help="model folder (e.g. assets/dr-grading)")
     c = sub.add_parser("card", help="rewrite a trained model's description and model card (no training)")
     c.add_argument("name", choices=sorted(MODELS))
     c.add_argument("--out", type=Path, required=True, help="model folder")
     args = parser.parse_args(argv)
     (REPO / "runs" / "defaults").mkdir(parents=True, exist_ok=True)
-    {"features": cmd_features, "train": cmd_train, "card": cmd_card}[args.command](args)
+    {"features": cmd_features, "train": cmd_train, "ship": cmd_ship, "card": cmd_card}[args.command](args)
     return 0
 
 

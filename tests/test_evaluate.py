@@ -79,7 +79,14 @@ def test_sample_target_maps_masks_boxes_and_healthy_folders():
     assert np.isnan(unknown_health[4])  # no lesion boxed, but MA and CWS were never annotated
     grades = DS(GRADES, "multiclass")
     assert sample_target(S(0), grades, LESIONS, "multilabel").tolist() == [0, 0, 0, 0, 1]
-    assert sample_target(S(2), grades, LESIONS, "multilabel") is None  # DR photo: lesions unknown
+    moderate = sample_target(S(2), grades, LESIONS, "multilabel")  # DR: not healthy, lesions unknown
+    assert np.isnan(moderate[:4]).all() and moderate[4] == 0
+    # Mild DR is "microaneurysms only" (ICDR) — unless the data set marks maculopathy (exudates).
+    assert sample_target(S(1), grades, LESIONS, "multilabel").tolist() == [1, 0, 0, 0, 0]
+    mild_macula = S(1)
+    mild_macula.meta = {"maculopathy": True}
+    got = sample_target(mild_macula, grades, LESIONS, "multilabel")
+    assert got[[0, 1, 4]].tolist() == [1, 0, 0] and np.isnan(got[[2, 3]]).all()
     assert sample_target(S(3), grades, GRADES, "multiclass") == 3
     assert sample_target(S(3), grades, GRADES, "grade-regression") == 3.0
     assert sample_target(S(1), DS(["healthy", "DR", "glaucoma"], "multiclass"), GRADES, "multiclass") is None

@@ -185,18 +185,23 @@ def test_dr_lesions_combines_masks_boxes_and_healthy_folder(data, tmp_path):
     out = run_recipe(["dr-lesions", "--data", str(data["idrid"]), "--format", "idrid-seg",
                       "--data", str(data["yolo"]), "--format", "yolo",
                       "--data", str(data["srahim"]), "--format", "srahim-dr600",
-                      "--epochs", "2", "--frozen-epochs", "1", "--val-fraction", "0.3"], tmp_path)
+                      "--epochs", "2", "--frozen-epochs", "1", "--val-fraction", "0.3",
+                      "--fcn-widths", "32", "16"], tmp_path)
     cfg = read_config(out)
     assert cfg["labels"] == ["BP/MA", "HM", "HEX", "CWS", "healthy"] and cfg["task"] == "multilabel"
     assert cfg["arch_kwargs"]["head"] == "fcn" and cfg["cam"] == "score_map"
+    assert cfg["arch_kwargs"]["fcn_widths"] == [32, 16]
     assert len(cfg["thresholds"]) == 5 and all(0.0 <= t <= 1.0 for t in cfg["thresholds"])
     assert cfg["thresholds"] != [0.5] * 5  # chosen on validation (paper 001)
     rows = list(csv.DictReader((out / "training" / "metrics.csv").open()))
     assert [r["stage"] for r in rows] == ["frozen-backbone", "all"]
     assert [float(r["lr"]) for r in rows] == [0.01, 0.001]
     counts = json.loads((out / "training" / "data.json").read_text())
-    # 8 IDRiD + 6 YOLO + the 8 grade-0 photos (healthy); graded DR photos carry no lesion labels.
-    assert counts["n_train"] + counts["n_val"] == 8 + 6 + 8
+    # 8 IDRiD + 6 YOLO + all 20 graded photos: grade 0 healthy, mild "MA only", worse "not healthy".
+    assert counts["n_train"] + counts["n_val"] == 8 + 6 + 20
+    split = json.loads((out / "training" / "split.json").read_text())
+    assert any("1 - No DR" in x["image"] for x in split["train"] + split["val"])
+    assert any("PDR" in x["image"] for x in split["train"] + split["val"])
     assert set(cfg["datasets"]) == {"idrid-seg-dev", "diaretdb1-boxes", "srahim-dr600"}
 
 

@@ -319,14 +319,40 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
             elif not np.isnan(out[lesions]).any():
                 out[k] = 1.0
         return None if np.isnan(out).all() else out
-    # A multiclass data set: only its healthy class says something about lesions (none present).
-    if 0 <= int(label) < len(ds_labels) and ds_labels[int(label)] in HEALTHY_NAMES:
-        healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
-        if healthy:
-            out[:] = 0.0
-            out[healthy] = 1.0
-            return out
+    # A multiclass data set: its healthy class says "no lesion"; DR grades say a little more.
+    healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+    if not healthy or not 0 <= int(label) < len(ds_labels):
+        return None
+    if ds_labels[int(label)] in HEALTHY_NAMES:
+        out[:] = 0.0
+        out[healthy] = 1.0
+        return out
+    if tuple(ds_labels) == DR_GRADE_NAMES:
+        return _lesions_of_dr_grade(int(label), model_labels, healthy, sample)
     return None
+
+
+def _lesions_of_dr_grade(grade: int, model_labels: list[str], healthy: list[int], sample: Any) -> np.ndarray:
+    """What a DR grade ≥ 1 says about paper 001's labels (International Clinical DR scale).
+
+    Any DR: not healthy. Mild DR is "microaneurysms only": MA 1, haemorrhages and exudates 0 — except
+    where the data set marks maculopathy (srahim-dr600), which means exudates near the macula, so EX
+    and SE stay unknown. Moderate or worse: which lesions are present is not said (NaN).
+    """
+    out = np.full(len(model_labels), np.nan, dtype=np.float32)
+    out[healthy] = 0.0
+    if grade != 1:
+        return out
+    maculopathy = bool((getattr(sample, "meta", None) or {}).get("maculopathy"))
+    for k, name in enumerate(model_labels):
+        aliases = _alias_set(name)
+        if aliases & _alias_set("MA"):
+            out[k] = 1.0
+        elif aliases & _alias_set("HE"):
+            out[k] = 0.0
+        elif aliases & (_alias_set("EX") | _alias_set("SE")) and not maculopathy:
+            out[k] = 0.0
+    return out
 
 
 # ------------------------------------------------------------------------------------ CLI

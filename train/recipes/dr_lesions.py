@@ -12,8 +12,9 @@ convolutional ResNet50 head, sigmoid outputs and per-class decision thresholds.
   ``config.thresholds``.
 
 Labels come from several data sets at once (repeat ``--data DIR --format FMT``): IDRiD segmentation
-masks (idrid-seg), YOLO lesion boxes (yolo), and the healthy class from grading sets (grade 0 of an
-image folder such as srahim-dr600). A lesion type a data set does not annotate is unknown (NaN) for
+masks (idrid-seg), YOLO lesion boxes (yolo), and DR grading sets such as srahim-dr600 (grade 0: no
+lesion, healthy; mild DR: microaneurysms only, by the International Clinical DR scale; worse grades:
+not healthy, lesion types unknown). A lesion type a data set does not annotate is unknown (NaN) for
 its photos and left out of the loss (``zoo.evaluate.sample_target``). Beware: when the healthy photos
 come from another data set than the lesion photos, a model can learn to tell the data sets apart
 (camera, resolution, compression) instead of the lesions; validation on the same mix will not show it.
@@ -65,6 +66,12 @@ class DrLesionsRecipe(Recipe):
                             help="how each class's decision threshold is chosen on validation")
         parser.add_argument("--max-rotation", type=float, default=30.0, help="rotation range ± degrees")
         parser.add_argument("--max-shift", type=float, default=0.05, help="shift range ± fraction of the size")
+        parser.add_argument("--fcn-widths", type=int, nargs=2, default=(512, 256), metavar=("C1", "C2"),
+                            help="channels of the FCN head's two hidden 3×3 convolutions (paper 001 gives none; "
+                                 "128 64 keeps an EfficientNet-Lite0 model under 12 MB in fp16)")
+
+    def model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"arch_kwargs": {"fcn_widths": list(args.fcn_widths)}}
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         return sample_target(sample, dataset, self.labels, self.task)
