@@ -206,6 +206,27 @@ def test_dr_lesions_combines_masks_boxes_and_healthy_folder(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_dr_lesions_missing_box_unknown_masks_unboxed_classes(data):
+    from fundus import datasets
+    from train.recipes import get_recipe
+
+    recipe = get_recipe("dr-lesions")
+    yolo = datasets.load_dataset("yolo", data["yolo"], "all")
+    common = ["--data", str(data["yolo"]), "--format", "yolo"]
+    negative = recipe.parse_args(common)
+    unknown = recipe.parse_args(common + ["--missing-box", "unknown"])
+    for sample in yolo:
+        a, b = recipe.target_of(sample, yolo, negative), recipe.target_of(sample, yolo, unknown)
+        if a is None:
+            continue
+        boxed = np.nan_to_num(a[:4]) > 0
+        if b is None:  # no lesion box at all: nothing is known
+            assert not boxed.any()
+            continue
+        assert np.array_equal(b[:4][boxed], a[:4][boxed])  # boxes stay positive
+        assert np.isnan(b[:4][~boxed]).all() and b[4] == 0  # the rest is unknown; not healthy
+
+
 def test_odir_with_dcgan_metadata_and_undersampling(data, tmp_path):
     out = run_recipe(["odir", "--data", str(data["odir"]), "--format", "odir", "--epochs", "1", "--max-steps", "2",
                       "--dcgan", "--dcgan-epochs", "2", "--dcgan-per-class", "3", "--dcgan-min-images", "4",
