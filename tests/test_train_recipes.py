@@ -4,6 +4,7 @@ undersampling, the DCGAN, the recipe registry and CLI."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -225,6 +226,11 @@ def test_dr_lesions_missing_box_unknown_masks_unboxed_classes(data):
             continue
         assert np.array_equal(b[:4][boxed], a[:4][boxed])  # boxes stay positive
         assert np.isnan(b[:4][~boxed]).all() and b[4] == 0  # the rest is unknown; not healthy
+    # A photo with a hard-exudate box only: haemorrhages absent (negative) or unknown.
+    only_ex = dataclasses.replace(yolo[0], label=np.array([1, 1, 0], np.float32))
+    assert recipe.target_of(only_ex, yolo, negative)[[1, 2, 4]].tolist() == [0, 1, 0]
+    got = recipe.target_of(only_ex, yolo, unknown)
+    assert np.isnan(got[1]) and got[[2, 4]].tolist() == [1, 0]
 
 
 def test_odir_with_dcgan_metadata_and_undersampling(data, tmp_path):
