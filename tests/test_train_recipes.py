@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import REPO
 from fundus import make_fundus
 from train.__main__ import main as train_main
 from train.recipes import available_recipes, get_recipe
@@ -254,6 +257,12 @@ def test_odir_with_dcgan_metadata_and_undersampling(data, tmp_path):
         assert not torch.allclose(model(x, meta)[0], model(x, meta)[1])  # metadata reaches the output
     args = json.loads((out / "training" / "args.json").read_text())
     assert args["dcgan"] and args["metadata"] and args["undersample"]
+    # A fresh interpreter loads it without importing the recipe first.
+    code = "import sys, zoo; m = zoo.load(sys.argv[1]); print(type(m).__name__, 'train.recipes.odir' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["MetadataFusionNet", "True"]
 
 
 def test_undersample_caps_dominant_groups():

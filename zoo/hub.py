@@ -198,16 +198,18 @@ def load(source: str | Path, *, revision: str | None = None, device: str | torch
     """
     from zoo.factory import build_model, check_layers
 
-    from zoo.architectures import ARCHITECTURES
+    from zoo.architectures import ARCHITECTURES, get_spec
 
     folder = resolve(source, revision=revision)
     config = load_config(folder)
-    if config.arch not in ARCHITECTURES:
+    try:
+        get_spec(config.arch)  # imports the module that registers a recipe's own architecture
+    except ValueError:
         raise UnknownModelError(
             f"{folder / CONFIG_NAME} names architecture {config.arch!r}, which is not registered "
-            f"(known: {', '.join(sorted(ARCHITECTURES))}); if a plug-in module registers it "
-            "(e.g. train.recipes.odir for metadata_fusion), import that module first"
-        )
+            f"(known: {', '.join(sorted(ARCHITECTURES))}); if a plug-in module registers it, import that "
+            "module first"
+        ) from None
     # Built on the meta device: no time spent on a random initialisation the weights replace.
     with torch.device("meta"):
         model, _, _ = build_model(config, pretrained=False)
