@@ -279,6 +279,14 @@ def test_ellg_flags_follow_the_paper_and_are_checked(tmp_path):
     assert args.epochs == 30
     assert (args.rounds, args.round_epochs, args.round_lr, args.t) == (4, 30, 3e-5, 1.0)
     assert tuple(args.tau_range) == (0.5, 0.8) and args.max_tries == 100
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(recipe.augment(args)(images), images)  # paper 004: no augmentation
+    flips = recipe.parse_args(["--data", str(tmp_path), "--format", "aptos", "--flips"])
+    torch.manual_seed(0)
+    flipped = [recipe.augment(flips)(images) for _ in range(8)]
+    assert any(not torch.equal(f, images) for f in flipped)
+    assert all(any(torch.equal(f[0], v) for v in (images[0], images[0].flip(1), images[0].flip(2),
+                                                   images[0].flip(1).flip(2))) for f in flipped)
     lite = recipe.parse_args(["--data", str(tmp_path), "--format", "aptos", "--arch", "efficientnet_lite0",
                               "--no-pretrained", "--input-size", "64"])
     model = recipe.build_model(lite, list(recipe.labels))  # EfficientNet-Lite0 with a one-value regression head

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from train import augment as aug
 from train.attention_crops import fov_mask_of, saliency_maps
 from train.data import CachedImages
 from train.ellg import classify, generate_lesion_image
@@ -138,6 +139,9 @@ class EllgRecipe(Recipe):
                        help="generated photos per round (0: one per lesion source photo)")
         g.add_argument("--lesion-sources", choices=("correct", "all"), default="correct",
                        help="take lesions from correctly classified photos (the paper) or from every photo with DR")
+        g.add_argument("--flips", action="store_true",
+                       help="random horizontal and vertical flips of the training photos (not in paper 004; "
+                            "against over-fitting on small data sets)")
 
     def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
         args = super().parse_args(argv)
@@ -166,6 +170,9 @@ class EllgRecipe(Recipe):
 
     def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
         return GradeMSE()
+
+    def augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        return aug.Compose([aug.RandomFlip(horizontal=True, vertical=True)]) if args.flips else aug.identity
 
     def metric(self, args: argparse.Namespace) -> Metric:
         return kappa_metric("grade-regression")  # paper 004 reports quadratic kappa and accuracy
