@@ -334,8 +334,10 @@ def metrics_of(task: str, labels: list[str], out: np.ndarray, targets: np.ndarra
     from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
     if task == "grade-regression":  # paper 004: the regressed severity, graded by the cut-offs
+        from train.ellg import classify
+
         y = targets.astype(int)
-        pred = np.searchsorted(np.asarray(cutoffs), out.reshape(-1), side="right")
+        pred = classify(out.reshape(-1), cutoffs)  # the same rule as FundusNet.decide
         return {"quadratic_kappa": float(cohen_kappa_score(y, pred, weights="quadratic")),
                 "accuracy": float((pred == y).mean()), "n_images": int(len(y))}
     if task == "multiclass":
@@ -463,7 +465,7 @@ def cmd_ship(args) -> None:
     images = [Path(image) for image in held_out]
     targets = np.stack([np.atleast_1d(np.asarray(by_image[i].target, np.float32)) for i in held_out])
     cfg.name = name
-    cfg.description = f"{DESCRIPTIONS[name]} {RECIPE_METHOD}"
+    cfg.description = f"{recipe_description(name, cfg, rargs)} {RECIPE_METHOD}"
     cfg.reproduce = (f"{cfg.reproduce} && python scripts/train_default_models.py ship {name} "
                      f"--run {args.run} --out {args.out}")
     training_split = cfg.metrics.get("validation_split", "")
@@ -530,6 +532,33 @@ METHOD = ("Trained on CPU by partial fine-tuning: the ImageNet stem and blocks 0
           "conv_head and the head are trained (Adam, one-cycle, random left-right mirroring) on cached "
           "frozen features; the held-out photos (a patient-level split, seed 0) were never trained on. "
           "See docs/MODELS.md.")
+def recipe_description(name: str, cfg, rargs) -> str:
+    """The model card's summary of a recipe-trained default model."""
+    size = f"{cfg.input_size} px"
+    if rargs.recipe == "ellg":
+        flips = ", random flips" if rargs.flips else ""
+        return (f"Five DR grades (International Clinical DR scale) from one fundus photo, paper 004's recipe (ELLG): "
+                f"EfficientNet-Lite0 (ImageNet) regressing the severity (MSE), graded by the cut-offs "
+                f"{', '.join(f'{c:g}' for c in cfg.grade_cutoffs)}; {size}{flips}; {rargs.epochs} epochs, then "
+                f"{rargs.rounds} ELLG round(s) of {rargs.round_epochs} epochs on the photos plus photos with GMSM "
+                f"lesion patches blended in (τ ∈ [{rargs.tau_range[0]:g}, {rargs.tau_range[1]:g}]). srahim-dr600, "
+                "split by patient. Not for clinical use.")
+    if rargs.recipe == "aptos":
+        return (f"Five DR grades (International Clinical DR scale), paper 003's recipe: EfficientNet-Lite0 (ImageNet) "
+                f"with GAP + dropout 0.5 + dense head, CLAHE, flips, class-weighted cross entropy, {size}. "
+                "Not for clinical use.")
+    if rargs.recipe == "dr-lesions":
+        return (f"Multi-label DR lesions (paper 001's BP/MA, HM, HEX, CWS, healthy), paper 001's recipe: "
+                f"EfficientNet-Lite0 (ImageNet) with the fully convolutional head ({rargs.fcn_widths[0]}/"
+                f"{rargs.fcn_widths[1]} channels), CLAHE, {size}, shifts/rotations/flips, inverse-frequency BCE "
+                "with unknown labels masked, frozen-backbone stage then all layers, per-label Youden thresholds. "
+                "Labels: IDRiD masks, DIARETDB1 boxes (positives only), srahim-dr600 grades (no DR: no lesion; "
+                "mild: microaneurysms only; worse: not healthy). Caveat: HM/HEX/CWS positives come only from "
+                "IDRiD/DIARETDB1, so across data sets their AUCs partly measure the data set; see the per-data-set "
+                "held-out metrics. Not for clinical use.")
+    raise SystemExit(f"no description for a {rargs.recipe} model named {name}")
+
+
 RECIPE_METHOD = ("Trained by the project's recipe (command below), every layer fine-tuned from the ImageNet "
                  "weights on CPU; the held-out metrics are measured on the shipped fp16 file, end to end from the "
                  "original photos. See docs/MODELS.md.")
