@@ -466,8 +466,11 @@ def cmd_ship(args) -> None:
     targets = np.stack([np.atleast_1d(np.asarray(by_image[i].target, np.float32)) for i in held_out])
     cfg.name = name
     cfg.description = f"{recipe_description(name, cfg, rargs)} {RECIPE_METHOD}"
+    gate = "" if args.t is None else f" --t {args.t:g}"
+    if args.t is not None:
+        cfg.t = float(args.t)
     cfg.reproduce = (f"{cfg.reproduce} && python scripts/train_default_models.py ship {name} "
-                     f"--run {args.run} --out {args.out}")
+                     f"--run {args.run} --out {args.out}{gate}")
     training_split = cfg.metrics.get("validation_split", "")
     cfg.metrics = {}
     model.save_pretrained(out, dtype=torch.float16)
@@ -610,6 +613,9 @@ def main(argv=None) -> int:
     sh.add_argument("name", choices=sorted(MODELS))
     sh.add_argument("--run", type=Path, required=True, help="the recipe's --out folder")
     sh.add_argument("--out", type=Path, required=True, help="model folder (e.g. assets/dr-grading)")
+    sh.add_argument("--t", type=float, default=None,
+                    help="default GMSM gate t of the shipped model (paper 004 eq. 2; the gate is absolute, so a "
+                         "model with small saliency values needs a smaller t than the paper's 1.0)")
     c = sub.add_parser("card", help="rewrite a trained model's description and model card (no training)")
     c.add_argument("name", choices=sorted(MODELS))
     c.add_argument("--out", type=Path, required=True, help="model folder")
