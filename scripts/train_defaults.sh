@@ -10,7 +10,7 @@ export PATH="$PWD/.venv/bin:$PATH"  # `python` below is the project's environmen
 # --- dr-grading: paper 004's recipe (ELLG) with an EfficientNet-Lite0 regressor (~75 min), then shipped:
 #     fp16, evaluated end to end on the held-out patients, model card.
 python -m train ellg --data ../shared/data/srahim-dr600 --format srahim-dr600 --arch efficientnet_lite0 --input-size 320 --epochs 8 --lr 3e-4 --batch-size 16 --rounds 1 --round-epochs 3 --round-lr 1e-4 --workers 1 --name dr-grading --out runs/defaults/ellg-lite0-320
-python scripts/train_default_models.py ship dr-grading --run runs/defaults/ellg-lite0-320 --out assets/dr-grading
+python scripts/train_default_models.py ship dr-grading --run runs/defaults/ellg-lite0-320 --out assets/dr-grading --t 0
 
 # --- multi-disease: partial fine-tuning on cached frozen features (scripts/train_default_models.py)
 # 1. Preprocess every photo (FOV crop, CLAHE, 320 px) and cache the frozen ImageNet features
