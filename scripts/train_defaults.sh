@@ -12,6 +12,10 @@ export PATH="$PWD/.venv/bin:$PATH"  # `python` below is the project's environmen
 python -m train ellg --data ../shared/data/srahim-dr600 --format srahim-dr600 --arch efficientnet_lite0 --input-size 320 --epochs 8 --lr 3e-4 --batch-size 16 --rounds 1 --round-epochs 3 --round-lr 1e-4 --workers 1 --name dr-grading --out runs/defaults/ellg-lite0-320
 python scripts/train_default_models.py ship dr-grading --run runs/defaults/ellg-lite0-320 --out assets/dr-grading --t 0
 
+# --- dr-lesions: paper 001's recipe with an EfficientNet-Lite0 FCN (~40 min), then shipped the same way.
+python -m train dr-lesions --data ../shared/data/idrid-seg-dev --format idrid-seg --data ../shared/data/diaretdb1-boxes --format yolo --data ../shared/data/srahim-dr600 --format srahim-dr600 --arch efficientnet_lite0 --input-size 320 --fcn-widths 128 64 --missing-box unknown --optimizer adam --lr 3e-4 --frozen-lr 1e-3 --frozen-epochs 1 --epochs 9 --batch-size 16 --workers 1 --name dr-lesions --out runs/defaults/dr-lesions-adam
+python scripts/train_default_models.py ship dr-lesions --run runs/defaults/dr-lesions-adam --out assets/dr-lesions
+
 # --- multi-disease: partial fine-tuning on cached frozen features (scripts/train_default_models.py)
 # 1. Preprocess every photo (FOV crop, CLAHE, 320 px) and cache the frozen ImageNet features
 #    (EfficientNet-Lite0 stem + blocks 0-4; as is and mirrored).
