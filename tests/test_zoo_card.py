@@ -30,6 +30,15 @@ def test_card_metadata_round_trips_through_huggingface_hub(tmp_path):
     assert "paper-004" in data["tags"] and "grade-regression" in data["tags"]
     results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert results == {("validation", "kappa"): 0.61, ("validation", "accuracy"): 0.55, (None, "n_images"): 120.0}
+    assert {r.dataset_name for r in card.data.eval_results} == {"srahim-dr600"}
+
+
+def test_card_names_the_data_set_of_each_metric_split(tmp_path):
+    config = _config(datasets=["idrid-seg-dev", "srahim-dr600"],
+                     metrics={"held-out": {"auc_mean": 0.9}, "held-out, srahim-dr600 only": {"auc_mean": 0.7}})
+    card = ModelCard.load(write_card(config, tmp_path / "README.md"))
+    names = {r.dataset_split: r.dataset_name for r in card.data.eval_results}
+    assert names == {"held-out": "idrid-seg-dev + srahim-dr600", "held-out, srahim-dr600 only": "srahim-dr600"}
 
 
 def test_card_text_says_use_data_licence_metrics_reproduction_and_pretraining():

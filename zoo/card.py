@@ -31,15 +31,20 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
     return rows
 
 
+def _dataset_of(split: str, datasets: list[str]) -> str:
+    """The data set a metric split is about: the one its name mentions (e.g. "held-out, idrid-seg-dev only"),
+    else all the model's data sets."""
+    named = [d for d in datasets if d in (split or "")]
+    return named[0] if len(named) == 1 else " + ".join(datasets) or "unspecified"
+
+
 def card_data(config: ModelConfig) -> ModelCardData:
     """The card's YAML metadata (license, library, pipeline tag, datasets, tags, model-index)."""
-    dataset = config.datasets[0] if config.datasets else ""
-    results = [
-        EvalResult(task_type="image-classification", dataset_type=dataset or "unspecified",
-                   dataset_name=dataset or "unspecified", dataset_split=split or None,
-                   metric_type=metric, metric_value=value)
-        for split, metric, value in _metric_rows(config.metrics)
-    ]
+    results = []
+    for split, metric, value in _metric_rows(config.metrics):
+        dataset = _dataset_of(split, config.datasets)
+        results.append(EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+                                  dataset_split=split or None, metric_type=metric, metric_value=value))
     tags = ["fundus", "retina", "ophthalmology", "explainability", "grad-cam", config.arch, config.task]
     if config.paper:
         tags.append(f"paper-{config.paper}")
