@@ -330,30 +330,19 @@ def top_outputs(model, feats: dict, idx, first: int) -> np.ndarray:
 
 def metrics_of(task: str, labels: list[str], out: np.ndarray, targets: np.ndarray,
                cutoffs: tuple[float, ...] = (0.5, 1.5, 2.5, 3.5)) -> dict:
-    """The headline metrics: QWK (+accuracy, macro AUC) for grading; per-label AUC for multi-label."""
-    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+    """The card's headline metrics, from ``zoo.evaluate.compute_metrics`` (the numbers `python -m zoo
+    evaluate` prints): QWK, accuracy (+ macro AUC) for grading; per-label AUC and counts for multi-label."""
+    from zoo.evaluate import compute_metrics
 
-    if task == "grade-regression":  # paper 004: the regressed severity, graded by the cut-offs
-        from train.ellg import classify
-
-        y = targets.astype(int)
-        pred = classify(out.reshape(-1), cutoffs)  # the same rule as FundusNet.decide
-        return {"quadratic_kappa": float(cohen_kappa_score(y, pred, weights="quadratic")),
-                "accuracy": float((pred == y).mean()), "n_images": int(len(y))}
-    if task == "multiclass":
-        y = targets.astype(int)
-        prob = torch.from_numpy(out).softmax(1).numpy()
-        pred = prob.argmax(1)
-        aucs = [roc_auc_score(y == k, prob[:, k]) for k in range(len(labels)) if 0 < (y == k).sum() < len(y)]
-        return {"quadratic_kappa": float(cohen_kappa_score(y, pred, weights="quadratic")),
-                "accuracy": float((pred == y).mean()), "auc_macro": float(np.mean(aucs)), "n_images": int(len(y))}
-    prob = 1 / (1 + np.exp(-out))
+    m = compute_metrics(task, out, targets, labels, grade_cutoffs=cutoffs)
+    if task != "multilabel":
+        keys = ("quadratic_kappa", "accuracy", "auc_macro", "n_images")
+        return {k: m[k] for k in keys if m.get(k) is not None and (k != "auc_macro" or task == "multiclass")}
     res = {}
     for k, name in enumerate(labels):
-        known = np.isfinite(targets[:, k])
-        t = targets[known, k]
-        if 0 < t.sum() < len(t):
-            res[f"auc_{name}"] = float(roc_auc_score(t, prob[known, k]))
+        if m["auc_per_class"].get(name) is not None:
+            t = targets[np.isfinite(targets[:, k]), k]
+            res[f"auc_{name}"] = m["auc_per_class"][name]
             res[f"n_{name}"] = f"{int(t.sum())} positive / {int(len(t) - t.sum())} negative"
     aucs = [v for k, v in res.items() if k.startswith("auc_")]
     res["auc_mean"] = float(np.mean(aucs)) if aucs else float("nan")
@@ -535,6 +524,8 @@ METHOD = ("Trained on CPU by partial fine-tuning: the ImageNet stem and blocks 0
           "conv_head and the head are trained (Adam, one-cycle, random left-right mirroring) on cached "
           "frozen features; the held-out photos (a patient-level split, seed 0) were never trained on. "
           "See docs/MODELS.md.")
+
+
 def recipe_description(name: str, cfg, rargs) -> str:
     """The model card's summary of a recipe-trained default model."""
     size = f"{cfg.input_size} px"
@@ -551,11 +542,12 @@ def recipe_description(name: str, cfg, rargs) -> str:
                 f"with GAP + dropout 0.5 + dense head, CLAHE, flips, class-weighted cross entropy, {size}. "
                 "Not for clinical use.")
     if rargs.recipe == "dr-lesions":
+        boxes = "positives only" if rargs.missing_box == "unknown" else "a missing box counts as absent"
         return (f"Multi-label DR lesions (paper 001's BP/MA, HM, HEX, CWS, healthy), paper 001's recipe: "
                 f"EfficientNet-Lite0 (ImageNet) with the fully convolutional head ({rargs.fcn_widths[0]}/"
                 f"{rargs.fcn_widths[1]} channels), CLAHE, {size}, shifts/rotations/flips, inverse-frequency BCE "
                 "with unknown labels masked, frozen-backbone stage then all layers, per-label Youden thresholds. "
-                "Labels: IDRiD masks, DIARETDB1 boxes (positives only), srahim-dr600 grades (no DR: no lesion; "
+                f"Labels: IDRiD masks, DIARETDB1 boxes ({boxes}), srahim-dr600 grades (no DR: no lesion; "
                 "mild: microaneurysms only; worse: not healthy). Caveat: HM/HEX/CWS positives come only from "
                 "IDRiD/DIARETDB1, so across data sets their AUCs partly measure the data set; see the per-data-set "
                 "held-out metrics. Not for clinical use.")
