@@ -293,7 +293,8 @@ def test_dcgan_trains_per_class_and_generates_reproducibly():
     again, _ = train_dcgan(images, epochs=3, batch_size=4, width=4, seed=0, progress=False)
     out = generate(gen, 5, 96, seed=1)
     assert out.shape == (5, 3, 96, 96) and out.dtype == torch.uint8
-    assert torch.equal(out, generate(again, 5, 96, seed=1))  # same seed, same images
+    # Same seed, same images (to one grey level: two generator instances may run different kernels).
+    assert (out.int() - generate(again, 5, 96, seed=1).int()).abs().max() <= 1
     assert not torch.equal(generate(gen, 4, 64, seed=1), untrained)  # training moved the generator
     assert len(hist) == 3 and all(np.isfinite([h["d_loss"], h["g_loss"]]).all() for h in hist)
     with pytest.raises(ValueError, match="uint8"):

@@ -55,12 +55,16 @@ def test_efficientnet_lite1_lite2_weights_map_by_position(variant):
     assert torch.equal(model.backbone.blocks[-1][-1].conv_pwl.weight, source[last_project])
 
 
-def test_vgg16_pretrained_warns_and_says_random():
-    start = time.perf_counter()
+def test_vgg16_pretrained_warns_and_says_random(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"offline, yet a connection was attempted: {args}")
+
+    # A quick offline decision: HF_HUB_OFFLINE (conftest) means no connection attempt, so no retry loop.
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.warns(UserWarning, match="vgg16: ImageNet weights unreachable"):
         model = zoo.create_model("vgg16", paper="000", input_size=64)
     assert model.config.pretrained == RANDOM_UNREACHABLE
-    assert time.perf_counter() - start < 20  # a quick offline decision, no retry loop
 
 
 def test_from_pretrained_is_load_and_checks_the_class(tmp_path):
@@ -155,7 +159,7 @@ def olah_hub(tmp_path):
     proc = subprocess.Popen([PY, "-m", "olah.server", "-c", str(config), "--log-path", str(tmp_path / "logs")],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 600  # a hang guard, not a speed limit
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()

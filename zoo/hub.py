@@ -173,7 +173,9 @@ def load_weights(model: FundusNet, path: str | Path) -> None:
         raise WeightsError(
             f"{path} does not match architecture {model.config.arch!r} of its config.json: " + "; ".join(problems)
         )
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    # Every tensor gets storage of its own from torch's allocator: safetensors' buffers are only 8-byte
+    # aligned, and oneDNN picks other kernels (1e-5 apart) for them than for a freshly built model's.
+    state = {k: (v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # a tensor outside the state dict (non-persistent buffer) was never materialised
