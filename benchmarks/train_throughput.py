@@ -110,6 +110,94 @@ def data_ms_per_batch(data: CachedImages, batch_size: int, augment, device: torc
     return 1000 * (time.perf_counter() - t0) / max(n, 1)
 
 
+CPU_OPTIONS = {  # name -> (bf16 autocast, channels-last, frozen blocks k: train on cached blocks[:k] outputs)
+    "fp32": (False, False, 0),
+    "bf16": (True, False, 0),
+    "channels-last": (False, True, 0),
+    "bf16 + channels-last": (True, True, 0),
+    "frozen blocks[:3], fp32": (False, False, 3),
+    "frozen blocks[:3], bf16": (True, False, 3),
+    "frozen blocks[:4], fp32": (False, False, 4),
+}
+
+
+def option_images_per_s(arch: str, size: int, batch_size: int, steps: int, option: str) -> float:
+    """Images per wall-clock second of forward + backward + Adam step on the CPU with one of ``CPU_OPTIONS``.
+
+    With frozen blocks the batch is the cached output of the frozen bottom (computed once, untimed: its
+    cost, one bottom forward per photo and view, is measured by ``bottom_images_per_s``).
+    """
+    from train.frozen import FrozenBottom, TrainedTop
+
+    bf16, channels_last, k = CPU_OPTIONS[option]
+    g = torch.Generator().manual_seed(0)
+    model = build_model(arch, size).train()
+    x = torch.randn(batch_size, 3, size, size, generator=g)
+    y = torch.randint(0, 5, (batch_size,), generator=g)
+    net: nn.Module = model
+    if k:
+        with torch.no_grad():
+            x = FrozenBottom(model, k).eval()(x)
+        net = TrainedTop(model, k)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    for i in range(steps + 1):
+        if i == 1:  # the first step is warm-up
+            t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def bottom_images_per_s(arch: str, size: int, batch_size: int, k: int) -> float:
+    """Images per second of the frozen bottom's forward pass (the one-off cost of caching one view)."""
+    from train.frozen import FrozenBottom
+
+    bottom = FrozenBottom(build_model(arch, size), k).eval()
+    x = torch.randn(batch_size, 3, size, size)
+    with torch.no_grad():
+        bottom(x)
+        t0 = time.perf_counter()
+        bottom(x)
+        bottom(x)
+    return 2 * batch_size / (time.perf_counter() - t0)
+
+
+def compare_cpu_options(args) -> int:
+    """Every CPU option at every --sizes, interleaved, as images/s and the ratio to fp32 at the first size."""
+    from train.loop import cpu_has_fast_bf16
+
+    runs: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.repeats):
+        for size in args.sizes:
+            for option in CPU_OPTIONS:
+                runs.setdefault((option, size), []).append(
+                    option_images_per_s(args.arch, size, args.batch_size, args.steps, option))
+    base = statistics.median(runs[("fp32", args.sizes[0])])
+    rows = [{"option": o, "input_size": s, "images_per_s": round(statistics.median(r), 2),
+             "ratio_to_fp32": round(statistics.median(r) / base, 2)} for (o, s), r in runs.items()]
+    caching = {f"blocks[:{k}] at {s} px": round(bottom_images_per_s(args.arch, s, args.batch_size, k), 1)
+               for s in args.sizes for k in (3, 4)}
+    result = {"arch": args.arch, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+              "cpu_has_fast_bf16": cpu_has_fast_bf16(), "rows": rows, "caching_images_per_s": caching}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.arch}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"AVX512-BF16/AMX: {result['cpu_has_fast_bf16']} — training step images/s (ratio to fp32 at {args.sizes[0]} px)")
+    for r in rows:
+        print(f"  {r['option']:<26} {r['input_size']:>4} px  {r['images_per_s']:>7.2f} img/s  ×{r['ratio_to_fp32']:.2f}")
+    print("  caching the frozen bottom (one pass per photo and view): "
+          + ", ".join(f"{k} {v} img/s" for k, v in caching.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="efficientnet_lite0", help="zoo architecture")
@@ -122,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loader-workers", type=int, default=0, help="DataLoader workers in the loop")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--cpu-options", action="store_true",
+                   help="compare bf16 autocast, channels-last and frozen cached blocks side by side (CPU)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[320, 256], help="input sizes for --cpu-options")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_options:
+        return compare_cpu_options(args)
     device = resolve_device(args.device)
     recipe = get_recipe(args.recipe)
     recipe_args = recipe.parse_args(["--data", ".", "--format", "imagefolder"])

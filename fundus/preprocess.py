@@ -121,6 +121,27 @@ def clahe(rgb: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+def local_average_subtraction(rgb: np.ndarray, fov_mask: np.ndarray | None = None, sigma_fraction: float = 1 / 30,
+                              gain: float = 4.0) -> np.ndarray:
+    """Graham's preprocessing (Kaggle EyePACS DR competition, 2015): subtract the local average colour.
+
+    ``gain · (I − G_σ * I) + 128`` with a Gaussian of σ = ``sigma_fraction`` × the image side: the photo's
+    overall colour and illumination (which differ between cameras) drop out, lesion-sized detail stays.
+    Outside the field of view the result is a flat 128 grey.
+
+    Args:
+        rgb: ``(S, S, 3) uint8`` RGB, cropped to the field of view.
+        fov_mask: ``(S, S)`` bool field-of-view mask (None: the whole image).
+    """
+    _check_rgb(rgb)
+    sigma = max(1.0, sigma_fraction * max(rgb.shape[:2]))
+    blurred = cv2.GaussianBlur(rgb, (0, 0), sigma)
+    out = cv2.addWeighted(rgb, gain, blurred, -gain, 128)
+    if fov_mask is not None:
+        out[~fov_mask.astype(bool)] = 128
+    return out
+
+
 def crop_box_for(shape: Sequence[int], fov: FieldOfView | tuple) -> Box:
     """The square crop box around a field of view, in original pixels (may leave the photo).
 
@@ -169,7 +190,7 @@ def preprocess(rgb: np.ndarray, config: Any) -> Preprocessed:
     Args:
         rgb: ``(H, W, 3) uint8`` RGB (from :func:`fundus.load_image`).
         config: a ``zoo.config.ModelConfig`` or any object with ``input_size``, ``mean``, ``std``
-            and ``preprocessing`` (with ``fov_crop``, ``clahe``, ``clahe_clip``, ``clahe_tile``;
+            and ``preprocessing`` (with ``fov_crop``, ``clahe``, ``clahe_clip``, ``clahe_tile``, ``graham``;
             a dict works too).
 
     Returns:
@@ -201,6 +222,8 @@ def preprocess(rgb: np.ndarray, config: Any) -> Preprocessed:
         warnings += exposure_warnings(image, fov_mask)
     if steps["clahe"]:
         image = clahe(image, steps["clahe_clip"], steps["clahe_tile"])
+    if steps["graham"]:
+        image = local_average_subtraction(image, fov_mask if found else None)
     import torch  # local: fundus stays importable (and fast to import) without torch
 
     tensor = torch.from_numpy(normalise(image, mean, std)).unsqueeze(0)
@@ -355,5 +378,6 @@ def _read_config(config: Any) -> tuple[int, tuple, tuple, dict]:
         "clahe": bool(get("clahe", False)),
         "clahe_clip": float(get("clahe_clip", 2.0)),
         "clahe_tile": int(get("clahe_tile", 8)),
+        "graham": bool(get("graham", False)),
     }
     return int(size), mean, std, steps

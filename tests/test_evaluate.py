@@ -156,8 +156,11 @@ def test_split_val_matches_patient_split(tiny_grader, tmp_path, capsys):
     val = json.loads(capsys.readouterr().out)
     main([str(folder), "--data", str(tmp_path / "data"), "--format", "srahim-dr600", "--split", "train", "--json"])
     train = json.loads(capsys.readouterr().out)
-    assert val["n_images"] + train["n_images"] + val["n_unreadable"] + train["n_unreadable"] == 6
-    assert val["n_images"] >= 1 and train["n_images"] >= 1
+    main([str(folder), "--data", str(tmp_path / "data"), "--format", "srahim-dr600", "--split", "test", "--json"])
+    test = json.loads(capsys.readouterr().out)
+    parts = (val, train, test)  # fundus.datasets.train_val_test_split: every photo in exactly one part
+    assert sum(p["n_images"] + p["n_unreadable"] for p in parts) == 6
+    assert all(p["n_images"] + p["n_unreadable"] >= 1 for p in parts)
     ds = load_dataset("imagefolder", tmp_path / "data", "all", preset="srahim-dr600")
     assert len(ds) == 6
 

@@ -147,8 +147,10 @@ def test_aptos_end_to_end_split_by_patient_and_pushed(data, tmp_path, monkeypatc
     split = json.loads((out / "training" / "split.json").read_text())
     train_p = {x["patient"] for x in split["train"]}
     val_p = {x["patient"] for x in split["val"]}
-    assert train_p and val_p and not train_p & val_p
-    assert len(split["train"]) + len(split["val"]) == 20
+    test_p = {x["patient"] for x in split["test"]}  # the test part: never trained on (train.ship measures it)
+    assert train_p and val_p and test_p and not train_p & val_p and not (train_p | val_p) & test_p
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 20
+    assert {x["source"] for x in split["test"]} == {"srahim-dr600"}
     card = (out / "README.md").read_text()
     assert "model-index" in card and "accuracy" in card
     assert "plotly" in (out / "training" / "report.html").read_text()[:200000].lower()
@@ -201,11 +203,14 @@ def test_dr_lesions_combines_masks_boxes_and_healthy_folder(data, tmp_path):
     assert [r["stage"] for r in rows] == ["frozen-backbone", "all"]
     assert [float(r["lr"]) for r in rows] == [0.01, 0.001]
     counts = json.loads((out / "training" / "data.json").read_text())
-    # 8 IDRiD + 6 YOLO + all 20 graded photos: grade 0 healthy, mild "MA only", worse "not healthy".
-    assert counts["n_train"] + counts["n_val"] == 8 + 6 + 20
+    # 8 IDRiD + 3 boxed DIARETDB1 photos (its 3 unboxed ones say nothing: fundus.datasets.labels) + all 20
+    # graded photos: grade 0 healthy, mild "MA only", worse "not healthy".
+    assert counts["n_train"] + counts["n_val"] + counts["n_test"] == 8 + 3 + 20
     split = json.loads((out / "training" / "split.json").read_text())
-    assert any("1 - No DR" in x["image"] for x in split["train"] + split["val"])
-    assert any("PDR" in x["image"] for x in split["train"] + split["val"])
+    assert any("1 - No DR" in x["image"] for x in split["train"] + split["val"] + split["test"])
+    assert any("PDR" in x["image"] for x in split["train"] + split["val"] + split["test"])
+    # Each data set is split on its own: every one has a test part.
+    assert {x["source"] for x in split["test"]} == {"idrid-seg-dev", "diaretdb1-boxes", "srahim-dr600"}
     assert set(cfg["datasets"]) == {"idrid-seg-dev", "diaretdb1-boxes", "srahim-dr600"}
 
 
@@ -217,8 +222,16 @@ def test_dr_lesions_missing_box_unknown_masks_unboxed_classes(data):
     recipe = get_recipe("dr-lesions")
     yolo = datasets.load_dataset("yolo", data["yolo"], "all")
     common = ["--data", str(data["yolo"]), "--format", "yolo"]
-    negative = recipe.parse_args(common)
+    negative = recipe.parse_args(common + ["--missing-box", "negative"])
     unknown = recipe.parse_args(common + ["--missing-box", "unknown"])
+    auto = recipe.parse_args(common)  # DIARETDB1 is boxed incompletely (fundus.datasets.labels): unknown
+    for sample in yolo:
+        a, b = recipe.target_of(sample, yolo, auto), recipe.target_of(sample, yolo, unknown)
+        assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
+    complete = dataclasses.replace(yolo, root=yolo.root.with_name("idrid-grading-boxes"))  # boxed completely
+    for sample in complete:
+        a, b = recipe.target_of(sample, complete, auto), recipe.target_of(sample, complete, negative)
+        assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
     for sample in yolo:
         a, b = recipe.target_of(sample, yolo, negative), recipe.target_of(sample, yolo, unknown)
         if a is None:
@@ -244,7 +257,8 @@ def test_odir_with_dcgan_metadata_and_undersampling(data, tmp_path):
     assert cfg["arch"] == "metadata_fusion" and cfg["arch_kwargs"]["base_arch"] == "efficientnet_lite0"
     assert cfg["labels"] == ["N", "D", "G", "C", "A", "H", "M", "O"] and cfg["cam"] is None
     counts = json.loads((out / "training" / "data.json").read_text())
-    assert counts["n_unreadable"] == 2 and counts["n_train"] + counts["n_val"] == 24
+    # 26 photos: 2 damaged ones (unreadable, left out), the rest in the parts (the test part is read at ship time).
+    assert counts["n_unreadable"] == 2 and counts["n_train"] + counts["n_val"] + counts["n_test"] == 24
     # Only N (10 photos) and D (8) reach --dcgan-min-images in the training part: 3 generated each at most.
     assert 0 < counts["n_generated"] <= 6 and counts["n_generated"] % 3 == 0
     import zoo

@@ -17,11 +17,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.recipes import RECIPES, available_recipes, get_recipe
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "ship":  # a trained run -> a shipped model (train.ship)
+        from train.ship import main as ship_main
+
+        return ship_main(argv[1:])
     names = available_recipes()
     if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
         lines = [f"  {n:<16} paper {RECIPES[n].paper or '-'}: {RECIPES[n].description}" for n in names]
         print("usage: python -m train RECIPE --data DIR --format FMT [options]\n"
-              "       python -m train RECIPE --help   (the recipe's flags and the paper's defaults)\n\n"
+              "       python -m train RECIPE --help   (the recipe's flags and the paper's defaults)\n"
+              "       python -m train ship RUN --out assets/NAME   (fp16, test metrics end to end, card)\n\n"
               "recipes:\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:

@@ -126,6 +126,74 @@ class PercentileContrast:
 
 
 @dataclass
+class CameraShift:
+    """What changes between cameras and clinics: exposure, contrast, colour balance, gamma, focus, scale, JPEG.
+
+    Not from the papers (they train on one camera each): added so that models survive photos from other
+    cameras (docs/MODELS.md compares it). Each part is drawn per sample:
+    brightness × U(1 ± brightness), contrast about the mean × U(1 ± contrast), per-channel gain
+    × U(1 ± colour), gamma in U(1/gamma, gamma) (log-uniform), with probability ``p_blur`` a Gaussian
+    blur of σ ≤ ``max_blur`` px, with probability ``p_scale`` a down- and up-scale by U(min_scale, 1)
+    (a low-resolution photo), with probability ``p_jpeg`` JPEG re-encoding at quality U(jpeg_quality, 95).
+    """
+
+    brightness: float = 0.25
+    contrast: float = 0.25
+    colour: float = 0.12
+    gamma: float = 1.4
+    p_blur: float = 0.3
+    max_blur: float = 1.5
+    p_scale: float = 0.4
+    min_scale: float = 0.35
+    p_jpeg: float = 0.4
+    jpeg_quality: int = 25
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch(x)
+        b, dev = x.shape[0], x.device
+
+        def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(b, *shape, device=dev)
+
+        x = x * uniform(1 - self.brightness, 1 + self.brightness, 1, 1, 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * uniform(1 - self.contrast, 1 + self.contrast, 1, 1, 1) + mean
+        x = (x * uniform(1 - self.colour, 1 + self.colour, x.shape[1], 1, 1)).clamp_(0.0, 1.0)
+        x = x ** torch.exp(uniform(-math.log(self.gamma), math.log(self.gamma), 1, 1, 1))
+        out = []
+        for i in range(b):  # blur, scale and JPEG differ in size per sample: one image at a time
+            out.append(self._degrade(x[i]))
+        return torch.stack(out)
+
+    def _degrade(self, img: torch.Tensor) -> torch.Tensor:
+        size = img.shape[-1]
+        if float(torch.rand(())) < self.p_blur:
+            sigma = float(torch.rand(())) * self.max_blur + 1e-3
+            radius = max(1, int(math.ceil(2.5 * sigma)))
+            t = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
+            k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+            k = k / k.sum()
+            c = img.shape[0]
+            img = F.conv2d(img[None], k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+            img = F.conv2d(img, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)[0]
+        if float(torch.rand(())) < self.p_scale:
+            small = max(8, int(size * (self.min_scale + (1 - self.min_scale) * float(torch.rand(())))))
+            img = F.interpolate(img[None], size=(small, small), mode="area")
+            img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)[0]
+        if float(torch.rand(())) < self.p_jpeg:
+            import cv2
+            import numpy as np
+
+            quality = int(self.jpeg_quality + (95 - self.jpeg_quality) * float(torch.rand(())))
+            arr = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok:
+                back = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+                img = torch.from_numpy(back).to(img.device, img.dtype).permute(2, 0, 1) / 255.0
+        return img.clamp(0.0, 1.0)
+
+
+@dataclass
 class Compose:
     """Apply ops in order; ``describe()`` is what the model card lists."""
 

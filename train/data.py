@@ -149,13 +149,13 @@ class CachedImages(Dataset):
 
     def subset(self, indices: Sequence[int]) -> "CachedImages":
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        return CachedImages(self.images[idx], self.targets[idx], None if self.meta is None else self.meta[idx],
-                            [self.names[i] for i in idx.tolist()] if self.names else [])
+        return type(self)(self.images[idx], self.targets[idx], None if self.meta is None else self.meta[idx],
+                          [self.names[i] for i in idx.tolist()] if self.names else [])
 
     def concat(self, other: "CachedImages") -> "CachedImages":
         """This set followed by ``other`` (e.g. DCGAN-generated images)."""
         if (self.meta is None) != (other.meta is None):
             raise ValueError("cannot concatenate a set with metadata and one without")
         meta = None if self.meta is None else torch.cat([self.meta, other.meta])
-        return CachedImages(torch.cat([self.images, other.images]), torch.cat([self.targets, other.targets.to(self.targets.dtype)]),
+        return type(self)(torch.cat([self.images, other.images.to(self.images.dtype)]), torch.cat([self.targets, other.targets.to(self.targets.dtype)]),
                             meta, self.names + other.names)

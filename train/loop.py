@@ -81,6 +81,9 @@ class LoopConfig:
     min_lr: float = 0.0
     amp: bool = True  # CUDA only
     channels_last: bool = True  # CUDA only
+    # On CPUs (measured by benchmarks/train_throughput.py, where they win on this machine's kind):
+    cpu_bf16: bool = False  # bf16 autocast, only where the CPU has AVX512-BF16 / AMX (else fp32)
+    cpu_channels_last: bool = False
     grad_clip: float | None = None
     mean: Sequence[float] = (0.485, 0.456, 0.406)
     std: Sequence[float] = (0.229, 0.224, 0.225)
@@ -191,6 +194,15 @@ def _make_optimizer(params: list[nn.Parameter], lr: float, cfg: LoopConfig) -> t
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, slower."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
 
 
 def _set_trainable(model: nn.Module, stage: Stage) -> list[nn.Parameter]:
@@ -340,21 +352,28 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
     ckpt = Checkpointer(cfg.out_dir)
 
     model.to(device)
-    if cuda and cfg.channels_last:
+    channels_last = cfg.channels_last if cuda else cfg.cpu_channels_last
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and cfg.amp else None
+    if cuda:
+        amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cfg.amp else None
+    else:
+        amp_dtype = torch.bfloat16 if cfg.cpu_bf16 and cpu_has_fast_bf16() else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16) if cuda else None
     mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
 
     def prepare(images: torch.Tensor, train: bool) -> torch.Tensor:
-        x = images.to(device, non_blocking=True).float().div_(255.0)
-        if train:
-            x = augment(x)
-        x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last) if cuda and cfg.channels_last else x
+        if images.dtype != torch.uint8:  # cached features of frozen layers (train.frozen): ready as they are
+            x = images.to(device, non_blocking=True).float()
+        else:
+            x = images.to(device, non_blocking=True).float().div_(255.0)
+            if train:
+                x = augment(x)
+            x = (x - mean) / std
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     indices = list(range(len(train_set))) if train_indices is None else list(train_indices)
     sampler = ResumableBatchSampler(indices, cfg.batch_size, shuffle=True, seed=cfg.seed,

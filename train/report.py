@@ -100,6 +100,15 @@ def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> P
                             f"patients, seed {args.seed}); {len(data.train)} training photos; "
                             f"{len(data.unreadable)} unreadable; best epoch {result.best_epoch}",
     }
+    sources = [x.source for x in data.val_samples]
+    if len(set(sources)) > 1 and len(sources) == len(result.val_outputs):
+        # Per data set too: pooled numbers hide a model that fails on one camera.
+        for source in sorted(set(sources)):
+            keep = np.array([x == source for x in sources])
+            per = compute_metrics(cfg.task, result.val_outputs[keep], result.val_targets[keep], cfg.labels,
+                                  thresholds=cfg.thresholds if cfg.task == "multilabel" else None,
+                                  grade_cutoffs=cfg.grade_cutoffs)
+            cfg.metrics[f"validation: {source}"] = card_metrics(per, None)
     cfg.datasets = dataset_names(args)
     cfg.data_license = licences(recipe, args)
     cfg.reproduce = args.command
@@ -113,12 +122,14 @@ def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> P
     from train.recipes import describe_args
 
     (training / "args.json").write_text(json.dumps(describe_args(args), indent=1, default=str) + "\n")
-    split = {part: [{"image": str(x.image), "patient": x.patient_id} for x in samples]
-             for part, samples in (("train", data.train_samples), ("val", data.val_samples))}
+    test_samples = getattr(recipe, "test_samples", [])
+    split = {part: [{"image": str(x.image), "patient": x.patient_id, "source": x.source} for x in samples]
+             for part, samples in (("train", data.train_samples), ("val", data.val_samples), ("test", test_samples))}
     (training / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     n_generated = sum(1 for n in data.train.names if n.startswith("dcgan:"))
     (training / "data.json").write_text(json.dumps({
         "n_train": len(data.train) - n_generated, "n_generated": n_generated, "n_val": len(data.val),
+        "n_test": len(test_samples),
         "n_unreadable": len(data.unreadable), "datasets": cfg.datasets, "labels": list(cfg.labels)}, indent=1) + "\n")
     if data.unreadable:
         (training / "unreadable.json").write_text(json.dumps(data.unreadable, indent=1) + "\n")

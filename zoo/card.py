@@ -83,7 +83,8 @@ def card_text(config: ModelConfig) -> str:
         f"- paper: {config.paper} — {paper.title}" if paper else "- paper: none",
         f"- task: {config.task}; labels: {', '.join(config.labels)}",
         f"- input: {config.input_size}×{config.input_size} RGB, mean {list(config.mean)}, std {list(config.std)}; "
-        f"field-of-view crop {config.preprocessing.fov_crop}, CLAHE {config.preprocessing.clahe}",
+        f"field-of-view crop {config.preprocessing.fov_crop}, CLAHE {config.preprocessing.clahe}, "
+        f"local average colour subtraction {config.preprocessing.graham}",
         f"- explanation layers: target `{config.target_layer}`, low `{config.low_layer}`; plain CAM: "
         + (f"{config.cam}" if config.cam else f"undefined ({config.cam_reason})"),
         f"- initial weights (pretrained status): {config.pretrained}",
@@ -109,6 +110,15 @@ def card_text(config: ModelConfig) -> str:
         lines += [f"| {split or '-'} | {metric} | {value:.4g} |" for split, metric, value in rows]
     else:
         lines.append("No metrics recorded.")
+    if config.selection:
+        lines += ["", f"How this model was chosen: {config.selection}"]
+    for split, cm in config.confusion.items():
+        labels = cm["labels"]
+        lines += ["", f"Confusion matrix, {split} (rows: true, columns: predicted):", "",
+                  "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, cm["matrix"])]
+    if config.limitations:
+        lines += ["", "## Known limits", ""] + [f"- {item}" for item in config.limitations]
     lines += ["", "## How to reproduce", ""]
     lines += (["```bash", config.reproduce, "```"] if config.reproduce else ["No training command recorded."])
     lines += [

@@ -24,6 +24,7 @@ class Preprocessing:
     clahe: bool = False  # CLAHE on the lightness channel
     clahe_clip: float = 2.0
     clahe_tile: int = 8
+    graham: bool = False  # local average colour subtraction (fundus.preprocess.local_average_subtraction)
 
 
 @dataclass
@@ -67,6 +68,11 @@ class ModelConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     reproduce: str = ""  # the exact command that trained it
     description: str = ""
+    # Card sections filled at ship time (train.ship): confusion matrices per split
+    # ({split: {"labels": [...], "matrix": [[...]]}}), how the model was chosen, its known limits.
+    confusion: dict[str, Any] = field(default_factory=dict)
+    selection: str = ""
+    limitations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -21,15 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score, roc_curve
 
-DR_GRADE_NAMES = ("no dr", "mild", "moderate", "severe", "proliferative dr")
+from fundus.datasets.labels import (  # noqa: F401 - sample_target and the aliases are re-exported
+    DR_GRADE_NAMES, LESION_ALIASES, REFERABLE_GRADE, any_dr, referable_dr, sample_target)
+from fundus.datasets.splits import PARTS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+
 GRADING_PAPERS = ("003", "004")
-# Lesion label aliases across data sets (IDRiD masks, YOLO class names, paper 001's labels).
-LESION_ALIASES = {
-    "MA": ("ma", "microaneurysms", "microaneurysm", "bp/ma", "bp", "red_small_dots"),
-    "HE": ("he", "haemorrhages", "haemorrhage", "hemorrhage", "hemorrhages", "hm"),
-    "EX": ("ex", "hard_exudates", "hard exudates", "hard_exudate", "hex"),
-    "SE": ("se", "soft_exudates", "soft exudates", "cotton_wool_spots", "cws"),
-}
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -160,6 +156,11 @@ def compute_metrics(
                 result["quadratic_kappa"] = 1.0 if np.array_equal(y, pred) else 0.0
             else:
                 result["quadratic_kappa"] = float(cohen_kappa_score(y, pred, weights="quadratic"))
+            # Screening views of a grader (fundus.datasets.labels): any DR (grade ≥ 1), referable DR.
+            dr = values if task == "grade-regression" else 1 - probs[:, 0]
+            referable = values if task == "grade-regression" else probs[:, REFERABLE_GRADE:].sum(1)
+            result["auc_any_dr"] = _auc(any_dr(y).astype(np.int64), dr)
+            result["auc_referable_dr"] = _auc(referable_dr(y).astype(np.int64), referable)
     result.setdefault("quadratic_kappa", None)
     tp, fp, fn, tn = (np.array([x[i] for x in counts]) for i in range(4))
     prec = [_safe_div(a, a + b) for a, b in zip(tp, fp)]
@@ -257,107 +258,6 @@ def _fmt(v: Any) -> str:
 # ------------------------------------------------------------------------------------ targets
 
 
-def _norm(name: str) -> str:
-    return str(name).strip().lower()
-
-
-HEALTHY_NAMES = ("healthy", "normal", "no dr", "n")
-
-
-def _alias_set(label: str) -> set[str]:
-    """Names a label goes by across data sets (itself plus the lesion aliases)."""
-    n = _norm(label)
-    for key, names in LESION_ALIASES.items():
-        if n == key.lower() or n in names:
-            return {key.lower(), *names}
-    return {n}
-
-
-def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -> Any:
-    """A data set sample's target in a model's label space, or None when it cannot be expressed.
-
-    - same class names as the data set: its label (multiclass index, multi-hot reordered);
-    - DR grades (multiclass or grade-regression) from any DR grading layout;
-    - multilabel lesion labels (paper 001's BP/MA, HM, HEX, CWS, healthy) from any multilabel set
-      whose classes are aliases of them (IDRiD MA/HE/EX/SE masks, YOLO class names): a label the
-      data set does not annotate is NaN (unknown); "healthy" is 1 when no lesion is present and
-      none is unknown; from a multiclass set only its healthy class is usable (all lesions 0).
-
-    Args:
-        sample: a ``fundus.datasets.Sample``.
-        dataset: its ``FundusDataset`` (labels, task).
-        labels, task: the model's (``config.labels``, ``config.task``).
-    """
-    label = getattr(sample, "label", None)
-    if label is None:
-        return None
-    ds_labels = [_norm(x) for x in getattr(dataset, "labels", [])]
-    model_labels = [_norm(x) for x in labels]
-    ds_multilabel = isinstance(label, np.ndarray)
-    if task in ("multiclass", "grade-regression") and not ds_multilabel:
-        if ds_labels == model_labels or (tuple(ds_labels) == DR_GRADE_NAMES and tuple(model_labels) == DR_GRADE_NAMES):
-            return float(label) if task == "grade-regression" else int(label)
-        if task == "grade-regression" and tuple(ds_labels) == DR_GRADE_NAMES:
-            return float(label)
-        return None
-    if task != "multilabel":
-        return None
-    out = np.full(len(labels), np.nan, dtype=np.float32)
-    if ds_multilabel:
-        arr = np.asarray(label, dtype=np.float32)
-        if ds_labels == model_labels:
-            return arr.copy()
-        for k, name in enumerate(model_labels):
-            hits = [j for j, d in enumerate(ds_labels) if d in _alias_set(name)]
-            if hits:
-                out[k] = float(arr[hits].max())
-        healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
-        lesions = [k for k in range(len(labels)) if k not in healthy]
-        for k in healthy:
-            if np.nanmax(np.append(out[lesions], 0.0)) > 0:
-                out[k] = 0.0
-            elif not np.isnan(out[lesions]).any():
-                out[k] = 1.0
-        return None if np.isnan(out).all() else out
-    # A multiclass data set: its healthy class says "no lesion"; DR grades say a little more.
-    healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
-    if not healthy or not 0 <= int(label) < len(ds_labels):
-        return None
-    if ds_labels[int(label)] in HEALTHY_NAMES:
-        out[:] = 0.0
-        out[healthy] = 1.0
-        return out
-    if tuple(ds_labels) == DR_GRADE_NAMES:
-        return _lesions_of_dr_grade(int(label), model_labels, healthy, sample)
-    return None
-
-
-def _lesions_of_dr_grade(grade: int, model_labels: list[str], healthy: list[int], sample: Any) -> np.ndarray:
-    """What a DR grade ≥ 1 says about paper 001's labels (International Clinical DR scale).
-
-    Any DR: not healthy. Mild DR is "microaneurysms only": MA 1, haemorrhages and exudates 0 — except
-    where the data set marks maculopathy (srahim-dr600), which means exudates near the macula, so EX
-    and SE stay unknown. Moderate or worse: which lesions are present is not said (NaN).
-    """
-    out = np.full(len(model_labels), np.nan, dtype=np.float32)
-    out[healthy] = 0.0
-    if grade != 1:
-        return out
-    maculopathy = bool((getattr(sample, "meta", None) or {}).get("maculopathy"))
-    for k, name in enumerate(model_labels):
-        aliases = _alias_set(name)
-        if aliases & _alias_set("MA"):
-            out[k] = 1.0
-        elif aliases & _alias_set("HE"):
-            out[k] = 0.0
-        elif aliases & (_alias_set("EX") | _alias_set("SE")) and not maculopathy:
-            out[k] = 0.0
-    return out
-
-
-# ------------------------------------------------------------------------------------ CLI
-
-
 def _members(model: Any) -> list[tuple[str, Any]]:
     """(name, member) of an ensemble (paper 000's fusion: g1.<i>, g2.<i>); [] for a single model."""
     out = []
@@ -405,8 +305,8 @@ def collect_outputs(model: Any, items: Sequence[Any], batch_size: int = 16, work
 class _Item:
     """A photo with its target in the model's label space (what ImageDataset reads)."""
 
-    def __init__(self, image: Path, label: Any, patient_id: str) -> None:
-        self.image, self.label, self.patient_id = image, label, patient_id
+    def __init__(self, image: Path, label: Any, patient_id: str, source: str = "") -> None:
+        self.image, self.label, self.patient_id, self.source = image, label, patient_id, source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,10 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="format of each --data (fundus.datasets); srahim-dr600 = imagefolder + that preset")
     p.add_argument("--preset", default=None, help="imagefolder preset")
     p.add_argument("--split", default="all",
-                   help="all | train | val (the patient split training uses: same --val-fraction and --seed) "
-                        "| a split of the data set's own layout, e.g. test")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="with --split train/val")
-    p.add_argument("--seed", type=int, default=0, help="with --split train/val")
+                   help="all | train | val | test (the part of each data set's patients that training uses: same "
+                        "--val-fraction, --test-fraction and --seed) | a split of the data set's own layout")
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="with --split train/val/test")
+    p.add_argument("--test-fraction", type=float, default=TEST_FRACTION, help="with --split train/val/test")
+    p.add_argument("--seed", type=int, default=SPLIT_SEED, help="with --split train/val/test")
+    p.add_argument("--by-source", action="store_true", help="also the metrics of each data set on its own")
     p.add_argument("--limit", type=int, default=None, help="only the first N usable photos")
     p.add_argument("--batch-size", type=int, default=16, help="photos per forward pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading and preprocessing photos")
@@ -442,13 +344,13 @@ def load_items(args: argparse.Namespace, config: Any) -> list[_Item]:
     Raises:
         ValueError: --data/--format counts that do not pair, or no usable photo.
     """
-    from fundus.datasets import load_dataset, patient_split
+    from fundus.datasets import load_dataset, train_val_test_split
 
     formats = args.formats * len(args.data) if len(args.formats) == 1 else args.formats
     if len(formats) != len(args.data):
         raise ValueError(f"{len(args.data)} --data but {len(args.formats)} --format: give one, or one per --data")
     items: list[_Item] = []
-    own_split = args.split not in ("all", "train", "val")
+    own_split = args.split not in ("all", *PARTS)
     for root, fmt in zip(args.data, formats):
         kwargs: dict[str, Any] = {}
         if fmt == "srahim-dr600":
@@ -460,17 +362,19 @@ def load_items(args: argparse.Namespace, config: Any) -> list[_Item]:
         for s in ds:
             target = sample_target(s, ds, config.labels, config.task)
             if target is not None:
-                items.append(_Item(Path(s.image), target, f"{Path(ds.root).name}:{s.patient_id or Path(s.image).stem}"))
+                name = Path(ds.root).name
+                items.append(_Item(Path(s.image), target, f"{name}:{s.patient_id or Path(s.image).stem}", name))
     if args.limit:
         items = items[: args.limit]
-    if args.split in ("train", "val") and len(items) > 1:
-        class _Strat:  # patient_split reads .label (NaN: unknown = absent) and .patient_id
+    if args.split in PARTS and len(items) > 1:
+        class _Strat:  # the split reads .label (NaN: unknown = absent), .patient_id and .source
             def __init__(self, it: _Item) -> None:
-                self.item, self.patient_id = it, it.patient_id
+                self.item, self.patient_id, self.source = it, it.patient_id, it.source
                 self.label = np.nan_to_num(it.label) if isinstance(it.label, np.ndarray) else it.label
 
-        train, val = patient_split([_Strat(i) for i in items], val_fraction=args.val_fraction, seed=args.seed)
-        items = [s.item for s in (train if args.split == "train" else val)]
+        parts = train_val_test_split([_Strat(i) for i in items], val_fraction=args.val_fraction,
+                                     test_fraction=args.test_fraction, seed=args.seed)
+        items = [s.item for s in parts[args.split]]
     if not items:
         raise ValueError(f"no photo in {', '.join(map(str, args.data))} has a target for this model's labels "
                          f"({', '.join(config.labels)})")
@@ -490,6 +394,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     grading = is_grading(cfg.task, cfg.labels, cfg.paper)
     result = compute_metrics(cfg.task, outputs["model"], targets, cfg.labels, thresholds, cfg.grade_cutoffs, grading)
     result.update(model=args.model, name=cfg.name, split=args.split, n_unreadable=int(n_bad))
+    sources = [it.source for it in items]
+    if getattr(args, "by_source", False) and n_bad == 0:
+        result["by_source"] = {
+            src: compute_metrics(cfg.task, outputs["model"][keep], targets[keep], cfg.labels, thresholds,
+                                 cfg.grade_cutoffs, grading)
+            for src in sorted(set(sources)) for keep in [np.array([x == src for x in sources])]}
     members = {}
     for name, m in _members(model):
         mt = m.config.thresholds if cfg.task == "multilabel" else None
@@ -508,6 +418,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_table(result: dict[str, Any]) -> None:
+    for source, metrics in result.get("by_source", {}).items():
+        _print_table({**metrics, "name": f"{result['name']} [{source}]", "split": result["split"]})
     keys = ("n_images", "n_unreadable", "accuracy", "precision_micro", "precision_macro", "recall_micro",
             "recall_macro", "f1_micro", "f1_macro", "auc_macro", "quadratic_kappa")
     print(f"{result['name']} on {result['n_images']} photos ({result['split']})")

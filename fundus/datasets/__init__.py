@@ -9,7 +9,7 @@ from .idrid_seg import IDRID_LESIONS, load_mask
 from .odir import ODIR_LABEL_NAMES, ODIR_LABELS
 from .registry import FORMATS, load_dataset, register
 from .rfmid import PAPER000_CATEGORIES, RFMID_DISEASES, to_paper000
-from .splits import patient_kfold, patient_split
+from .splits import PARTS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION, patient_kfold, patient_split, source_of, train_val_test_split
 
 
 def __getattr__(name: str):
@@ -38,6 +38,12 @@ __all__ = [
     "load_mask",
     "patient_kfold",
     "patient_split",
+    "PARTS",
+    "SPLIT_SEED",
+    "TEST_FRACTION",
+    "VAL_FRACTION",
+    "source_of",
+    "train_val_test_split",
     "register",
     "target_tensor",
 ]

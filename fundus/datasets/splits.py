@@ -102,3 +102,51 @@ def patient_kfold(
         val = [samples[i] for p in patients if fold_of[p] == f for i in by_patient[p]]
         folds.append((train, val))
     return folds
+
+
+# The project's held-out parts, the same for every recipe and model: per source, by patient,
+# ``TEST_FRACTION`` of the patients for the test part (touched once, by the shipped model) and
+# ``VAL_FRACTION`` for validation (early stopping, thresholds, choosing between candidates).
+SPLIT_SEED = 0
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.2
+PARTS = ("train", "val", "test")
+
+
+def source_of(sample) -> str:
+    """The data set a sample comes from (``LabelledSample.source``; fundus Samples carry it in meta)."""
+    return str(getattr(sample, "source", "") or getattr(sample, "meta", {}).get("source", ""))
+
+
+def train_val_test_split(
+    samples: Sequence[Sample], val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION,
+    seed: int = SPLIT_SEED, stratify: bool = True,
+) -> dict[str, list]:
+    """Split every source by patient into train / val / test (``PARTS``).
+
+    Each source (``source_of``) is split on its own, so a source's parts do not depend on which other
+    sources a run combines: a model trained without a source is tested on that source's same test
+    patients. Test patients are drawn first (``test_fraction`` of each source's patients), then
+    validation patients from the rest so that they are ``val_fraction`` of the source's patients.
+
+    Raises:
+        ValueError: fractions outside [0, 1) or summing to 1 or more.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 <= val_fraction, test_fraction and their sum < 1; got {val_fraction}, {test_fraction}")
+    by_source: dict[str, list] = defaultdict(list)
+    for s in samples:
+        by_source[source_of(s)].append(s)
+    out: dict[str, list] = {part: [] for part in PARTS}
+    for source in sorted(by_source):
+        rest, test = list(by_source[source]), []
+        if test_fraction > 0 and len({s.patient_id for s in rest}) >= 3:
+            rest, test = patient_split(rest, val_fraction=test_fraction, seed=seed, stratify=stratify)
+        val: list = []
+        if val_fraction > 0 and len({s.patient_id for s in rest}) >= 2:
+            rest, val = patient_split(rest, val_fraction=val_fraction / (1 - test_fraction), seed=seed + 1,
+                                      stratify=stratify)
+        out["train"] += rest
+        out["val"] += val
+        out["test"] += test
+    return out

@@ -56,12 +56,16 @@ import numpy as np
 import torch.nn as nn
 
 from train import augment as aug
+from fundus.datasets.splits import TEST_FRACTION, VAL_FRACTION
 from train.data import CachedImages, default_cache_dir, preprocess_all
 from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
 from train.loop import FitResult, LoopConfig, Stage, fit
 from train.metrics import Metric, accuracy_metric, micro_f1_metric
 
 RECIPES: dict[str, type["Recipe"]] = {}
+# --preprocessing choices: the enhancement step after the field-of-view crop (zoo.config.Preprocessing).
+ENHANCEMENTS = {"none": dict(clahe=False, graham=False), "clahe": dict(clahe=True, graham=False),
+                "graham": dict(clahe=False, graham=True)}
 # Recipe modules, imported on first lookup; a module another engineer has not written yet is skipped.
 RECIPE_MODULES = ("aptos", "dr_lesions", "odir", "rfmid_ensemble", "ellg")
 
@@ -205,8 +209,11 @@ class Recipe:
         p.add_argument("--loader-workers", type=int, default=0,
                        help="DataLoader workers during training (0: the preprocessed images are already in memory)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-        p.add_argument("--val-fraction", type=float, default=d("val_fraction", 0.2),
-                       help="share of patients held out for validation")
+        p.add_argument("--val-fraction", type=float, default=d("val_fraction", VAL_FRACTION),
+                       help="share of each data set's patients held out for validation (early stopping, thresholds)")
+        p.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                       help="share of each data set's patients held out for the test (never trained on nor "
+                            "used for choices; `python -m train ship` measures the shipped model on it)")
         p.add_argument("--patience", type=int, default=d("patience", 10), help="early stopping patience (epochs)")
         p.add_argument("--limit", type=int, default=None, help="use only the first N photos (quick runs)")
         p.add_argument("--cache-dir", type=Path, default=None,
@@ -215,6 +222,20 @@ class Recipe:
                        help="random initialisation instead of ImageNet weights")
         p.add_argument("--name", default=None, help="model name in config.json (default: the recipe name)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        g = p.add_argument_group("transfer to other cameras and CPU speed (not from the papers)")
+        g.add_argument("--preprocessing", choices=("paper", *ENHANCEMENTS), default="paper",
+                       help="enhancement after the field-of-view crop: the paper's, none, CLAHE, or graham "
+                            "(local average colour subtraction)")
+        g.add_argument("--camera-augment", action="store_true",
+                       help="add train.augment.CameraShift (exposure, colour, gamma, blur, scale, JPEG quality)")
+        g.add_argument("--frozen-blocks", type=int, default=0, metavar="K",
+                       help="EfficientNet-Lite: keep the stem and blocks[:K] at ImageNet and train on their cached "
+                            "outputs (train.frozen; 0: fine-tune everything)")
+        g.add_argument("--cached-views", type=int, default=4, metavar="V",
+                       help="with --frozen-blocks: views cached per photo (the photo + V-1 augmented ones)")
+        g.add_argument("--cpu-bf16", action="store_true",
+                       help="bf16 autocast on CPUs with AVX512-BF16/AMX (ignored elsewhere)")
+        g.add_argument("--channels-last", action="store_true", help="channels-last memory format on the CPU")
         self.add_arguments(p)
         return p
 
@@ -288,13 +309,17 @@ class Recipe:
         return out
 
     def split(self, samples: list[LabelledSample], args: argparse.Namespace) -> tuple[list[LabelledSample], list[LabelledSample]]:
-        """Train/validation split by patient, stratified (``fundus.datasets.patient_split``)."""
-        from fundus.datasets import patient_split
+        """Train/validation split, each data set by patient (``fundus.datasets.train_val_test_split``).
 
-        if args.val_fraction <= 0:
-            return list(samples), []
-        train, val = patient_split(samples, val_fraction=args.val_fraction, seed=args.seed)
-        return list(train), list(val)
+        The test part (``--test-fraction`` of each data set's patients) is kept aside in ``self.test_samples``:
+        never trained on, never used for a choice; ``publish`` records it for ``python -m train ship``.
+        """
+        from fundus.datasets import train_val_test_split
+
+        parts = train_val_test_split(samples, val_fraction=max(args.val_fraction, 0.0),
+                                     test_fraction=max(getattr(args, "test_fraction", 0.0), 0.0), seed=args.seed)
+        self.test_samples = parts["test"]
+        return parts["train"], parts["val"]
 
     def make_datasets(self, args: argparse.Namespace, config: Any, train: list[LabelledSample],
                       val: list[LabelledSample], labels: list[str]) -> PreparedData:
@@ -332,9 +357,14 @@ class Recipe:
 
         model = zoo.create_model(args.arch, paper=self.paper, task=self.task, labels=list(labels),
                                  pretrained=args.pretrained, head=self.head, name=args.name or self.name,
-                                 input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing),
+                                 input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing_of(args)),
                                  **self.model_kwargs(args))
         return model
+
+    def preprocessing_of(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The paper's preprocessing, with the enhancement --preprocessing chose."""
+        choice = getattr(args, "preprocessing", "paper")
+        return {**self.preprocessing, **ENHANCEMENTS.get(choice, {})}
 
     def model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         """Hook: extra keyword arguments for ``zoo.create_model`` (ModelConfig fields)."""
@@ -371,13 +401,42 @@ class Recipe:
                           checkpoint_every=args.checkpoint_every, resume=args.resume, optimizer=args.optimizer,
                           weight_decay=args.weight_decay, patience=args.patience,
                           momentum=self.default("momentum", 0.9), mean=c.mean, std=c.std,
-                          progress=not args.quiet)
+                          progress=not args.quiet, cpu_bf16=getattr(args, "cpu_bf16", False),
+                          cpu_channels_last=getattr(args, "channels_last", False))
+
+    def training_augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        """The recipe's augmentation, followed by ``CameraShift`` with --camera-augment."""
+        op = self.augment(args)
+        return aug.Compose([op, aug.CameraShift()]) if getattr(args, "camera_augment", False) else op
 
     def fit(self, args: argparse.Namespace, model: nn.Module, data: PreparedData) -> FitResult:
         """Run ``train.loop.fit`` with this recipe's hooks."""
-        return fit(model, self.loss(args, data.train.targets.numpy()), data.train, data.val,
-                   self.loop_config(args, model), self.stages(args, model), augment=self.augment(args),
-                   metric=self.metric(args), train_indices=self.train_indices(args, data.train))
+        return self.fit_sets(args, model, data.train, data.val, self.stages(args, model),
+                             train_indices=self.train_indices(args, data.train))
+
+    def fit_sets(self, args: argparse.Namespace, model: nn.Module, train_set: CachedImages, val_set: CachedImages,
+                 stages: list[Stage], train_indices: list[int] | None = None, cfg: LoopConfig | None = None) -> FitResult:
+        """``train.loop.fit`` on these sets; with --frozen-blocks K on cached features of the frozen bottom."""
+        cfg = cfg or self.loop_config(args, model)
+        loss = self.loss(args, train_set.targets.numpy())
+        k = getattr(args, "frozen_blocks", 0)
+        if not k:
+            return fit(model, loss, train_set, val_set, cfg, stages, augment=self.training_augment(args),
+                       metric=self.metric(args), train_indices=train_indices)
+        from train.frozen import FrozenBottom, TrainedTop, cache_features
+
+        if train_indices is not None:
+            train_set = train_set.subset(train_indices)
+        bottom, top = FrozenBottom(model, k), TrainedTop(model, k)
+        views = max(1, args.cached_views)
+        feats = dict(mean=model.config.mean, std=model.config.std, progress=not args.quiet)
+        train_feats = cache_features(bottom, train_set, views=views, augment=self.training_augment(args),
+                                     seed=args.seed, **feats)
+        val_feats = cache_features(bottom, val_set, **feats) if val_set is not None and len(val_set) else val_set
+        # Stages name parameters of the whole model; the bottom is frozen whatever they say.
+        top_stages = [Stage(s.name, s.epochs, s.lr, None if s.trainable is None else
+                            (lambda _top, f=s.trainable: f(model))) for s in stages]
+        return fit(top, loss, train_feats, val_feats, cfg, top_stages, metric=self.metric(args))
 
     def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
         """Hook: after training, before publishing (e.g. choose decision thresholds on validation)."""

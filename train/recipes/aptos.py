@@ -16,7 +16,7 @@ from typing import Any
 from train import augment as aug
 from train.metrics import Metric, accuracy_metric
 from train.recipes import Recipe, register
-from zoo.evaluate import sample_target
+from fundus.datasets.labels import sample_target
 from zoo.papers import DR_GRADES
 
 

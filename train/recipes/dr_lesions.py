@@ -32,7 +32,7 @@ from train import augment as aug
 from train.loop import FitResult, Stage
 from train.metrics import choose_thresholds, probabilities
 from train.recipes import PreparedData, Recipe, register
-from zoo.evaluate import sample_target
+from fundus.datasets.labels import incompletely_boxed, missing_boxes_unknown, sample_target
 from zoo.papers import LESION_LABELS
 
 
@@ -66,9 +66,11 @@ class DrLesionsRecipe(Recipe):
                             help="how each class's decision threshold is chosen on validation")
         parser.add_argument("--max-rotation", type=float, default=30.0, help="rotation range ± degrees")
         parser.add_argument("--max-shift", type=float, default=0.05, help="shift range ± fraction of the size")
-        parser.add_argument("--missing-box", choices=("negative", "unknown"), default="negative",
-                            help="YOLO box data sets: a lesion class without a box is absent (negative) or, for "
-                                 "incompletely boxed sets such as DIARETDB1's, unknown (masked out of the loss)")
+        parser.add_argument("--missing-box", choices=("auto", "negative", "unknown"), default="auto",
+                            help="YOLO box data sets: a lesion class without a box is absent (negative) or unknown "
+                                 "(masked out of the loss); auto: unknown for the incompletely boxed sets "
+                                 "(fundus.datasets.labels.MISSING_BOX_UNKNOWN: DIARETDB1), negative elsewhere "
+                                 "(idrid-grading-boxes)")
         parser.add_argument("--fcn-widths", type=int, nargs=2, default=(512, 256), metavar=("C1", "C2"),
                             help="channels of the FCN head's two hidden 3×3 convolutions (paper 001 gives none; "
                                  "128 64 keeps an EfficientNet-Lite0 model under 12 MB in fp16)")
@@ -78,14 +80,11 @@ class DrLesionsRecipe(Recipe):
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         target = sample_target(sample, dataset, self.labels, self.task)
-        if target is not None and dataset.format == "yolo" and args.missing_box == "unknown":
+        unknown = args.missing_box == "unknown" or (args.missing_box == "auto" and incompletely_boxed(dataset))
+        if target is not None and dataset.format == "yolo" and unknown:
             # Box annotations are often incomplete (DIARETDB1's: 49 of 89 photos without a lesion box,
             # though only 5 are normal): a class without a box is then unknown, not absent.
-            target = np.where(target > 0, target, np.nan).astype(np.float32)
-            healthy = self.labels.index("healthy")
-            target[healthy] = 0.0 if np.nanmax(np.append(target, 0.0)) > 0 else np.nan
-            if np.isnan(target).all():
-                return None
+            return missing_boxes_unknown(target, self.labels)
         return target
 
     def stages(self, args: argparse.Namespace, model: nn.Module) -> list[Stage]:

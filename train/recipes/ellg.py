@@ -37,10 +37,10 @@ from train import augment as aug
 from train.attention_crops import fov_mask_of, saliency_maps
 from train.data import CachedImages
 from train.ellg import classify, generate_lesion_image
-from train.loop import FitResult, Stage, evaluate_outputs, fit
+from train.loop import FitResult, Stage, evaluate_outputs
 from train.metrics import Metric, kappa_metric
 from train.recipes import PreparedData, Recipe, register
-from zoo.evaluate import sample_target
+from fundus.datasets.labels import sample_target
 from zoo.papers import DR_GRADES
 
 LITE_INPUT = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
@@ -165,7 +165,7 @@ class EllgRecipe(Recipe):
         head = None if args.arch == "dr_detection_net" else self.head
         return zoo.create_model(args.arch, paper=self.paper, task=self.task, labels=list(labels),
                                 pretrained=args.pretrained, head=head, name=args.name or self.name,
-                                input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing),
+                                input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing_of(args)),
                                 t=args.t, tau=round(float(np.mean(args.tau_range)), 3))
 
     def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
@@ -182,8 +182,7 @@ class EllgRecipe(Recipe):
              stages: list[Stage], tag: str) -> FitResult:
         cfg = self.loop_config(args, model)
         cfg.out_dir = Path(args.out) / "training" / tag  # own checkpoints per phase: --resume works per phase
-        return fit(model, self.loss(args, train_set.targets.numpy()), train_set, val_set, cfg, stages,
-                   augment=self.augment(args), metric=self.metric(args))
+        return self.fit_sets(args, model, train_set, val_set, stages, cfg=cfg)
 
     def _outputs(self, args: argparse.Namespace, model: nn.Module, dataset: CachedImages) -> np.ndarray:
         """The model's regressed severities for every photo of ``dataset``, in order."""

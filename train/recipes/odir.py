@@ -32,7 +32,7 @@ from train.metrics import Metric, micro_f1_metric
 from train.recipes import PreparedData, Recipe, register
 from zoo.architectures import ARCHITECTURES, ArchSpec, Built, get_spec, register as register_arch
 from zoo.config import ModelConfig
-from zoo.evaluate import sample_target
+from fundus.datasets.labels import sample_target
 from zoo.model import FundusNet
 from zoo.papers import ODIR_LABELS
 
@@ -189,7 +189,7 @@ class OdirRecipe(Recipe):
         return zoo.create_model(
             "metadata_fusion", paper=self.paper, task=self.task, labels=list(labels), pretrained=args.pretrained,
             name=args.name or f"{self.name}-metadata", input_size=args.input_size,
-            preprocessing=Preprocessing(**self.preprocessing), mean=get_spec(args.arch).mean, std=get_spec(args.arch).std,
+            preprocessing=Preprocessing(**self.preprocessing_of(args)), mean=get_spec(args.arch).mean, std=get_spec(args.arch).std,
             arch_kwargs={"base_arch": args.arch, "base_kwargs": {"head": "gap_linear"},
                          "metadata": list(METADATA_FIELDS), "hidden": 256})
 

@@ -203,7 +203,7 @@ class RfmidEnsembleRecipe(Recipe):
                                  pretrained=args.pretrained, head=self.head)
         model.config.name = name
         model.config.input_size = args.input_size
-        model.config.preprocessing = Preprocessing(**self.preprocessing)
+        model.config.preprocessing = Preprocessing(**self.preprocessing_of(args))
         return model
 
     def stages(self, args: argparse.Namespace, model: nn.Module) -> list[Stage]:

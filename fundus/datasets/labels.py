@@ -1,0 +1,164 @@
+"""Label rules, written once: a data set sample's target in a model's label space.
+
+- DR grades (International Clinical DR scale, ``DR_GRADES``) → the grade, "any DR" (grade ≥ 1) and
+  "referable DR" (grade ≥ ``REFERABLE_GRADE``);
+- lesion masks (IDRiD) and boxes (YOLO layouts) → lesion present; a lesion type a layout does not
+  annotate is unknown (NaN), and for incompletely boxed sets (DIARETDB1) a missing box is unknown too
+  (``MISSING_BOX_UNKNOWN``; train.recipes.dr_lesions applies it), while in idrid-grading-boxes a photo
+  without a box has none of the boxed lesions;
+- DR grades → paper 001's lesion labels by the ICDR definitions (mild DR = microaneurysms only);
+- class folders (srahim-dr600, ODIR normal / glaucoma / cataract, HRF) → their class, by name.
+Used by every recipe (training targets), ``python -m zoo evaluate`` and ``python -m train ship``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+DR_GRADE_NAMES = ("no dr", "mild", "moderate", "severe", "proliferative dr")
+# Lesion label aliases across data sets (IDRiD masks, YOLO class names, paper 001's labels).
+LESION_ALIASES = {
+    "MA": ("ma", "microaneurysms", "microaneurysm", "bp/ma", "bp", "red_small_dots"),
+    "HE": ("he", "haemorrhages", "haemorrhage", "hemorrhage", "hemorrhages", "hm"),
+    "EX": ("ex", "hard_exudates", "hard exudates", "hard_exudate", "hex"),
+    "SE": ("se", "soft_exudates", "soft exudates", "cotton_wool_spots", "cws"),
+}
+
+
+def _norm(name: str) -> str:
+    return str(name).strip().lower()
+
+
+HEALTHY_NAMES = ("healthy", "normal", "no dr", "n")
+
+
+def _alias_set(label: str) -> set[str]:
+    """Names a label goes by across data sets (itself plus the lesion aliases)."""
+    n = _norm(label)
+    for key, names in LESION_ALIASES.items():
+        if n == key.lower() or n in names:
+            return {key.lower(), *names}
+    return {n}
+
+
+def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -> Any:
+    """A data set sample's target in a model's label space, or None when it cannot be expressed.
+
+    - same class names as the data set: its label (multiclass index, multi-hot reordered);
+    - DR grades (multiclass or grade-regression) from any DR grading layout;
+    - multilabel lesion labels (paper 001's BP/MA, HM, HEX, CWS, healthy) from any multilabel set
+      whose classes are aliases of them (IDRiD MA/HE/EX/SE masks, YOLO class names): a label the
+      data set does not annotate is NaN (unknown); "healthy" is 1 when no lesion is present and
+      none is unknown; from a multiclass set only its healthy class is usable (all lesions 0).
+
+    Args:
+        sample: a ``fundus.datasets.Sample``.
+        dataset: its ``FundusDataset`` (labels, task).
+        labels, task: the model's (``config.labels``, ``config.task``).
+    """
+    label = getattr(sample, "label", None)
+    if label is None:
+        return None
+    ds_labels = [_norm(x) for x in getattr(dataset, "labels", [])]
+    model_labels = [_norm(x) for x in labels]
+    ds_multilabel = isinstance(label, np.ndarray)
+    if task in ("multiclass", "grade-regression") and not ds_multilabel:
+        if ds_labels == model_labels or (tuple(ds_labels) == DR_GRADE_NAMES and tuple(model_labels) == DR_GRADE_NAMES):
+            return float(label) if task == "grade-regression" else int(label)
+        if task == "grade-regression" and tuple(ds_labels) == DR_GRADE_NAMES:
+            return float(label)
+        if task == "multiclass" and sorted(ds_labels) == sorted(model_labels) and 0 <= int(label) < len(ds_labels):
+            return model_labels.index(ds_labels[int(label)])  # the same classes in another order (class folders)
+        return None
+    if task != "multilabel":
+        return None
+    out = np.full(len(labels), np.nan, dtype=np.float32)
+    if ds_multilabel:
+        arr = np.asarray(label, dtype=np.float32)
+        if ds_labels == model_labels:
+            return arr.copy()
+        for k, name in enumerate(model_labels):
+            hits = [j for j, d in enumerate(ds_labels) if d in _alias_set(name)]
+            if hits:
+                out[k] = float(arr[hits].max())
+        healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+        lesions = [k for k in range(len(labels)) if k not in healthy]
+        for k in healthy:
+            if np.nanmax(np.append(out[lesions], 0.0)) > 0:
+                out[k] = 0.0
+            elif not np.isnan(out[lesions]).any():
+                out[k] = 1.0
+        return None if np.isnan(out).all() else out
+    # A multiclass data set: its healthy class says "no lesion"; DR grades say a little more.
+    healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+    if not healthy or not 0 <= int(label) < len(ds_labels):
+        return None
+    if ds_labels[int(label)] in HEALTHY_NAMES:
+        out[:] = 0.0
+        out[healthy] = 1.0
+        return out
+    if tuple(ds_labels) == DR_GRADE_NAMES:
+        return _lesions_of_dr_grade(int(label), model_labels, healthy, sample)
+    return None
+
+
+def _lesions_of_dr_grade(grade: int, model_labels: list[str], healthy: list[int], sample: Any) -> np.ndarray:
+    """What a DR grade ≥ 1 says about paper 001's labels (International Clinical DR scale).
+
+    Any DR: not healthy. Mild DR is "microaneurysms only": MA 1, haemorrhages and exudates 0 — except
+    where the data set marks maculopathy (srahim-dr600), which means exudates near the macula, so EX
+    and SE stay unknown. Moderate or worse: which lesions are present is not said (NaN).
+    """
+    out = np.full(len(model_labels), np.nan, dtype=np.float32)
+    out[healthy] = 0.0
+    if grade != 1:
+        return out
+    maculopathy = bool((getattr(sample, "meta", None) or {}).get("maculopathy"))
+    for k, name in enumerate(model_labels):
+        aliases = _alias_set(name)
+        if aliases & _alias_set("MA"):
+            out[k] = 1.0
+        elif aliases & _alias_set("HE"):
+            out[k] = 0.0
+        elif aliases & (_alias_set("EX") | _alias_set("SE")) and not maculopathy:
+            out[k] = 0.0
+    return out
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+# ICDR: grade 2 (moderate NPDR) or worse, or any maculopathy, is referable; grade ≥ 1 is "any DR".
+REFERABLE_GRADE = 2
+# Box sets whose photos are boxed incompletely: an absent box says nothing (see ../shared/data/README.md).
+MISSING_BOX_UNKNOWN = ("diaretdb1-boxes",)
+
+
+def any_dr(grade: int | float) -> bool:
+    """DR yes/no from an ICDR grade."""
+    return grade >= 1
+
+
+def referable_dr(grade: int | float) -> bool:
+    """Referable DR (moderate or worse) from an ICDR grade."""
+    return grade >= REFERABLE_GRADE
+
+
+def incompletely_boxed(dataset: Any) -> bool:
+    """True for a box data set whose missing boxes say nothing (``MISSING_BOX_UNKNOWN``, by folder name)."""
+    from pathlib import Path
+
+    return getattr(dataset, "format", "") == "yolo" and Path(getattr(dataset, "root", "")).name in MISSING_BOX_UNKNOWN
+
+
+def missing_boxes_unknown(target: np.ndarray, labels: Sequence[str]) -> np.ndarray | None:
+    """A box-derived multi-label target with every unboxed lesion unknown (NaN) instead of absent.
+
+    "healthy" becomes 0 when a lesion is boxed, else unknown. None when nothing is known.
+    """
+    out = np.where(target > 0, target, np.nan).astype(np.float32)
+    healthy = [k for k, name in enumerate(labels) if _norm(name) in HEALTHY_NAMES]
+    lesions = [k for k in range(len(labels)) if k not in healthy]
+    out[healthy] = 0.0 if np.nanmax(np.append(out[lesions], 0.0)) > 0 else np.nan
+    return None if np.isnan(out).all() else out

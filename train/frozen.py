@@ -1,0 +1,121 @@
+"""Partial fine-tuning on cached features of frozen early layers (EfficientNet-Lite backbones).
+
+On a CPU the early, high-resolution blocks of a network cost most of a training step while ImageNet
+has already taught them what a fine-tuned model would keep (edges, colours, textures). So the stem and
+``blocks[:k]`` stay frozen (ImageNet, eval mode) and their outputs are computed **once** per photo and
+view; the loop then trains ``blocks[k:]``, ``conv_head``/``bn2`` and the head on those cached features
+(``train.loop.fit`` takes feature tensors as they are). The trained top and the frozen bottom are one
+ordinary zoo model: the shipped model runs the whole network on the photo.
+
+Augmentation happens before the frozen part, so it is baked into the cache: view 0 of every photo is
+the photo as it is, views 1…V−1 are drawn by the recipe's augmentation (flips, ``CameraShift``…).
+Each epoch sees every view of every photo (an epoch costs V passes over the photos).
+
+``benchmarks/train_throughput.py`` measures what this saves against full fine-tuning.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from train.data import CachedImages
+
+
+def lite_parts(model: nn.Module, first_trained: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(frozen bottom, trained top) modules of a zoo EfficientNet-Lite model split before ``blocks[first_trained]``.
+
+    Raises:
+        ValueError: the model is not a zoo backbone + head model with EfficientNet blocks, or the split is out of range.
+    """
+    backbone = getattr(model, "backbone", None)
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None or not hasattr(backbone, "conv_stem") or not hasattr(model, "head"):
+        raise ValueError(f"frozen-feature training needs an EfficientNet-Lite backbone, not {type(model).__name__}")
+    if not 1 <= first_trained <= len(blocks):
+        raise ValueError(f"--frozen-blocks must be in 1..{len(blocks)} for this backbone, got {first_trained}")
+    bottom = [backbone.conv_stem, backbone.bn1, *blocks[:first_trained]]
+    top = [*blocks[first_trained:], backbone.conv_head, backbone.bn2, model.head]
+    return bottom, top
+
+
+class FrozenBottom(nn.Module):
+    """Stem and ``blocks[:k]`` of the model (shared modules, not copies)."""
+
+    def __init__(self, model: nn.Module, first_trained: int) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(lite_parts(model, first_trained)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for part in self.parts:
+            x = part(x)
+        return x
+
+
+class TrainedTop(nn.Module):
+    """``blocks[k:]``, conv_head, bn2 and the head of the model (shared modules): features → outputs."""
+
+    def __init__(self, model: nn.Module, first_trained: int) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(lite_parts(model, first_trained)[1])
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for part in self.parts:
+            h = part(h)
+        return h
+
+
+@torch.no_grad()
+def cache_features(bottom: FrozenBottom, images: CachedImages, mean, std, views: int = 1,
+                   augment: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0,
+                   batch_size: int = 32, dtype: torch.dtype = torch.bfloat16, progress: bool = True) -> CachedImages:
+    """The frozen bottom's outputs for every photo and view, as a data set the loop trains on.
+
+    Args:
+        bottom: the frozen part (run in eval mode).
+        images: preprocessed photos (uint8).
+        mean, std: the model's input normalisation.
+        views: views per photo: view 0 as it is, the others through ``augment`` (float [0, 1] batches).
+        seed: seeds the augmentation draws (the cache is reproducible).
+        dtype: storage type of the features (bf16 halves the memory; the loop computes in fp32).
+
+    Returns:
+        ``CachedImages`` whose "images" are feature maps: ``len(images) × views`` items, view-major.
+    """
+    if views > 1 and augment is None:
+        raise ValueError("views > 1 need an augmentation")
+    was_training = bottom.training
+    bottom.eval()
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    chunks = []
+    bar = tqdm(total=len(images) * views, desc="frozen features", disable=not progress, leave=False)
+    for view in range(views):
+        for start in range(0, len(images), batch_size):
+            x = images.images[start:start + batch_size].float().div_(255.0)
+            if view > 0:
+                x = augment(x)
+            chunks.append(bottom((x - m) / s).to(dtype))
+            bar.update(len(x))
+    bar.close()
+    torch.random.set_rng_state(generator_state)
+    bottom.train(was_training)
+    features = torch.cat(chunks) if chunks else torch.zeros((0, 1, 1, 1), dtype=dtype)
+    targets = images.targets.repeat((views,) + (1,) * (images.targets.ndim - 1))
+    meta = None if images.meta is None else images.meta.repeat(views, 1)
+    names = [f"{n}#view{v}" if v else n for v in range(views) for n in images.names] if images.names else []
+    return _FeatureSet(features, targets, meta, names)
+
+
+class _FeatureSet(CachedImages):
+    """``CachedImages`` holding float feature maps instead of uint8 photos."""
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or not self.images.is_floating_point():
+            raise ValueError(f"features must be (N, C, H, W) floats, got {tuple(self.images.shape)} {self.images.dtype}")
+        if len(self.targets) != len(self.images):
+            raise ValueError(f"{len(self.images)} feature maps but {len(self.targets)} targets")

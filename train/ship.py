@@ -1,0 +1,193 @@
+"""``python -m train ship RUN --out assets/NAME``: a recipe-trained run → a shipped model.
+
+The one path from training to ``assets/``: the run's model (``python -m train RECIPE … --out RUN``) is
+saved in fp16, reloaded by ``zoo.load`` and measured **end to end from the photo files** on the run's test
+patients (``RUN/training/split.json``: each data set's test part, never trained on nor used for a
+choice), per data set and pooled; ``--also-test DATA FORMAT`` adds the test part of a data set the run did
+not train on (how far the model transfers to a camera it never saw). The card gets the metrics, a
+confusion matrix per data set, how the model was chosen, its limits and the exact commands; the
+per-photo outputs go to ``test_predictions.json`` (the tests recompute the card's numbers from them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+PREDICTIONS = "test_predictions.json"
+_CARD_KEYS = ("quadratic_kappa", "accuracy", "auc_macro", "auc_any_dr", "auc_referable_dr", "n_images")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train ship", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run", type=Path, help="out folder of a `python -m train RECIPE` run")
+    p.add_argument("--out", type=Path, required=True, help="the shipped model's folder, e.g. assets/dr-grading")
+    p.add_argument("--name", default=None, help="model name (default: the folder name of --out)")
+    p.add_argument("--t", type=float, default=None, help="the model's default GMSM gate t (default: the run's)")
+    p.add_argument("--also-test", nargs=2, action="append", default=[], metavar=("DATA", "FORMAT"),
+                   help="also measure on this data set's test part (the project's per-source split)")
+    p.add_argument("--description", default="", help="the card's summary (default: the run's)")
+    p.add_argument("--selection", default="", help="how this model was chosen (for the card)")
+    p.add_argument("--limit", action="append", default=[], dest="limits", metavar="TEXT",
+                   help="a known limit for the card (repeatable)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="paths in test_predictions.json are relative to this (default: the data sets' parent)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.ndarray,
+                 cutoffs: Sequence[float], thresholds: Sequence[float] | None = None) -> tuple[dict, dict | None]:
+    """(the card's numbers, the confusion matrix) of one split, from ``zoo.evaluate.compute_metrics``."""
+    from zoo.evaluate import compute_metrics, is_grading
+
+    grading = is_grading(task, labels)
+    m = compute_metrics(task, outputs, targets, labels, thresholds=thresholds, grade_cutoffs=cutoffs, grading=grading)
+    if task == "multilabel":
+        out = {f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None}
+        aucs = list(out.values())
+        out["auc_mean"] = float(np.mean(aucs)) if aucs else float("nan")
+        out["n_images"] = m["n_images"]
+        return out, None
+    out = {k: m[k] for k in _CARD_KEYS if m.get(k) is not None}
+    return out, {"labels": list(labels), "matrix": m["confusion_matrix"]}
+
+
+def end_to_end(folder: Path, images: Sequence[Path], progress: bool = True) -> np.ndarray:
+    """Raw outputs of the shipped file (reloaded by ``zoo.load``) on the original photos."""
+    import torch
+    from tqdm.auto import tqdm
+
+    import zoo
+    from fundus import load_image, preprocess
+
+    model = zoo.load(str(folder), device="cpu").eval()
+    outs = []
+    with torch.no_grad():
+        for image in tqdm(images, desc="test photos, end to end", disable=not progress):
+            outs.append(model(preprocess(load_image(image), model.config).tensor)[0].float().numpy())
+    return np.stack(outs) if outs else np.zeros((0, model.config.num_outputs), np.float32)
+
+
+def _recipe_of(cfg: Any):
+    argv = shlex.split(cfg.reproduce.split(" && ")[0])
+    if argv[:3] != ["python", "-m", "train"]:
+        raise ValueError(f"this model was not trained by `python -m train` (its command: {cfg.reproduce!r})")
+    from train.recipes import get_recipe
+
+    recipe = get_recipe(argv[3])
+    return recipe, recipe.parse_args(argv[4:])
+
+
+def ship(args: argparse.Namespace) -> dict[str, Any]:
+    """Ship ``args.run`` to ``args.out``; returns the measured metrics."""
+    import torch
+
+    import zoo
+    from zoo.evaluate import load_items
+
+    run, out = Path(args.run), Path(args.out)
+    split_file = run / "training" / "split.json"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"{split_file} not found: is {run} the --out folder of a `python -m train` run?")
+    model = zoo.load(str(run), device="cpu").eval()
+    cfg = model.config
+    recipe, rargs = _recipe_of(cfg)
+    test = json.loads(split_file.read_text()).get("test", [])
+    if not test:
+        raise ValueError(f"{run} has no test part (trained with --test-fraction 0): nothing to measure")
+    by_image = {str(s.image): s for s in recipe.labelled(recipe.load_samples(rargs), rargs)}
+    missing = [x["image"] for x in test if x["image"] not in by_image]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} test photos of {run} not found, e.g. {missing[0]}")
+    photos = [(Path(x["image"]), by_image[x["image"]].target, by_image[x["image"]].source) for x in test]
+    trained_on = {source for _, _, source in photos}
+    for data, fmt in args.also_test:
+        extra = argparse.Namespace(data=[Path(data)], formats=[fmt], preset=None, split="test", limit=None,
+                                   val_fraction=rargs.val_fraction, test_fraction=rargs.test_fraction, seed=rargs.seed)
+        photos += [(it.image, it.label, it.source) for it in load_items(extra, cfg)]
+
+    name = args.name or out.name
+    cfg.name = name
+    if args.description:
+        cfg.description = args.description
+    if args.t is not None:
+        cfg.t = float(args.t)
+    command = ["python", "-m", "train", "ship", str(args.run), "--out", str(args.out)]
+    if args.name:
+        command += ["--name", args.name]
+    if args.t is not None:
+        command += ["--t", f"{args.t:g}"]
+    for data, fmt in args.also_test:
+        command += ["--also-test", data, fmt]
+    cfg.reproduce = f"{cfg.reproduce.split(' && ')[0]} && {shlex.join(command)}"
+    cfg.selection = args.selection or cfg.selection
+    cfg.limitations = list(args.limits) or cfg.limitations
+    validation = {k: v for k, v in cfg.metrics.items() if k.startswith("validation")}
+    model.save_pretrained(out, dtype=torch.float16)
+
+    outputs = end_to_end(out, [p for p, _, _ in photos], progress=not args.quiet)
+    nan = np.nan
+    targets = np.stack([np.atleast_1d(np.asarray(t if t is not None else nan, np.float32)) for _, t, _ in photos])
+    task_targets = targets if cfg.task == "multilabel" else targets[:, 0]
+    sources = [s for _, _, s in photos]
+    thresholds = cfg.thresholds if cfg.task == "multilabel" else None
+    labels = list(cfg.labels)
+    metrics: dict[str, Any] = {}
+    confusion: dict[str, Any] = {}
+    pooled = np.array([s in trained_on for s in sources])
+    metrics["test"], cm = card_metrics(cfg.task, labels, outputs[pooled], task_targets[pooled], cfg.grade_cutoffs,
+                                       thresholds)
+    for source in sorted(set(sources)):
+        keep = np.array([s == source for s in sources])
+        key = f"test: {source}" + ("" if source in trained_on else " (not trained on)")
+        metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], cfg.grade_cutoffs,
+                                        thresholds)
+        if cm is not None:
+            confusion[key] = cm
+    cfg.metrics = {**metrics, "test_split": f"each data set's test patients ({rargs.test_fraction:.0%}, seed "
+                                            f"{rargs.seed}), measured once on this fp16 file from the photo files",
+                   **validation}
+    cfg.confusion = confusion
+    model.save_pretrained(out, dtype=torch.float16)  # again, with the measured numbers in config and card
+    root = (args.data_root or _data_root([*rargs.data, *(Path(d) for d, _ in args.also_test)])).resolve()
+    (out / PREDICTIONS).write_text(json.dumps({
+        "note": "raw outputs of this folder's model on its test photos (paths relative to the data root)",
+        "task": cfg.task, "labels": labels, "trained_on": sorted(trained_on),
+        "photos": [{"path": str(Path(p).resolve().relative_to(root)), "source": s,
+                    "target": [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(targets[k])],
+                    "output": [round(float(v), 5) for v in outputs[k]]} for k, (p, _, s) in enumerate(photos)],
+    }, indent=1) + "\n")
+    log = run / "training" / "metrics.csv"
+    if log.is_file():
+        (out / "training_log.txt").write_text(f"{cfg.reproduce}\n\n{log.read_text()}")
+    return cfg.metrics
+
+
+def _data_root(folders: Sequence[Path]) -> Path:
+    """The data sets' common parent (e.g. ../shared/data): stored paths then read data-set/…/photo."""
+    import os
+
+    return Path(os.path.commonpath([str(Path(f).resolve().parent) for f in folders]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        metrics = ship(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, dict)}, indent=1))
+    print(f"shipped to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
