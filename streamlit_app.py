@@ -5,9 +5,18 @@
 
 Upload a photo (or pick an example), pick a model, and see CAM | Grad-CAM | Guided Grad-CAM | GMSM with
 the θ attention crop and the τ lesion mask. Research tool, not a medical device: not for clinical use.
+
+Streamlit reruns this script on every widget change. What a slider does not change is cached across
+reruns, as the Gradio app does: the decoded photo (``st.cache_resource``, by the file's hash) and the
+analysis (one network pass per photo, model and target: ``st.cache_resource`` over ``Analyser``'s own
+LRU). A photo that is not a fundus photograph gets the fundus check's message and no classification.
+Picking another model resets θ, τ and t to that model's defaults. The toolbar's developer items
+(Deploy, Rerun, Clear cache) are hidden: ``client.toolbarMode = "minimal"`` (here and in
+``.streamlit/config.toml``).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -16,13 +25,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 import streamlit as st  # noqa: E402
 
 from appcore import photos, presentation as present  # noqa: E402
-from appcore.analysis import PANEL_METHODS, Analyser, image_digest, target_choices  # noqa: E402
+from appcore.analysis import PANEL_METHODS, Analyser, NotFundusError, image_digest, target_choices  # noqa: E402
 from appcore.catalogue import ModelCache, ModelUnavailable, available_models  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
 from appcore.views import COLORMAPS, ViewParams, render_view  # noqa: E402
 
 NO_EXAMPLE = "— none —"
+# The model defaults the three region sliders take when a model is picked (widget key -> config field).
+MODEL_DEFAULTS = {"theta": "theta", "tau": "tau", "t": "t"}
+SLIDER_TYPES = {"theta": int, "tau": float, "t": float}
 
 
 @st.cache_resource
@@ -31,8 +43,43 @@ def shared_core() -> tuple[Analyser, list]:
     return Analyser(ModelCache(capacity=3), capacity=12), ensure_examples()
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def decoded_photo(file_hash: str, _data: bytes) -> tuple:
+    """The validated RGB photo and its digest, decoded once per file (``file_hash`` is the cache key).
+
+    Raises:
+        photos.PhotoRejected: not a usable image (not cached: the next try decodes again).
+    """
+    rgb = photos.load_photo(_data)
+    return rgb, image_digest(rgb)
+
+
+@st.cache_resource(max_entries=12, show_spinner="Explaining (one network pass)…")
+def analysed(digest: str, model_key: str, target: str, _rgb):
+    """The analysis of a photo by a model for a target: one network pass, then served from the cache.
+
+    Raises:
+        NotFundusError: (a ValueError) the photo is not a fundus photograph (never cached as an analysis).
+    """
+    analyser, _examples = shared_core()
+    return analyser.analyse(_rgb, model_key, target, digest=digest)
+
+
+def reset_region_defaults(model_key: str, config) -> None:
+    """Set θ, τ and t to the model's defaults when the model changed since the last run (as Gradio does).
+
+    Runs before the sliders are drawn, so their session state can still be written.
+    """
+    if st.session_state.get("region_defaults_of") == model_key and all(w in st.session_state for w in MODEL_DEFAULTS):
+        return
+    for widget, name in MODEL_DEFAULTS.items():
+        st.session_state[widget] = SLIDER_TYPES[widget](getattr(config, name))
+    st.session_state["region_defaults_of"] = model_key
+
+
 def main() -> None:
     st.set_page_config(page_title="Fundus CAM Zoo", layout="wide")
+    st.set_option("client.toolbarMode", "minimal")  # no Deploy / Rerun / Clear cache for visitors
     st.title("Fundus CAM Zoo")
     st.warning(present.NOTICE.replace("⚠️ ", ""))
     analyser, examples = shared_core()
@@ -54,9 +101,10 @@ def main() -> None:
             st.markdown(present.card_markdown(config, model_key))
         targets = dict(target_choices(config))
         target = targets[st.selectbox("Explain which output", list(targets), key="target")]
-        theta = st.slider("θ attention crop (paper 000 eq. 5)", 0, 255, int(config.theta), key="theta")
-        tau = st.slider("τ lesion mask (paper 004 eq. 4)", 0.0, 1.0, float(config.tau), 0.01, key="tau")
-        gate = st.slider("t GMSM gate (paper 004 eq. 2)", 0.0, 5.0, float(config.t), 0.05, key="t")
+        reset_region_defaults(model_key, config)
+        theta = st.slider("θ attention crop (paper 000 eq. 5)", 0, 255, step=1, key="theta")
+        tau = st.slider("τ lesion mask (paper 004 eq. 4)", 0.0, 1.0, step=0.01, key="tau")
+        gate = st.slider("t GMSM gate (paper 004 eq. 2)", 0.0, 5.0, step=0.05, key="t")
         alpha = st.slider("overlay α", 0.0, 1.0, 0.5, 0.05, key="alpha")
         colormap = st.selectbox("colormap", COLORMAPS, key="colormap")
         outlines = st.checkbox("lesion outlines (paper 001's colours)", value=True, key="outlines")
@@ -74,12 +122,11 @@ def main() -> None:
         st.info("Upload a fundus photo or pick an example.")
         return
     try:
-        rgb = photos.load_photo(data)
-    except photos.PhotoRejected as exc:
-        st.error(str(exc))
+        rgb, digest = decoded_photo(hashlib.blake2b(data, digest_size=16).hexdigest(), data)
+        analysis = analysed(digest, model_key, target, rgb)
+    except (photos.PhotoRejected, NotFundusError, ModelUnavailable, ValueError) as exc:
+        st.error(str(exc))  # e.g. not a fundus photograph: the reason, and no classification at all
         return
-    with st.spinner("Explaining (one network pass)…"):
-        analysis = analyser.analyse(rgb, model_key, target, digest=image_digest(rgb))
     for note in present.warnings_of(analysis):
         st.warning(note)
     view = render_view(analysis, ViewParams(theta, tau, gate, alpha, colormap, outlines))

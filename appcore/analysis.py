@@ -1,8 +1,10 @@
 """One network pass per (image, model, target), cached: everything a slider changes is computed from it.
 
-``Analyser.analyse`` loads/validates nothing itself: it takes an RGB array (from ``fundus.load_image``),
-preprocesses it for the model, runs the explanation engine once, and keeps the result in a bounded
-LRU keyed by the image's hash, the model and the target. Moving a slider reads the cached result.
+``Analyser.analyse`` loads nothing itself: it takes an RGB array (from ``fundus.load_image``), checks
+that it is a fundus photograph (``fundus.check_fundus``: a photo that is not gets ``NotFundusError``, a
+ValueError the front ends show, and no classification), preprocesses it for the model, runs the
+explanation engine once, and keeps the result in a bounded LRU keyed by the image's hash, the model
+and the target. Moving a slider reads the cached result.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 
 from appcore.catalogue import ModelCache
+from fundus.check import FundusCheck, NotFundusError, check_fundus  # noqa: F401 - NotFundusError: re-exported
 
 # The four panels of the page (paper 000: CAM/Grad-CAM/Guided Grad-CAM; paper 004: GMSM).
 PANEL_METHODS = ("cam", "gradcam", "guided_gradcam", "gmsm")
@@ -214,11 +217,43 @@ class AnalysisCache:
 class Analyser:
     """Runs (or finds in the cache) the one network pass behind a view."""
 
-    def __init__(self, models: ModelCache | None = None, capacity: int = 16) -> None:
+    VERDICTS_SIZE = 256  # fundus-check verdicts kept by photo digest (a few hundred bytes each)
+
+    def __init__(self, models: ModelCache | None = None, capacity: int = 16, fundus_check: bool = True) -> None:
+        """
+        Args:
+            models: the model cache (default: a new one).
+            capacity: analyses kept.
+            fundus_check: refuse photos that are not fundus photographs (``fundus.check_fundus``) before
+                any classification. Off only for experiments on arbitrary images.
+        """
         self.models = models or ModelCache()
         self.cache = AnalysisCache(capacity)
+        self.fundus_check = fundus_check
         self.passes = 0  # explanation runs (network passes) so far; tests and benchmarks read it
         self._count_lock = threading.Lock()
+        self._verdicts: OrderedDict[str, FundusCheck] = OrderedDict()
+
+    def check(self, rgb: np.ndarray, digest: str | None = None) -> FundusCheck:
+        """The fundus check of a photo, remembered by the photo's digest (no model is needed for it).
+
+        Raises:
+            NotFundusError: (a ValueError) the photo is not a fundus photograph; the message says why.
+        """
+        digest = digest or image_digest(rgb)
+        with self._count_lock:
+            verdict = self._verdicts.get(digest)
+            if verdict is not None:
+                self._verdicts.move_to_end(digest)
+        if verdict is None:
+            verdict = check_fundus(rgb)
+            with self._count_lock:
+                self._verdicts[digest] = verdict
+                while len(self._verdicts) > self.VERDICTS_SIZE:
+                    self._verdicts.popitem(last=False)
+        if not verdict.is_fundus:
+            raise NotFundusError(verdict)
+        return verdict
 
     def cached(self, digest: str, model_key: str, target: str = PREDICTED) -> Analysis | None:
         """The cached analysis of an image (by its ``image_digest``), or None; never runs the network.
@@ -243,15 +278,19 @@ class Analyser:
 
         Raises:
             TypeError: ``rgb`` is not an (H, W, 3) uint8 array.
+            NotFundusError: (a ValueError) the photo is not a fundus photograph: nothing is classified.
             ValueError: an invalid target.
             ModelUnavailable: the model cannot be loaded.
         """
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise TypeError("photo must be an (H, W, 3) uint8 RGB array; load it with fundus.load_image")
+        digest = digest or image_digest(rgb)
+        if self.fundus_check:
+            self.check(rgb, digest)  # before any model is loaded or run
         model, run_lock = self.models.get(model_key)
         config = model.config
         target = canonical_target(target, config)
-        key = (digest or image_digest(rgb), model_key, target)
+        key = (digest, model_key, target)
         cached = self.cache.get(key)
         if cached is not None:
             return cached

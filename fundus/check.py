@@ -104,8 +104,8 @@ class NotFundusError(ValueError):
     def __init__(self, check: FundusCheck, source: str | None = None) -> None:
         self.check = check
         self.source = source
-        prefix = f"{source}: " if source else ""
-        super().__init__(f"{prefix}this does not look like a retinal fundus photograph ({check.reason}), "
+        subject = f"{source}: this" if source else "This photo"
+        super().__init__(f"{subject} does not look like a retinal fundus photograph ({check.reason}), "
                          "so it was not classified.")
 
 

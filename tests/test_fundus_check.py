@@ -139,3 +139,27 @@ def test_hard_real_photos_pass(relative):
         pytest.skip(f"{relative} not in this copy of the data")
     check = check_fundus(load_image(path))
     assert check.is_fundus, (check.reason, check.stats)
+
+
+def test_the_app_core_refuses_a_non_fundus_photo_before_any_model(monkeypatch):
+    """appcore.Analyser (the Gradio app's and Streamlit's pipeline): NotFundusError, no model loaded, no pass;
+    the verdict is remembered, so a slider move does not check the photo again."""
+    import appcore.analysis as analysis
+
+    data = pytest.importorskip("skimage.data")
+
+    class NoModels:
+        def get(self, key):
+            raise AssertionError("a model was loaded for a photo that is not a fundus photograph")
+
+    checks = []
+    original = analysis.check_fundus
+    monkeypatch.setattr(analysis, "check_fundus", lambda rgb: checks.append(1) or original(rgb))
+    analyser = analysis.Analyser(NoModels())
+    coffee = np.ascontiguousarray(data.coffee())
+    for _ in range(2):
+        with pytest.raises(ValueError, match="does not look like a retinal fundus photograph") as caught:
+            analyser.analyse(coffee, "dr-grading", "predicted")
+        assert isinstance(caught.value, NotFundusError) and str(caught.value).startswith("This photo ")
+    assert analyser.passes == 0 and len(analyser.cache) == 0 and checks == [1]
+    assert analyser.check(make_fundus(128, seed=2)[0]).is_fundus

@@ -1,5 +1,6 @@
 """The Streamlit front end through streamlit.testing.v1.AppTest: upload, the four panels, θ/τ sliders
-redraw without a network pass, bad uploads get a message."""
+redraw without a network pass or a new decode, a model change resets θ/τ/t to its defaults, bad uploads
+and photos that are not fundus photographs get a message and no classification, no Deploy button."""
 from __future__ import annotations
 
 import io
@@ -90,3 +91,114 @@ def test_example_and_a_bad_upload(app_test):
     assert regions_of(at)["theta"] == 128
     at.file_uploader(key="upload").set_value(("notes.png", b"not an image at all", "image/png")).run()
     assert at.error and "not a readable image" in at.error[0].value
+
+
+def make_custom_defaults_model(folder: Path) -> dict:
+    """A third tiny model whose θ/τ/t defaults differ from the ModelConfig defaults."""
+    import torch
+    import zoo
+
+    torch.manual_seed(1)
+    defaults = {"theta": 77, "tau": 0.35, "t": 0.5}
+    zoo.create_model("efficientnet_lite0", paper="003", pretrained=False, input_size=SIZE, name="tiny-custom",
+                     **defaults).save_pretrained(folder / "tiny-custom")
+    return defaults
+
+
+def sliders(at) -> tuple:
+    return at.slider(key="theta").value, at.slider(key="tau").value, at.slider(key="t").value
+
+
+def test_a_model_change_resets_theta_tau_t_to_its_defaults(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import zoo
+
+    make_tiny_models(tmp_path / "assets")
+    custom = make_custom_defaults_model(tmp_path / "assets")
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tmp_path / "assets"))
+    monkeypatch.setenv("FUNDUS_APP_CACHE", str(tmp_path / "cache"))
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    lesions = zoo.load(str(tmp_path / "assets" / "tiny-lesions")).config
+    assert sliders(at) == (lesions.theta, pytest.approx(lesions.tau), pytest.approx(lesions.t))
+    at.slider(key="theta").set_value(20).run()
+    at.slider(key="tau").set_value(0.9).run()
+    at.slider(key="t").set_value(2.5).run()
+    assert sliders(at) == (20, pytest.approx(0.9), pytest.approx(2.5))  # the user's values hold within a model
+    at.selectbox(key="model").set_value("tiny-custom (shipped)").run()
+    assert not at.exception, at.exception
+    assert sliders(at) == (custom["theta"], pytest.approx(custom["tau"]), pytest.approx(custom["t"]))
+    at.slider(key="theta").set_value(200).run()
+    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    assert sliders(at) == (lesions.theta, pytest.approx(lesions.tau), pytest.approx(lesions.t))
+
+
+def test_slider_moves_neither_decode_nor_analyse_again(app_test, network_passes, monkeypatch):
+    """Streamlit reruns the script on every slider step: the photo and its analysis come from the cache."""
+    from appcore import photos
+    from appcore.analysis import Analyser
+
+    decodes, analyses = [], []
+    load_photo, analyse = photos.load_photo, Analyser.analyse
+
+    def counted_load(*args, **kwargs):
+        decodes.append(1)
+        return load_photo(*args, **kwargs)
+
+    def counted_analyse(self, *args, **kwargs):
+        analyses.append(1)
+        return analyse(self, *args, **kwargs)
+
+    monkeypatch.setattr(photos, "load_photo", counted_load)
+    monkeypatch.setattr(Analyser, "analyse", counted_analyse)
+    at = app_test
+    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    at.file_uploader(key="upload").set_value(("photo.png", png_bytes(4), "image/png")).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert (len(decodes), len(analyses), len(network_passes)) == (1, 1, 1)
+    for theta in (30, 60, 90):
+        at.slider(key="theta").set_value(theta).run()
+    at.slider(key="alpha").set_value(0.8).run()
+    assert regions_of(at)["theta"] == 90
+    assert (len(decodes), len(analyses), len(network_passes)) == (1, 1, 1)  # five reruns, nothing recomputed
+    at.selectbox(key="target").set_value(at.selectbox(key="target").options[1]).run()
+    assert len(analyses) == 2 and len(network_passes) == 2 and len(decodes) == 1  # a new target: one new pass
+
+
+def image_bytes(rgb) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_photo_that_is_not_a_fundus_gets_a_message_and_no_classification(app_test, network_passes):
+    import numpy as np
+
+    data = pytest.importorskip("skimage.data")
+    at = app_test
+    at.selectbox(key="model").set_value("tiny-grading (shipped)").run()
+    for name, rgb in [("coffee.png", data.coffee()), ("orange.png", np.full((200, 200, 3), (200, 90, 40), np.uint8))]:
+        at.file_uploader(key="upload").set_value((name, image_bytes(rgb), "image/png")).run()
+        assert not at.exception, at.exception
+        assert at.error and "does not look like a retinal fundus photograph" in at.error[0].value
+        assert "not classified" in at.error[0].value
+        # No grade, no chart, no panels: nothing was classified.
+        assert not at.get("plotly_chart") and not at.json and not at.image
+    assert network_passes == []
+    at.file_uploader(key="upload").set_value(("eye.png", png_bytes(5), "image/png")).run()
+    assert not at.error and at.get("plotly_chart") and network_passes == [1]  # a fundus photo still works
+
+
+def test_the_deploy_button_is_hidden(app_test):
+    import tomllib
+
+    import streamlit as st
+
+    assert st.get_option("client.toolbarMode") == "minimal"  # set by the script itself
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "minimal"  # and for `streamlit run` from the repository
