@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,12 +110,91 @@ def test_cli_errors_exit_2_without_traceback(photo, lesion_model, monkeypatch, c
     assert main(["predict", "no-such-model", str(photo)]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'no-such-model'" in err and "tiny-lesions" in err
-    assert main(["predict", "tiny-lesions", str(photo.parent / "missing.png")]) == 2
+    assert main(["predict", "tiny-lesions", str(photo), "--batch-size", "0"]) == 2
     # The real process: exit status 2, one line, no traceback.
     done = subprocess.run([sys.executable, "-m", "zoo", "info", "no-such-model"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "unknown model 'no-such-model'" in done.stderr
+
+
+def test_cli_list_says_what_shipped_models_were_trained_on(lesion_model, tmp_path, monkeypatch, capsys):
+    """A trained shipped model reads "trained: <its config's data sets>", not "weights: imagenet"."""
+    import shutil
+
+    assets = tmp_path / "assets"
+    shutil.copytree(lesion_model, assets / "tiny-lesions")
+    torch.manual_seed(0)
+    zoo.create_model("efficientnet_lite0", paper="003", pretrained=False, input_size=64,
+                     name="untrained").save_pretrained(assets / "untrained")
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(assets))
+    assert main(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert rows["tiny-lesions"].endswith("trained: IDRiD (CC BY 4.0)") and "weights:" not in rows["tiny-lesions"]
+    assert "not trained" in rows["untrained"] and "trained: " not in rows["untrained"]
+
+
+def write_image(path: Path, rgb) -> Path:
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_predict_skips_unreadable_and_non_fundus_photos_and_exits_3(lesion_model, photo, tmp_path, monkeypatch,
+                                                                      capsys):
+    data = pytest.importorskip("skimage.data")
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(lesion_model.parent))
+    coffee = write_image(tmp_path / "coffee.png", data.coffee())
+    plain = write_image(tmp_path / "plain.png", np.full((96, 96, 3), (200, 90, 40), np.uint8))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    missing = tmp_path / "missing.png"
+    args = ["predict", "tiny-lesions", str(coffee), str(broken), str(photo), str(missing), str(plain)]
+    assert main(args + ["--device", "cpu", "--batch-size", "2"]) == 3
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines if not line.startswith(" ")] == [str(photo)]  # only the fundus
+    for path in (coffee, plain):
+        assert f"{path}: this does not look like a retinal fundus photograph" in captured.err
+        assert str(path) not in captured.out
+    assert "not dark" in captured.err  # the coffee cup: a round field is fitted, but the table around it is lit
+    assert f"skipping {broken}" in captured.err and f"skipping {missing}" in captured.err
+    assert "1 of 5 photos classified" in captured.err and "2 not fundus photographs" in captured.err
+    assert main(args + ["--json"]) == 3
+    results = json.loads(capsys.readouterr().out)
+    assert [r["source"] for r in results] == [str(photo)]  # no grade or labels for the skipped photos
+    expected = zoo.predict(zoo.load(lesion_model, device="cpu"), [photo])[0]
+    assert results[0]["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert main(["predict", "tiny-lesions", str(photo)]) == 0  # every photo classified: 0
+
+
+def test_predict_accepts_a_folder(lesion_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(lesion_model.parent))
+    folder = tmp_path / "photos"
+    (folder / "left").mkdir(parents=True)
+    paths = [write_image(folder / "b.png", make_fundus(128, seed=1)[0]),
+             write_image(folder / "left" / "a.jpg", make_fundus(128, seed=2)[0]),
+             write_image(folder / "c.PNG", make_fundus(128, seed=4)[0])]
+    (folder / "notes.txt").write_text("not a photo")  # not a photo suffix: not even tried
+    (folder / ".hidden").mkdir()
+    write_image(folder / ".hidden" / "x.png", make_fundus(128, seed=5)[0])
+    extra = write_image(tmp_path / "single.png", make_fundus(128, seed=3)[0])
+    assert main(["predict", "tiny-lesions", str(folder), str(extra), "--json"]) == 0
+    sources = [r["source"] for r in json.loads(capsys.readouterr().out)]
+    assert sources == sorted(str(p) for p in paths) + [str(extra)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", "tiny-lesions", str(empty), str(extra)]) == 3
+    captured = capsys.readouterr()
+    assert "no photos" in captured.err and str(extra) in captured.out
+
+
+def test_predict_process_refuses_a_non_fundus_photo(lesion_model, tmp_path):
+    wall = write_image(tmp_path / "wall.png", np.full((96, 96, 3), 128, np.uint8))
+    env = {**os.environ, "FUNDUS_ZOO_ASSETS": str(lesion_model.parent), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "zoo", "predict", "tiny-lesions", str(wall), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert json.loads(done.stdout) == [] and "does not look like a retinal fundus photograph" in done.stderr
 
 
 def test_predict_on_real_photos_finds_the_field_of_view():

@@ -1,14 +1,23 @@
 """The zoo's command line: ``python -m zoo list | info | predict | evaluate``.
 
-Expected failures (an unknown name, an unreadable photo, a hub that cannot be reached) print one
-clear line on stderr and exit with status 2 (1 for a model or hub that fails to load) — no traceback.
+Expected failures (an unknown name, a hub that cannot be reached) print one clear line on stderr and
+exit with status 2 (1 for a model or hub that fails to load) — no traceback.
+
+``predict`` takes photo files and folders (every photo inside, recursively). Each photo must pass the
+fundus check (``fundus.check_fundus``) before it is classified: one that is not a fundus photograph,
+or cannot be read, gets no grade or labels — the reason goes to stderr, the other photos are still
+classified, and the exit status is 3 at the end (0 when every photo was classified).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+SKIPPED_STATUS = 3  # some photos were not classified (unreadable, or not fundus photographs)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--revision", help="hub branch, tag or commit")
     pred = sub.add_parser("predict", help="classify fundus photos")
     pred.add_argument("name", help="shipped name, local folder or hub repo id")
-    pred.add_argument("images", nargs="+", metavar="IMAGE", help="photo files (JPEG, PNG, TIFF …)")
-    pred.add_argument("--json", action="store_true", help="print a JSON list, one object per photo")
+    pred.add_argument("images", nargs="+", metavar="IMAGE",
+                      help="photo files (JPEG, PNG, TIFF …) or folders (every photo inside, recursively)")
+    pred.add_argument("--json", action="store_true", help="print a JSON list, one object per classified photo")
     pred.add_argument("--revision", help="hub branch, tag or commit")
     pred.add_argument("--device", help="e.g. cpu, cuda (default: CUDA when available)")
     pred.add_argument("--batch-size", type=int, default=8, help="photos per forward pass (default 8)")
@@ -45,7 +55,7 @@ def _cmd_list(args) -> int:
     for m in data["models"]:
         labels = ", ".join(m["labels"]) if m["labels"] else "?"
         print(f"  {m['name']:<24} paper {m['paper'] or '-':<4} {m['task'] or '?':<17} [{labels}]  "
-              f"{m['source']}; weights: {m['pretrained'] or '?'}")
+              f"{m['source']}; {_weights_note(m)}")
     print("\nArchitectures (untrained; zoo.create_model(name, paper=...)):")
     for a in data["architectures"]:
         print(f"  {a['name']:<22} paper {a['paper']}  {a['task']:<17} {a['input_size']}px  init: {a['pretrained']}")
@@ -53,6 +63,16 @@ def _cmd_list(args) -> int:
     for p in data["papers"]:
         print(f"  {p['id']}  {p['title']}  ({p['dataset']}; {', '.join(p['architectures'])})")
     return 0
+
+
+def _weights_note(row: dict) -> str:
+    """What a named model's weights are: the data sets it was trained on (its config's ``datasets``), else
+    only its initialisation ("weights: imagenet" reads as untrained, and is, for such a model)."""
+    if row.get("datasets"):
+        return "trained: " + ", ".join(str(d) for d in row["datasets"])
+    if row.get("note"):
+        return row["note"]
+    return f"not trained (no data sets in its config); initial weights: {row.get('pretrained') or '?'}"
 
 
 def _cmd_info(args) -> int:
@@ -74,23 +94,82 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def expand_photos(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Photo files from the command line's files and folders (a folder: its photos, recursively, sorted).
+
+    Returns:
+        ``(photos, problems)``: the photo paths in order, and one message per folder without photos.
+    """
+    photos, problems = [], []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                problems.append(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in folder {item}")
+            photos += found
+        else:  # a missing or unreadable file is reported when it is read
+            photos.append(item)
+    return photos, problems
+
+
+def _print_result(r: dict) -> None:
+    if r["task"] == "grade-regression":
+        answer = f"grade {r['grade']} ({r['grade_label']}), value {r['value']:.3f}"
+    else:
+        top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        answer = f"predicted {r['predicted']}; top: " + ", ".join(f"{k} {v:.3f}" for k, v in top)
+    print(f"{r['source']}: {answer}")
+    for w in r["warnings"]:
+        print(f"  warning: {w}")
+
+
 def _cmd_predict(args) -> int:
     import zoo
+    from fundus import ImageError, NotFundusError, load_image, require_fundus
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    photos, problems = expand_photos(args.images)
     model = zoo.load(args.name, revision=args.revision, device=args.device)
-    results = zoo.predict(model, args.images, batch_size=args.batch_size)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    results: list[dict] = []
+    unreadable = not_fundus = 0
+    for start in range(0, len(photos), args.batch_size):
+        ready: list[tuple[str, object]] = []
+        for source in photos[start:start + args.batch_size]:
+            try:
+                rgb = load_image(source)
+            except (ImageError, OSError) as err:
+                print(f"warning: skipping {source}: {err}", file=sys.stderr)
+                unreadable += 1
+                continue
+            try:
+                require_fundus(rgb, source=source)  # before any grade
+            except NotFundusError as err:
+                print(f"warning: skipping {err}", file=sys.stderr)
+                not_fundus += 1
+                continue
+            ready.append((source, rgb))
+        if not ready:
+            continue
+        batch = zoo.predict(model, [rgb for _, rgb in ready], batch_size=args.batch_size)
+        for (source, _), result in zip(ready, batch):
+            result["source"] = source
+            if not args.json:
+                _print_result(result)
+        results += batch
     if args.json:
         print(json.dumps(results, indent=1))
-        return 0
-    for r in results:
-        if r["task"] == "grade-regression":
-            answer = f"grade {r['grade']} ({r['grade_label']}), value {r['value']:.3f}"
-        else:
-            top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-            answer = f"predicted {r['predicted']}; top: " + ", ".join(f"{k} {v:.3f}" for k, v in top)
-        print(f"{r['source']}: {answer}")
-        for w in r["warnings"]:
-            print(f"  warning: {w}")
+    skipped = unreadable + not_fundus + len(problems)
+    if skipped:
+        parts = [f"{n} {what}" for n, what in ((unreadable, "unreadable"), (not_fundus, "not fundus photographs"),
+                                               (len(problems), "folders without photos")) if n]
+        print(f"warning: {len(results)} of {len(photos)} photos classified; not classified: {', '.join(parts)}",
+              file=sys.stderr)
+        return SKIPPED_STATUS
     return 0
 
 
