@@ -1,13 +1,21 @@
-"""``python -m explain``: explain one photo, or evaluate localisation over an annotated data set.
+"""``python -m explain``: explain fundus photos, or evaluate localisation over an annotated data set.
 
-    python -m explain MODEL IMAGE [--target predicted] [--methods cam,gradcam,guided-gradcam,gmsm]
+    python -m explain MODEL IMAGE [IMAGE ...] [--target predicted] [--methods cam,gradcam,guided-gradcam,gmsm]
                       [--theta 128] [--tau 0.6] [--t 1.0] --out DIR
     python -m explain evaluate MODEL --data DIR --format idrid-seg|yolo --lesions HE,EX[,MA,SE] [--json]
+                      [--html REPORT.html | --out DIR]
+
+Each photo's outputs in ``--out`` are prefixed with its name (``eye_cam.npy``, ``eye_panel.png``,
+``eye_prediction.json`` …), so photos never overwrite each other. A photo must pass the fundus check
+(``fundus.check_fundus``) first: one that is not a fundus photograph, or cannot be read, gets no
+prediction and no maps, the reason on stderr, and the exit status is 3 at the end (0 when every photo
+was explained; 2 for a bad argument or model). ``evaluate`` writes its HTML report only where asked.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +36,8 @@ YOLO_LESION_CODES = {
     "soft_exudates": "SE", "soft_exudate": "SE", "cotton_wool_spots": "SE",
 }
 BASELINES = ("baseline-gaussian", "baseline-uniform")
+SKIPPED_STATUS = 3  # some photos were not explained (unreadable, or not fundus photographs)
+REPORT_NAME = "explain-evaluate.html"  # the report's name inside ``evaluate --out DIR``
 
 
 def parse_methods(text: str) -> list[str]:
@@ -59,10 +69,11 @@ def parse_target(text: str, labels: list[str]):
 def _explain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m explain",
-        description="Explain one fundus photo: maps (.npy), overlays and a panel (PNG), predictions and timings. "
+        description="Explain fundus photos: maps (.npy), overlays and a panel (PNG), the prediction (JSON), each "
+                    "prefixed with the photo's name; photos that are not fundus photographs are refused. "
                     "Use 'python -m explain evaluate --help' for localisation metrics over a data set.")
     parser.add_argument("model", help="anything zoo.load accepts: a shipped name, a local folder, a hub repo id")
-    parser.add_argument("image", help="a fundus photo (JPEG/PNG/TIFF)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="fundus photos (JPEG/PNG/TIFF)")
     parser.add_argument("--target", default="predicted",
                         help="'predicted' (default), 'all-predicted' (integrated), a class index or label, or a comma list")
     parser.add_argument("--methods", default=DEFAULT_CLI_METHODS,
@@ -82,7 +93,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m explain evaluate",
         description="Localisation of each method against lesion annotations: mean pointing game, energy pointing "
-                    "game and best-τ IoU/Dice, with chance baselines; writes a plotly HTML report of IoU vs τ.")
+                    "game and best-τ IoU/Dice, with chance baselines; a plotly HTML report of IoU vs τ with --html "
+                    "or --out.")
     parser.add_argument("model", help="anything zoo.load accepts")
     parser.add_argument("--data", required=True, type=Path, help="data set root folder")
     parser.add_argument("--format", required=True, choices=("idrid-seg", "yolo"), help="annotation layout")
@@ -92,7 +104,10 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--t", type=float, default=None, help="GMSM gate t (default the model's)")
     parser.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in pixels (default 15)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    parser.add_argument("--report", type=Path, default=Path("explain-evaluate.html"), help="plotly HTML report path")
+    parser.add_argument("--html", "--report", dest="html", type=Path, default=None,
+                        help="write the plotly HTML report (IoU vs τ) to this path (--report: the same)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"write the HTML report into this folder as {REPORT_NAME} (when --html is not given)")
     parser.add_argument("--json", action="store_true", help="print one JSON object {method: {lesion: {...}}}")
     parser.add_argument("--revision", default=None, help="hub revision of MODEL")
     return parser
@@ -113,11 +128,9 @@ def _fail(message: str) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    """The single-photo command (see ``_explain_parser``)."""
+    """The photo command (see ``_explain_parser``): each photo checked, explained and written apart."""
     import zoo
-    from fundus import load_image, preprocess
 
-    timings = {}
     start = time.perf_counter()
     try:
         methods = parse_methods(args.methods)
@@ -125,68 +138,137 @@ def run_explain(args: argparse.Namespace) -> int:
         target = parse_target(args.target, list(model.config.labels))
     except (ValueError, OSError) as error:
         return _fail(str(error))
-    timings["load model"] = time.perf_counter() - start
+    load_seconds = time.perf_counter() - start
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    explainer = Explainer(model)
+    prefixes: set[str] = set()
+    skipped = 0
+    for image in args.images:
+        timings = {"load model": load_seconds}
+        try:
+            written = explain_photo(model, explainer, image, methods, target, args, out, prefixes, timings)
+        except PhotoSkipped as error:
+            print(f"warning: skipping {error}", file=sys.stderr)
+            skipped += 1
+            continue
+        except (ValueError, TypeError) as error:  # the model cannot explain this target
+            return _fail(str(error))
+        for step, seconds in timings.items():
+            print(f"time {step}: {seconds * 1000:.1f} ms")
+        prefix = written[-1].name[: -len("_prediction.json")]
+        print(f"wrote {len(written)} files to {out} ({prefix}_*)")
+    if skipped:
+        print(f"warning: {len(args.images) - skipped} of {len(args.images)} photos explained; {skipped} skipped",
+              file=sys.stderr)
+        return SKIPPED_STATUS
+    return 0
+
+
+class PhotoSkipped(Exception):
+    """A photo that is not explained (unreadable, or not a fundus photograph); the message says which and why."""
+
+
+def output_prefix(image: str | Path, taken: set[str]) -> str:
+    """The photo's file name without extension, made safe for file names and unique among ``taken``."""
+    base = re.sub(r"[^\w.-]+", "_", Path(image).stem).strip("._") or "photo"
+    prefix, number = base, 2
+    while prefix in taken:
+        prefix, number = f"{base}-{number}", number + 1
+    taken.add(prefix)
+    return prefix
+
+
+def explain_photo(model, explainer, image, methods, target, args, out: Path, prefixes: set[str],
+                  timings: dict[str, float]) -> list[Path]:
+    """Check, explain and write one photo; returns the files written (the panel last but one, the JSON last).
+
+    Raises:
+        PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
+        ValueError, TypeError: the model cannot explain the target.
+    """
+    from fundus import NotFundusError, load_image, preprocess, require_fundus
+    from zoo.predict import _result as prediction_of  # the same record as `python -m zoo predict --json`
+
     config = model.config
     theta = config.theta if args.theta is None else args.theta
     tau = config.tau if args.tau is None else args.tau
     start = time.perf_counter()
     try:
-        rgb = load_image(args.image)
+        rgb = load_image(image)
     except (ValueError, OSError) as error:
-        return _fail(f"cannot read {args.image}: {error}")
-    pre = preprocess(rgb, config)
-    timings["preprocess"] = time.perf_counter() - start
-    for warning in pre.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    start = time.perf_counter()
+        raise PhotoSkipped(f"{image}: cannot read it: {error}") from None
     try:
-        explanation = Explainer(model).explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods)
-    except (ValueError, TypeError) as error:
-        return _fail(str(error))
+        check = require_fundus(rgb, source=str(image))  # before any prediction
+    except NotFundusError as error:
+        raise PhotoSkipped(str(error)) from None
+    pre = preprocess(rgb, config)
+    timings["check + preprocess"] = time.perf_counter() - start
+    for warning in pre.warnings:
+        print(f"warning: {image}: {warning}", file=sys.stderr)
+    start = time.perf_counter()
+    explanation = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods)
     timings["explain (one pass)"] = time.perf_counter() - start
     start = time.perf_counter()
     maps = explanation.maps(t=args.t)
     timings["maps"] = time.perf_counter() - start
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    prefix = output_prefix(image, prefixes)
+    written: list[Path] = []
     tiles, titles = [pre.image], ["photo"]
     for name, saliency in maps.items():
-        np.save(out / f"{name}.npy", saliency)
+        np.save(out / f"{prefix}_{name}.npy", saliency)
         picture = overlay(pre.image, saliency, args.alpha, args.colormap, mask=pre.fov_mask)
-        written += [out / f"{name}.npy", save_png(out / f"{name}_overlay.png", picture)]
+        written += [out / f"{prefix}_{name}.npy", save_png(out / f"{prefix}_{name}_overlay.png", picture)]
         tiles.append(picture)
         titles.append(name)
         if args.on_original:
             on_original = pre.to_original(saliency, rgb.shape)
-            written.append(save_png(out / f"{name}_overlay_original.png", overlay(rgb, on_original, args.alpha, args.colormap)))
+            written.append(save_png(out / f"{prefix}_{name}_overlay_original.png",
+                                    overlay(rgb, on_original, args.alpha, args.colormap)))
     crop_source = maps.get("guided_gradcam")
     if crop_source is not None:
         crop = attention_crop(crop_source, theta=theta, image=pre.image)
         tiles.append(draw_boxes(pre.image, [crop.box], colour=(0, 255, 0)))
         titles.append(f"crop θ={theta:g}")
-        written.append(save_png(out / "attention_crop.png", crop.enlarged))
+        written.append(save_png(out / f"{prefix}_attention_crop.png", crop.enlarged))
     mask_source = maps.get("gmsm", maps.get("gradcam"))
     if mask_source is not None:
         lesions = lesion_mask(mask_source, tau=tau, fov_mask=pre.fov_mask)
         tiles.append(draw_boxes(pre.image, [p.box for p in lesions.patches], colour=(255, 255, 0), thickness=1))
         titles.append(f"lesions τ={tau:g}")
     tile = max(256, pre.image.shape[0])  # readable titles even for small inputs
-    written.append(save_png(out / "panel.png", panel_grid(tiles, titles, columns=4, tile=tile)))
+    written.append(save_png(out / f"{prefix}_panel.png", panel_grid(tiles, titles, columns=4, tile=tile)))
 
     labels = list(config.labels)
+    explained = [labels[i] if config.task != "grade-regression" and i < len(labels) else str(i)
+                 for i in explanation.targets[0]]
+    prediction = prediction_of(model, explanation.outputs[0].detach().float().cpu(), str(image), pre.warnings)
+    record = {
+        "image": str(image),
+        "model": {"source": args.model, "revision": args.revision, "name": config.name, "arch": config.arch,
+                  "task": config.task},
+        "prediction": prediction,
+        "explained_targets": explained,
+        "parameters": {"target": args.target, "methods": list(maps), "theta": theta, "tau": tau,
+                       "t": config.t if args.t is None else args.t, "alpha": args.alpha, "colormap": args.colormap},
+        "unavailable": dict(explanation.unavailable),
+        "fundus_check": {"variant": check.variant, **{k: round(float(v), 5) for k, v in check.stats.items()}},
+        "files": [path.name for path in written] + [f"{prefix}_prediction.json"],
+        "not_for_clinical_use": True,
+    }
+    json_path = out / f"{prefix}_prediction.json"
+    json_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    written.append(json_path)
+
+    print(f"photo: {image}")
     print(f"model: {config.name} ({config.arch}, {config.task})")
     for label, value in explanation.predictions():
         print(f"  {label}: {value:.4f}")
-    explained = [labels[i] if config.task != "grade-regression" and i < len(labels) else str(i) for i in explanation.targets[0]]
     print(f"explained target(s): {', '.join(explained)}")
     for method, reason in explanation.unavailable.items():
         print(f"  {method} unavailable: {reason}")
-    for step, seconds in timings.items():
-        print(f"time {step}: {seconds * 1000:.1f} ms")
-    print(f"wrote {len(written)} files to {out}")
-    return 0
+    return written
 
 
 def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
@@ -250,7 +332,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             for name, saliency in maps.items():
                 summary.add(name, lesion, saliency, truth, pre.fov_mask)
     result = summary.result()
-    write_report(summary, args.report, title=f"{model.config.name} on {args.data.name} ({args.format})")
+    report = args.html if args.html is not None else (args.out / REPORT_NAME if args.out is not None else None)
+    if report is not None:  # only where asked: never into the working directory by default
+        write_report(summary, report, title=f"{model.config.name} on {args.data.name} ({args.format})")
     if args.json:
         print(json.dumps(result))
     else:
@@ -259,27 +343,48 @@ def run_evaluate(args: argparse.Namespace) -> int:
             for lesion, row in per_lesion.items():
                 print(f"{method:<20} {lesion:<6} {row['images']:>6} {row['pointing_game']:>6.3f} "
                       f"{row['energy_pointing_game']:>6.3f} {row['best_iou']:>6.3f} {row['best_dice']:>6.3f} {row['best_tau']:>6.2f}")
-        print(f"report: {args.report}" + (f"; {skipped} unreadable images skipped" if skipped else ""))
+        notes = [f"report: {report}" if report is not None else "no HTML report (--html PATH or --out DIR)"]
+        if skipped:
+            notes.append(f"{skipped} unreadable images skipped")
+        print("; ".join(notes))
     return 0
 
 
-def write_report(summary: LocalisationSummary, path: Path, title: str) -> Path:
-    """Plotly HTML: mean IoU vs τ per method, one panel per lesion type (plotly.js inlined: works offline)."""
+def report_figure(summary: LocalisationSummary, title: str):
+    """Plotly figure: mean IoU vs τ per method, one panel per lesion type.
+
+    Each method keeps one colour in every panel (one legend entry per method, toggling it everywhere);
+    chance baselines are dotted. The IoU axis fits the data (IoUs of saliency maps are often < 0.05).
+    """
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     curves = summary.curves()
     lesions = sorted({lesion for _, lesion in curves})
+    methods = sorted({method for method, _ in curves}, key=lambda m: (m in BASELINES, m))
+    palette = qualitative.Plotly + qualitative.D3
+    colours = {method: palette[i % len(palette)] for i, method in enumerate(methods)}
     figure = make_subplots(rows=1, cols=max(1, len(lesions)), subplot_titles=lesions or ["no lesions found"])
-    for (method, lesion), iou in sorted(curves.items()):
+    shown: set[str] = set()
+    for (method, lesion), iou in sorted(curves.items(), key=lambda kv: (methods.index(kv[0][0]), kv[0][1])):
+        line = {"color": colours[method]}
+        if method in BASELINES:
+            line["dash"] = "dot"
         figure.add_trace(
             go.Scatter(x=list(summary.taus), y=list(iou), mode="lines+markers", name=method, legendgroup=method,
-                       showlegend=lesion == lesions[0], line={"dash": "dot"} if method in BASELINES else {}),
+                       showlegend=method not in shown, line=line, marker={"color": colours[method]}),
             row=1, col=lesions.index(lesion) + 1)
+        shown.add(method)
     figure.update_xaxes(title_text="τ (paper 004 eq. 4)")
-    figure.update_yaxes(title_text="mean IoU", range=[0, 1])
+    figure.update_yaxes(title_text="mean IoU", autorange=True, rangemode="tozero")
     figure.update_layout(title=title)
+    return figure
+
+
+def write_report(summary: LocalisationSummary, path: Path, title: str) -> Path:
+    """Write ``report_figure`` as HTML (plotly.js inlined: works offline)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.write_html(str(path), include_plotlyjs=True)
+    report_figure(summary, title).write_html(str(path), include_plotlyjs=True)
     return path

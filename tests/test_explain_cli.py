@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_dataset
+from conftest import REPO, shared_dataset
 
 zoo = pytest.importorskip("zoo")
 fundus = pytest.importorskip("fundus")
@@ -39,15 +39,80 @@ def test_explain_one_photo_writes_maps_overlays_panel(model_dir, tmp_path, capsy
                  "--theta", "100", "--tau", "0.5", "--out", str(out), "--on-original"])
     printed = capsys.readouterr().out
     assert code == 0
-    for name in ("cam", "gradcam", "guided_gradcam", "gmsm"):
-        saliency = np.load(out / f"{name}.npy")
+    for name in ("cam", "gradcam", "guided_gradcam", "gmsm"):  # every output is prefixed with the photo's name
+        saliency = np.load(out / f"eye_{name}.npy")
         assert saliency.shape == (SIZE, SIZE) and 0 <= saliency.min() and saliency.max() <= 1
-        assert cv2.imread(str(out / f"{name}_overlay.png")).shape == (SIZE, SIZE, 3)
-        assert cv2.imread(str(out / f"{name}_overlay_original.png")).shape == (128, 128, 3)
-    assert cv2.imread(str(out / "panel.png")) is not None and (out / "attention_crop.png").is_file()
+        assert cv2.imread(str(out / f"eye_{name}_overlay.png")).shape == (SIZE, SIZE, 3)
+        assert cv2.imread(str(out / f"eye_{name}_overlay_original.png")).shape == (128, 128, 3)
+    assert cv2.imread(str(out / "eye_panel.png")) is not None and (out / "eye_attention_crop.png").is_file()
+    assert not (out / "cam.npy").exists() and not (out / "panel.png").exists()
     assert "No DR:" in printed and "explained target(s):" in printed and "time explain (one pass):" in printed
+    record = json.loads((out / "eye_prediction.json").read_text())
+    assert record["image"] == str(photo) and record["model"]["task"] == "multiclass"
+    probabilities = record["prediction"]["probabilities"]
+    assert list(probabilities) == list(zoo.load(str(model_dir)).config.labels)
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert record["prediction"]["predicted"] == max(probabilities, key=probabilities.get)
+    assert record["parameters"]["theta"] == 100 and record["parameters"]["tau"] == 0.5
+    assert record["not_for_clinical_use"] is True and "eye_panel.png" in record["files"]
+    assert all((out / name).is_file() for name in record["files"])
     assert main([str(model_dir), str(photo), "--methods", "lime", "--out", str(out)]) == 2
     assert main([str(model_dir), str(photo), "--target", "Blindness", "--out", str(out)]) == 2
+
+
+def test_a_second_photo_does_not_overwrite_the_first(model_dir, tmp_path, capsys):
+    """Two photos into one --out (in one run or two): each keeps its own maps, panel and prediction."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second, twin = tmp_path / "a" / "left.png", tmp_path / "a" / "right.png", tmp_path / "b" / "right.png"
+    write_photo(first, seed=1)
+    write_photo(second, seed=2)
+    write_photo(twin, seed=3)
+    out = tmp_path / "out"
+    assert main([str(model_dir), str(first), "--methods", "gradcam", "--out", str(out)]) == 0
+    kept = np.load(out / "left_gradcam.npy")
+    assert main([str(model_dir), str(second), str(twin), "--methods", "gradcam", "--out", str(out)]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(np.load(out / "left_gradcam.npy"), kept)  # the first run's files are intact
+    for prefix, photo in (("left", first), ("right", second), ("right-2", twin)):  # same name in one run: -2
+        record = json.loads((out / f"{prefix}_prediction.json").read_text())
+        assert record["image"] == str(photo) and (out / f"{prefix}_panel.png").is_file()
+    assert not np.array_equal(np.load(out / "right_gradcam.npy"), kept)
+
+
+def test_photos_that_are_not_fundus_photos_get_no_prediction(model_dir, tmp_path, capsys):
+    data = pytest.importorskip("skimage.data")
+    coffee, wall, unreadable, eye = (tmp_path / n for n in ("coffee.png", "wall.png", "notes.png", "eye.png"))
+    Image.fromarray(data.coffee()).save(coffee)
+    Image.fromarray(np.full((128, 128, 3), (200, 90, 40), np.uint8)).save(wall)
+    unreadable.write_text("not an image")
+    write_photo(eye)
+    out = tmp_path / "out"
+    code = main([str(model_dir), str(coffee), str(wall), str(unreadable), str(eye), "--methods", "gradcam",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 3  # non-zero at the end; the fundus photo was still explained
+    assert sorted(p.name.split("_")[0] for p in out.iterdir()) == ["eye"] * len(list(out.iterdir()))
+    assert (out / "eye_prediction.json").is_file()
+    for photo in (coffee, wall):
+        assert f"{photo}: this does not look like a retinal fundus photograph" in captured.err
+        assert str(photo) not in captured.out  # no prediction printed for it
+    assert "not dark" in captured.err  # the coffee cup's reason
+    assert f"{unreadable}: cannot read it" in captured.err and "1 of 4 photos explained" in captured.err
+    assert "photo: " + str(eye) in captured.out
+
+
+def test_the_real_process_refuses_a_non_fundus_photo(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((128, 128, 3), 128, np.uint8)).save(wall)
+    done = subprocess.run([sys.executable, "-m", "explain", str(model_dir), str(wall), "--out", str(tmp_path / "o")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert "does not look like a retinal fundus photograph" in done.stderr and "No DR" not in done.stdout
+    assert not any((tmp_path / "o").iterdir())
 
 
 def test_lesion_truth_lands_where_the_lesions_are(model_dir, tmp_path):
@@ -108,7 +173,7 @@ def test_evaluate_json_and_report(model_dir, tmp_path, capsys, fmt):
     data = make_idrid(tmp_path / "idrid") if fmt == "idrid-seg" else make_yolo(tmp_path / "boxes")
     report = tmp_path / "report.html"
     code = main(["evaluate", str(model_dir), "--data", str(data), "--format", fmt, "--lesions", "HE,EX",
-                 "--methods", "gradcam,gmsm", "--t", "0", "--json", "--report", str(report)])
+                 "--methods", "gradcam,gmsm", "--t", "0", "--json", "--html", str(report)])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"gradcam", "gmsm", "baseline-gaussian", "baseline-uniform"}
@@ -125,11 +190,50 @@ def test_evaluate_json_and_report(model_dir, tmp_path, capsys, fmt):
     assert main(["evaluate", str(model_dir), "--data", str(data), "--format", fmt, "--lesions", "XX"]) == 2
 
 
+def test_evaluate_writes_html_only_where_asked(model_dir, tmp_path, capsys, monkeypatch):
+    data = make_yolo(tmp_path / "boxes")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    common = ["evaluate", str(model_dir), "--data", str(data), "--format", "yolo", "--lesions", "HE,EX",
+              "--methods", "gradcam", "--t", "0"]
+    assert main(common) == 0
+    assert "no HTML report" in capsys.readouterr().out
+    assert list(work.iterdir()) == []  # nothing written into the working directory unasked
+    assert main(common + ["--json"]) == 0 and list(work.iterdir()) == []
+    assert main(common + ["--out", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "explain-evaluate.html").is_file() and list(work.iterdir()) == []
+    assert main(common + ["--html", str(tmp_path / "mine.html")]) == 0 and (tmp_path / "mine.html").is_file()
+
+
+def test_report_figure_autoscales_iou_and_keeps_one_colour_per_method():
+    from explain.cli import report_figure
+    from explain.metrics import LocalisationSummary
+
+    class Small(LocalisationSummary):  # IoU curves all under 0.05, as real saliency maps give
+        def curves(self):
+            taus = len(self.taus)
+            return {(m, lesion): [0.01 * (i + 1) * (j + 1) / taus for j in range(taus)]
+                    for i, m in enumerate(["gradcam", "gmsm", "baseline-uniform"]) for lesion in ("EX", "HE", "MA")}
+
+    figure = report_figure(Small(taus=(0.2, 0.4, 0.6), tolerance=15), "t")
+    for axis in ("yaxis", "yaxis2", "yaxis3"):
+        assert figure.layout[axis].range is None and figure.layout[axis].autorange is True
+    colours: dict[str, set] = {}
+    for trace in figure.data:
+        colours.setdefault(trace.name, set()).add(trace.line.color)
+        assert trace.marker.color == trace.line.color
+    assert all(len(c) == 1 for c in colours.values())  # one colour per method in every panel
+    assert len({next(iter(c)) for c in colours.values()}) == 3  # and different methods differ
+    assert sorted(t.name for t in figure.data if t.showlegend) == ["baseline-uniform", "gmsm", "gradcam"]
+    assert all(t.line.dash == "dot" for t in figure.data if t.name == "baseline-uniform")
+
+
 @pytest.mark.slow
 def test_evaluate_on_two_real_idrid_images(model_dir, tmp_path, capsys):
     root = shared_dataset("idrid-seg-dev")
     code = main(["evaluate", str(model_dir), "--data", str(root), "--format", "idrid-seg", "--lesions", "EX,HE",
-                 "--methods", "gradcam", "--limit", "2", "--json", "--report", str(tmp_path / "r.html")])
+                 "--methods", "gradcam", "--limit", "2", "--json", "--html", str(tmp_path / "r.html")])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gradcam"]["EX"]["images"] == 2 and 0 <= result["gradcam"]["EX"]["best_iou"] <= 1
