@@ -24,10 +24,11 @@ of ``fundus.fov`` with statistics measured inside and outside the fitted field:
 
 The thresholds are the constants below, each commented with the numbers of the calibration that
 set it (``scripts/calibrate_fundus_check.py``: all 3,626 photos in the 7 folders of
-``../shared/data`` — none rejected — and 58 non-fundus images). It is a plausibility test, not a
-classifier: a smooth orange gradient disc and a natural photo of one hue cut into a round vignette
-on black (the calibration's coffee cup and cat) pass; every plain colour, noise, gradient, the
-scikit-image, scikit-learn, matplotlib and gradio sample photos as they are, are rejected.
+``../shared/data`` — none rejected — and 56 non-fundus images, 53 rejected). It is a plausibility
+test, not a classifier: a smooth orange gradient disc and a natural photo of one hue cut into a
+round vignette on black (the calibration's coffee cup and cat) pass; every plain colour, noise and
+gradient, and the scikit-image, scikit-learn, matplotlib and gradio sample photos as they are, are
+rejected.
 """
 from __future__ import annotations
 
