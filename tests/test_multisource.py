@@ -242,12 +242,17 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
     assert "validation" in before.metrics
     # eyepacs-1k was not trained on: its test part measures the transfer to an unseen source.
     assert train_main(["ship", str(run), "--out", str(shipped), "--also-test", str(two_sources["eyepacs"]),
-                       "eyepacs", "--limit", "a known limit", "--selection", "the only candidate", "--quiet"]) == 0
+                       "eyepacs", "--leave-out", str(run), str(two_sources["eyepacs"]), "eyepacs",
+                       "--limit", "a known limit", "--selection", "the only candidate", "--quiet"]) == 0
     cfg = ModelConfig.load(shipped / "config.json")
     assert cfg.name == "shipped"
     assert set(cfg.metrics) >= {"test", "test: srahim-dr600", "test: eyepacs-1k (not trained on)", "validation"}
     assert cfg.reproduce.startswith("python -m train ellg ") and " && python -m train ship " in cfg.reproduce
-    assert "--also-test" in cfg.reproduce
+    assert "--also-test" in cfg.reproduce and "--leave-out" in cfg.reproduce
+    # Here the run itself was trained without eyepacs-1k: its fp32 numbers match the shipped fp16 file's.
+    without = cfg.metrics["test: eyepacs-1k, the same recipe trained without it"]
+    unseen = cfg.metrics["test: eyepacs-1k (not trained on)"]
+    assert without["n_images"] == unseen["n_images"] and without["accuracy"] == pytest.approx(unseen["accuracy"], abs=0.1)
     card = (shipped / "README.md").read_text()
     assert "Confusion matrix, test: eyepacs-1k (not trained on)" in card and "a known limit" in card
     assert "the only candidate" in card

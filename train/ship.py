@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--t", type=float, default=None, help="the model's default GMSM gate t (default: the run's)")
     p.add_argument("--also-test", nargs=2, action="append", default=[], metavar=("DATA", "FORMAT"),
                    help="also measure on this data set's test part (the project's per-source split)")
+    p.add_argument("--leave-out", nargs=3, action="append", default=[], metavar=("RUN", "DATA", "FORMAT"),
+                   help="a run of the same recipe trained without DATA: its numbers on DATA's test part go in the card "
+                        "(how far the model transfers to a camera it never saw)")
     p.add_argument("--description", default="", help="the card's summary (default: the run's)")
     p.add_argument("--selection", default="", help="how this model was chosen (for the card)")
     p.add_argument("--limit", action="append", default=[], dest="limits", metavar="TEXT",
@@ -126,6 +129,8 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         command += ["--t", f"{args.t:g}"]
     for data, fmt in args.also_test:
         command += ["--also-test", data, fmt]
+    for other, data, fmt in args.leave_out:
+        command += ["--leave-out", other, data, fmt]
     cfg.reproduce = f"{cfg.reproduce.split(' && ')[0]} && {shlex.join(command)}"
     cfg.selection = args.selection or cfg.selection
     cfg.limitations = list(args.limits) or cfg.limitations
@@ -149,6 +154,19 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         key = f"test: {source}" + ("" if source in trained_on else " (not trained on)")
         metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], cfg.grade_cutoffs,
                                         thresholds)
+        if cm is not None:
+            confusion[key] = cm
+    for other, data, fmt in args.leave_out:
+        without = zoo.load(str(other), device="cpu").eval()
+        extra = argparse.Namespace(data=[Path(data)], formats=[fmt], preset=None, split="test", limit=None,
+                                   val_fraction=rargs.val_fraction, test_fraction=rargs.test_fraction, seed=rargs.seed)
+        items = load_items(extra, without.config)
+        if any(it.source in set(without.config.datasets) for it in items):
+            raise ValueError(f"--leave-out {other} was trained on {data}")
+        out_without = end_to_end(Path(other), [it.image for it in items], progress=not args.quiet)
+        y = np.array([it.label for it in items], np.float32)
+        key = f"test: {items[0].source}, the same recipe trained without it"
+        metrics[key], cm = card_metrics(cfg.task, labels, out_without, y, without.config.grade_cutoffs, thresholds)
         if cm is not None:
             confusion[key] = cm
     cfg.metrics = {**metrics, "test_split": f"each data set's test patients ({rargs.test_fraction:.0%}, seed "
