@@ -6,6 +6,10 @@ per (photo, model, target) is cached on the server (``appcore.Analyser``): the s
 
     python app.py [--port 7860] [--host 127.0.0.1] [--models FOLDER_OR_HUB_ID ...]
 
+The app loads only the shipped models, hub repo ids and the folders given with ``--models``; a
+model a visitor adds is in that visitor's menu only. Errors stay on the page as one status line
+(every endpoint's last output) and never name a file or folder of the server.
+
 Research tool, not a medical device: not for clinical use.
 """
 from __future__ import annotations
@@ -18,7 +22,31 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # A server shares its CPU: idle OpenMP threads must sleep, not spin (2-thread torch ops slow down 10× otherwise).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def bound_heaps(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
+    """Make glibc give freed photos, maps and tensors back to the system (False where it is not glibc).
+
+    By default glibc gives threads heaps of their own (up to 8 per core) and, each time a large buffer is
+    freed, raises the size from which buffers are mapped separately, so later large buffers stay in those
+    heaps after they are freed: the server's memory grew with every photo (3.3 GB after 30 minutes).
+    ``FUNDUS_APP_MALLOC=default`` keeps glibc's defaults (to compare).
+    """
+    if os.environ.get("FUNDUS_APP_MALLOC") == "default":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, arenas) and libc.mallopt(-3, mmap_threshold))  # M_ARENA_MAX, M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to set
+        return False
+
+
+bound_heaps()  # before the threads and the imports that allocate
+
 import argparse  # noqa: E402
+import functools  # noqa: E402
+import logging  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -27,74 +55,88 @@ import gradio as gr  # noqa: E402
 
 from appcore import photos, presentation as present  # noqa: E402
 from appcore.analysis import PANEL_METHODS, Analyser, image_digest, target_choices  # noqa: E402
-from appcore.catalogue import ModelCache, ModelUnavailable, available_models, parse_model_key  # noqa: E402
+from appcore.catalogue import Catalogue, ModelCache, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
 from appcore.exports import write_downloads  # noqa: E402
-from appcore.views import COLORMAPS, PANEL_TITLES, ViewParams, render_view  # noqa: E402
+from appcore.views import COLORMAPS, PANEL_TITLES, DownloadFolders, ViewParams, render_view  # noqa: E402
 
+log = logging.getLogger("fundus_cam_zoo.app")
 MAX_FILE_SIZE = "20mb"  # Gradio refuses larger uploads before they reach us; fundus.load_image checks again
-ERROR_SECONDS = 20
+NOTE_SECONDS = 20
+# Gradio keeps each session's page values in memory (~0.5 MB; 10000 sessions by default): the newest 256.
+LAUNCH_OPTIONS = dict(max_file_size=MAX_FILE_SIZE, state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
+# Every 10 minutes, the pictures and uploads Gradio wrote more than an hour ago go (disk, and the list of them).
+DELETE_CACHE = (600, 3600)
+PHOTO_GONE = "The photo of this session is no longer on the server: upload it again."
 
 
 class FundusApp:
-    """The server-side state shared by every session: the model cache and the analysis cache.
+    """The server-side state shared by every session: the catalogue, the model and analysis caches.
 
     Args:
-        models: extra folders or hub repo ids offered before the zoo registry's models.
-        analyser: an ``appcore.Analyser`` to use (tests pass one to count network passes).
+        models: folders or hub repo ids the operator offers before the shipped models (``--models``).
+        analyser: an ``appcore.Analyser`` to use (tests pass one to count network passes); its model cache
+            gets this app's catalogue.
         example_size: side of the generated example photos.
     """
 
     def __init__(self, models: list[str] | None = None, analyser: Analyser | None = None,
                  example_size: int = 512) -> None:
-        self.extra = list(models or [])
+        self.catalogue = Catalogue(models)
         # At most 3 loaded models and 12 cached analyses (~35 MB each at 512 px) keep the server under 2 GB.
         models_cached = int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3))
         analyses_cached = int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12))
-        self.analyser = analyser or Analyser(ModelCache(capacity=models_cached), capacity=analyses_cached)
+        self.analyser = analyser or Analyser(ModelCache(models_cached, catalogue=self.catalogue), analyses_cached)
+        self.analyser.models.catalogue = self.catalogue
         self.examples = ensure_examples(size=example_size)
-        self.choices = available_models(self.extra)
+        self.choices = self.catalogue.menu()
+        self.downloads = DownloadFolders()
 
-    # -- model menu ---------------------------------------------------------------------------
-    def menu(self) -> list[tuple[str, str]]:
-        return [(choice.label, choice.key) for choice in self.choices]
-
-    def add_model(self, key: str) -> str:
-        """Add a typed model id to the menu (after loading it) and return its menu value."""
-        choice = parse_model_key(key)
-        if choice.key not in {c.key for c in self.choices}:
-            self.choices.append(choice)
-        return choice.key
+    def menu(self, added: list[str] = ()) -> list[tuple[str, str]]:
+        """The model menu of a session: the app's models, then the ones this session added."""
+        menu = [(choice.label, choice.key) for choice in self.choices]
+        return menu + [(f"{key} (hub)", key) for key in added if key not in {v for _, v in menu}]
 
     def model(self, key: str):
-        if not key:
-            raise gr.Error("No model is selected (none shipped in assets/ and none configured).", duration=ERROR_SECONDS)
-        try:
-            model, _lock = self.analyser.models.get(key)
-        except (ModelUnavailable, ValueError) as exc:
-            raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
-        return model
+        """The loaded model; raises ``ModelNotOffered`` / ``ModelUnavailable`` with the page's message."""
+        return self.analyser.models.get(key)[0]
 
-    # -- photo → analysis ---------------------------------------------------------------------
-    def analysis(self, source: dict | None, model_key: str, target: str):
-        """The cached analysis of a session's photo (re-run only if it was evicted from the cache)."""
-        if not source:
-            return None
-        self.model(model_key)
-        try:
-            found = self.analyser.cached(source["digest"], model_key, target)
-            if found is not None:  # the usual case for a slider move: no decoding, no network
-                return found
+    def analysis(self, source: dict, model_key: str, target: str, rgb=None):
+        """The analysis of a session's photo: cached, else one network pass (the photo re-read if needed)."""
+        found = None if rgb is not None else self.analyser.cached(source["digest"], model_key, target)
+        if found is not None:  # the usual case for a slider move: no decoding, no network
+            return found
+        if rgb is None:
             try:
                 rgb = photos.load_photo(source["path"])
-            except photos.PhotoRejected as exc:
-                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
-            return self.analyser.analyse(rgb, model_key, target, digest=source["digest"])
-        except ModelUnavailable as exc:
-            raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
-        except ValueError as exc:  # a target the model does not have
-            raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
+            except photos.PhotoRejected:
+                raise photos.PhotoRejected(PHOTO_GONE) from None
+        return self.analyser.analyse(rgb, model_key, target, digest=source["digest"])
+
+
+def status_of(exc: Exception) -> str:
+    """The status line for an exception: a library error's own message (rejected photo, model not offered or
+    unavailable, invalid value); anything else is logged and shown as a generic line."""
+    message = present.error_message(exc)
+    if message is None:
+        log.error("unexpected error", exc_info=exc)
+        message = present.INTERNAL_ERROR
+    return present.status_error(message)
+
+
+def reports_errors(status, on_error):
+    """A handler whose errors become the status line plus ``on_error(exc, *args)``'s outputs, instead of a
+    ``gr.Error`` that leaves "Error" in every output and the reason only in a passing toast."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - every failure keeps the page usable
+                return {**on_error(exc, *args), status: status_of(exc)}
+        return handler
+    return wrap
 
 
 # What a control cannot change, so its redraw skips sending it (gr.skip(): no encoding, no transfer).
@@ -107,28 +149,11 @@ UNCHANGED_BY = {
 }
 
 
-def _view_values(view, unchanged: set[str] = frozenset()) -> list:
-    """Values of the view outputs: the four panels, crop, regions, summary, before/after."""
-    panels = [gr.skip() if m in unchanged else gr.Image(value=view.panels[m], label=view.captions[m])
-              for m in PANEL_METHODS]
-    return panels + [
-        gr.skip() if "crop" in unchanged else view.crop,
-        view.regions,
-        present.legend_html(view.legend, view.regions),
-        (view.compare[0], view.compare[1]),
-    ]
-
-
-def _empty_view_values() -> list:
-    panels = [gr.Image(value=None, label=PANEL_TITLES[m]) for m in PANEL_METHODS]
-    return panels + [None, None, "", None]
-
-
 def build_demo(models: list[str] | None = None, analyser: Analyser | None = None, example_size: int = 512) -> gr.Blocks:
-    """The Gradio Blocks app.
+    """The Gradio Blocks app; launch it with ``**LAUNCH_OPTIONS``.
 
     Args:
-        models: extra folders or hub repo ids to offer before the shipped defaults (tests pass tiny models).
+        models: folders or hub repo ids to offer before the shipped defaults (tests pass tiny models).
         analyser: the ``appcore.Analyser`` to use (default: a new one with a model cache).
         example_size: side of the generated example photos in pixels.
 
@@ -141,9 +166,11 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
     menu = app.menu()
     default_model = menu[0][1] if menu else None
 
-    with gr.Blocks(title="Fundus CAM Zoo") as demo:
+    with gr.Blocks(title="Fundus CAM Zoo", delete_cache=DELETE_CACHE) as demo:
         demo.fundus_app = app
         session = gr.State(None)  # {"path", "digest", "name"} of this session's photo
+        current = gr.State(default_model)  # this session's last model that loaded
+        added = gr.State([])  # hub ids this session added to its menu
         gr.Markdown("# Fundus CAM Zoo\nExplainable retinal fundus image classification: CAM, Grad-CAM, "
                     "Guided Grad-CAM and GMSM side by side, with the papers' region tools.")
         gr.Markdown(present.NOTICE, elem_id="clinical-notice")
@@ -155,7 +182,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                 examples = gr.Gallery(value=[(str(p), present.example_caption(p)) for p in app.examples],
                                       label="Examples (generated fundus-like images and scikit-image's CC0 retina) — click one",
                                       columns=4, height=150, allow_preview=False, elem_id="examples")
-                # Custom values: per-session menus change (hub ids, each model's targets); the handlers validate.
+                # Custom values: a typed hub id is a model too; the handlers validate every value.
                 model_menu = gr.Dropdown(menu, value=default_model, label="Model", elem_id="model-menu",
                                          allow_custom_value=True)
                 with gr.Row():
@@ -202,120 +229,147 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
 
         view_inputs = [theta, tau, gate, alpha, colormap, outlines, compare]
         view_outputs = [*panels, crop, regions, legend, before_after]
-        analysis_outputs = [session, photo_view, model_input, preprocessing, chart, prediction, status, *view_outputs]
+        photo_outputs = [session, photo_view, model_input, preprocessing, chart, prediction, *view_outputs]
+        model_outputs = [model_menu, target, card, theta, tau, gate, current, added, *photo_outputs]
 
-        def params_of(theta, tau, t, alpha, colormap, outlines, compare) -> ViewParams:
-            try:
-                return ViewParams(int(theta), float(tau), float(t), float(alpha), colormap, bool(outlines), compare)
-            except ValueError as exc:
-                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
+        def view_values(view, unchanged: set[str] = frozenset()) -> dict:
+            """The four panels, crop, regions, summary and before/after of a view (unchanged ones skipped)."""
+            values = {panel: gr.skip() if m in unchanged else gr.Image(value=view.panels[m], label=view.captions[m])
+                      for panel, m in zip(panels, PANEL_METHODS)}
+            return {**values, crop: gr.skip() if "crop" in unchanged else view.crop, regions: view.regions,
+                    legend: present.legend_html(view.legend, view.regions), before_after: (view.compare[0], view.compare[1])}
 
-        def on_model(model_key, progress=gr.Progress(track_tqdm=True)):
-            """Load the chosen model (a hub id downloads with progress), show its card and targets."""
-            if not model_key:
-                return gr.Dropdown(choices=[], value=None), present.card_markdown(None), 128, 0.6, 1.0
-            progress(0, desc=f"loading {model_key}")
-            model = app.model(model_key)
-            config = model.config
-            options = target_choices(config)
-            return (gr.Dropdown(choices=options, value=options[0][1]), present.card_markdown(config, model_key),
-                    int(config.theta), float(config.tau), float(config.t))
+        def cleared_view(exc=None, *args) -> dict:
+            values = {panel: gr.Image(value=None, label=PANEL_TITLES[m]) for panel, m in zip(panels, PANEL_METHODS)}
+            values = {**values, crop: None, regions: None, legend: "", before_after: None}
+            if isinstance(exc, photos.PhotoRejected):  # the session's photo is gone: forget it
+                values[session] = None
+            return values
 
-        def on_hub(repo_id, progress=gr.Progress(track_tqdm=True)):
-            """A typed hub repo id: download (cached by huggingface_hub) and select it."""
-            try:
-                key = parse_model_key(repo_id).key
-            except ValueError as exc:
-                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
-            progress(0, desc=f"downloading {key}")
-            app.model(key)
-            app.add_model(key)
-            return gr.Dropdown(choices=app.menu(), value=key)
+        def cleared_photo(*_args) -> dict:
+            return {**cleared_view(), session: None, photo_view: None, model_input: None, preprocessing: "",
+                    chart: None, prediction: None}
 
-        def on_photo(path, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
-            """A new photo (upload or example): validate, preprocess, one network pass, draw everything."""
-            if not path:
-                return [None, None, None, "", None, None, ""] + _empty_view_values()
-            try:
-                rgb = photos.load_photo(path)
-            except photos.PhotoRejected as exc:
-                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
-            source = {"path": str(path), "name": Path(path).name, "digest": image_digest(rgb)}
-            app.model(model_key)
-            try:
-                analysis = app.analyser.analyse(rgb, model_key, target, digest=source["digest"])
-            except (ModelUnavailable, ValueError) as exc:
-                raise gr.Error(str(exc), duration=ERROR_SECONDS) from None
-            view = render_view(analysis, params_of(theta, tau, t, alpha, colormap, outlines, compare))
+        def explained(source: dict, model_key: str, target_value: str, params: ViewParams, rgb=None) -> dict:
+            """Everything about the session's photo: one network pass unless cached, then the view."""
+            analysis = app.analysis(source, model_key, target_value, rgb)
+            view = render_view(analysis, params)
             notes = present.warnings_of(analysis)
             for note in notes:
-                gr.Warning(note, duration=ERROR_SECONDS)
-            status_text = "\n".join(f"⚠️ **{note}**" for note in notes)
-            return [
-                source,
-                present.photo_with_crop(analysis),
-                present.model_input_with_fov(analysis),
-                present.preprocessing_markdown(analysis, photos.describe_file(path)),
-                prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
-                analysis.prediction,
-                status_text,
-            ] + _view_values(view)
+                gr.Warning(note, duration=NOTE_SECONDS)
+            return {session: source, photo_view: present.photo_with_crop(analysis),
+                    model_input: present.model_input_with_fov(analysis),
+                    preprocessing: present.preprocessing_markdown(analysis, photos.describe_file(source["path"])),
+                    chart: prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
+                    prediction: analysis.prediction, status: present.status_warnings(notes), **view_values(view)}
 
-        def on_target(source, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
-            """Another model or target for the session's photo: one network pass (unless cached)."""
+        def model_failed(exc, key, previous, session_added, *_args, **_kwargs) -> dict:
+            """The menu goes back to the session's last working model (the view still shows it)."""
+            back = previous if previous != key else None
+            return {model_menu: gr.Dropdown(choices=app.menu(session_added), value=back), current: back}
+
+        @reports_errors(status, model_failed)
+        def on_model(key, previous, session_added, source, alpha, colormap, outlines, compare,
+                     progress=gr.Progress(track_tqdm=True)):
+            """Select a model (a menu value or a typed hub id): load it, show its card, targets and θ/τ/t
+            defaults, and explain the session's photo with it."""
+            choice = app.catalogue.resolve(key)  # nothing else is loaded, whatever the value
+            progress(0, desc=f"loading {choice.key}")
+            config = app.model(choice.key).config
+            if choice.key not in {value for _, value in app.menu(session_added)}:
+                session_added = [*session_added, choice.key]
+            options = target_choices(config)
+            params = ViewParams.from_config(config, alpha=float(alpha), colormap=colormap, outlines=bool(outlines),
+                                            compare=compare)
+            values = {model_menu: gr.Dropdown(choices=app.menu(session_added), value=choice.key),
+                      target: gr.Dropdown(choices=options, value=options[0][1]),
+                      card: present.card_markdown(config, choice.key), theta: params.theta, tau: params.tau,
+                      gate: params.t, current: choice.key, added: session_added, status: ""}
+            if source:
+                try:
+                    values.update(explained(source, choice.key, options[0][1], params))
+                except Exception as exc:  # noqa: BLE001 - the model stays; the photo's outputs say why
+                    values.update({**cleared_view(exc), status: status_of(exc)})
+            return values
+
+        @reports_errors(status, model_failed)
+        def on_hub(repo_id, previous, session_added, source, alpha, colormap, outlines, compare,
+                   progress=gr.Progress(track_tqdm=True)):
+            """A typed hub repo id: download it (cached by huggingface_hub), add it to this session's menu, select it."""
+            key = parse_hub_id(repo_id).key
+            return on_model(key, previous, session_added, source, alpha, colormap, outlines, compare, progress)
+
+        @reports_errors(status, cleared_photo)
+        def on_photo(path, model_key, target_value, theta, tau, t, alpha, colormap, outlines, compare):
+            """A new photo (upload or example): validate, preprocess, one network pass, draw everything."""
+            if not path:
+                return {**cleared_photo(), status: ""}
+            rgb = photos.load_photo(path)
+            params = ViewParams(int(theta), float(tau), float(t), float(alpha), colormap, bool(outlines), compare)
+            source = {"path": str(path), "name": Path(path).name, "digest": image_digest(rgb)}
+            return explained(source, model_key, target_value, params, rgb)
+
+        @reports_errors(status, cleared_view)
+        def on_target(source, model_key, target_value, theta, tau, t, alpha, colormap, outlines, compare):
+            """Another target for the session's photo: one network pass (unless cached)."""
             if not source:
-                return [gr.skip()] * len(analysis_outputs)
-            return on_photo(source["path"], model_key, target, theta, tau, t, alpha, colormap, outlines, compare)
+                return gr.skip()
+            params = ViewParams(int(theta), float(tau), float(t), float(alpha), colormap, bool(outlines), compare)
+            return explained(source, model_key, target_value, params)
 
         def redraw_for(control: str | None):
             unchanged = UNCHANGED_BY.get(control, frozenset())
 
-            def on_view(source, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
+            @reports_errors(status, cleared_view)
+            def on_view(source, model_key, target_value, theta, tau, t, alpha, colormap, outlines, compare):
                 """A slider or option moved: redraw from the cached maps (no network pass)."""
                 if not source:
-                    return [gr.skip()] * len(view_outputs)
-                analysis = app.analysis(source, model_key, target)
-                view = render_view(analysis, params_of(theta, tau, t, alpha, colormap, outlines, compare))
-                return _view_values(view, unchanged)
+                    return gr.skip()
+                params = ViewParams(int(theta), float(tau), float(t), float(alpha), colormap, bool(outlines), compare)
+                return view_values(render_view(app.analysis(source, model_key, target_value), params), unchanged)
 
             return on_view
 
-        def on_export(source, model_key, target, theta, tau, t, alpha, colormap, outlines, compare):
+        @reports_errors(status, lambda *_: {downloads: None})
+        def on_export(source, model_key, target_value, theta, tau, t, alpha, colormap, outlines, compare):
             """Write the panel grid (PNG), the raw maps (.npy) and the view's JSON for download."""
             if not source:
-                raise gr.Error("Upload a photo or click an example first.", duration=ERROR_SECONDS)
-            analysis = app.analysis(source, model_key, target)
-            params = params_of(theta, tau, t, alpha, colormap, outlines, compare)
-            view = render_view(analysis, params)
-            return [str(p) for p in write_downloads(analysis, params, view, image_name=source["name"])]
+                return {downloads: None, status: present.status_error("Upload a photo or click an example first.")}
+            analysis = app.analysis(source, model_key, target_value)
+            params = ViewParams(int(theta), float(tau), float(t), float(alpha), colormap, bool(outlines), compare)
+            files = write_downloads(analysis, params, render_view(analysis, params), app.downloads.new(),
+                                    image_name=source["name"])
+            return {downloads: [str(p) for p in files], status: gr.skip()}
 
         def on_example(evt: gr.SelectData):
             return str(app.examples[evt.index])
 
         network = dict(concurrency_limit=2, concurrency_id="network")
         redraw = dict(concurrency_limit=8, concurrency_id="redraw", show_progress="hidden")
-        model_setup = model_menu.change(on_model, [model_menu], [target, card, theta, tau, gate],
-                                        api_name="select_model", **network)
-        model_setup.then(on_target, [session, model_menu, target, *view_inputs], analysis_outputs,
-                         api_name=False, **network)
-        hub_load.click(on_hub, [hub_id], [model_menu], api_name="load_hub_model", **network)
-        upload.change(on_photo, [upload, model_menu, target, *view_inputs], analysis_outputs,
+        controls = [alpha, colormap, outlines, compare]
+        # .input, not .change: a value the handlers set (a reverted menu) triggers nothing.
+        model_menu.input(on_model, [model_menu, current, added, session, *controls], [*model_outputs, status],
+                         api_name="select_model", **network)
+        hub_load.click(on_hub, [hub_id, current, added, session, *controls], [*model_outputs, status],
+                       api_name="load_hub_model", **network)
+        upload.change(on_photo, [upload, model_menu, target, *view_inputs], [*photo_outputs, status],
                       api_name="analyse", **network)
         examples.select(on_example, None, [upload], api_name=False)
-        target.input(on_target, [session, model_menu, target, *view_inputs], analysis_outputs,
+        target.input(on_target, [session, model_menu, target, *view_inputs], [*photo_outputs, status],
                      api_name="explain_target", **network)
-        controls = {"theta": theta, "tau": tau, "t": gate, "alpha": alpha, "colormap": colormap,
-                    "outlines": outlines, "compare": compare}
-        for name, control in controls.items():
-            control.input(redraw_for(name), [session, model_menu, target, *view_inputs], view_outputs, api_name=False,
-                          trigger_mode="always_last", **redraw)
+        named = {"theta": theta, "tau": tau, "t": gate, "alpha": alpha, "colormap": colormap,
+                 "outlines": outlines, "compare": compare}
+        for name, control in named.items():
+            control.input(redraw_for(name), [session, model_menu, target, *view_inputs], [*view_outputs, session, status],
+                          api_name=False, trigger_mode="always_last", **redraw)
         # One named endpoint for API clients and tests: the full redraw behind every control.
         redraw_button = gr.Button("Redraw", visible=False)
-        redraw_button.click(redraw_for(None), [session, model_menu, target, *view_inputs], view_outputs,
+        redraw_button.click(redraw_for(None), [session, model_menu, target, *view_inputs], [*view_outputs, session, status],
                             api_name="view", **redraw)
-        export.click(on_export, [session, model_menu, target, *view_inputs], [downloads], api_name="downloads",
+        export.click(on_export, [session, model_menu, target, *view_inputs], [downloads, status], api_name="downloads",
                      concurrency_limit=2)
-        demo.load(on_model, [model_menu], [target, card, theta, tau, gate], api_name=False, **network)
+        demo.load(on_model, [model_menu, current, added, session, *controls], [*model_outputs, status], api_name=False,
+                  **network)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
@@ -333,11 +387,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=host, help=f"interface to bind (default {host}; 0.0.0.0 when SPACE_ID is set)")
     parser.add_argument("--port", type=int, default=port, help=f"port (default {port}: $PORT, $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--models", nargs="*", default=[], metavar="ID",
-                        help="extra model folders or hub repo ids (org/name[@revision]) offered before the shipped ones")
+                        help="model folders or hub repo ids (org/name[@revision]) offered before the shipped ones; "
+                             "the only folders the app will ever load (named hub ids: FUNDUS_ZOO_MODELS)")
     parser.add_argument("--no-preload", action="store_true",
                         help="do not load the default model in the background right after start-up")
     args = parser.parse_args(argv)
-    demo = build_demo(models=args.models)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        demo = build_demo(models=args.models)
+    except ValueError as exc:  # a bad --models entry: the operator's console may name it
+        parser.error(str(exc))
     app = demo.fundus_app
     if app.choices and app.choices[0].kind != "hub" and not args.no_preload:
         # Load the default model after the server is up, so the first photo does not wait for it.
@@ -349,8 +408,8 @@ def main(argv: list[str] | None = None) -> None:
                 pass
 
         threading.Thread(target=preload, daemon=True).start()
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_SIZE, show_error=True,
-                footer_links=["api", "settings"])
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, footer_links=["api", "settings"],
+                **LAUNCH_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import cv2
@@ -117,3 +118,34 @@ def legend_html(legend: list[tuple[str, str]], regions: dict | None = None) -> s
             for label, colour in legend)
         lines.append(f'<span class="outline-legend"><b>Outlines:</b> {items}</span>')
     return "<div class=\"region-summary\">" + "<br>".join(lines) + "</div>" if lines else ""
+
+
+# -- the page's status line --------------------------------------------------------------------------
+INTERNAL_ERROR = ("Something went wrong on the server; the error was logged. Try again, or use another photo "
+                  "or model.")
+# An absolute path in a message (not a URL, not a label like "BP/MA"): never shown to a visitor.
+_PATH = re.compile(r"(?<![\w:/\\~.-])(?:~|\.\.?)?[/\\][^\s'\"`,;)]+")
+
+
+def error_message(exc: BaseException) -> str | None:
+    """The status line's text for a library error a visitor can cause: a rejected photo (``ImageError``,
+    ``PhotoRejected``), a model that cannot be had (``ModelUnavailable``), an invalid value (``ValueError``).
+    None for anything else: an unexpected error, to be logged and shown as ``INTERNAL_ERROR``.
+
+    Paths that a message might still hold are cut out: the page never reveals the server's file system.
+    """
+    from appcore.catalogue import ModelUnavailable
+
+    if isinstance(exc, (ModelUnavailable, ValueError)) and str(exc).strip():
+        return _PATH.sub("…", str(exc).strip())
+    return None
+
+
+def status_error(message: str) -> str:
+    """The status line for an error: it stays on the page until the next action succeeds."""
+    return f"❌ {message}"
+
+
+def status_warnings(notes: list[str]) -> str:
+    """The status line for a photo's warnings (empty when there are none)."""
+    return "\n\n".join(f"⚠️ **{note}**" for note in notes)

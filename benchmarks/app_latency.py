@@ -9,6 +9,7 @@ Measures, against the issue's goals:
 - explaining a new 512 px photo with a ResNet50-size model, all four panels drawn (goal ≤ 2 s);
 - server-side handling of a slider move at 512 px: the redraw from cached maps (goal ≤ 50 ms), and the
   same move through Gradio (gradio_client round trip: framework + transport included).
+Memory over time under mixed use (the RSS curve, sessions, temp files): ``benchmarks/app_soak.py``.
 Ratios are measured side by side (interleaved runs): a slider move vs re-running the network, the
 explanation pass vs one plain forward pass. The machine is shared: compare ratios, not absolutes.
 """
@@ -84,16 +85,16 @@ def measure_core(size: int, repeats: int, arch: str) -> dict:
     from fundus import make_fundus
 
     from appcore.analysis import Analyser
-    from appcore.catalogue import ModelCache
+    from appcore.catalogue import Catalogue, ModelCache
     from appcore.views import ViewParams, render_view
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     folder = Path(tempfile.mkdtemp()) / arch
     zoo.create_model(arch, paper="003", task="multiclass", pretrained=False, input_size=size,
                      labels=["No DR", "Mild", "Moderate", "Severe", "PDR"]).save_pretrained(folder)
-    analyser = Analyser(ModelCache(), capacity=4)
-    model, _ = analyser.models.get(str(folder.resolve()))
-    key = str(folder.resolve())
+    analyser = Analyser(ModelCache(catalogue=Catalogue([folder])), capacity=4)  # the folder, as --models offers it
+    key = folder.name
+    model, _ = analyser.models.get(key)
     photos = [make_fundus(size, seed=1000 + i)[0] for i in range(repeats + 1)]
     analyser.analyse(photos[-1], key)  # warm-up: first-call allocations, thread pools
     new_photo, forward, redraw, preprocess, explain_pass, first_view = [], [], [], [], [], []

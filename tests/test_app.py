@@ -1,16 +1,16 @@
 """The Gradio app end to end through gradio_client: upload → prediction + four maps, sliders without a
-network pass, bad inputs, downloads, 8 concurrent clients, offline hub ids, server address.
+network pass, errors that stay readable on the page, what a public server may load, per-session menus,
+downloads, 8 concurrent clients, server address.
 
 Tiny EfficientNet-Lite0 models (random weights, 128 px input) saved in a temporary folder stand in for
-the shipped defaults; the app is launched in-process on a free port.
+the shipped defaults; the app is launched in-process on a free port. Every endpoint's last output is the
+page's status line.
 """
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shlex
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,64 +19,52 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SIZE = 128
-DEFAULTS = dict(theta=128, tau=0.6, t=1.0, alpha=0.5, colormap="jet", outlines=True, compare="guided_gradcam")
+from support import (  # noqa: F401 - make_tiny_models, start_app, SIZE: imported from here by other tests
+    DEFAULTS, SIZE, direct_probabilities, free_port, make_broken_model, make_tiny_models, menu_of, page_config,
+    panel_path, put_in_hub_cache, start_app, synthetic_photo,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def make_tiny_models(folder: Path) -> dict[str, Path]:
-    """Tiny random-weight zoo models: a multi-label one (paper 001's labels) and a grade regressor."""
-    import torch
-    import zoo
-
-    torch.manual_seed(0)
-    paths = {"multilabel": folder / "tiny-lesions", "grade": folder / "tiny-grading"}
-    zoo.create_model("efficientnet_lite0", paper="001", task="multilabel", pretrained=False,
-                     input_size=SIZE, name="tiny-lesions").save_pretrained(paths["multilabel"])
-    zoo.create_model("efficientnet_lite0", paper="003", task="grade-regression", pretrained=False, input_size=SIZE,
-                     labels=["No DR", "Mild", "Moderate", "Severe", "PDR"], name="tiny-grading",
-                     ).save_pretrained(paths["grade"])
-    return paths
-
-
-def start_app(tmp: Path, models: list[Path], monkeypatch_env: dict[str, str]):
-    """Build the app on the given model folders and launch it in-process; returns (demo, url)."""
-    import app
-
-    demo = app.build_demo(models=[str(m) for m in models], example_size=SIZE)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                            max_file_size=app.MAX_FILE_SIZE)
-    return demo, url
+# Output positions of /analyse and /explain_target (the session state is hidden from API clients).
+PHOTO, MODEL_INPUT, PREPROCESSING, CHART, PREDICTION = range(5)
+PANELS = slice(5, 9)
+CROP, REGIONS, LEGEND, COMPARE = 9, 10, 11, 12
+STATUS = -1
+# /select_model and /load_hub_model: the menu, the target menu, the card, θ, τ, t, then /analyse's outputs.
+MENU, TARGETS, CARD, THETA, TAU, GATE = range(6)
+AFTER_MODEL = 6
+HUB_REPO = "someone/tiny-hub-grading"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(demo, url, model folders) of an app serving two tiny models, shut down after the module."""
+    """(demo, url, model folders) of an app serving two tiny models and a broken one, shut down after the
+    module; HUB_REPO is a cached hub model (the hub itself is offline)."""
     tmp = tmp_path_factory.mktemp("app")
     mp = pytest.MonkeyPatch()
     mp.setenv("FUNDUS_ZOO_ASSETS", str(tmp / "no-assets"))  # the real defaults stay out of these tests
     mp.setenv("FUNDUS_APP_CACHE", str(tmp / "cache"))
-    models = make_tiny_models(tmp)
-    demo, url = start_app(tmp, [models["multilabel"], models["grade"]], {})
+    models = make_tiny_models(tmp / "models")
+    models["broken"] = make_broken_model(tmp / "models" / "tiny-broken")
+    put_in_hub_cache(models["grade"], HUB_REPO)
+    demo, url = start_app(tmp, [models["multilabel"], models["grade"], models["broken"]], {})
     yield demo, url, models
     demo.close()
     mp.undo()
 
 
-@pytest.fixture()
-def client(served, tmp_path):
+def new_client(url, folder):
     from gradio_client import Client
 
-    return Client(served[1], verbose=False, download_files=str(tmp_path), analytics_enabled=False)
+    return Client(url, verbose=False, download_files=str(folder), analytics_enabled=False)
+
+
+@pytest.fixture()
+def client(served, tmp_path):
+    return new_client(served[1], tmp_path)
 
 
 def model_key(demo, kind: str) -> str:
-    return next(value for label, value in demo.fundus_app.menu() if ("lesions" if kind == "multilabel" else "grading") in label)
+    return next(value for label, value in demo.fundus_app.menu() if kind in label)
 
 
 def analyse(client, path, key, target="predicted", **controls):
@@ -93,46 +81,19 @@ def view(client, key, target="predicted", **controls):
                           c["compare"], api_name="/view")
 
 
-# Output positions of /analyse: session state is hidden from API clients.
-PHOTO, MODEL_INPUT, PREPROCESSING, CHART, PREDICTION, STATUS = range(6)
-PANELS = slice(6, 10)
-CROP, REGIONS, LEGEND, COMPARE = 10, 11, 12, 13
+def explain_target(client, key, target):
+    return client.predict(key, target, *DEFAULTS.values(), api_name="/explain_target")
 
 
-def panel_path(value) -> str:
-    return value["value"] if isinstance(value, dict) else value
+def panels_of(out, start=PANELS.start) -> list[str | None]:
+    return [panel_path(p) for p in out[start:start + 4]]
 
 
-def direct_probabilities(folder: Path, photo: Path) -> np.ndarray:
-    """The model's probabilities computed without the app: load_image → preprocess → forward."""
-    import torch
-    from fundus import load_image, preprocess
-
-    model = _direct_model(str(folder))
-    pre = preprocess(load_image(photo), model.config)
-    with torch.no_grad():
-        return model.probabilities(model(pre.tensor))[0].numpy()
-
-
-@functools.lru_cache(maxsize=4)
-def _direct_model(folder: str):
-    import zoo
-
-    return zoo.load(folder)
-
-
-def synthetic_photo(folder: Path, seed: int, **options) -> Path:
-    from fundus import make_fundus
-
-    rgb, _ = make_fundus(SIZE, seed=seed, **options)
-    path = folder / f"fundus-{seed}.png"
-    Image.fromarray(rgb).save(path)
-    return path
-
+# -- what the page shows ---------------------------------------------------------------------------------
 
 def test_upload_gives_prediction_and_four_panels(served, client, tmp_path):
     demo, _, models = served
-    key = model_key(demo, "multilabel")
+    key = model_key(demo, "lesions")
     photo = synthetic_photo(tmp_path, seed=3)
     out = analyse(client, photo, key, "all predicted")
     expected = direct_probabilities(models["multilabel"], photo)
@@ -140,7 +101,7 @@ def test_upload_gives_prediction_and_four_panels(served, client, tmp_path):
     assert list(got) == ["BP/MA", "HM", "HEX", "CWS", "healthy"]
     np.testing.assert_allclose(list(got.values()), expected, atol=1e-4)
     assert out[PREDICTION]["predicted"] == [lab for lab, p in got.items() if p >= 0.5]
-    panels = [np.asarray(Image.open(panel_path(p))) for p in out[PANELS]]
+    panels = [np.asarray(Image.open(p)) for p in panels_of(out)]
     assert all(p.shape == (SIZE, SIZE, 3) for p in panels)
     # Guided Grad-CAM and GMSM differ from Grad-CAM (CAM equals Grad-CAM for a GAP + linear head).
     assert not np.array_equal(panels[2], panels[1]) and not np.array_equal(panels[3], panels[1])
@@ -152,11 +113,12 @@ def test_upload_gives_prediction_and_four_panels(served, client, tmp_path):
     assert out[REGIONS]["crop_box"] and out[REGIONS]["theta"] == 128
     before, after = (np.asarray(Image.open(p)) for p in out[COMPARE])
     assert before.shape == after.shape == (SIZE, SIZE, 3) and not np.array_equal(before, after)
+    assert out[STATUS] == ""  # nothing to report
 
 
 def test_sliders_redraw_without_a_network_pass(served, client, tmp_path):
     demo, _, _ = served
-    key = model_key(demo, "multilabel")
+    key = model_key(demo, "lesions")
     analyse(client, synthetic_photo(tmp_path, seed=4), key, "all predicted")
     model, _ = demo.fundus_app.analyser.models.get(key)
     forwards = []
@@ -179,62 +141,31 @@ def test_sliders_redraw_without_a_network_pass(served, client, tmp_path):
     assert crops[0].shape == crops[1].shape == (SIZE, SIZE, 3) and not np.array_equal(*crops)
     guided = [np.asarray(Image.open(panel_path(r[2]))) for r in (loose, tight)]
     assert not np.array_equal(*guided)
+    assert loose[STATUS] == {"__type__": "update"}  # a redraw leaves the status line as it was
 
 
 def test_grading_model_and_target_choice(served, client, tmp_path):
     demo, _, models = served
     photo = synthetic_photo(tmp_path, seed=5)
-    out = analyse(client, photo, model_key(demo, "grade"))
+    out = analyse(client, photo, model_key(demo, "grading"))
     value = float(direct_probabilities(models["grade"], photo)[0])
     pred = out[PREDICTION]
     assert pred["task"] == "grade-regression" and pred["value"] == pytest.approx(value, abs=1e-4)
     assert pred["grade"] == sum(value > c for c in (0.5, 1.5, 2.5, 3.5))
     # A single class of the multi-label model: a different Guided Grad-CAM than the integrated one.
-    key = model_key(demo, "multilabel")
+    key = model_key(demo, "lesions")
     integrated = analyse(client, photo, key, "all predicted")
     single = analyse(client, photo, key, "class:4")
-    assert not np.array_equal(np.asarray(Image.open(panel_path(integrated[8]))), np.asarray(Image.open(panel_path(single[8]))))
+    assert not np.array_equal(np.asarray(Image.open(panels_of(integrated)[2])), np.asarray(Image.open(panels_of(single)[2])))
     # Outlines in paper 001's colours, one per explained label (only labels whose map has a region).
     drawn = re.findall(r"</span>([^<]+)</span>", integrated[LEGEND])
     assert drawn and set(drawn) <= set(integrated[PREDICTION]["predicted"])
 
 
-@pytest.mark.parametrize("maker, message", [
-    (lambda p: p.write_text("this is not a picture"), "not a readable image"),
-    (lambda p: p.write_bytes(_jpeg_bytes()[:600]), "(?i)truncated"),
-    (lambda p: Image.new("L", (8000, 6400)).save(p, format="PNG"), "too large"),
-    (lambda p: p.write_bytes(b"\xff" * 100), "not a readable image"),
-], ids=["text", "truncated-jpeg", "over-50-megapixels", "garbage"])
-def test_bad_inputs_get_a_message(client, served, tmp_path, maker, message):
-    from gradio_client.exceptions import AppError
-
-    path = tmp_path / "upload.png"
-    maker(path)
-    with pytest.raises(AppError, match=message):
-        analyse(client, path, model_key(served[0], "multilabel"))
-
-
-def test_over_20_megabytes_is_refused(client, served, tmp_path):
-    path = tmp_path / "huge.jpg"
-    path.write_bytes(_jpeg_bytes() + b"\0" * (21 * 2**20))
-    with pytest.raises(Exception, match="(?i)size|large"):
-        analyse(client, path, model_key(served[0], "multilabel"))
-
-
-def _jpeg_bytes() -> bytes:
-    import io
-
-    from fundus import make_fundus
-
-    buffer = io.BytesIO()
-    Image.fromarray(make_fundus(SIZE, seed=9)[0]).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def test_converted_modes_and_exif_rotation(client, served, tmp_path):
     from fundus import make_fundus
 
-    key = model_key(served[0], "multilabel")
+    key = model_key(served[0], "lesions")
     rgb, _ = make_fundus(SIZE, seed=11, border="notched")  # wider than tall
     gray = tmp_path / "gray.png"
     Image.fromarray(rgb).convert("L").save(gray)
@@ -257,22 +188,31 @@ def test_converted_modes_and_exif_rotation(client, served, tmp_path):
     assert shown.shape[0] > shown.shape[1]  # upright: now taller than wide, as the tag says
 
 
-def test_no_fundus_field_gives_a_warning_not_a_crash(client, served, tmp_path):
+def test_a_dark_photo_gets_a_warning_on_the_status_line(client, served, tmp_path):
+    path = synthetic_photo(tmp_path, seed=1, exposure=0.3)
+    out = analyse(client, path, model_key(served[0], "lesions"))
+    assert out[STATUS].startswith("⚠️ **The photo is very dark") and all(panels_of(out))
+
+
+def test_a_photo_that_is_not_a_fundus_is_refused_on_the_status_line(client, served, tmp_path):
+    key = model_key(served[0], "lesions")
+    assert all(panels_of(analyse(client, synthetic_photo(tmp_path, seed=2), key)))
     path = tmp_path / "wall.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(90, 110, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
-    out = analyse(client, path, model_key(served[0], "multilabel"))
-    assert "field of view: **not found**" in out[PREPROCESSING]
-    assert "⚠️" in out[STATUS]
-    assert len(out[PANELS]) == 4 and all(panel_path(p) for p in out[PANELS])
+    out = analyse(client, path, key)
+    assert out[STATUS].startswith("❌ This photo does not look like a retinal fundus photograph")
+    assert panels_of(out) == [None] * 4 and out[PREDICTION] is None
 
 
 def test_downloads_reproduce_the_view(client, served, tmp_path):
-    demo = served[0]
-    key = model_key(demo, "multilabel")
+    demo, _, models = served
+    key = model_key(demo, "lesions")
     photo = synthetic_photo(tmp_path, seed=6)
     analyse(client, photo, key, "all predicted")
-    files = client.predict(key, "all predicted", 77, 0.55, 1.5, 0.4, "turbo", False, "gmsm", api_name="/downloads")
+    files, status = client.predict(key, "all predicted", 77, 0.55, 1.5, 0.4, "turbo", False, "gmsm",
+                                   api_name="/downloads")
+    assert status is None or "❌" not in str(status)
     by_suffix = {Path(f).suffix: Path(f) for f in files}
     record = json.loads(by_suffix[".json"].read_text())
     assert record["model"]["id"] == key and record["target"] == "all predicted"
@@ -282,28 +222,36 @@ def test_downloads_reproduce_the_view(client, served, tmp_path):
     maps = np.load(by_suffix[".npy"])
     assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
     assert np.nanmin(maps) >= 0 and np.nanmax(maps) <= 1
-    # The recorded command reproduces the downloaded maps with `python -m explain`.
+    # The recorded command reproduces the downloaded maps with `python -m explain`, given the model: the
+    # record names the operator's folder by its menu name, not by its path on the server.
     from explain.cli import main as explain_main
 
     words = shlex.split(record["reproduce"])
     assert words[:3] == ["python", "-m", "explain"] and record["image"]["name"] == photo.name
+    assert words[3] == key and str(models["multilabel"]) not in record["reproduce"]
     args = words[3:]
+    args[0] = str(models["multilabel"])
     args[1] = str(photo)
     args[args.index("--out") + 1] = str(tmp_path / "reproduced")
     assert explain_main(args) == 0
     for index, method in enumerate(record["maps_npy"]["order"]):
-        np.testing.assert_allclose(np.load(tmp_path / "reproduced" / f"{method}.npy"), maps[index], atol=1e-5)
+        np.testing.assert_allclose(np.load(tmp_path / "reproduced" / f"{photo.stem}_{method}.npy"), maps[index],
+                                   atol=1e-5)
     grid = np.asarray(Image.open(by_suffix[".png"]))
     assert grid.shape[1] == 5 * SIZE and grid.shape[2] == 3
+    # Download folders do not pile up on the server: only the newest few are kept.
+    for _ in range(3):
+        client.predict(key, "all predicted", *DEFAULTS.values(), api_name="/downloads")
+    kept = demo.fundus_app.downloads
+    assert len(kept) <= kept.keep and len(list(kept.root.iterdir())) <= kept.keep
 
 
 @pytest.mark.slow
 def test_eight_concurrent_clients_get_their_own_results(served, tmp_path):
     import torch
-    from gradio_client import Client
 
     demo, url, models = served
-    key = model_key(demo, "multilabel")
+    key = model_key(demo, "lesions")
     model, _ = demo.fundus_app.analyser.models.get(key)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     photos = [synthetic_photo(tmp_path, seed=100 + i) for i in range(8)]
@@ -311,7 +259,7 @@ def test_eight_concurrent_clients_get_their_own_results(served, tmp_path):
     start = threading.Barrier(8)
 
     def one_user(i: int):
-        client = Client(url, verbose=False, download_files=str(tmp_path / f"user{i}"), analytics_enabled=False)
+        client = new_client(url, tmp_path / f"user{i}")
         start.wait()
         out = analyse(client, photos[i], key, "all predicted")
         again = view(client, key, "all predicted", theta=40)  # this session's state, not another's
@@ -326,15 +274,6 @@ def test_eight_concurrent_clients_get_their_own_results(served, tmp_path):
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the cached model is never modified
     assert not model._forward_hooks and not model.training
-
-
-def test_hub_id_that_cannot_be_had_offline(client):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError, match="offline"):
-        client.predict("nobody-here/no-such-model", api_name="/load_hub_model")
-    with pytest.raises(AppError, match="org/name"):
-        client.predict("not a repo id", api_name="/load_hub_model")
 
 
 def test_server_address_follows_space_and_port(monkeypatch):
@@ -353,11 +292,190 @@ def test_server_address_follows_space_and_port(monkeypatch):
 def test_switching_model_and_target_keeps_the_session_photo(served, client, tmp_path):
     demo, _, models = served
     photo = synthetic_photo(tmp_path, seed=12)
-    analyse(client, photo, model_key(demo, "multilabel"), "all predicted")
-    grade_key = model_key(demo, "grade")
-    menu, card, theta, tau, t = client.predict(grade_key, api_name="/select_model")
-    assert [c[1] for c in menu["choices"]] == ["predicted"] and "Not for clinical use" in card
-    c = DEFAULTS
-    out = client.predict(grade_key, "predicted", c["theta"], c["tau"], c["t"], c["alpha"], c["colormap"], c["outlines"],
-                         c["compare"], api_name="/explain_target")  # no upload: the session's photo is reused
-    assert out[PREDICTION]["value"] == pytest.approx(float(direct_probabilities(models["grade"], photo)[0]), abs=1e-4)
+    analyse(client, photo, model_key(demo, "lesions"), "all predicted")
+    grade_key = model_key(demo, "grading")
+    out = client.predict(grade_key, api_name="/select_model")  # the session's photo is explained again
+    assert out[MENU]["value"] == grade_key and [c[1] for c in out[TARGETS]["choices"]] == ["predicted"]
+    assert "Not for clinical use" in out[CARD] and out[STATUS] == ""
+    want = float(direct_probabilities(models["grade"], photo)[0])
+    assert out[AFTER_MODEL + PREDICTION]["value"] == pytest.approx(want, abs=1e-4)
+    again = explain_target(client, grade_key, "predicted")  # no upload: the session's photo is reused
+    assert again[PREDICTION]["value"] == pytest.approx(want, abs=1e-4)
+
+
+# -- errors stay readable ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("maker, message", [
+    (lambda p: p.write_text("this is not a picture"), "not a readable image"),
+    (lambda p: p.write_bytes(_jpeg_bytes()[:600]), "(?i)truncated"),
+    (lambda p: Image.new("L", (8000, 6400)).save(p, format="PNG"), "too large"),
+    (lambda p: p.write_bytes(b"\xff" * 100), "not a readable image"),
+], ids=["text", "truncated-jpeg", "over-50-megapixels", "garbage"])
+def test_bad_inputs_get_a_message(client, served, tmp_path, maker, message):
+    path = tmp_path / "upload.png"
+    maker(path)
+    out = analyse(client, path, model_key(served[0], "lesions"))  # no exception: an answer with a status line
+    assert out[STATUS].startswith("❌") and re.search(message, out[STATUS])
+    assert str(tmp_path) not in out[STATUS] and "/tmp" not in out[STATUS]
+
+
+def test_over_20_megabytes_is_refused(client, served, tmp_path):
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(_jpeg_bytes() + b"\0" * (21 * 2**20))
+    with pytest.raises(Exception, match="(?i)size|large"):  # Gradio refuses the upload itself
+        analyse(client, path, model_key(served[0], "lesions"))
+
+
+def _jpeg_bytes() -> bytes:
+    import io
+
+    from fundus import make_fundus
+
+    buffer = io.BytesIO()
+    Image.fromarray(make_fundus(SIZE, seed=9)[0]).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_rejected_upload_after_a_good_one_keeps_the_reason_and_clears_the_panels(served, client, tmp_path):
+    demo = served[0]
+    key = model_key(demo, "lesions")
+    good = analyse(client, synthetic_photo(tmp_path, seed=21), key, "all predicted")
+    assert all(panels_of(good)) and good[PREDICTION]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg at all")
+    out = analyse(client, bad, key, "all predicted")
+    assert out[STATUS] == "❌ This file cannot be used: the file is not a readable image (expected JPEG, PNG, TIFF, " \
+                          "BMP or WebP)."
+    # The earlier photo's results are gone, none of them shows "Error", and the session forgot the photo.
+    assert panels_of(out) == [None] * 4
+    assert out[PHOTO] is None and out[MODEL_INPUT] is None and out[PREDICTION] is None and out[CHART] is None
+    assert out[CROP] is None and out[REGIONS] is None and out[COMPARE] is None and out[LEGEND] == ""
+    moved = view(client, key, "all predicted", theta=30)  # a slider: nothing to redraw, no error either
+    assert all(isinstance(v, dict) and v.get("__type__") == "update" and "value" not in v for v in moved)
+    # Every control still works: the next photo is explained, and the status line is cleared.
+    again = analyse(client, synthetic_photo(tmp_path, seed=22), key, "all predicted")
+    assert all(panels_of(again)) and again[STATUS] == ""
+
+
+def test_bogus_model_or_target_keeps_the_menu_usable(served, client, tmp_path):
+    demo = served[0]
+    lesions, grading = model_key(demo, "lesions"), model_key(demo, "grading")
+    assert client.predict(grading, api_name="/select_model")[MENU]["value"] == grading
+    photo = synthetic_photo(tmp_path, seed=23)
+    analyse(client, photo, grading)
+    out = client.predict("no-such-model", api_name="/select_model")
+    # The menu goes back to the last model that worked, with the app's models, and says why.
+    assert out[MENU]["value"] == grading and menu_of(out[MENU]) == [v for _, v in demo.fundus_app.menu()]
+    assert out[STATUS] == "❌ `no-such-model` is not one of this app's models: pick one from the menu, or type a " \
+                          "hub repo id (org/name or org/name@revision)."
+    assert "Error" not in json.dumps(out)
+    # A typed hub id that cannot be had offline: one message, said once; the menu again stays usable.
+    out = client.predict("nobody-here/no-such-model", api_name="/load_hub_model")
+    assert out[MENU]["value"] == grading and out[STATUS].count("offline") == 1
+    assert out[STATUS].startswith("❌ Hub model `nobody-here/no-such-model` cannot be had offline")
+    out = client.predict("not a repo id", api_name="/load_hub_model")
+    assert out[MENU]["value"] == grading and "org/name" in out[STATUS]
+    # A bogus target: the reason stays, the panels clear; the next good choice works again.
+    out = explain_target(client, grading, "class:99")
+    assert out[STATUS] == "❌ class index 99 is outside the model's 5 labels"
+    assert panels_of(out) == [None] * 4
+    out = explain_target(client, grading, "predicted")
+    assert all(panels_of(out)) and out[STATUS] == ""
+    out = client.predict(lesions, api_name="/select_model")
+    assert out[MENU]["value"] == lesions and out[STATUS] == "" and all(panels_of(out, AFTER_MODEL + PANELS.start))
+
+
+def test_early_downloads_and_a_vanished_photo_say_why(served, client, tmp_path):
+    import app
+
+    demo = served[0]
+    key = model_key(demo, "lesions")
+    files, status = client.predict(key, "all predicted", *DEFAULTS.values(), api_name="/downloads")
+    assert files is None and status == "❌ Upload a photo or click an example first."
+    analyse(client, synthetic_photo(tmp_path, seed=24), key, "all predicted")
+    # Gradio's cache dropped the upload (delete_cache) and the analysis left the LRU: the page says so.
+    state = demo.state_holder.session_data[client.session_hash]
+    source = next(v for v in state.state_data.values() if isinstance(v, dict) and "digest" in v)
+    Path(source["path"]).unlink()
+    demo.fundus_app.analyser.cache._items.clear()
+    out = view(client, key, "all predicted", theta=40)
+    assert out[STATUS] == "❌ " + app.PHOTO_GONE and panels_of(out, 0) == [None] * 4
+    assert source["path"] not in json.dumps(out)
+    # The session forgot the photo: further moves redraw nothing and change nothing.
+    assert view(client, key, "all predicted")[STATUS] == {"__type__": "update"}
+
+
+def test_an_unexpected_error_is_logged_not_shown(served, client, tmp_path, monkeypatch, caplog):
+    import app
+
+    key = model_key(served[0], "lesions")
+    analyse(client, synthetic_photo(tmp_path, seed=25), key, "all predicted")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full at /srv/secret/fundus")
+
+    monkeypatch.setattr(app, "render_view", broken)
+    out = view(client, key, "all predicted")
+    assert out[STATUS] == "❌ " + app.present.INTERNAL_ERROR and "/srv" not in json.dumps(out)
+    assert any("/srv/secret/fundus" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+# -- what a public server may load ----------------------------------------------------------------------
+
+def test_only_shipped_names_hub_ids_and_listed_folders_load(served, client, tmp_path, monkeypatch):
+    demo, url, models = served
+    cache = demo.fundus_app.analyser.models
+    loads = cache.loads
+    unlisted = make_tiny_models(tmp_path / "elsewhere")["grade"]  # a valid model folder nobody listed
+    outsider = new_client(url, tmp_path / "outsider")
+
+    def refused(text: str) -> tuple[str, str]:
+        selected = outsider.predict(text, api_name="/select_model")
+        typed = outsider.predict(text, api_name="/load_hub_model")
+        assert selected[MENU]["value"] == model_key(demo, "lesions")  # back to the default: nothing loaded
+        return selected[STATUS], typed[STATUS]
+
+    # A folder that holds a model and one that does not exist get the same answers, from both endpoints.
+    for existing, absent in [(str(unlisted), str(unlisted) + "-absent"), (str(models["grade"]), "/no/such/folder"),
+                             ("/etc", "/etc-absent"), (str(tmp_path), str(tmp_path / "nothing"))]:
+        assert refused(existing) == refused(absent)
+    statuses = refused(str(unlisted))
+    assert "not one of this app's models" in statuses[0] and "not a hub repo id" in statuses[1]
+    for status in statuses:
+        assert str(tmp_path) not in status and "config.json" not in status and "exist" not in status
+    # Text of the hub id form is a hub id, even where such a folder exists in the server's working dir.
+    make_tiny_models(tmp_path / "org")
+    monkeypatch.chdir(tmp_path)
+    assert (tmp_path / "org" / "tiny-grading" / "config.json").is_file()
+    here = outsider.predict("org/tiny-grading", api_name="/select_model")[STATUS]
+    absent = outsider.predict("org/no-such-model", api_name="/select_model")[STATUS]
+    assert "cannot be had offline" in here and here.replace("tiny-grading", "no-such-model") == absent
+    assert cache.loads == loads and not any(str(tmp_path) in key for key in cache._models)
+    # The operator's folders are offered by name; their paths are nowhere in the page.
+    config = page_config(url)
+    assert all(str(folder) not in config for folder in models.values())
+    assert {"tiny-lesions", "tiny-grading", "tiny-broken"} <= set(menu_of({"choices": demo.fundus_app.menu()}))
+
+
+def test_a_broken_listed_model_says_so_without_paths(served, client):
+    demo, _, models = served
+    out = client.predict(model_key(demo, "broken"), api_name="/select_model")
+    assert out[STATUS] == ("❌ Model `tiny-broken` could not be loaded: its files are missing or do not match its "
+                           "config.")
+    assert out[MENU]["value"] == model_key(demo, "lesions")  # the session's model before
+
+
+def test_menu_additions_stay_in_their_session(served, tmp_path):
+    demo, url, _ = served
+    alice, bob = new_client(url, tmp_path / "alice"), new_client(url, tmp_path / "bob")
+    out = alice.predict(HUB_REPO, api_name="/load_hub_model")  # in the (offline) hub cache: it loads
+    assert out[STATUS] == "" and out[MENU]["value"] == HUB_REPO and HUB_REPO in menu_of(out[MENU])
+    assert [c[1] for c in out[TARGETS]["choices"]] == ["predicted"] and HUB_REPO in out[CARD]
+    # Another visitor's menu, and the page a new visitor gets, do not have it.
+    out = bob.predict(model_key(demo, "grading"), api_name="/select_model")
+    assert HUB_REPO not in menu_of(out[MENU]) and out[STATUS] == ""
+    assert HUB_REPO not in page_config(url) and HUB_REPO not in [v for _, v in demo.fundus_app.menu()]
+    # Alice keeps it in her menu when she picks another model, and can go back to it.
+    out = alice.predict(model_key(demo, "lesions"), api_name="/select_model")
+    assert HUB_REPO in menu_of(out[MENU])
+    assert alice.predict(HUB_REPO, api_name="/select_model")[MENU]["value"] == HUB_REPO

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_app import SIZE, make_tiny_models
+from support import SIZE, make_broken_model, make_tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,16 @@ def photo():
 
 
 @pytest.fixture(scope="module")
-def analyser():
+def analyser(tiny):
     from appcore import Analyser, ModelCache
+    from appcore.catalogue import Catalogue
 
-    return Analyser(ModelCache(capacity=2), capacity=2)
+    # The tiny models are the operator's folders: offered (and loaded) by their folder names.
+    return Analyser(ModelCache(capacity=2, catalogue=Catalogue([tiny["multilabel"], tiny["grade"]])), capacity=2)
 
 
 def test_analysis_is_cached_per_image_model_and_target(analyser, tiny, photo):
-    key = str(tiny["multilabel"])
+    key = "tiny-lesions"
     passes = analyser.passes
     first = analyser.analyse(photo, key, "all predicted")
     assert analyser.analyse(photo.copy(), key, "all predicted") is first  # same pixels: same entry
@@ -46,13 +48,13 @@ def test_analysis_is_cached_per_image_model_and_target(analyser, tiny, photo):
 
 
 def test_analysis_rejects_bad_photos_and_targets(analyser, tiny, photo):
-    key = str(tiny["multilabel"])
+    key = "tiny-lesions"
     with pytest.raises(TypeError, match="uint8 RGB"):
         analyser.analyse(photo.astype(np.float32), key)
     with pytest.raises(ValueError, match="outside the model's 5 labels"):
         analyser.analyse(photo, key, "class:9")
     with pytest.raises(ValueError, match="multi-label"):
-        analyser.analyse(photo, str(tiny["grade"]), "all predicted")
+        analyser.analyse(photo, "tiny-grading", "all predicted")
     with pytest.raises(ValueError, match="unknown target"):
         analyser.analyse(photo, key, "everything")
 
@@ -70,7 +72,7 @@ def test_target_menu_follows_the_task(tiny):
 def test_views_follow_theta_and_tau_and_reuse_drawings(analyser, tiny, photo):
     from appcore import ViewParams, render_view
 
-    analysis = analyser.analyse(photo, str(tiny["multilabel"]), "all predicted")
+    analysis = analyser.analyse(photo, "tiny-lesions", "all predicted")
     views = {theta: render_view(analysis, ViewParams(theta=theta, tau=0.4, t=0.0)) for theta in (10, 128, 250)}
     areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in (views[t].regions["crop_box"] for t in (10, 128, 250))]
     assert areas[0] >= areas[1] >= areas[2] and areas[0] > areas[2]  # paper 000 eq. 5: higher θ, smaller box
@@ -86,12 +88,13 @@ def test_views_follow_theta_and_tau_and_reuse_drawings(analyser, tiny, photo):
 def test_unavailable_method_says_why(tmp_path, photo):
     import zoo
 
-    from appcore import Analyser, ViewParams, render_view
+    from appcore import Analyser, ModelCache, ViewParams, render_view
+    from appcore.catalogue import Catalogue
 
     folder = tmp_path / "no-cam"
     zoo.create_model("efficientnet_lite0", paper="003", task="multiclass", pretrained=False, input_size=SIZE,
                      cam=None, cam_reason="this head is not GAP + one linear layer").save_pretrained(folder)
-    view = render_view(Analyser().analyse(photo, str(folder)), ViewParams())
+    view = render_view(Analyser(ModelCache(catalogue=Catalogue([folder]))).analyse(photo, "no-cam"), ViewParams())
     assert view.captions["cam"] == "CAM — unavailable: this head is not GAP + one linear layer"
     assert view.panels["cam"].shape == (SIZE, SIZE, 3) and "ms" in view.captions["gradcam"]
 
@@ -121,25 +124,84 @@ def test_prediction_chart_per_task():
 
 
 def test_model_catalogue_and_cache(tiny, monkeypatch, tmp_path):
-    from appcore.catalogue import ModelCache, ModelUnavailable, available_models, parse_model_key
+    from appcore.catalogue import Catalogue, ModelCache, ModelUnavailable, available_models, parse_hub_id
 
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tiny["grade"].parent))  # the tiny models as "shipped" ones
     monkeypatch.setenv("FUNDUS_ZOO_MODELS", "dr=someone/dr-grading@v2")
-    menu = available_models([str(tiny["grade"])])
-    # Extra folders, then shipped models (the default loads offline), then configured hub ids.
-    assert [(c.kind, c.key) for c in menu] == [("folder", str(tiny["grade"].resolve())), ("shipped", "tiny-grading"),
-                                               ("shipped", "tiny-lesions"), ("hub", "dr")]
-    assert parse_model_key("org/name@main").revision == "main"
+    menu = available_models([str(tiny["grade"]), "org/extra@v1"])
+    # The operator's models, then shipped models (the default loads offline), then configured hub ids. A
+    # listed folder is offered by its name (made unique), never by its path.
+    assert [(c.kind, c.key) for c in menu] == [("folder", "tiny-grading-2"), ("hub", "org/extra@v1"),
+                                               ("shipped", "tiny-grading"), ("shipped", "tiny-lesions"), ("hub", "dr")]
+    assert all(str(tmp_path) not in c.key and str(tmp_path) not in c.label for c in menu)
+    assert parse_hub_id("org/name@main").revision == "main"
     with pytest.raises(ValueError, match="org/name"):
-        parse_model_key("not a model")
-    cache = ModelCache(capacity=1)
+        parse_hub_id("not a model")
+    with pytest.raises(ValueError, match="no config.json"):  # the operator's own mistake, at start-up
+        Catalogue([str(tmp_path)])
+    cache = ModelCache(capacity=1, catalogue=Catalogue([tiny["grade"]]))
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get(str(tiny["grade"])))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(cache.get("tiny-grading-2"))) for _ in range(4)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert cache.loads == 1 and all(r[0] is results[0][0] for r in results)  # loaded once for 4 users
     with pytest.raises(ModelUnavailable, match="offline"):
         cache.get("nobody/nothing")
+
+
+def test_only_offered_models_load_and_refusals_do_not_probe_the_disk(tiny, tmp_path, monkeypatch):
+    from appcore.catalogue import Catalogue, ModelCache, ModelNotOffered, ModelUnavailable
+    from appcore.presentation import error_message
+
+    cache = ModelCache(capacity=2, catalogue=Catalogue([tiny["multilabel"]]))
+    paths = [str(tiny["grade"]), str(tiny["grade"]) + "-absent", str(tiny["multilabel"]), "/etc", "/etc-absent",
+             "../" + tiny["grade"].name, "./" + tiny["grade"].name]
+    answers, shown = {}, {}
+    for text in paths + ["~", "no such name"]:
+        with pytest.raises(ModelNotOffered) as refused:
+            cache.get(text)
+        answers[text] = str(refused.value).replace(f"`{text}`", "`<text>`")
+        shown[text] = error_message(refused.value)  # the page's status line
+    assert len(set(answers.values())) == 1 and "not one of this app's models" in answers["/etc"]
+    assert len({shown[text] for text in paths}) == 1  # one line for every path, existing or not
+    assert all("config.json" not in a and str(tmp_path) not in a for a in shown.values())
+    with pytest.raises(ModelNotOffered, match="No model is selected"):
+        cache.get("")
+    # Text of the hub id form is always a hub id, even where such a folder exists in the working dir.
+    monkeypatch.chdir(tiny["grade"].parent.parent)
+    relative = f"{tiny['grade'].parent.name}/{tiny['grade'].name}"
+    with pytest.raises(ModelUnavailable, match="offline"):
+        cache.get(relative)
+    assert cache.loads == 0 and not cache._loading  # nothing loaded, no lock left behind per bogus key
+    assert cache.get("tiny-lesions")[0].config.name == "tiny-lesions"
+
+
+def test_failures_never_name_server_paths(tmp_path):
+    from appcore.catalogue import Catalogue, ModelCache, ModelUnavailable
+    from appcore.presentation import error_message
+    from fundus import ImageError
+
+    broken = make_broken_model(tmp_path / "secret-folder" / "broken")
+    with pytest.raises(ModelUnavailable) as failed:
+        ModelCache(catalogue=Catalogue([broken])).get("broken")
+    assert str(failed.value) == "Model `broken` could not be loaded: its files are missing or do not match its config."
+    assert "secret-folder" in str(failed.value.__cause__)  # the log keeps the details
+    # A path in a library's message is cut out of the status line; labels and URLs stay.
+    assert error_message(ImageError(f"no such image file: {tmp_path}/x.png")) == "no such image file: …"
+    assert error_message(ValueError("BP/MA at https://huggingface.co/org/name")) == "BP/MA at https://huggingface.co/org/name"
+    assert error_message(KeyError("x")) is None  # unexpected: logged, not shown
+
+
+def test_download_folders_are_bounded(tmp_path):
+    from appcore.views import DownloadFolders
+
+    folders = DownloadFolders(keep=2, root=tmp_path)
+    made = []
+    for _ in range(5):
+        made.append(folders.new())
+        (made[-1] / "panels.png").write_bytes(b"png")
+    assert [f.exists() for f in made] == [False, False, False, True, True] and len(folders) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(made[-2:])
 
 
 def test_examples_are_generated_not_shipped(tmp_path):

@@ -1,4 +1,4 @@
-"""`python app.py` as a user starts it: PORT honoured, bound to 127.0.0.1 only, HTTP 200, --help."""
+"""`python app.py` as a user starts it: PORT honoured, bound to 127.0.0.1 only, HTTP 200, --help, --models."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_app import free_port, make_tiny_models
+from support import free_port, make_tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -59,3 +59,13 @@ def test_help_describes_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--port", "--host", "--models", "--no-preload", "not for clinical use"):
         assert option in text
+
+
+def test_models_must_be_folders_or_hub_ids(tmp_path, capsys, monkeypatch):
+    import app
+
+    monkeypatch.setenv("FUNDUS_APP_CACHE", str(tmp_path / "cache"))
+    for bad in (str(tmp_path / "no-such-folder"), str(tmp_path)):  # missing; a folder without config.json
+        with pytest.raises(SystemExit) as exited:
+            app.main(["--models", bad, "--no-preload"])
+        assert exited.value.code == 2 and "--models" in capsys.readouterr().err

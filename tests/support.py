@@ -1,0 +1,119 @@
+"""Helpers of the app tests (test_app*.py, test_browser.py, test_streamlit_app.py): tiny models, synthetic
+photos, a fake hub cache, and the Gradio app launched in-process on a free port."""
+from __future__ import annotations
+
+import functools
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SIZE = 128
+DEFAULTS = dict(theta=128, tau=0.6, t=1.0, alpha=0.5, colormap="jet", outlines=True, compare="guided_gradcam")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_tiny_models(folder: Path) -> dict[str, Path]:
+    """Tiny random-weight zoo models: a multi-label one (paper 001's labels) and a grade regressor."""
+    import torch
+    import zoo
+
+    torch.manual_seed(0)
+    paths = {"multilabel": folder / "tiny-lesions", "grade": folder / "tiny-grading"}
+    zoo.create_model("efficientnet_lite0", paper="001", task="multilabel", pretrained=False,
+                     input_size=SIZE, name="tiny-lesions").save_pretrained(paths["multilabel"])
+    zoo.create_model("efficientnet_lite0", paper="003", task="grade-regression", pretrained=False, input_size=SIZE,
+                     labels=["No DR", "Mild", "Moderate", "Severe", "PDR"], name="tiny-grading",
+                     ).save_pretrained(paths["grade"])
+    return paths
+
+
+def make_broken_model(folder: Path) -> Path:
+    """A folder with a valid config.json but weights that are not a safetensors file."""
+    import zoo
+
+    zoo.create_model("efficientnet_lite0", paper="003", task="multiclass", pretrained=False, input_size=SIZE,
+                     name="tiny-broken").save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    return folder
+
+
+def put_in_hub_cache(model_folder: Path, repo_id: str) -> Path:
+    """Make ``repo_id`` a cached hub model (its ``main`` snapshot holds ``model_folder``'s files), so that an
+    offline ``snapshot_download(repo_id)`` finds it. The cache is the test run's private HF_HOME."""
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors", "README.md"):
+        (snapshot / name).write_bytes((model_folder / name).read_bytes())
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def start_app(tmp: Path, models: list[Path], monkeypatch_env: dict[str, str] | None = None):
+    """Build the app on the given model folders and launch it in-process; returns (demo, url)."""
+    import app
+
+    demo = app.build_demo(models=[str(m) for m in models], example_size=SIZE)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                            **app.LAUNCH_OPTIONS)
+    return demo, url
+
+
+def synthetic_photo(folder: Path, seed: int, **options) -> Path:
+    from fundus import make_fundus
+
+    rgb, _ = make_fundus(SIZE, seed=seed, **options)
+    path = folder / f"fundus-{seed}.png"
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def direct_probabilities(folder: Path, photo: Path) -> np.ndarray:
+    """The model's probabilities computed without the app: load_image → preprocess → forward."""
+    import torch
+    from fundus import load_image, preprocess
+
+    model = _direct_model(str(folder))
+    pre = preprocess(load_image(photo), model.config)
+    with torch.no_grad():
+        return model.probabilities(model(pre.tensor))[0].numpy()
+
+
+@functools.lru_cache(maxsize=4)
+def _direct_model(folder: str):
+    import zoo
+
+    return zoo.load(folder)
+
+
+def panel_path(value) -> str | None:
+    """The file of an image output (a plain path, or an update dict with its value)."""
+    if isinstance(value, dict):
+        value = value.get("value")
+        return value.get("path") if isinstance(value, dict) else value
+    return value
+
+
+def menu_of(dropdown_update: dict) -> list[str]:
+    """The values of a Model dropdown update returned to an API client."""
+    return [choice[1] for choice in dropdown_update["choices"]]
+
+
+def page_config(url: str) -> str:
+    """The page's /config (what a browser gets on load), as text."""
+    import urllib.request
+
+    with urllib.request.urlopen(url.rstrip("/") + "/config", timeout=10) as response:
+        return json.dumps(json.loads(response.read().decode()))
