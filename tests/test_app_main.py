@@ -69,3 +69,14 @@ def test_models_must_be_folders_or_hub_ids(tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit) as exited:
             app.main(["--models", bad, "--no-preload"])
         assert exited.value.code == 2 and "--models" in capsys.readouterr().err
+
+
+def test_the_server_bounds_its_heaps_on_glibc():
+    import platform
+
+    import app
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    # Importing the app set two heaps and a fixed mmap threshold (mallopt accepted both): see app.bound_heaps.
+    assert app._LIBC is not None and app.bound_heaps() is True
