@@ -259,7 +259,8 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             values = {panel: gr.skip() if m in unchanged else gr.Image(value=view.panels[m], label=view.captions[m])
                       for panel, m in zip(panels, PANEL_METHODS)}
             return {**values, crop: gr.skip() if "crop" in unchanged else view.crop, regions: view.regions,
-                    legend: present.legend_html(view.legend, view.regions), before_after: (view.compare[0], view.compare[1])}
+                    legend: present.legend_html(view.legend, view.regions),
+                    before_after: (view.compare[0], view.compare[1])}
 
         def cleared_view(exc=None, *args) -> dict:
             values = {panel: gr.Image(value=None, label=PANEL_TITLES[m]) for panel, m in zip(panels, PANEL_METHODS)}
