@@ -19,13 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py sets it
@@ -45,9 +42,8 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def measure_server(timeout_s: float) -> dict:
     """Cold start of `python app.py` to HTTP 200, then resident memory after each default model ran once."""
-    sys.path.insert(0, str(REPO / "scripts"))
+    from _app_server import free_port, start_app, wait_http_ok
     from gradio_client import Client, handle_file
-    from make_screenshot import free_port, start_app, wait_http_ok
 
     port = free_port()
     started = time.perf_counter()

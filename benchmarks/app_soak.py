@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -183,7 +181,7 @@ def soak(minutes: float, visitors: int, every: float, session_actions: int, big:
          timeout_s: float, app_py: Path = REPO / "app.py") -> dict:
     from appcore.catalogue import available_models
     from appcore.examples import ensure_examples
-    from make_screenshot import free_port, wait_http_ok
+    from _app_server import free_port, wait_http_ok
 
     work = Path(tempfile.mkdtemp(prefix="fundus-soak-"))
     try:

@@ -19,14 +19,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explain import Explainer, attention_crop, lesion_mask  # noqa: E402
+from explain import Explainer, attention_crop, lesion_mask
 
 FOUR = ["cam", "gradcam", "guided_gradcam", "gmsm"]
 CLASSES = 5

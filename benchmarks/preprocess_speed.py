@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fundus import fov as fov_module  # noqa: E402
-from fundus import make_fundus, preprocess  # noqa: E402
+from fundus import fov as fov_module
+from fundus import make_fundus, preprocess
 
 
 def main() -> None:

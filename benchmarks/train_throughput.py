@@ -23,8 +23,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as python -m train does (
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from train.data import CachedImages  # noqa: E402
 from train.ddp import resolve_device  # noqa: E402
 from train.loop import LoopConfig, Stage, fit  # noqa: E402

@@ -29,11 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fundus import load_image
+from fundus.check import check_fundus
 
-from fundus import load_image  # noqa: E402
-from fundus.check import check_fundus  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 STATS = ("surround", "hue_variety", "hue_spread", "blue_red", "chroma", "texture", "fine_share")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +31,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fundus import datasets
+from fundus.datasets import patient_split
+from zoo.evaluate import sample_target
+from zoo.papers import DR_GRADES, LESION_LABELS
 
-from fundus import datasets  # noqa: E402
-from fundus.datasets import patient_split  # noqa: E402
-from zoo.evaluate import sample_target  # noqa: E402
-from zoo.papers import DR_GRADES, LESION_LABELS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 INPUT_SIZE = 320
 ARCH = "efficientnet_lite0"

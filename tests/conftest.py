@@ -21,6 +21,34 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FUNDUS_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    problem = _package_problem()
+    if problem:
+        raise pytest.UsageError(problem)
+
+
+def _package_problem() -> str | None:
+    """Why this checkout's package is not what child processes will import, or None. Subprocess tests (the
+    CLIs, torchrun, a killed training job) import fundus/zoo/explain/train from the installed package."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    fix = "./dev.sh test installs it, or: .venv/bin/pip install -e . --no-deps"
+    # All matches: the build's fundus_cam_zoo.egg-info in the checkout (on sys.path here) carries no install record.
+    installs = [json.loads(dist.read_text("direct_url.json") or "{}")
+                for dist in metadata.distributions(name="fundus-cam-zoo")]
+    installs = [found for found in installs if found]
+    if not installs:
+        return f"the fundus-cam-zoo package is not installed in this environment ({fix})"
+    for found in installs:
+        url = urlparse(found.get("url", ""))
+        if (found.get("dir_info", {}).get("editable") and url.scheme == "file"
+                and Path(unquote(url.path)).resolve() == REPO.resolve()):
+            return None
+    return f"fundus-cam-zoo is installed, but not editable from {REPO} ({fix})"
+
+
 def shared_dataset(name: str) -> Path:
     """Path of a real data set in ../shared/data, or skip the test cleanly when it is absent."""
     path = SHARED_DATA / name

@@ -1,15 +1,22 @@
-"""Helpers of the app tests (test_app*.py, test_browser.py, test_streamlit_app.py): tiny models, synthetic
-photos, a fake hub cache, and the Gradio app launched in-process on a free port."""
+"""Shared test helpers (imported as ``from support import …``: pytest puts tests/ on ``sys.path``): a free
+port, the Gradio app launched in-process or as ``python app.py``, the wait for an HTTP 200; for the app tests
+(test_app*.py, test_browser.py, test_streamlit_app.py) tiny models, synthetic photos and a fake hub cache."""
 from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
 SIZE = 128
 DEFAULTS = dict(theta=128, tau=0.6, t=1.0, alpha=0.5, colormap="jet", outlines=True, compare="guided_gradcam")
 
@@ -18,6 +25,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> float:
+    """Seconds until ``url`` answers HTTP 200.
+
+    Raises:
+        TimeoutError: no 200 within ``timeout_s``; RuntimeError: the server process exited.
+    """
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer HTTP 200 within {timeout_s} s")
+
+
+def start_app_process(port: int, models: list[str], log: str | Path | None = None) -> subprocess.Popen:
+    """``python app.py`` on a port, as a user starts it (the current environment); its output goes to ``log``
+    (default: discarded). Stop it with ``terminate()`` + ``wait()``."""
+    env = {**os.environ, "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(REPO / "app.py")] + (["--models", *models] if models else [])
+    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it open
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
 def make_tiny_models(folder: Path) -> dict[str, Path]:
@@ -113,7 +149,5 @@ def menu_of(dropdown_update: dict) -> list[str]:
 
 def page_config(url: str) -> str:
     """The page's /config (what a browser gets on load), as text."""
-    import urllib.request
-
     with urllib.request.urlopen(url.rstrip("/") + "/config", timeout=10) as response:
         return json.dumps(json.loads(response.read().decode()))

@@ -14,12 +14,9 @@ from PIL import Image
 
 from fundus import make_fundus
 
-REPO = Path(__file__).resolve().parents[1]
-
 LOOP_SCRIPT = textwrap.dedent('''
     import json, os, sys, torch, torch.nn as nn
     from torch.utils.data import TensorDataset
-    sys.path.insert(0, {repo!r})
     torch.set_num_threads(1)
     from train.loop import fit, LoopConfig, Stage
 
@@ -42,7 +39,8 @@ LOOP_SCRIPT = textwrap.dedent('''
 
 
 def torchrun(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    # The ranks import train/ from the installed package (pip install -e .; ./dev.sh does it).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            *args], capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
 
@@ -50,7 +48,7 @@ def torchrun(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.
 @pytest.mark.slow
 def test_loop_under_torchrun_keeps_replicas_in_sync(tmp_path):
     script = tmp_path / "loop.py"
-    script.write_text(LOOP_SCRIPT.format(repo=str(REPO)))
+    script.write_text(LOOP_SCRIPT)
     out = tmp_path / "out"
     done = torchrun([str(script), str(out)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

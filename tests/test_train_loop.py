@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,15 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from train import augment as aug
 from train.loop import Checkpointer, LoopConfig, ResumableBatchSampler, Stage, fit, write_csv
 from train.losses import FocalLoss, WeightedBCE, focal_loss, inverse_frequency_weights
 from train.metrics import accuracy_metric, choose_thresholds, micro_f1_metric
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -139,46 +135,38 @@ def test_batch_sampler_shards_resumes_and_drops_single_tail():
     assert set(got) == set(range(7)) and len(got) == 8  # padded to a multiple of the world size
 
 
-RESUME_JOB = textwrap.dedent('''
-    import sys, time, torch, torch.nn as nn
-    from torch.utils.data import Dataset
-    sys.path.insert(0, {repo!r})
-    from train.augment import GaussianNoise
-    from train.loop import fit, LoopConfig, Stage
+class _ResumeItems(Dataset):
+    def __init__(self, delay):
+        self.delay = delay
 
-    class Items(Dataset):
-        def __init__(self, delay):
-            self.delay = delay
-        def __len__(self):
-            return 40
-        def __getitem__(self, i):
-            time.sleep(self.delay)  # ~5 s of training in all: time to kill it after the first checkpoint
-            g = torch.Generator().manual_seed(i)
-            return (torch.rand(3, 8, 8, generator=g) * 255).to(torch.uint8), i % 2
+    def __len__(self):
+        return 40
 
-    def run(out, resume=False, delay=0.0):
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5),
-                              nn.Linear(4, 2))
-        res = fit(model, nn.CrossEntropyLoss(), Items(delay), None,
-                  LoopConfig(out_dir=out, batch_size=4, checkpoint_every=3, resume=resume, progress=False),
-                  [Stage("all", 3, 0.01)], augment=GaussianNoise(0.01))
-        return model, res
+    def __getitem__(self, i):
+        time.sleep(self.delay)  # ~5 s of training in all: time to kill it after the first checkpoint
+        g = torch.Generator().manual_seed(i)
+        return (torch.rand(3, 8, 8, generator=g) * 255).to(torch.uint8), i % 2
 
-    if __name__ == "__main__":
-        run(sys.argv[1], delay=0.04)
-''')
+
+def resume_job(out, resume=False, delay=0.0):
+    """The training job of the kill + resume test; its first run is a child process (killed mid-epoch)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5),
+                          nn.Linear(4, 2))
+    res = fit(model, nn.CrossEntropyLoss(), _ResumeItems(delay), None,
+              LoopConfig(out_dir=out, batch_size=4, checkpoint_every=3, resume=resume, progress=False),
+              [Stage("all", 3, 0.01)], augment=aug.GaussianNoise(0.01))
+    return model, res
 
 
 @pytest.mark.slow
 def test_kill_mid_epoch_then_resume(tmp_path):
-    import importlib.util
-
-    script = tmp_path / "resume_job.py"
-    script.write_text(RESUME_JOB.format(repo=str(REPO)))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The child imports this module (tests/ is its working directory, so on its sys.path).
+    child = "import sys; from test_train_loop import resume_job; resume_job(sys.argv[1], delay=0.04)"
+    proc = subprocess.Popen([sys.executable, "-c", child, str(out)], cwd=Path(__file__).parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     latest = out / "checkpoints" / "latest.json"
     deadline = time.time() + 600  # a hang guard only: the loop waits for the first checkpoint
     while not latest.exists() and time.time() < deadline and proc.poll() is None:
@@ -189,17 +177,14 @@ def test_kill_mid_epoch_then_resume(tmp_path):
     state = json.loads((Checkpointer(out).latest() / "state.json").read_text())
     assert 0 < state["global_step"] < 30, "killed too late: the run had finished"
 
-    spec = importlib.util.spec_from_file_location("resume_job", script)
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    model, res = job.run(out, resume=True)
+    model, res = resume_job(out, resume=True)
     assert res.resumed_from == {"epoch": state["epoch"], "batch": state["batch"], "global_step": state["global_step"]}
     assert res.global_step == 30  # 3 epochs x 10 batches, none repeated or skipped
     assert res.steps_run == 30 - state["global_step"]
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
     # Same batches, same noise and dropout draws (a seed per step), optimizer state restored:
     # the weights of an uninterrupted run (to rounding: two model instances may run different kernels).
-    reference, _ = job.run(tmp_path / "reference")
+    reference, _ = resume_job(tmp_path / "reference")
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

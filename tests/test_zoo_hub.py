@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from hub_server import HubServer
+from support import free_port
 from zoo.architectures.pretrained import RANDOM_UNREACHABLE, efficientnet_lite_weights_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,12 +131,6 @@ def test_offline_uncached_hub_id_says_how_to_get_it():
 
 # --- hub download through olah (a self-hosted hub mirror) on 127.0.0.1 ---------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.email=zoo@test", "-c", "user.name=zoo", *args], cwd=cwd, check=True,
                    capture_output=True)
@@ -147,7 +142,7 @@ def olah_hub(tmp_path):
     pytest.importorskip("olah")
     mirrors = tmp_path / "mirrors"
     mirrors.mkdir()
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "olah.toml"
     config.write_text(
         "[basic]\n"
@@ -214,7 +209,7 @@ def test_load_from_hub_by_repo_id_then_offline_from_cache_with_revisions(olah_hu
     x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
     checkout = zoo.load(repo, device="cpu")  # the working tree holds v2
     env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
-           "PYTHONPATH": str(REPO), "FUNDUS_ZOO_MODELS": "grader=fundus-org/tiny-grader@v1"}
+           "FUNDUS_ZOO_MODELS": "grader=fundus-org/tiny-grader@v1"}
     sources = ["fundus-org/tiny-grader", "fundus-org/tiny-grader v1", "grader"]
     latest, tagged, named = _load_in_subprocess(sources, env)
     assert latest["name"] == "tiny-v2" and tagged["name"] == "tiny-v1"
