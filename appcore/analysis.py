@@ -5,6 +5,11 @@ that it is a fundus photograph (``fundus.check_fundus``: a photo that is not get
 ValueError the front ends show, and no classification), preprocesses it for the model, runs the
 explanation engine once, and keeps the result in a bounded LRU keyed by the image's hash, the model
 and the target. Moving a slider reads the cached result.
+
+Decisions are the model's own (``zoo.model.FundusNet.decide``): a no-disease label ("healthy", "normal",
+"No DR") and the disease labels never both stand. "all predicted" explains the decided disease labels
+only; regions (θ crop, τ lesion mask, lesion outlines) are drawn only for disease labels
+(``Analysis.region_labels``): never for a no-disease answer.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import numpy as np
 
 from appcore.catalogue import ModelCache
 from fundus.check import FundusCheck, NotFundusError, check_fundus  # noqa: F401 - NotFundusError: re-exported
+from zoo.model import is_no_disease
 
 # The four panels of the page (paper 000: CAM/Grad-CAM/Guided Grad-CAM; paper 004: GMSM).
 PANEL_METHODS = ("cam", "gradcam", "guided_gradcam", "gmsm")
@@ -45,11 +51,11 @@ def target_choices(config) -> list[tuple[str, str]]:
     Multi-label models explain every label over its threshold, integrated (paper 001 eq. 4), by default.
     """
     if config.task == "multilabel":
-        choices = [("all predicted (integrated Guided Grad-CAM)", ALL_PREDICTED)]
+        choices = [("all predicted labels (integrated)", ALL_PREDICTED)]
     elif config.task == "grade-regression":
-        choices = [("predicted grade (the regression output)", PREDICTED)]
+        choices = [("the predicted grade", PREDICTED)]
     else:
-        choices = [("predicted class", PREDICTED)]
+        choices = [("the predicted class", PREDICTED)]
     if config.task != "grade-regression":
         choices += [(label, f"class:{i}") for i, label in enumerate(config.labels)]
     return choices
@@ -89,6 +95,9 @@ def engine_target(choice: str, config) -> Any:
 def summarise(config, probabilities, decision) -> dict[str, Any]:
     """A JSON-ready prediction: the probabilities (or grade value) and the model's decision.
 
+    Multi-label predictions also list ``overruled``: labels that reached their threshold but lost to the other
+    side of the no-disease rule (``zoo.model.FundusNet.decide``), so that the page can say so.
+
     Args:
         config: the model's ModelConfig.
         probabilities: (num_outputs,) ``model.probabilities`` of the raw outputs.
@@ -100,7 +109,7 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
         grade = int(decision[0])
         label = config.labels[grade] if grade < len(config.labels) else f"grade {grade}"
         return {"task": config.task, "value": float(probabilities[0]), "grade": grade, "label": label,
-                "grade_cutoffs": [float(c) for c in config.grade_cutoffs]}
+                "grade_cutoffs": [float(c) for c in config.grade_cutoffs], "labels": list(config.labels)}
     result: dict[str, Any] = {
         "task": config.task,
         "probabilities": {label: float(p) for label, p in zip(config.labels, probabilities)},
@@ -108,6 +117,8 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
     if config.task == "multilabel":
         result["thresholds"] = {label: float(th) for label, th in zip(config.labels, config.thresholds)}
         result["predicted"] = [label for label, yes in zip(config.labels, decision) if yes]
+        result["overruled"] = [label for label, p, yes in zip(config.labels, probabilities, decision)
+                               if not yes and p >= result["thresholds"][label]]
     else:
         result["predicted"] = [config.labels[int(decision[0])]]
     return result
@@ -175,6 +186,35 @@ class Analysis:
                     self._guided = {_label(self.config, c): self.explanation.maps(self.config.t, target=c)["guided_gradcam"]
                                     for c in classes}
             return self._guided
+
+    @property
+    def explained_labels(self) -> list[str]:
+        """The labels whose evidence the maps show (a grade model: its predicted grade's label)."""
+        if self.config.task == "grade-regression":
+            return [self.prediction["label"]]
+        return [_label(self.config, c) for c in self.explanation.targets[0]]
+
+    @property
+    def region_labels(self) -> list[str]:
+        """The explained labels that get regions (θ crop, τ lesion mask, outlines): disease labels only, and
+        for "all predicted" only the decided ones. Empty: no regions (``regions_note`` says why)."""
+        labels = [label for label in self.explained_labels if not is_no_disease(label)]
+        if self.target == ALL_PREDICTED:
+            labels = [label for label in labels if label in self.prediction.get("predicted", [])]
+        return labels
+
+    @property
+    def regions_note(self) -> str:
+        """Why no region is drawn ('' when regions are drawn)."""
+        if self.region_labels:
+            return ""
+        explained = self.explained_labels
+        if any(is_no_disease(label) for label in explained):
+            return (f"No regions: '{explained[0]}' is a no-disease answer, so there is no lesion to outline. "
+                    "The maps show what the model based that answer on; pick a disease label under "
+                    "'Explain which output' to see where its evidence lies.")
+        return (f"No regions: no label reached its threshold; the maps show the most probable label "
+                f"('{explained[0]}'). Pick a label under 'Explain which output' to draw its regions.")
 
     @property
     def unavailable(self) -> dict[str, str]:
@@ -304,6 +344,8 @@ class Analyser:
         timings["preprocess"] = time.perf_counter() - start
         start = time.perf_counter()
         with run_lock, Explainer(model) as explainer:  # hooks are per call; one call per model at a time
+            if wanted == "all-predicted":
+                wanted = decided_targets(model, pre.tensor)
             explanation = explainer.explain(pre.tensor, target=wanted, fov_mask=pre.fov_mask, methods=PANEL_METHODS)
         timings["explain"] = time.perf_counter() - start
         with self._count_lock:
@@ -318,6 +360,24 @@ class Analyser:
         analysis.maps(config.t)  # the default gate's maps, computed once here rather than on a slider move
         self.cache.put(analysis)
         return analysis
+
+
+def decided_targets(model, x) -> list[int]:
+    """The classes "all predicted" explains for a multi-label model: its decided disease labels (most probable
+    first); else its decided no-disease label; else (nothing reached its threshold) the most probable label.
+
+    One forward pass without gradients: the engine's own "all-predicted" takes every label over its threshold,
+    so "healthy" would be integrated with the lesions the model's decision overruled.
+    """
+    import torch
+
+    with torch.no_grad():
+        out = model(x)
+        probs = model.probabilities(out)[0]
+        decided = model.decide(out)[0]
+    order = sorted(range(probs.numel()), key=lambda i: -float(probs[i]))
+    disease = [i for i in order if bool(decided[i]) and not is_no_disease(_label(model.config, i))]
+    return disease or [i for i in order if bool(decided[i])] or order[:1]
 
 
 def _label(config, index: int) -> str:

@@ -1,11 +1,19 @@
-"""Example photos for the app, generated at start-up (nothing is committed, nothing from ../shared/data).
+"""Example photos for the app.
 
-Two redistributable sources: the project's synthetic fundus-like images with lesions
-(``fundus.make_fundus``) and the CC0 retina photograph that scikit-image ships (``skimage.data.retina``).
+``shipped_examples``: the real photographs in ``assets/examples`` (HRF and IDRiD, CC BY 4.0, downscaled to
+≤ 512 px and re-encoded; ``assets/examples/CREDITS.md``), each with the diagnosis its data set gives, so
+that a visitor can see where a model is right and where it is not. ``examples.json`` lists them, their
+captions, credits and the photo the page opens on.
+
+``ensure_examples``: generated ones (the project's synthetic fundus-like images with lesions and the CC0
+retina photograph that scikit-image ships), written into a cache folder at start-up; for experiments and
+for front ends that have not moved to the real photos yet.
 """
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,6 +26,42 @@ SYNTHETIC_EXAMPLES = (
     ("synthetic-fundus-dark.png", {"seed": 21, "exposure": 0.6}),
 )
 RETINA_EXAMPLE = "skimage-retina-cc0.jpg"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One shipped example photo and what its data set says about it."""
+
+    path: Path
+    caption: str  # a few words, shown under the thumbnail
+    known: str  # the known diagnosis or findings, as the data set gives them
+    dataset: str  # the data set's name as model configs list it (``ModelConfig.datasets``)
+    credit: str  # source and licence
+
+    def trained_on_by(self, config) -> bool:
+        """Whether the model's training data include this photo's data set (it may have seen this photo)."""
+        return self.dataset in (getattr(config, "datasets", None) or [])
+
+
+def shipped_examples(folder: str | Path | None = None) -> tuple[list[Example], int]:
+    """The example photos listed in ``folder/examples.json`` (default ``assets/examples``) and the index of the
+    one the page opens on.
+
+    Raises:
+        FileNotFoundError: no ``examples.json``, or a photo it lists is missing.
+    """
+    folder = Path(folder) if folder is not None else EXAMPLES_DIR
+    listing = json.loads((folder / "examples.json").read_text())
+    examples = []
+    for item in listing["examples"]:
+        path = folder / item["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"example photo {path} listed in examples.json is missing")
+        examples.append(Example(path, item["caption"], item["known"], item["dataset"], item["credit"]))
+    files = [e.path.name for e in examples]
+    start = files.index(listing["start"]) if listing.get("start") in files else 0
+    return examples, start
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,9 @@
-"""Texts and small pictures of the page that do not depend on the UI toolkit."""
+"""Texts and small pictures of the page that do not depend on the UI toolkit: the main result line, the
+panel and slider texts, the colour bar, the model card, the region summary and the status line."""
 from __future__ import annotations
 
 import html
+import math
 import re
 from pathlib import Path
 
@@ -13,6 +15,24 @@ NOTICE = ("⚠️ **Research tool, not a medical device — not for clinical use
 FOV_COLOUR = (0, 255, 0)
 CROP_COLOUR = (255, 215, 0)
 
+# What each panel shows, in one line under its title.
+PANEL_HELP = {
+    "cam": "Where the class evidence sits in the last layer: coarse regions, from the classifier's own weights.",
+    "gradcam": "Which last-layer regions raise this output, from its gradients: coarse regions.",
+    "guided_gradcam": "The fine details (spots, edges) behind the output. Green box: the θ attention crop.",
+    "gmsm": "Lesion-sized evidence from a high and a low layer. White, cyan boxes: the τ lesion mask.",
+}
+# The region sliders: what they do first, the paper second.
+SLIDER_LABELS = {
+    "theta": "θ attention crop: higher keeps only the strongest details, a tighter crop (paper 000, eq. 5)",
+    "tau": "τ lesion mask: higher marks fewer, stronger spots as lesion (paper 004, eq. 4)",
+    "t": "t gate: higher hides weak evidence in the GMSM map (paper 004, eq. 2)",
+    "alpha": "Heat-map opacity (α)",
+}
+CLOSE_TO_CUTOFF = 0.15  # a grade value this close to a cut-off is called borderline
+CLOSE_CALL = 0.15  # a multiclass answer whose runner-up is this close in probability is called a close call
+LOW_RESOLUTION = 0.75  # a field of view narrower than this share of the model's input gets a low-resolution note
+
 
 def example_caption(path: str | Path) -> str:
     name = Path(path).stem
@@ -20,9 +40,12 @@ def example_caption(path: str | Path) -> str:
 
 
 def card_markdown(config, model_key: str = "") -> str:
-    """The model card's key facts: paper, labels, data and licence, metrics, provenance, intended use."""
+    """The model card's key facts, one per line (readable in a narrow column): paper, labels, decision rule and
+    thresholds, data and licence, metrics, provenance, intended use."""
     if config is None:
         return "No model loaded."
+    from zoo.model import decision_rule
+
     try:
         from zoo.papers import PAPERS
 
@@ -30,29 +53,142 @@ def card_markdown(config, model_key: str = "") -> str:
         paper_text = f"{config.paper} — {paper.title}" if paper else (config.paper or "none")
     except ImportError:  # pragma: no cover - zoo is a hard dependency; keep the card readable anyway
         paper_text = config.paper or "none"
-    metrics = ", ".join(f"{k}: {_fmt(v)}" for k, v in config.metrics.items()) or "not reported"
-    rows = [
-        ("model", f"`{model_key or config.name}` ({config.arch}, {config.task}, input {config.input_size} px)"),
-        ("paper", paper_text),
-        ("labels", ", ".join(config.labels)),
-        ("training data", ", ".join(config.datasets) or "not stated"),
-        ("data licence", config.data_license or "not stated"),
-        ("metrics", metrics),
-        ("weights", config.pretrained),
-        ("reproduce", f"`{config.reproduce}`" if config.reproduce else "not stated"),
+    lines = [
+        f"**Model:** `{model_key or config.name}` — {config.arch}, {config.task}, input {config.input_size} px",
+        f"**Paper:** {paper_text}",
+        f"**Labels:** {', '.join(config.labels)}",
+        f"**Decision rule:** {decision_rule(config)}",
     ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    description = f"\n\n{config.description}" if config.description else ""
-    return (f"| | |\n|---|---|\n{table}{description}\n\n**Not for clinical use.** A research model: its outputs "
-            "and explanations must not be used to diagnose, screen or treat anyone.")
+    if config.task == "multilabel":
+        lines.append("**Thresholds:** " + ", ".join(f"{label} {percent(t)}"
+                                                     for label, t in zip(config.labels, config.thresholds)))
+    lines += [
+        f"**Training data:** {', '.join(config.datasets) or 'not stated'}",
+        f"**Data licence:** {config.data_license or 'not stated'}",
+        f"**Weights:** {config.pretrained}",
+        f"**Region defaults:** θ = {config.theta}, τ = {config.tau:g}, t = {config.t:g}",
+    ]
+    text = "  \n".join(lines)
+    metrics = "\n".join(f"- {k}: {_fmt(v)}" for k, v in config.metrics.items()) or "- not reported"
+    text += f"\n\n**Metrics**\n\n{metrics}"
+    if config.description:
+        text += f"\n\n{config.description}"
+    if config.reproduce:
+        text += f"\n\n**Reproduce**\n\n```\n{config.reproduce}\n```"
+    return text + ("\n\n**Not for clinical use.** A research model: its outputs and explanations must not be used "
+                   "to diagnose, screen or treat anyone.")
 
 
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
     return str(value)
+
+
+def percent(p: float) -> str:
+    """A probability as a percentage, with a decimal below 10 % (so that 1.7 % and 2.4 % stay apart)."""
+    value = 100 * float(p)
+    if 0 < value < 10:
+        return f"{value:.1f} %"
+    return f"{value:.0f} %"
+
+
+# -- the main result -----------------------------------------------------------------------------------------
+
+def answer_line(prediction: dict) -> tuple[str, str]:
+    """(answer, uncertainty) of a prediction (``appcore.analysis.summarise``'s dict), as plain text.
+
+    Grades: the grade and its label, then the value and its distance to the nearest cut-off (borderline when
+    closer than ``CLOSE_TO_CUTOFF``). Multi-class: the label and its probability, then the runner-up.
+    Multi-label: the decided labels with their probabilities, then their thresholds and any overruled label.
+    """
+    task = prediction["task"]
+    if task == "grade-regression":
+        value, cuts, grade = prediction["value"], prediction["grade_cutoffs"], prediction["grade"]
+        labels = prediction.get("labels") or []
+        answer = f"{prediction['label']} (grade {grade})"
+        if not cuts:
+            return answer, f"value {value:.2f}"
+        index = min(range(len(cuts)), key=lambda i: abs(value - cuts[i]))
+        cut, gap = cuts[index], value - cuts[index]
+        if abs(gap) < CLOSE_TO_CUTOFF:
+            between = f" between {labels[index]} and {labels[index + 1]}" if index + 1 < len(labels) else ""
+            return answer, f"value {value:.2f}, close to the {cut:g} cut-off{between}: borderline"
+        return answer, f"value {value:.2f}, {abs(gap):.2f} {'above' if gap > 0 else 'below'} the {cut:g} cut-off"
+    probabilities = prediction["probabilities"]
+    if task == "multiclass":
+        ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
+        (top, p), rest = ranked[0], ranked[1:]
+        if not rest:
+            return top, f"probability {percent(p)}"
+        second, q = rest[0]
+        close = " — a close call" if p - q < CLOSE_CALL else ""
+        return top, f"probability {percent(p)}; next: {second} {percent(q)}{close}"
+    thresholds = prediction["thresholds"]
+    chosen = prediction["predicted"]
+    if not chosen:
+        top = max(probabilities, key=probabilities.get)
+        return ("no label reached its threshold",
+                f"most probable: {top} {percent(probabilities[top])} (threshold {percent(thresholds[top])})")
+    answer = ", ".join(f"{label} {percent(probabilities[label])}" for label in chosen)
+    detail = "threshold" + ("s " if len(chosen) > 1 else " ") + ", ".join(percent(thresholds[label]) for label in chosen)
+    overruled = prediction.get("overruled") or []
+    if overruled:
+        detail += "; overruled: " + ", ".join(f"{label} {percent(probabilities[label])} (threshold "
+                                              f"{percent(thresholds[label])})" for label in overruled)
+    return answer, detail
+
+
+def low_resolution_note(analysis) -> str:
+    """A note when the photo's field of view is much narrower than the model's input ('' otherwise)."""
+    x0, _y0, x1, _y1 = analysis.pre.crop_box
+    side = max(1, int(round(x1 - x0)))
+    size = int(analysis.pre.image.shape[0])
+    if side >= LOW_RESOLUTION * size:
+        return ""
+    return (f"low resolution: the eye is {side} px across, the model's input {size} px "
+            f"(enlarged {size / side:.1f}×): fine lesions may be lost")
+
+
+def main_result(analysis, example=None) -> str:
+    """The page's main result as HTML: one line (the answer, its uncertainty, a low-resolution note), and for an
+    example photo a second, smaller line with what its data set says about it."""
+    answer, detail = answer_line(analysis.prediction)
+    parts = [f'<span class="answer">{html.escape(answer)}</span>', f'<span class="detail">{html.escape(detail)}</span>']
+    note = low_resolution_note(analysis)
+    if note:
+        parts.append(f'<span class="low-resolution">⚠️ {html.escape(note)}</span>')
+    model = html.escape(analysis.model_key)
+    text = f'<div class="main-line"><span class="model">{model}:</span> ' + " · ".join(parts) + "</div>"
+    if example is not None:
+        seen = (f" This model was trained on {example.credit.split(' (')[0]} photos: it may have seen this one."
+                if example.trained_on_by(analysis.config) else "")
+        text += (f'<div class="known">Example photo — known: {html.escape(example.known)}. '
+                 f'<span class="credit">{html.escape(example.credit)}.</span>{html.escape(seen)}</div>')
+    return f'<div class="main-result">{text}</div>'
+
+
+def timings_line(analysis, render_seconds: float | None = None) -> str:
+    """The timings in one line (for the details, not the panel titles)."""
+    t = analysis.timings
+    line = (f"**Timings** — preprocessing {t['preprocess'] * 1000:.0f} ms · one network pass for all four maps "
+            f"{t['explain'] * 1000:.0f} ms")
+    if render_seconds is not None:
+        line += f" · drawing {render_seconds * 1000:.0f} ms"
+    return line
+
+
+def colorbar_html(colormap: str = "jet") -> str:
+    """A colour bar for the heat maps: the colormap from 0 (no evidence) to 1 (the map's strongest)."""
+    from explain.overlay import heatmap
+
+    ramp = heatmap(np.linspace(0, 1, 11, dtype=np.float32)[None].repeat(2, 0), colormap)[0]
+    stops = ", ".join(f"rgb({r},{g},{b}) {i * 10}%" for i, (r, g, b) in enumerate(ramp.tolist()))
+    return ('<div class="colorbar"><span>low</span>'
+            f'<span class="bar" style="background: linear-gradient(to right, {stops})"></span>'
+            '<span>high evidence for the explained output (each map scaled to its maximum)</span></div>')
 
 
 def warnings_of(analysis) -> list[str]:
@@ -69,18 +205,15 @@ def preprocessing_markdown(analysis, file_note: str = "") -> str:
     clahe = f"on (clip {cfg.clahe_clip}, {cfg.clahe_tile}×{cfg.clahe_tile} tiles)" if cfg.clahe else "off"
     crop = "off" if not cfg.fov_crop else f"{tuple(int(v) for v in pre.crop_box)} in photo pixels"
     size = pre.image.shape[0]
-    lines = [f"**Preprocessing** — file: {file_note or 'photo'} · field of view: {fov} · crop: {crop} · "
-             f"CLAHE: {clahe} · input {size}×{size} px · preprocess {analysis.timings['preprocess'] * 1000:.0f} ms, "
-             f"network pass {analysis.timings['explain'] * 1000:.0f} ms"]
-    return "\n".join(lines)
+    graham = " · local average colour subtracted (Graham)" if getattr(cfg, "graham", False) else ""
+    return (f"**Preprocessing** — file: {file_note or 'photo'} · field of view: {fov} · crop: {crop} · "
+            f"CLAHE: {clahe}{graham} · input {size}×{size} px")
 
 
 def prediction_title(analysis) -> str:
-    pred = analysis.prediction
-    if pred["task"] == "grade-regression":
-        return f"grade {pred['grade']} ({pred['label']}), value {pred['value']:.2f}"
-    chosen = ", ".join(pred["predicted"]) or "no label over its threshold"
-    return f"predicted: {chosen}"
+    """The chart's title: the answer and its uncertainty (``answer_line``)."""
+    answer, detail = answer_line(analysis.prediction)
+    return f"{answer} · {detail}"
 
 
 def photo_with_crop(analysis) -> np.ndarray:
@@ -101,12 +234,22 @@ def model_input_with_fov(analysis) -> np.ndarray:
 
 
 def legend_html(legend: list[tuple[str, str]], regions: dict | None = None) -> str:
-    """The region summary (θ crop box, τ patch count and area) and the lesion-outline legend
-    (one coloured swatch per label, paper 001 Fig. 6c's colours)."""
+    """The region summary (θ crop box and its share of the image, τ patch count and area, or why no region is
+    drawn) and the lesion-outline legend (one coloured swatch per label, paper 001 Fig. 6c's colours)."""
     lines = []
+    if regions and regions.get("note"):
+        lines.append(f'<span class="regions-note">{html.escape(regions["note"])}</span>')
     if regions and "crop_box" in regions:
         x0, y0, x1, y1 = regions["crop_box"]
-        note = " (no pixel above θ: whole image)" if regions.get("crop_empty") else ""
+        share = regions.get("crop_fraction")
+        if regions.get("crop_empty"):
+            note = " (no pixel above θ: whole image; lower θ)"
+        elif share is not None and share < 0.05:
+            note = f", {100 * share:.1f}% of the image: lower θ for a wider crop"
+        elif share is not None:
+            note = f", {100 * share:.0f}% of the image"
+        else:
+            note = ""
         lines.append(f"<b>θ = {regions['theta']}</b> attention crop: ({x0}, {y0})–({x1}, {y1}){note}")
     if regions and "lesion_patches" in regions:
         lines.append(f"<b>τ = {regions['tau']:.2f}</b> lesion mask: {regions['lesion_patches']} patches, "

@@ -18,7 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from explain.overlay import colormap_names, draw_boxes, draw_outlines, overlay, panel_grid
+from explain.overlay import colormap_names, draw_boxes, overlay, panel_grid
 from explain.regions import attention_crop, lesion_mask, lesion_outlines
 
 from appcore.analysis import PANEL_METHODS
@@ -69,8 +69,8 @@ class View:
     """What the page shows for one Analysis and one set of ViewParams."""
 
     panels: dict[str, np.ndarray]  # method -> (S, S, 3) uint8 RGB picture
-    captions: dict[str, str]  # method -> panel title with its time, or why it is unavailable
-    crop: np.ndarray  # θ crop enlarged to the input size (paper 000 Fig. 2f)
+    captions: dict[str, str]  # method -> panel title, or the title and why it is unavailable
+    crop: np.ndarray  # θ crop enlarged, its longer side the input size, aspect kept (paper 000 Fig. 2f)
     regions: dict[str, Any]  # JSON-ready: crop box, lesion patches, areas
     legend: list[tuple[str, str]] = field(default_factory=list)  # (label, "#rrggbb") of drawn outlines
     compare: tuple[np.ndarray, np.ndarray] | None = None  # (photo as the model sees it, overlay)
@@ -78,13 +78,31 @@ class View:
 
     def grid(self) -> np.ndarray:
         """The four panels and the enlarged crop side by side, titled, as one RGB image (the PNG download)."""
-        images = [self.panels[m] for m in PANEL_METHODS] + [self.crop]
-        titles = [self.captions[m] for m in PANEL_METHODS] + [f"theta={self.regions['theta']} crop"]
+        side = self.panels[PANEL_METHODS[0]].shape[0]
+        images = [self.panels[m] for m in PANEL_METHODS] + [_letterbox(self.crop, side)]
+        title = f"theta={self.regions['theta']} crop" if "crop_box" in self.regions else "no crop"
+        titles = [self.captions[m] for m in PANEL_METHODS] + [title]
         return panel_grid(images, titles, columns=len(images))
+
+
+def _letterbox(picture: np.ndarray, side: int) -> np.ndarray:
+    """A picture scaled into a black side × side square, its aspect ratio kept."""
+    height, width = picture.shape[:2]
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    square = np.zeros((side, side, 3), np.uint8)
+    y, x = (side - size[1]) // 2, (side - size[0]) // 2
+    square[y:y + size[1], x:x + size[0]] = small
+    return square
 
 
 def render_view(analysis, params: ViewParams) -> View:
     """Draw the four panels, the θ crop, the τ lesion mask and the outlines from cached maps.
+
+    Regions (θ crop box, τ lesion mask, lesion outlines) are drawn only for disease labels
+    (``analysis.region_labels``): for a no-disease answer ("healthy", "normal", "No DR") the panels show the
+    maps alone and ``regions["note"]`` says why. The enlarged crop keeps the crop's aspect ratio.
 
     Args:
         analysis: an ``appcore.analysis.Analysis``.
@@ -99,7 +117,6 @@ def render_view(analysis, params: ViewParams) -> View:
     image = analysis.pre.image
     fov = analysis.pre.fov_mask
     maps = analysis.maps(params.t)
-    timings = analysis.method_timings
     unavailable = analysis.unavailable
     panels: dict[str, np.ndarray] = {}
     captions: dict[str, str] = {}
@@ -111,45 +128,78 @@ def render_view(analysis, params: ViewParams) -> View:
             panels[method] = analysis.memo(
                 ("overlay", method, gate, params.alpha, params.colormap),
                 lambda m=method: overlay(image, maps[m], params.alpha, params.colormap, mask=fov))
-            seconds = timings.get(method)
-            if seconds is not None:
-                captions[method] = f"{title} · {seconds * 1000:.0f} ms"
-            else:  # the engine computes all methods in one pass: show that pass's time
-                captions[method] = f"{title} · {analysis.timings['explain'] * 1000:.0f} ms (shared pass)"
+            captions[method] = title  # the timings are in one line of the details, not in every title
         else:
             reason = unavailable.get(method, "not computed for this model")
             panels[method] = analysis.memo(("unavailable", method),
                                            lambda: unavailable_picture(image.shape[:2], f"{title} unavailable: {reason}"))
             captions[method] = f"{title} — unavailable: {reason}"
     regions: dict[str, Any] = {"theta": int(params.theta), "tau": float(params.tau), "t": float(params.t)}
-    crop = image
     legend: list[tuple[str, str]] = []
-    if "guided_gradcam" in maps:  # paper 000 eq. 5 and Fig. 2 d–f
-        found = analysis.memo(("crop", params.theta), lambda: attention_crop(maps["guided_gradcam"], params.theta, image))
-        regions["crop_box"] = [int(v) for v in found.box]
+    drawn = analysis.region_labels
+    regions["labels"] = list(drawn)
+    crop = None
+    if not drawn:
+        regions["note"] = analysis.regions_note
+        crop = analysis.memo(("no-crop",), lambda: unavailable_picture(image.shape[:2], "No θ crop: "
+                                                                       + analysis.regions_note.split(": ", 1)[-1]))
+    elif "guided_gradcam" in maps:  # paper 000 eq. 5 and Fig. 2 d–f
+        found = analysis.memo(("crop", params.theta), lambda: attention_crop(maps["guided_gradcam"], params.theta))
+        box = [int(v) for v in found.box]
+        regions["crop_box"] = box
         regions["crop_empty"] = bool(found.empty)
-        crop = found.enlarged
-        panel = draw_boxes(panels["guided_gradcam"], [found.box], CROP_COLOUR, 2)
+        regions["crop_fraction"] = round((box[2] - box[0]) * (box[3] - box[1]) / float(image.shape[0] * image.shape[1]), 4)
+        crop = analysis.memo(("crop-picture", params.theta), lambda: crop_picture(image, box, image.shape[0]))
+        line = max(2, image.shape[0] // 160)
+        panel = draw_boxes(panels["guided_gradcam"], [found.box], CROP_COLOUR, line)
         if params.outlines:
-            outlines = analysis.memo(("outlines", params.tau),
-                                     lambda: lesion_outlines(analysis.guided_by_label(), params.tau, fov_mask=fov))
-            panel = draw_outlines(panel, outlines, 2, legend=False)
+            outlines = analysis.memo(("outlines", params.tau), lambda: lesion_outlines(
+                {k: v for k, v in analysis.guided_by_label().items() if k in drawn}, params.tau, fov_mask=fov))
+            panel = draw_outlines_with_halo(panel, outlines, line)
             legend = [(label, "#%02x%02x%02x" % colour) for label, colour in outlines.legend]
         panels["guided_gradcam"] = panel
-    if "gmsm" in maps:  # paper 004 eq. 4: M = L_norm > τ, split into patches
+    if drawn and "gmsm" in maps:  # paper 004 eq. 4: M = L_norm > τ, split into patches
         lesions = analysis.memo(("lesions", round(params.t, 3), params.tau),
                                 lambda: lesion_mask(maps["gmsm"], params.tau, fov_mask=fov))
         panel = panels["gmsm"].copy()
         panel[lesions.mask] = (0.6 * panel[lesions.mask] + 0.4 * np.array(MASK_TINT, np.float32)).astype(np.uint8)
-        panels["gmsm"] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR, 1)
+        panels["gmsm"] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR, max(1, image.shape[0] // 320))
         inside = int(fov.sum()) or fov.size
         regions.update(lesion_patches=len(lesions.patches), lesion_area_px=int(lesions.total_area),
                        lesion_area_fraction=round(lesions.total_area / inside, 4),
                        lesion_boxes=[[int(v) for v in p.box] for p in lesions.patches[:50]])
+    if crop is None:
+        crop = image
     view = View(panels=panels, captions=captions, crop=crop, regions=regions, legend=legend,
                 compare=(image, panels[params.compare]))
     view.render_seconds = time.perf_counter() - start
     return view
+
+
+def crop_picture(image: np.ndarray, box, side: int) -> np.ndarray:
+    """The crop ``box`` (x0, y0, x1, y1) of ``image`` enlarged so that its longer side is ``side`` pixels,
+    keeping its aspect ratio (paper 000 Fig. 2f, without the distortion of stretching it to a square)."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    cut = image[max(0, y0):max(y0 + 1, y1), max(0, x0):max(x0 + 1, x1)]
+    height, width = cut.shape[:2]
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return np.ascontiguousarray(cv2.resize(cut, size, interpolation=interpolation))
+
+
+def draw_outlines_with_halo(image: np.ndarray, outlines, thickness: int = 2) -> np.ndarray:
+    """Lesion outlines in their label colours (paper 001 Fig. 6c) over a dark halo, so that they stay visible
+    on any heat-map colour at the size the page shows them."""
+    canvas = np.ascontiguousarray(image).copy()
+    for label, contours in outlines.contours.items():
+        if contours:
+            cv2.drawContours(canvas, contours, -1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    for label, contours in outlines.contours.items():
+        if contours:
+            cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in outlines.colours[label]), thickness,
+                             cv2.LINE_AA)
+    return canvas
 
 
 def unavailable_picture(shape: tuple[int, int], message: str) -> np.ndarray:

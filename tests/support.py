@@ -71,6 +71,38 @@ def make_tiny_models(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def make_biased_lesion_model(folder: Path, name: str, biases: dict[str, float], thresholds: list[float]) -> Path:
+    """A tiny multi-label model with paper 001's labels whose outputs lean where ``biases`` say: each label's
+    score map gets that bias (logits of about ±bias), so that the decision does not depend on the photo."""
+    import torch
+    import zoo
+
+    torch.manual_seed(1)
+    model = zoo.create_model("efficientnet_lite0", paper="001", task="multilabel", pretrained=False, input_size=SIZE,
+                             name=name, thresholds=thresholds)
+    with torch.no_grad():
+        model.head.score.weight.mul_(0.01)  # the maps keep their shape, the outputs their bias
+        for index, label in enumerate(model.config.labels):
+            model.head.score.bias[index] = float(biases.get(label, 0.0))
+    model.save_pretrained(folder / name)
+    return folder / name
+
+
+def make_grader_at(folder: Path, name: str, value: float) -> Path:
+    """A tiny grade regressor whose value is about ``value`` for any photo (the head's weights scaled down)."""
+    import torch
+    import zoo
+
+    torch.manual_seed(2)
+    model = zoo.create_model("efficientnet_lite0", paper="003", task="grade-regression", pretrained=False,
+                             input_size=SIZE, labels=["No DR", "Mild", "Moderate", "Severe", "PDR"], name=name)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(1e-3)
+        model.head.fc.bias.fill_(value)
+    model.save_pretrained(folder / name)
+    return folder / name
+
+
 def make_broken_model(folder: Path) -> Path:
     """A folder with a valid config.json but weights that are not a safetensors file."""
     import zoo
@@ -101,7 +133,7 @@ def start_app(tmp: Path, models: list[Path], monkeypatch_env: dict[str, str] | N
     """Build the app on the given model folders and launch it in-process; returns (demo, url)."""
     import app
 
-    demo = app.build_demo(models=[str(m) for m in models], example_size=SIZE)
+    demo = app.build_demo(models=[str(m) for m in models])
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
                             **app.LAUNCH_OPTIONS)
     return demo, url

@@ -96,7 +96,7 @@ def test_unavailable_method_says_why(tmp_path, photo):
                      cam=None, cam_reason="this head is not GAP + one linear layer").save_pretrained(folder)
     view = render_view(Analyser(ModelCache(catalogue=Catalogue([folder]))).analyse(photo, "no-cam"), ViewParams())
     assert view.captions["cam"] == "CAM — unavailable: this head is not GAP + one linear layer"
-    assert view.panels["cam"].shape == (SIZE, SIZE, 3) and "ms" in view.captions["gradcam"]
+    assert view.panels["cam"].shape == (SIZE, SIZE, 3) and view.captions["gradcam"] == "Grad-CAM"
 
 
 @pytest.mark.parametrize("bad", [dict(theta=256), dict(tau=1.5), dict(t=-1), dict(alpha=2), dict(colormap="rainbowz"),
@@ -117,8 +117,15 @@ def test_prediction_chart_per_task():
     assert list(bars.y) == [0.7, 0.2] and list(marks.y) == [0.5, 0.3]  # thresholds marked per label
     assert bars.marker.color[0] != bars.marker.color[1]
     grade = prediction_chart({"task": "grade-regression", "value": 2.3, "grade": 2, "label": "Moderate",
-                              "grade_cutoffs": [0.5, 1.5, 2.5, 3.5]})
+                              "grade_cutoffs": [0.5, 1.5, 2.5, 3.5], "labels": ["No DR", "Mild", "Moderate", "Severe",
+                                                                                 "PDR"]})
     assert grade.data[0].x[0] == 2.3 and len(grade.layout.shapes) == 4
+    assert [a.text for a in grade.layout.annotations] == ["No DR", "Mild", "Moderate", "Severe", "PDR"]
+    overruled = prediction_chart({"task": "multilabel", "probabilities": {"BP/MA": 0.03, "healthy": 0.96},
+                                  "thresholds": {"BP/MA": 0.024, "healthy": 0.57}, "predicted": ["healthy"],
+                                  "overruled": ["BP/MA"]})
+    colours = list(overruled.data[0].marker.color)
+    assert len(set(colours)) == 2 and colours[0] not in (bars.marker.color[0], bars.marker.color[1])
     with pytest.raises(ValueError, match="unknown task"):
         prediction_chart({"task": "segmentation"})
 
@@ -230,3 +237,145 @@ def _png(size) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# -- decision rules: no contradictions -------------------------------------------------------------------------
+
+def _logits(probabilities):
+    import torch
+
+    p = torch.tensor(probabilities, dtype=torch.float64)
+    return (torch.log(p) - torch.log1p(-p)).float()
+
+
+@pytest.mark.parametrize("labels, no_disease", [
+    (["BP/MA", "HM", "HEX", "CWS", "healthy"], "healthy"),  # dr-lesions (paper 001)
+    (["normal", "DR", "maculopathy", "glaucoma"], "normal"),  # multi-disease
+])
+def test_a_no_disease_label_and_the_disease_labels_exclude_each_other(labels, no_disease):
+    import zoo
+    from zoo.model import decision_rule
+
+    n = len(labels)
+    k = labels.index(no_disease)
+    thresholds = [0.024] * n
+    thresholds[k] = 0.565
+    model = zoo.create_model("efficientnet_lite0", paper="", task="multilabel", labels=labels, pretrained=False,
+                             input_size=64, thresholds=thresholds)
+    other = next(i for i in range(n) if i != k)
+    rows = []
+    for healthy_p, other_p in [(0.964, 0.031), (0.813, 0.172), (0.30, 0.97), (0.96, 0.99), (0.2, 0.01)]:
+        row = [0.001] * n
+        row[k], row[other] = healthy_p, other_p
+        rows.append(row)
+    decided = model.decide(_logits(rows)).tolist()
+    raw = model.decide(_logits(rows), exclusive=False).tolist()
+    for row, got, over in zip(rows, decided, raw):
+        assert over == [p >= t for p, t in zip(row, thresholds)]  # exclusive=False: every label over its threshold
+        assert not (got[k] and any(got[i] for i in range(n) if i != k))  # never both sides
+        assert all(over[i] or not got[i] for i in range(n))  # nothing below its threshold is ever added
+    # Both sides over their thresholds: the side further above its threshold in log-odds stays.
+    assert decided[0][k] and not decided[0][other]  # healthy 96 % (t 57 %) beats 3.1 % (t 2.4 %)
+    assert decided[1][other] and not decided[1][k]  # 17 % against 2.4 % is further above than 81 % against 57 %
+    assert decided[2][other] and not decided[2][k]  # no conflict: the disease label alone
+    assert decided[3][other] and not decided[3][k]
+    assert not any(decided[4])  # nothing over its threshold: nothing decided
+    rule = decision_rule(model.config)
+    assert f"'{no_disease}' and the other labels" in rule and "log-odds" in rule
+
+
+def test_models_without_a_no_disease_label_decide_by_threshold_alone():
+    import torch
+    import zoo
+    from zoo.model import decision_rule, no_disease_index
+
+    model = zoo.create_model("efficientnet_lite0", paper="", task="multilabel", labels=["DR", "glaucoma", "AMD"],
+                             pretrained=False, input_size=64, thresholds=[0.5, 0.2, 0.9])
+    out = _logits([[0.6, 0.3, 0.5], [0.1, 0.1, 0.95]])
+    assert model.decide(out).tolist() == [[True, True, False], [False, False, True]]
+    assert no_disease_index(["healthy"]) is None and no_disease_index(["No DR", "Mild"]) == 0
+    grader = zoo.create_model("efficientnet_lite0", paper="004", task="grade-regression", pretrained=False, input_size=64)
+    assert grader.decide(torch.tensor([[0.49], [1.51]])).tolist() == [0, 2]
+    assert "exclude each other" in decision_rule(grader.config) and "0.5, 1.5, 2.5, 3.5" in decision_rule(grader.config)
+
+
+# -- the main result line ------------------------------------------------------------------------------------
+
+def test_the_main_result_says_how_sure_the_answer_is():
+    from appcore.presentation import answer_line
+
+    labels = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
+    grade = dict(task="grade-regression", grade_cutoffs=[0.5, 1.5, 2.5, 3.5], labels=labels)
+    assert answer_line({**grade, "value": 1.53, "grade": 2, "label": "Moderate"}) == (
+        "Moderate (grade 2)", "value 1.53, close to the 1.5 cut-off between Mild and Moderate: borderline")
+    assert answer_line({**grade, "value": 2.1, "grade": 2, "label": "Moderate"})[1] == \
+        "value 2.10, 0.40 below the 2.5 cut-off"
+    assert answer_line({**grade, "value": 3.9, "grade": 4, "label": "Proliferative DR"})[1] == \
+        "value 3.90, 0.40 above the 3.5 cut-off"
+    answer, detail = answer_line({"task": "multiclass", "probabilities": {"No DR": 0.48, "Mild": 0.40, "Moderate": 0.12},
+                                  "predicted": ["No DR"]})
+    assert answer == "No DR" and detail == "probability 48 %; next: Mild 40 % — a close call"
+    multilabel = {"task": "multilabel", "probabilities": {"BP/MA": 0.031, "HM": 0.001, "healthy": 0.964},
+                  "thresholds": {"BP/MA": 0.024, "HM": 0.084, "healthy": 0.5653}}
+    assert answer_line({**multilabel, "predicted": ["healthy"], "overruled": ["BP/MA"]}) == (
+        "healthy 96 %", "threshold 57 %; overruled: BP/MA 3.1 % (threshold 2.4 %)")
+    assert answer_line({**multilabel, "predicted": [], "overruled": []})[0] == "no label reached its threshold"
+
+
+def test_a_photo_much_smaller_than_the_input_gets_a_low_resolution_note(analyser):
+    from fundus import make_fundus
+
+    from appcore.presentation import low_resolution_note, main_result
+
+    small = analyser.analyse(make_fundus(80, seed=8)[0], "tiny-lesions", "all predicted")
+    note = low_resolution_note(small)
+    assert note.startswith("low resolution: the eye is") and f"input {SIZE} px" in note
+    assert "low resolution" in main_result(small)
+    full = analyser.analyse(make_fundus(SIZE, seed=8)[0], "tiny-lesions", "all predicted")
+    assert low_resolution_note(full) == "" and "low resolution" not in main_result(full)
+
+
+def test_the_model_card_is_lines_not_a_table(tiny):
+    import zoo
+
+    from appcore.presentation import card_markdown
+
+    card = card_markdown(zoo.load(str(tiny["multilabel"])).config, "tiny-lesions")
+    assert "|---|" not in card and "**Decision rule:**" in card and "**Thresholds:** BP/MA 50 %" in card
+    assert "**Labels:** BP/MA, HM, HEX, CWS, healthy" in card and "Not for clinical use" in card
+
+
+# -- the shipped example photos ------------------------------------------------------------------------------
+
+def test_the_example_photos_are_real_small_credited_and_recognised():
+    import hashlib
+    import json
+
+    from appcore.examples import EXAMPLES_DIR, shipped_examples
+    from conftest import SHARED_DATA
+    from fundus import check_fundus, load_image
+
+    examples, start = shipped_examples()
+    assert 1 <= len(examples) <= 8 and 0 <= start < len(examples)
+    files = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert files == sorted(e.path for e in examples)  # every photo listed, nothing else shipped
+    assert sum(p.stat().st_size for p in files) <= 1.5 * 2**20
+    for example in examples:
+        with Image.open(example.path) as image:
+            assert image.format == "JPEG" and max(image.size) <= 512
+        assert check_fundus(load_image(example.path)).is_fundus
+        assert example.caption and len(example.caption) <= 14 and example.known
+        assert "CC BY 4.0" in example.credit
+    known = " ".join(e.known for e in examples).lower()
+    assert "healthy" in known and "glaucoma" in known and "exudate" in known
+    credits = (EXAMPLES_DIR / "CREDITS.md").read_text()
+    for words in ("HRF", "Budai", "IDRiD", "Porwal", "CC BY 4.0", "Cataract: no example", "DR grades are not known"):
+        assert words in credits
+    # Re-encoded, never byte copies of the shared data sets' files.
+    if SHARED_DATA.is_dir():
+        listing = json.loads((EXAMPLES_DIR / "examples.json").read_text())["examples"]
+        for item in listing:
+            original = SHARED_DATA / item["source"]
+            if original.is_file():
+                assert hashlib.sha256(original.read_bytes()).digest() != \
+                    hashlib.sha256((EXAMPLES_DIR / item["file"]).read_bytes()).digest()
