@@ -4,6 +4,10 @@ Upload a fundus photo, pick a zoo model, and compare CAM | Grad-CAM | Guided Gra
 side with the papers' region tools (θ attention crop, τ lesion mask, lesion outlines). One network pass
 per (photo, model, target) is cached on the server (``appcore.Analyser``): the sliders only redraw.
 
+The page opens on an analysed example (real photos with known diagnoses: ``assets/examples``), with the
+main result in one line at the top; the region tools, display options and technical details are in tabs
+below the four maps.
+
     python app.py [--port 7860] [--host 127.0.0.1] [--models FOLDER_OR_HUB_ID ...]
 
 The app loads only the shipped models, hub repo ids and the folders given with ``--models``; a
@@ -78,18 +82,64 @@ from appcore import photos, presentation as present  # noqa: E402
 from appcore.analysis import PANEL_METHODS, Analyser, image_digest, target_choices  # noqa: E402
 from appcore.catalogue import Catalogue, ModelCache, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
-from appcore.examples import ensure_examples  # noqa: E402
+from appcore.examples import Example, shipped_examples  # noqa: E402
 from appcore.exports import write_downloads  # noqa: E402
 from appcore.views import COLORMAPS, PANEL_TITLES, DownloadFolders, ViewParams, render_view  # noqa: E402
 
 log = logging.getLogger("fundus_cam_zoo.app")
 MAX_FILE_SIZE = "20mb"  # Gradio refuses larger uploads before they reach us; fundus.load_image checks again
 NOTE_SECONDS = 20
-# Gradio keeps each session's page values in memory (~0.5 MB; 10000 sessions by default): the newest 256.
-LAUNCH_OPTIONS = dict(max_file_size=MAX_FILE_SIZE, state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
 # Every 10 minutes, the pictures and uploads Gradio wrote more than an hour ago go (disk, and the list of them).
 DELETE_CACHE = (600, 3600)
 PHOTO_GONE = "The photo of this session is no longer on the server: upload it again."
+EXAMPLE_CREDITS = ("<small>Example photos: HRF (Budai et al. 2013) and IDRiD (Porwal et al. 2018), both CC BY 4.0, "
+                   "downscaled and re-encoded; IDRiD lesion counts from the CODRAS boxes (C. von Csefalvay, CC BY-SA "
+                   "4.0). Details: assets/examples/CREDITS.md.</small>")
+# The page's own styles: a prominent main result, example captions that wrap, a model card that fits its
+# column, the colour bar, and a phone layout (390 px) without horizontal overflow.
+CSS = """
+#main-result .main-result { padding: 10px 14px; border-radius: 8px; background: var(--block-background-fill);
+  border: 1px solid var(--block-border-color); }
+#main-result .main-line { font-size: 1.2rem; line-height: 1.45; }
+#main-result .answer { font-weight: 700; }
+#main-result .model { color: var(--body-text-color-subdued); }
+#main-result .low-resolution { color: #b45309; }
+#main-result .known { font-size: 0.9rem; margin-top: 4px; }
+#main-result .credit { color: var(--body-text-color-subdued); }
+#examples .grid-wrap { height: auto !important; max-height: none !important; min-height: 0 !important;
+  overflow: visible !important; }
+#examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important; padding-top: 30px !important; }
+#examples .gallery-item { height: auto !important; }
+#examples .thumbnail-item { width: 100% !important; height: auto !important; display: flex !important;
+  flex-direction: column; overflow: hidden; }
+#examples .thumbnail-item img { width: 100% !important; height: auto !important; aspect-ratio: 1 / 1;
+  object-fit: cover; }
+#examples .caption-label { position: static !important; white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; max-width: 100% !important; width: 100%; margin: 0 !important;
+  border-radius: 0 !important; font-size: 0.75rem; line-height: 1.2; text-align: center; padding: 2px 1px !important; }
+#model-card { overflow-wrap: anywhere; }
+#model-card pre, #model-card code { white-space: pre-wrap !important; word-break: break-word; }
+.panel-head { min-height: 3.4em; }
+.panel-head p { margin: 0 !important; font-size: 0.85rem; line-height: 1.3; }
+.panel-head strong { font-size: 1rem; }
+.colorbar { display: flex; align-items: center; gap: 8px; font-size: 0.85rem; flex-wrap: wrap; }
+.colorbar .bar { display: inline-block; width: 220px; max-width: 45vw; height: 12px; border-radius: 3px; }
+.region-summary { font-size: 0.95rem; }
+.regions-note { color: var(--body-text-color-subdued); }
+@media (max-width: 640px) {
+  #main-result .main-line { font-size: 1.05rem; }
+  #panels { flex-direction: row !important; flex-wrap: wrap !important; gap: 8px !important; }
+  #panels > .column { flex: 1 1 calc(50% - 8px) !important; min-width: calc(50% - 8px) !important;
+    max-width: calc(50% - 4px) !important; }
+  .panel-head { min-height: 0; }
+  .panel-head p { font-size: 0.75rem; }
+  .gradio-container { padding-left: 6px !important; padding-right: 6px !important; }
+}
+"""
+# Gradio keeps each session's page values in memory (~0.5 MB; 10000 sessions by default): the newest 256.
+LAUNCH_OPTIONS = dict(max_file_size=MAX_FILE_SIZE, css=CSS,
+                      state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
 
 
 class FundusApp:
@@ -99,11 +149,12 @@ class FundusApp:
         models: folders or hub repo ids the operator offers before the shipped models (``--models``).
         analyser: an ``appcore.Analyser`` to use (tests pass one to count network passes); its model cache
             gets this app's catalogue.
-        example_size: side of the generated example photos.
+        examples: the example photos and the index of the one the page opens on (default
+            ``appcore.examples.shipped_examples()``: the real photos in ``assets/examples``).
     """
 
     def __init__(self, models: list[str] | None = None, analyser: Analyser | None = None,
-                 example_size: int = 512) -> None:
+                 examples: tuple[list[Example], int] | None = None) -> None:
         self.catalogue = Catalogue(models)
         # At most 3 loaded models and 12 cached analyses (~15 MB each for the shipped 320 px models, ~35 MB at
         # 512 px) keep the server under 2 GB (benchmarks/app_soak.py).
@@ -111,9 +162,24 @@ class FundusApp:
         analyses_cached = int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12))
         self.analyser = analyser or Analyser(ModelCache(models_cached, catalogue=self.catalogue), analyses_cached)
         self.analyser.models.catalogue = self.catalogue
-        self.examples = ensure_examples(size=example_size)
+        self.examples, self.start = examples if examples is not None else shipped_examples()
+        # An example is recognised by its pixels, whichever way it reached the server (click or upload).
+        self._example_digests = {image_digest(photos.load_photo(e.path)): e for e in self.examples}
         self.choices = self.catalogue.menu()
         self.downloads = DownloadFolders()
+
+    def example_of(self, digest: str) -> Example | None:
+        """The example photo with these pixels, if it is one (its known diagnosis goes in the main result)."""
+        return self._example_digests.get(digest)
+
+    def warm_up(self) -> None:
+        """Load the default model and analyse the example the page opens on, so the first visitor waits for
+        neither (errors are left for the page to report)."""
+        if not self.choices or not self.examples:
+            return
+        key = self.choices[0].key
+        self.analyser.models.get(key)
+        self.analyser.analyse(photos.load_photo(self.examples[self.start].path), key, "")
 
     def menu(self, added: list[str] = ()) -> list[tuple[str, str]]:
         """The model menu of a session: the app's models, then the ones this session added."""
@@ -171,107 +237,136 @@ UNCHANGED_BY = {
 }
 
 
-def build_demo(models: list[str] | None = None, analyser: Analyser | None = None, example_size: int = 512) -> gr.Blocks:
+def build_demo(models: list[str] | None = None, analyser: Analyser | None = None,
+               examples: tuple[list[Example], int] | None = None) -> gr.Blocks:
     """The Gradio Blocks app; launch it with ``**LAUNCH_OPTIONS``.
 
     Args:
         models: folders or hub repo ids to offer before the shipped defaults (tests pass tiny models).
         analyser: the ``appcore.Analyser`` to use (default: a new one with a model cache).
-        example_size: side of the generated example photos in pixels.
+        examples: the example photos and the index of the one the page opens on (default: ``assets/examples``).
 
     Returns:
         The Blocks; its ``fundus_app`` attribute is the shared ``FundusApp`` state.
     """
-    app = FundusApp(models, analyser, example_size)
-    # The examples live in the user's cache folder, outside Gradio's temp dir: serve exactly these files.
-    gr.set_static_paths(paths=[str(p) for p in app.examples])
+    app = FundusApp(models, analyser, examples)
+    # Serve exactly the example files (they live outside Gradio's temp dir).
+    gr.set_static_paths(paths=[str(e.path) for e in app.examples])
     menu = app.menu()
     default_model = menu[0][1] if menu else None
+    defaults = ViewParams()
 
     with gr.Blocks(title="Fundus CAM Zoo", delete_cache=DELETE_CACHE) as demo:
         demo.fundus_app = app
         session = gr.State(None)  # {"path", "digest", "name"} of this session's photo
         current = gr.State(default_model)  # this session's last model that loaded
         added = gr.State([])  # hub ids this session added to its menu
-        gr.Markdown("# Fundus CAM Zoo\nExplainable retinal fundus image classification: CAM, Grad-CAM, "
-                    "Guided Grad-CAM and GMSM side by side, with the papers' region tools.")
+        gr.HTML("<h1 style='margin:0'>Fundus CAM Zoo</h1><div>Explainable retinal fundus image classification: "
+                "four explanation methods side by side, with the papers' region tools.</div>", elem_id="title")
         gr.Markdown(present.NOTICE, elem_id="clinical-notice")
         status = gr.Markdown("", elem_id="status")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                upload = gr.File(label="Fundus photo — drop a file here or click to choose (JPEG, PNG, TIFF, BMP, "
-                                 "WebP; ≤ 20 MB, ≤ 50 MP)", type="filepath", file_count="single", elem_id="photo-upload")
-                examples = gr.Gallery(value=[(str(p), present.example_caption(p)) for p in app.examples],
-                                      label="Examples (generated fundus-like images and scikit-image's CC0 retina) — click one",
-                                      columns=4, height=150, allow_preview=False, elem_id="examples")
-                # Custom values: a typed hub id is a model too; the handlers validate every value.
-                model_menu = gr.Dropdown(menu, value=default_model, label="Model", elem_id="model-menu",
-                                         allow_custom_value=True)
+        main_result = gr.HTML("", elem_id="main-result")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                gallery = gr.Gallery(value=[(str(e.path), e.caption) for e in app.examples], columns=4, rows=2,
+                                     object_fit="cover", allow_preview=False, elem_id="examples",
+                                     label="Examples with known diagnoses: click one",
+                                     selected_index=app.start if app.examples else None)
                 with gr.Row():
-                    hub_id = gr.Textbox(label="…or a hub repo id", placeholder="org/name[@revision]", scale=3)
-                    hub_load = gr.Button("Load", scale=1)
-                with gr.Accordion("Model card: paper, labels, data, metrics", open=False):
-                    card = gr.Markdown(present.card_markdown(None), elem_id="model-card")
-                target = gr.Dropdown([], label="Explain which output", elem_id="target", allow_custom_value=True)
-            with gr.Column(scale=2):
-                with gr.Row():
-                    photo_view = gr.Image(label="Photo with the crop around the field of view", interactive=False,
-                                          format="jpeg", height=260)
-                    model_input = gr.Image(label="As the model sees it (crop, CLAHE, resize; FOV outlined)",
-                                           interactive=False, format="jpeg", height=260)
-                preprocessing = gr.Markdown("", elem_id="preprocessing")
-                chart = gr.Plot(label="Classification", elem_id="chart")
-                with gr.Accordion("Prediction (JSON)", open=False):
-                    prediction = gr.JSON(label="Prediction", elem_id="prediction")
-        with gr.Row(equal_height=True):
-            panels = [gr.Image(label=PANEL_TITLES[m], interactive=False, format="jpeg", elem_id=f"panel-{m}",
-                               buttons=["fullscreen"], height=320) for m in PANEL_METHODS]
-        with gr.Row():
-            theta = gr.Slider(0, 255, value=128, step=1, label="θ attention crop (paper 000 eq. 5)", elem_id="theta")
-            tau = gr.Slider(0, 1, value=0.6, step=0.01, label="τ lesion mask (paper 004 eq. 4)", elem_id="tau")
-            gate = gr.Slider(0, 5, value=1.0, step=0.05, label="t GMSM gate (paper 004 eq. 2)", elem_id="gate")
-        with gr.Row():
-            alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay α", elem_id="alpha")
-            colormap = gr.Dropdown(list(COLORMAPS), value="jet", label="colormap")
-            outlines = gr.Checkbox(value=True, label="lesion outlines (paper 001's colours)")
-            compare = gr.Radio([(PANEL_TITLES[m], m) for m in PANEL_METHODS], value="guided_gradcam",
-                               label="before/after panel")
-        with gr.Row():
-            crop = gr.Image(label="θ crop enlarged to the input size (paper 000 Fig. 2f)", interactive=False,
-                            format="jpeg", elem_id="crop", height=320)
-            before_after = gr.ImageSlider(label="Photo | overlay", elem_id="compare", format="jpeg", max_height=320)
-            with gr.Column():
+                    # Custom values: a typed hub id is a model too; the handlers validate every value.
+                    model_menu = gr.Dropdown(menu, value=default_model, label="Model", elem_id="model-menu",
+                                             allow_custom_value=True, min_width=180)
+                    target = gr.Dropdown([], label="Explain which output", elem_id="target",
+                                         allow_custom_value=True, min_width=180)
+            with gr.Column(scale=3, min_width=300):
+                with gr.Row(equal_height=False):
+                    model_input = gr.Image(label="As the model sees it (field of view outlined)", interactive=False,
+                                           format="jpeg", height=240, min_width=200, elem_id="model-input",
+                                           buttons=["fullscreen"])
+                    chart = gr.Plot(label="Classification: the model's scores and thresholds", elem_id="chart",
+                                    min_width=240)
+                upload = gr.File(label="Your own photo: drop a file here or click (JPEG, PNG, TIFF, BMP, WebP; "
+                                       "≤ 20 MB)", type="filepath", file_count="single", elem_id="photo-upload", height=100)
+        with gr.Row(equal_height=True, elem_id="panels"):
+            panels = []
+            for method in PANEL_METHODS:
+                with gr.Column(min_width=170):
+                    gr.Markdown(f"**{PANEL_TITLES[method]}**  \n{present.PANEL_HELP[method]}",
+                                elem_classes="panel-head")
+                    panels.append(gr.Image(label=PANEL_TITLES[method], show_label=False, interactive=False,
+                                           format="jpeg", elem_id=f"panel-{method}", buttons=["fullscreen"]))
+        colorbar = gr.HTML(present.colorbar_html(defaults.colormap), elem_id="colorbar")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Regions: θ crop, τ lesion mask", elem_id="tab-regions"):
                 legend = gr.HTML("", elem_id="legend")
-                regions = gr.JSON(label="Regions: θ crop box, τ lesion patches and area", elem_id="regions",
-                                  height=260)
-        with gr.Row():
-            export = gr.Button("Prepare downloads: panels (PNG), raw maps (.npy), view (JSON)")
-            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads",
-                                height=120)
+                with gr.Row():
+                    theta = gr.Slider(0, 255, value=defaults.theta, step=1, label=present.SLIDER_LABELS["theta"],
+                                      elem_id="theta", min_width=200)
+                    tau = gr.Slider(0, 1, value=defaults.tau, step=0.01, label=present.SLIDER_LABELS["tau"],
+                                    elem_id="tau", min_width=200)
+                    gate = gr.Slider(0, 5, value=defaults.t, step=0.05, label=present.SLIDER_LABELS["t"],
+                                     elem_id="gate", min_width=200)
+                with gr.Row():
+                    crop = gr.Image(label="θ crop, enlarged (paper 000 Fig. 2f)", interactive=False, format="jpeg",
+                                    elem_id="crop", height=300, min_width=200)
+                    before_after = gr.ImageSlider(label="Photo | overlay (drag the handle)", elem_id="compare",
+                                                  format="jpeg", max_height=300, min_width=200)
+            with gr.Tab("Display", elem_id="tab-display"):
+                with gr.Row():
+                    alpha = gr.Slider(0, 1, value=defaults.alpha, step=0.05, label=present.SLIDER_LABELS["alpha"],
+                                      elem_id="alpha", min_width=200)
+                    colormap = gr.Dropdown(list(COLORMAPS), value=defaults.colormap, label="Heat-map colours",
+                                           min_width=150)
+                    outlines = gr.Checkbox(value=defaults.outlines, label="Lesion outlines (paper 001's colours)",
+                                           min_width=150)
+                    compare = gr.Radio([(PANEL_TITLES[m], m) for m in PANEL_METHODS], value=defaults.compare,
+                                       label="Panel in the before/after view", min_width=200)
+            with gr.Tab("Model card", elem_id="tab-card"):
+                card = gr.Markdown(present.card_markdown(None), elem_id="model-card")
+                with gr.Row():
+                    hub_id = gr.Textbox(label="Another model from the Hugging Face hub", scale=3,
+                                        placeholder="org/name[@revision]")
+                    hub_load = gr.Button("Load", scale=1)
+            with gr.Tab("Details", elem_id="tab-details"):
+                timings = gr.Markdown("", elem_id="timings")
+                preprocessing = gr.Markdown("", elem_id="preprocessing")
+                photo_view = gr.Image(label="The photo, with the square cut around the field of view",
+                                      interactive=False, format="jpeg", height=260, elem_id="photo")
+                with gr.Row():
+                    prediction = gr.JSON(label="Prediction", elem_id="prediction", height=260)
+                    regions = gr.JSON(label="Regions: θ crop box, τ lesion patches and area", elem_id="regions",
+                                      height=260)
+                with gr.Row():
+                    export = gr.Button("Prepare downloads: panels (PNG), raw maps (.npy), view (JSON)")
+                    downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                        elem_id="downloads", height=120)
+        gr.Markdown(EXAMPLE_CREDITS, elem_id="example-credits")
 
         view_inputs = [theta, tau, gate, alpha, colormap, outlines, compare]
-        view_outputs = [*panels, crop, regions, legend, before_after]
-        photo_outputs = [session, photo_view, model_input, preprocessing, chart, prediction, *view_outputs]
+        view_outputs = [*panels, crop, regions, legend, before_after, colorbar]
+        photo_outputs = [session, main_result, photo_view, model_input, preprocessing, timings, chart, prediction,
+                         *view_outputs]
         model_outputs = [model_menu, target, card, theta, tau, gate, current, added, *photo_outputs]
 
-        def view_values(view, unchanged: set[str] = frozenset()) -> dict:
-            """The four panels, crop, regions, summary and before/after of a view (unchanged ones skipped)."""
+        def view_values(view, colormap_name: str, unchanged: set[str] = frozenset()) -> dict:
+            """The four panels, crop, regions, summary, before/after and colour bar of a view (unchanged ones
+            skipped)."""
             values = {panel: gr.skip() if m in unchanged else gr.Image(value=view.panels[m], label=view.captions[m])
                       for panel, m in zip(panels, PANEL_METHODS)}
             return {**values, crop: gr.skip() if "crop" in unchanged else view.crop, regions: view.regions,
                     legend: present.legend_html(view.legend, view.regions),
-                    before_after: (view.compare[0], view.compare[1])}
+                    before_after: (view.compare[0], view.compare[1]), colorbar: present.colorbar_html(colormap_name)}
 
         def cleared_view(exc=None, *args) -> dict:
             values = {panel: gr.Image(value=None, label=PANEL_TITLES[m]) for panel, m in zip(panels, PANEL_METHODS)}
-            values = {**values, crop: None, regions: None, legend: "", before_after: None}
+            values = {**values, crop: None, regions: None, legend: "", before_after: None, colorbar: gr.skip()}
             if isinstance(exc, photos.PhotoRejected):  # the session's photo is gone: forget it
                 values[session] = None
             return values
 
         def cleared_photo(*_args) -> dict:
-            return {**cleared_view(), session: None, photo_view: None, model_input: None, preprocessing: "",
-                    chart: None, prediction: None}
+            return {**cleared_view(), session: None, main_result: "", photo_view: None, model_input: None,
+                    preprocessing: "", timings: "", chart: None, prediction: None}
 
         def explained(source: dict, model_key: str, target_value: str, params: ViewParams, rgb=None) -> dict:
             """Everything about the session's photo: one network pass unless cached, then the view."""
@@ -280,11 +375,12 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             notes = present.warnings_of(analysis)
             for note in notes:
                 gr.Warning(note, duration=NOTE_SECONDS)
-            return {session: source, photo_view: present.photo_with_crop(analysis),
-                    model_input: present.model_input_with_fov(analysis),
+            return {session: source, main_result: present.main_result(analysis, app.example_of(source["digest"])),
+                    photo_view: present.photo_with_crop(analysis), model_input: present.model_input_with_fov(analysis),
                     preprocessing: present.preprocessing_markdown(analysis, photos.describe_file(source["path"])),
-                    chart: prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
-                    prediction: analysis.prediction, status: present.status_warnings(notes), **view_values(view)}
+                    timings: present.timings_line(analysis, view.render_seconds),
+                    chart: prediction_chart(analysis.prediction), prediction: analysis.prediction,
+                    status: present.status_warnings(notes), **view_values(view, params.colormap)}
 
         def model_failed(exc, key, previous, session_added, *_args, **_kwargs) -> dict:
             """The menu goes back to the session's last working model (the view still shows it)."""
@@ -349,7 +445,8 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                 if not source:
                     return gr.skip()
                 params = ViewParams(int(theta), float(tau), float(t), float(alpha), colormap, bool(outlines), compare)
-                return view_values(render_view(app.analysis(source, model_key, target_value), params), unchanged)
+                view = render_view(app.analysis(source, model_key, target_value), params)
+                return view_values(view, params.colormap, unchanged)
 
             return on_view
 
@@ -365,7 +462,13 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             return {downloads: [str(p) for p in files], status: gr.skip()}
 
         def on_example(evt: gr.SelectData):
-            return str(app.examples[evt.index])
+            return str(app.examples[evt.index].path)
+
+        def on_start(source):
+            """A new page: the example it opens on goes into the photo box, which analyses it (on_photo)."""
+            if source or not app.examples:
+                return gr.skip()
+            return str(app.examples[app.start].path)
 
         network = dict(concurrency_limit=2, concurrency_id="network")
         redraw = dict(concurrency_limit=8, concurrency_id="redraw", show_progress="hidden")
@@ -377,7 +480,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                        api_name="load_hub_model", **network)
         upload.change(on_photo, [upload, model_menu, target, *view_inputs], [*photo_outputs, status],
                       api_name="analyse", **network)
-        examples.select(on_example, None, [upload], api_name=False)
+        gallery.select(on_example, None, [upload], api_name=False)
         target.input(on_target, [session, model_menu, target, *view_inputs], [*photo_outputs, status],
                      api_name="explain_target", **network)
         named = {"theta": theta, "tau": tau, "t": gate, "alpha": alpha, "colormap": colormap,
@@ -391,8 +494,9 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                             api_name="view", **redraw)
         export.click(on_export, [session, model_menu, target, *view_inputs], [downloads, status], api_name="downloads",
                      concurrency_limit=2)
+        # A new page loads the default model (card, targets, θ/τ/t), then opens on the analysed start example.
         demo.load(on_model, [model_menu, current, added, session, *controls], [*model_outputs, status], api_name=False,
-                  **network)
+                  **network).then(on_start, [session], [upload], api_name=False)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
@@ -413,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="model folders or hub repo ids (org/name[@revision]) offered before the shipped ones; "
                              "the only folders the app will ever load (named hub ids: FUNDUS_ZOO_MODELS)")
     parser.add_argument("--no-preload", action="store_true",
-                        help="do not load the default model in the background right after start-up")
+                        help="do not load the default model and analyse the start example in the background "
+                             "after start-up")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -422,11 +527,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     app = demo.fundus_app
     if app.choices and app.choices[0].kind != "hub" and not args.no_preload:
-        # Load the default model after the server is up, so the first photo does not wait for it.
+        # Load the default model and analyse the start example after the server is up, so that the first
+        # visitor's page opens without waiting for either.
         def preload() -> None:
             time.sleep(1.0)
             try:
-                app.analyser.models.get(app.choices[0].key)
+                app.warm_up()
             except Exception:  # noqa: BLE001 - the page reports load errors when the model is used
                 pass
 

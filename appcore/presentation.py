@@ -133,7 +133,8 @@ def answer_line(prediction: dict) -> tuple[str, str]:
         return ("no label reached its threshold",
                 f"most probable: {top} {percent(probabilities[top])} (threshold {percent(thresholds[top])})")
     answer = ", ".join(f"{label} {percent(probabilities[label])}" for label in chosen)
-    detail = "threshold" + ("s " if len(chosen) > 1 else " ") + ", ".join(percent(thresholds[label]) for label in chosen)
+    detail = ("thresholds " if len(chosen) > 1 else "threshold ") + ", ".join(percent(thresholds[label])
+                                                                             for label in chosen)
     overruled = prediction.get("overruled") or []
     if overruled:
         detail += "; overruled: " + ", ".join(f"{label} {percent(probabilities[label])} (threshold "

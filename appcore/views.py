@@ -148,7 +148,8 @@ def render_view(analysis, params: ViewParams) -> View:
         box = [int(v) for v in found.box]
         regions["crop_box"] = box
         regions["crop_empty"] = bool(found.empty)
-        regions["crop_fraction"] = round((box[2] - box[0]) * (box[3] - box[1]) / float(image.shape[0] * image.shape[1]), 4)
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        regions["crop_fraction"] = round(area / float(image.shape[0] * image.shape[1]), 4)
         crop = analysis.memo(("crop-picture", params.theta), lambda: crop_picture(image, box, image.shape[0]))
         line = max(2, image.shape[0] // 160)
         panel = draw_boxes(panels["guided_gradcam"], [found.box], CROP_COLOUR, line)
@@ -163,7 +164,8 @@ def render_view(analysis, params: ViewParams) -> View:
                                 lambda: lesion_mask(maps["gmsm"], params.tau, fov_mask=fov))
         panel = panels["gmsm"].copy()
         panel[lesions.mask] = (0.6 * panel[lesions.mask] + 0.4 * np.array(MASK_TINT, np.float32)).astype(np.uint8)
-        panels["gmsm"] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR, max(1, image.shape[0] // 320))
+        panels["gmsm"] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR,
+                                    max(1, image.shape[0] // 320))
         inside = int(fov.sum()) or fov.size
         regions.update(lesion_patches=len(lesions.patches), lesion_area_px=int(lesions.total_area),
                        lesion_area_fraction=round(lesions.total_area / inside, 4),

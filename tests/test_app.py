@@ -20,19 +20,20 @@ import pytest
 from PIL import Image
 
 from support import (  # noqa: F401 - make_tiny_models, start_app, SIZE: imported from here by other tests
-    DEFAULTS, SIZE, direct_probabilities, free_port, make_broken_model, make_tiny_models, menu_of, page_config,
-    panel_path, put_in_hub_cache, start_app, synthetic_photo,
+    DEFAULTS, SIZE, direct_probabilities, free_port, make_biased_lesion_model, make_broken_model, make_grader_at,
+    make_tiny_models, menu_of, page_config, panel_path, put_in_hub_cache, start_app, synthetic_photo,
 )
 
 # Output positions of /analyse and /explain_target (the session state is hidden from API clients).
-PHOTO, MODEL_INPUT, PREPROCESSING, CHART, PREDICTION = range(5)
-PANELS = slice(5, 9)
-CROP, REGIONS, LEGEND, COMPARE = 9, 10, 11, 12
+MAIN, PHOTO, MODEL_INPUT, PREPROCESSING, TIMINGS, CHART, PREDICTION = range(7)
+PANELS = slice(7, 11)
+CROP, REGIONS, LEGEND, COMPARE, COLORBAR = 11, 12, 13, 14, 15
 STATUS = -1
 # /select_model and /load_hub_model: the menu, the target menu, the card, θ, τ, t, then /analyse's outputs.
 MENU, TARGETS, CARD, THETA, TAU, GATE = range(6)
 AFTER_MODEL = 6
 HUB_REPO = "someone/tiny-hub-grading"
+LEAN_THRESHOLDS = [0.001, 0.5, 0.5, 0.5, 0.5]  # BP/MA's threshold as low as the shipped lesion model's
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,15 @@ def served(tmp_path_factory):
     mp.setenv("FUNDUS_APP_CACHE", str(tmp / "cache"))
     models = make_tiny_models(tmp / "models")
     models["broken"] = make_broken_model(tmp / "models" / "tiny-broken")
+    # Outputs that do not depend on the photo: "healthy" over its threshold and BP/MA just over its (low) one,
+    # healthy further above its threshold; then the same with HM far over its threshold.
+    lean = {"BP/MA": -6, "HM": -6, "HEX": -6, "CWS": -6, "healthy": 6}
+    models["healthy"] = make_biased_lesion_model(tmp / "models", "tiny-healthy", lean, LEAN_THRESHOLDS)
+    models["disease"] = make_biased_lesion_model(tmp / "models", "tiny-disease", {**lean, "HM": 8}, LEAN_THRESHOLDS)
+    models["borderline"] = make_grader_at(tmp / "models", "tiny-borderline", 1.55)
     put_in_hub_cache(models["grade"], HUB_REPO)
-    demo, url = start_app(tmp, [models["multilabel"], models["grade"], models["broken"]], {})
+    demo, url = start_app(tmp, [models[k] for k in ("multilabel", "grade", "broken", "healthy", "disease",
+                                                    "borderline")], {})
     yield demo, url, models
     demo.close()
     mp.undo()
@@ -100,16 +108,24 @@ def test_upload_gives_prediction_and_four_panels(served, client, tmp_path):
     got = out[PREDICTION]["probabilities"]
     assert list(got) == ["BP/MA", "HM", "HEX", "CWS", "healthy"]
     np.testing.assert_allclose(list(got.values()), expected, atol=1e-4)
-    assert out[PREDICTION]["predicted"] == [lab for lab, p in got.items() if p >= 0.5]
+    over = [lab for lab, p in got.items() if p >= 0.5]
+    decided = out[PREDICTION]["predicted"]
+    # The model's decision: every label over its threshold, unless "healthy" and a lesion label both are.
+    assert decided == over or ("healthy" in over and len(over) > 1 and set(decided) < set(over))
+    assert not ("healthy" in decided and len(decided) > 1)
     panels = [np.asarray(Image.open(p)) for p in panels_of(out)]
     assert all(p.shape == (SIZE, SIZE, 3) for p in panels)
     # Guided Grad-CAM and GMSM differ from Grad-CAM (CAM equals Grad-CAM for a GAP + linear head).
     assert not np.array_equal(panels[2], panels[1]) and not np.array_equal(panels[3], panels[1])
-    captions = [p["label"] for p in out[PANELS]]
-    assert [c.split(" ·")[0] for c in captions] == ["CAM", "Grad-CAM", "Guided Grad-CAM", "GMSM"]
-    assert all("ms" in c for c in captions)
+    # The panel titles are the methods' names; the timings are one line of the details.
+    assert [p["label"] for p in out[PANELS]] == ["CAM", "Grad-CAM", "Guided Grad-CAM", "GMSM"]
+    assert out[TIMINGS].count(" ms") == 3 and "one network pass for all four maps" in out[TIMINGS]
+    assert "ms" not in out[PREPROCESSING] and "field of view: found" in out[PREPROCESSING]
     assert json.loads(out[CHART]["plot"])["data"][0]["type"] == "bar"
-    assert "field of view: found" in out[PREPROCESSING]
+    # The main result: the model, then each decided label with its probability and threshold.
+    assert key in out[MAIN] and all(f"{label} {round(100 * got[label])} %" in out[MAIN]
+                                    for label in out[PREDICTION]["predicted"] if got[label] >= 0.1)
+    assert "linear-gradient" in out[COLORBAR]  # the heat maps' colour bar
     assert out[REGIONS]["crop_box"] and out[REGIONS]["theta"] == 128
     before, after = (np.asarray(Image.open(p)) for p in out[COMPARE])
     assert before.shape == after.shape == (SIZE, SIZE, 3) and not np.array_equal(before, after)
@@ -138,7 +154,11 @@ def test_sliders_redraw_without_a_network_pass(served, client, tmp_path):
     # A lower τ marks more of the GMSM map as lesion (paper 004 eq. 4).
     assert loose[5]["lesion_area_px"] > tight[5]["lesion_area_px"]
     crops = [np.asarray(Image.open(r[4])) for r in (loose, tight)]
-    assert crops[0].shape == crops[1].shape == (SIZE, SIZE, 3) and not np.array_equal(*crops)
+    assert all(max(c.shape[:2]) == SIZE for c in crops) and not np.array_equal(*crops)
+    # The enlarged crop keeps the crop box's aspect ratio (paper 000 Fig. 2f, not stretched to a square).
+    for crop_picture, box in zip(crops, (box_loose, box_tight)):
+        assert crop_picture.shape[1] / crop_picture.shape[0] == pytest.approx((box[2] - box[0]) / (box[3] - box[1]),
+                                                                               rel=0.1, abs=2 / SIZE)
     guided = [np.asarray(Image.open(panel_path(r[2]))) for r in (loose, tight)]
     assert not np.array_equal(*guided)
     assert loose[STATUS] == {"__type__": "update"}  # a redraw leaves the status line as it was
@@ -160,6 +180,95 @@ def test_grading_model_and_target_choice(served, client, tmp_path):
     # Outlines in paper 001's colours, one per explained label (only labels whose map has a region).
     drawn = re.findall(r"</span>([^<]+)</span>", integrated[LEGEND])
     assert drawn and set(drawn) <= set(integrated[PREDICTION]["predicted"])
+
+
+def test_healthy_and_lesion_labels_never_stand_together(served, client, tmp_path):
+    """The shipped lesion model's contradiction ("BP/MA, healthy" with BP/MA at 3 %): the model's decision keeps one
+    side, the page says which label was overruled, and a no-disease answer gets no region at all."""
+    import html
+
+    demo = served[0]
+    photo = synthetic_photo(tmp_path, seed=31)
+    healthy = analyse(client, photo, model_key(demo, "tiny-healthy"), "all predicted")
+    pred = healthy[PREDICTION]
+    assert pred["probabilities"]["BP/MA"] >= LEAN_THRESHOLDS[0] and pred["probabilities"]["healthy"] >= 0.5
+    assert pred["predicted"] == ["healthy"] and pred["overruled"] == ["BP/MA"]
+    main = html.unescape(healthy[MAIN])
+    assert "healthy 100 %" in main and "overruled: BP/MA" in main and "(threshold 0.1 %)" in main
+    # The chart marks the model's own thresholds.
+    chart = json.loads(healthy[CHART]["plot"])["data"]
+    assert chart[1]["y"] == pytest.approx(LEAN_THRESHOLDS)
+    # No region for "healthy": no θ crop box, no τ lesion mask, no outline; the summary says why.
+    regions = healthy[REGIONS]
+    assert "crop_box" not in regions and "lesion_patches" not in regions and regions["labels"] == []
+    assert "no-disease answer" in regions["note"]
+    assert "No regions" in healthy[LEGEND] and "Outlines" not in healthy[LEGEND]
+    # The same photo explained for a lesion label on request: its regions are drawn.
+    hm = explain_target(client, model_key(demo, "tiny-healthy"), "class:1")
+    assert hm[REGIONS]["labels"] == ["HM"] and "crop_box" in hm[REGIONS] and "lesion_patches" in hm[REGIONS]
+    assert "note" not in hm[REGIONS]
+    no_regions = explain_target(client, model_key(demo, "tiny-healthy"), "class:4")  # "healthy" itself
+    assert "crop_box" not in no_regions[REGIONS] and no_regions[REGIONS]["labels"] == []
+    # HM far above its threshold: the lesion side stays, "healthy" is overruled and not explained.
+    disease = analyse(client, photo, model_key(demo, "tiny-disease"), "all predicted")
+    assert disease[PREDICTION]["predicted"] == ["BP/MA", "HM"] and disease[PREDICTION]["overruled"] == ["healthy"]
+    assert "overruled: healthy" in html.unescape(disease[MAIN])
+    assert sorted(disease[REGIONS]["labels"]) == ["BP/MA", "HM"] and "crop_box" in disease[REGIONS]
+    drawn = re.findall(r"</span>([^<]+)</span>", disease[LEGEND])
+    assert "healthy" not in drawn
+
+
+def test_grade_answers_say_how_close_the_cut_off_is(served, client, tmp_path):
+    import html
+
+    demo = served[0]
+    out = analyse(client, synthetic_photo(tmp_path, seed=32), model_key(demo, "tiny-borderline"))
+    assert out[PREDICTION]["grade"] == 2 and out[PREDICTION]["value"] == pytest.approx(1.55, abs=0.04)
+    main = html.unescape(out[MAIN])
+    assert "Moderate (grade 2)" in main and "close to the 1.5 cut-off between Mild and Moderate: borderline" in main
+    assert out[REGIONS]["labels"] == ["Moderate"] and "crop_box" in out[REGIONS]
+
+
+def test_a_small_photo_gets_a_low_resolution_note(served, client, tmp_path):
+    import html
+
+    from fundus import make_fundus
+
+    key = model_key(served[0], "lesions")
+    small = tmp_path / "small.png"
+    Image.fromarray(make_fundus(80, seed=33)[0]).save(small)
+    note = html.unescape(analyse(client, small, key, "all predicted")[MAIN])
+    assert "low resolution: the eye is" in note and f"the model's input {SIZE} px" in note
+    assert "low resolution" not in analyse(client, synthetic_photo(tmp_path, seed=33), key, "all predicted")[MAIN]
+
+
+def test_example_photos_show_their_known_diagnosis(served, client, tmp_path):
+    import html
+
+    demo = served[0]
+    app = demo.fundus_app
+    assert len(app.examples) == 8 and app.examples[app.start].path.name == "idrid-0365-red-lesions-exudates.jpg"
+    healthy = next(e for e in app.examples if e.caption == "Healthy")
+    out = analyse(client, healthy.path, model_key(demo, "lesions"), "all predicted")
+    main = html.unescape(out[MAIN])
+    assert f"Example photo — known: {healthy.known}." in main and "HRF (Budai et al. 2013), CC BY 4.0" in main
+    assert "trained on" not in main  # the tiny model's training data do not include HRF
+    assert "known:" not in analyse(client, synthetic_photo(tmp_path, seed=34), model_key(demo, "lesions"))[MAIN]
+    # The page itself: real examples with their captions, the page's texts.
+    config = page_config(served[1])
+    assert all(e.caption in config for e in app.examples) and "Examples with known diagnoses" in config
+    for words in ("higher keeps only the strongest details, a tighter crop (paper 000, eq. 5)",
+                  "higher marks fewer, stronger spots as lesion (paper 004, eq. 4)",
+                  "Where the class evidence sits in the last layer", "CC BY 4.0"):
+        assert words in config
+
+
+def test_the_model_card_states_the_decision_rule(served, client):
+    out = client.predict(model_key(served[0], "tiny-healthy"), api_name="/select_model")
+    card = out[CARD]
+    assert "**Decision rule:**" in card
+    assert "'healthy' and the other labels (BP/MA, HM, HEX, CWS) exclude each other" in card
+    assert "**Thresholds:** BP/MA 0.1 %, HM 50 %" in card and "|---|" not in card
 
 
 def test_converted_modes_and_exif_rotation(client, served, tmp_path):

@@ -294,7 +294,8 @@ def test_models_without_a_no_disease_label_decide_by_threshold_alone():
     out = _logits([[0.6, 0.3, 0.5], [0.1, 0.1, 0.95]])
     assert model.decide(out).tolist() == [[True, True, False], [False, False, True]]
     assert no_disease_index(["healthy"]) is None and no_disease_index(["No DR", "Mild"]) == 0
-    grader = zoo.create_model("efficientnet_lite0", paper="004", task="grade-regression", pretrained=False, input_size=64)
+    grader = zoo.create_model("efficientnet_lite0", paper="004", task="grade-regression", pretrained=False,
+                              input_size=64)
     assert grader.decide(torch.tensor([[0.49], [1.51]])).tolist() == [0, 2]
     assert "exclude each other" in decision_rule(grader.config) and "0.5, 1.5, 2.5, 3.5" in decision_rule(grader.config)
 
@@ -312,8 +313,8 @@ def test_the_main_result_says_how_sure_the_answer_is():
         "value 2.10, 0.40 below the 2.5 cut-off"
     assert answer_line({**grade, "value": 3.9, "grade": 4, "label": "Proliferative DR"})[1] == \
         "value 3.90, 0.40 above the 3.5 cut-off"
-    answer, detail = answer_line({"task": "multiclass", "probabilities": {"No DR": 0.48, "Mild": 0.40, "Moderate": 0.12},
-                                  "predicted": ["No DR"]})
+    answer, detail = answer_line({"task": "multiclass", "predicted": ["No DR"],
+                                  "probabilities": {"No DR": 0.48, "Mild": 0.40, "Moderate": 0.12}})
     assert answer == "No DR" and detail == "probability 48 %; next: Mild 40 % — a close call"
     multilabel = {"task": "multilabel", "probabilities": {"BP/MA": 0.031, "HM": 0.001, "healthy": 0.964},
                   "thresholds": {"BP/MA": 0.024, "HM": 0.084, "healthy": 0.5653}}
