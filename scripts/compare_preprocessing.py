@@ -27,7 +27,8 @@ VARIANTS = {  # name -> extra `python -m train ellg` flags
     "Graham + CameraShift": ["--preprocessing", "graham", "--camera-augment"],
 }
 TRAINING = ["--arch", "efficientnet_lite0", "--input-size", "256", "--epochs", "6", "--rounds", "0", "--lr", "5e-4",
-            "--batch-size", "32", "--frozen-blocks", "4", "--cached-views", "3", "--channels-last", "--workers", "2",
+            "--batch-size", "32", "--patience", "2", "--frozen-blocks", "4", "--cached-views", "3", "--channels-last",
+            "--workers", "2",
             "--quiet"]
 
 
