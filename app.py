@@ -292,7 +292,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             for method in PANEL_METHODS:
                 with gr.Column(min_width=170):
                     gr.Markdown(f"**{PANEL_TITLES[method]}**  \n{present.PANEL_HELP[method]}",
-                                elem_classes="panel-head")
+                                elem_classes="panel-head", elem_id=f"head-{method}")
                     panels.append(gr.Image(label=PANEL_TITLES[method], show_label=False, interactive=False,
                                            format="jpeg", elem_id=f"panel-{method}", buttons=["fullscreen"]))
         colorbar = gr.HTML(present.colorbar_html(defaults.colormap), elem_id="colorbar")

@@ -51,7 +51,8 @@ def prediction_chart(prediction: dict[str, Any], title: str = "", height: int | 
         if task == "multilabel":
             thresholds = [prediction["thresholds"][label] for label in labels]
             fig.add_scatter(x=labels, y=thresholds, mode="markers", name="threshold (the model's)",
-                            marker=dict(symbol="line-ew-open", size=30, line=dict(width=3, color=THRESHOLD_COLOUR)))
+                            marker=dict(symbol="line-ew-open", size=30, color=THRESHOLD_COLOUR,
+                                        line=dict(width=3, color=THRESHOLD_COLOUR)))
         fig.update_yaxes(range=[0, 1.15], title="probability", tickformat=".0%")
         fig.update_layout(height=height or 260, showlegend=task == "multilabel",
                           legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))

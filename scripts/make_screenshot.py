@@ -1,8 +1,9 @@
 """Drive the app in headless Chromium and save the README screenshot as docs/screenshot.svg.
 
-The repository holds binaries only for model weights, so the screenshot is an SVG (text) that embeds a
-JPEG as a data URI. The browser flow (open the page, click an example, wait for the four panels, move
-the θ slider, check the crop changed) is ``drive`` below; tests/test_browser.py runs the same flow.
+The screenshot is an SVG (text) that embeds a JPEG as a data URI. By default it shows the first view, as a
+visitor gets it: the page opens on an analysed example photo. The browser flow (open the page, wait for
+the analysed example, optionally click another example and move the θ slider until the crop changes) is
+``drive`` below; tests/test_browser.py runs the same flow.
 
     python scripts/make_screenshot.py                      # starts `python app.py` on a free port
     python scripts/make_screenshot.py --url http://127.0.0.1:7860 --png /tmp/screenshot.png
@@ -28,19 +29,21 @@ PANELS = ("cam", "gradcam", "guided_gradcam", "gmsm")
 MAX_SVG_BASE64 = 200_000
 
 
-def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, example: int = 0) -> dict:
-    """Open the app, click the first example, wait for the four panels, move θ and wait for a new crop.
+def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, example: int | None = None) -> dict:
+    """Open the app, wait for the example it opens on to be analysed (main result, four panels, chart, crop),
+    optionally click another example, and optionally move θ and wait for a new crop.
 
     Args:
         page: a Playwright page.
         url: the app's address.
         timeout_s: how long to wait for each step.
         theta_steps: arrow-key presses on the θ slider, each moving θ by one (> 0: up, a tighter crop;
-            < 0: down, a looser one).
-        example: which example photo to click (0 = the first).
+            < 0: down, a looser one; 0: leave θ as the model's config sets it).
+        example: which example photo to click (None: the one the page opens on).
 
     Returns:
-        {"regions_before", "regions_after", "crop_before", "crop_after" (image sources), "seconds"}.
+        {"main", "regions_before", "regions_after", "crop_before", "crop_after" (image sources), "theta_after",
+        "seconds"}.
 
     Raises:
         playwright's TimeoutError: a step did not finish in time.
@@ -49,27 +52,36 @@ def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, exampl
     start = time.perf_counter()
     page.goto(url, timeout=timeout)
     page.wait_for_selector("#examples img", timeout=timeout)
-    page.locator("#examples img").nth(example).click()
-    for method in PANELS:
-        page.wait_for_selector(f"#panel-{method} img", timeout=timeout)
-    page.wait_for_selector("#crop img", timeout=timeout)
-    page.wait_for_selector("#chart .js-plotly-plot", timeout=timeout)
+    _wait_for_analysis(page, timeout)
+    if example is not None:
+        thumbnail = page.locator("#examples .thumbnail-item").nth(example)
+        if "selected" not in (thumbnail.get_attribute("class") or ""):
+            before = page.locator("#main-result").inner_html()
+            thumbnail.click()
+            page.wait_for_function("(before) => document.querySelector('#main-result').innerHTML !== before",
+                                   arg=before, timeout=timeout)
+            _wait_for_analysis(page, timeout)
     summary = "#legend .region-summary"
-    page.wait_for_function(f"(document.querySelector('{summary}') || {{innerText: ''}}).innerText.includes('θ =')",
+    page.wait_for_function(f"(document.querySelector('{summary}') || {{innerText: ''}}).innerText.length > 0",
                            timeout=timeout)
     crop_before = page.locator("#crop img").get_attribute("src")
     regions_before = page.locator(summary).inner_text()
-    slider = page.locator("#theta input[type=range]")
-    slider.focus()
-    for _ in range(abs(theta_steps)):
-        slider.press("ArrowRight" if theta_steps > 0 else "ArrowLeft")
-    theta = int(float(slider.input_value()))
-    # Redraws of intermediate values may arrive first: wait for the one of the final θ.
-    page.wait_for_function(f"document.querySelector('{summary}').innerText.includes('θ = {theta} ')", timeout=timeout)
-    page.wait_for_function(
-        "(before) => { const img = document.querySelector('#crop img'); return img && img.getAttribute('src') !== before; }",
-        arg=crop_before, timeout=timeout)
+    theta = None
+    if theta_steps:
+        page.wait_for_function(f"document.querySelector('{summary}').innerText.includes('θ =')", timeout=timeout)
+        slider = page.locator("#theta input[type=range]")
+        slider.focus()
+        for _ in range(abs(theta_steps)):
+            slider.press("ArrowRight" if theta_steps > 0 else "ArrowLeft")
+        theta = int(float(slider.input_value()))
+        # Redraws of intermediate values may arrive first: wait for the one of the final θ.
+        page.wait_for_function(f"document.querySelector('{summary}').innerText.includes('θ = {theta} ')",
+                               timeout=timeout)
+        page.wait_for_function(
+            "(before) => { const img = document.querySelector('#crop img'); return img && img.getAttribute('src') !== before; }",
+            arg=crop_before, timeout=timeout)
     return {
+        "main": page.locator("#main-result").inner_text(),
         "regions_before": regions_before,
         "regions_after": page.locator(summary).inner_text(),
         "crop_before": crop_before,
@@ -77,6 +89,15 @@ def drive(page, url: str, timeout_s: float = 60.0, theta_steps: int = 90, exampl
         "theta_after": theta,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _wait_for_analysis(page, timeout: float) -> None:
+    """Wait until the page shows an analysed photo: main result, four panels, chart and crop."""
+    page.wait_for_selector("#main-result .answer", timeout=timeout)
+    for method in PANELS:
+        page.wait_for_selector(f"#panel-{method} img", timeout=timeout)
+    page.wait_for_selector("#chart .js-plotly-plot", timeout=timeout)
+    page.wait_for_selector("#crop img", state="attached", timeout=timeout)
 
 
 def svg_with_jpeg(jpeg: bytes, width: int, height: int) -> str:
@@ -147,11 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.svg"), help="the SVG to write")
     parser.add_argument("--png", help="also save the raw PNG screenshot here")
     parser.add_argument("--log", help="write the started app's output here")
-    parser.add_argument("--example", type=int, default=3, help="example to click (default 3: the CC0 retina photo)")
-    parser.add_argument("--theta-steps", type=int, default=-48,
-                        help="θ slider arrow-key presses before the shot (default -48: θ 128 → 80)")
+    parser.add_argument("--example", type=int, default=None,
+                        help="example to click (default: none, the first view as a visitor gets it)")
+    parser.add_argument("--theta-steps", type=int, default=0,
+                        help="θ slider arrow-key presses before the shot (default 0: the model's own θ)")
     parser.add_argument("--width", type=int, default=1280, help="browser viewport width (px)")
-    parser.add_argument("--height", type=int, default=1560, help="browser viewport height: the part captured (px)")
+    parser.add_argument("--height", type=int, default=1100, help="browser viewport height: the part captured (px)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -167,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             result = drive(page, url, timeout_s=180, theta_steps=args.theta_steps, example=args.example)
-            print(f"flow done in {result['seconds']:.1f} s; θ moved to {result['theta_after']}")
+            print(f"flow done in {result['seconds']:.1f} s; θ: {result['theta_after'] or 'as the model sets it'}")
             page.wait_for_timeout(500)
             png = page.screenshot(full_page=False)
             browser.close()

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from support import free_port, make_tiny_models
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from support import free_port, make_tiny_models, start_app_process, wait_http_ok
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -27,15 +23,13 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.mark.slow
 def test_python_app_py_serves_on_port_bound_to_localhost(tmp_path):
-    from make_screenshot import start_app, wait_http_ok
-
     make_tiny_models(tmp_path / "assets")
     port = free_port()
     env_backup = dict(os.environ)
     os.environ.update(FUNDUS_ZOO_ASSETS=str(tmp_path / "assets"), FUNDUS_APP_CACHE=str(tmp_path / "cache"))
     os.environ.pop("SPACE_ID", None)
     try:
-        process = start_app(port, [], tmp_path / "app.log")
+        process = start_app_process(port, [], tmp_path / "app.log")
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
@@ -45,6 +39,7 @@ def test_python_app_py_serves_on_port_bound_to_localhost(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10) as response:
             config = response.read().decode()
         assert "tiny-lesions" in config and "not for clinical use" in config
+        assert "Examples with known diagnoses" in config  # the shipped example photos
     finally:
         process.terminate()
         process.wait(20)
