@@ -54,8 +54,12 @@ def reproduce_command(record: dict) -> str:
         words += ["--revision", record["model"]["revision"]]
     if target.startswith("class:"):
         words += ["--target", target.split(":", 1)[1]]
+    elif target == "all predicted":
+        # The classes the app explained (the model's decided labels, the no-disease rule applied), by index:
+        # the engine's own "all-predicted" takes every label over its threshold.
+        words += ["--target", ",".join(str(c) for c in record["explained_classes"])]
     else:
-        words += ["--target", "all-predicted" if target == "all predicted" else "predicted"]
+        words += ["--target", "predicted"]
     words += ["--theta", str(params["theta"]), "--tau", str(params["tau"]), "--t", str(params["t"]),
               "--alpha", str(params["alpha"]), "--colormap", params["colormap"], "--out", "explained"]
     return shlex.join(words)

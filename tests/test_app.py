@@ -216,6 +216,11 @@ def test_healthy_and_lesion_labels_never_stand_together(served, client, tmp_path
     assert sorted(disease[REGIONS]["labels"]) == ["BP/MA", "HM"] and "crop_box" in disease[REGIONS]
     drawn = re.findall(r"</span>([^<]+)</span>", disease[LEGEND])
     assert "healthy" not in drawn
+    # "all predicted" explained the decided lesion labels (most probable first), not the overruled "healthy",
+    # and the downloads' command reproduces exactly those.
+    files, _ = client.predict(model_key(demo, "tiny-disease"), "all predicted", *DEFAULTS.values(), api_name="/downloads")
+    record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
+    assert record["explained_classes"] == [1, 0] and "--target 1,0" in record["reproduce"]
 
 
 def test_grade_answers_say_how_close_the_cut_off_is(served, client, tmp_path):
