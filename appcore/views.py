@@ -192,15 +192,26 @@ def crop_picture(image: np.ndarray, box, side: int) -> np.ndarray:
 
 def draw_outlines_with_halo(image: np.ndarray, outlines, thickness: int = 2) -> np.ndarray:
     """Lesion outlines in their label colours (paper 001 Fig. 6c) over a dark halo, so that they stay visible
-    on any heat-map colour at the size the page shows them."""
+    on any heat-map colour at the size the page shows them. A region too small to see as an outline (Guided
+    Grad-CAM's are often a few pixels) gets a ring around it instead."""
     canvas = np.ascontiguousarray(image).copy()
+    radius = max(5, canvas.shape[0] // 45)
+    shapes = []  # (kind, geometry, colour)
     for label, contours in outlines.contours.items():
-        if contours:
-            cv2.drawContours(canvas, contours, -1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    for label, contours in outlines.contours.items():
-        if contours:
-            cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in outlines.colours[label]), thickness,
-                             cv2.LINE_AA)
+        colour = tuple(int(c) for c in outlines.colours[label])
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            if max(w, h) < 2 * radius:
+                shapes.append(("ring", (x + w // 2, y + h // 2), colour))
+            else:
+                shapes.append(("contour", contour, colour))
+    for halo in (True, False):
+        for kind, geometry, colour in shapes:
+            paint, width = ((0, 0, 0), thickness + 2) if halo else (colour, thickness)
+            if kind == "ring":
+                cv2.circle(canvas, geometry, radius, paint, width, cv2.LINE_AA)
+            else:
+                cv2.drawContours(canvas, [geometry], -1, paint, width, cv2.LINE_AA)
     return canvas
 
 

@@ -218,7 +218,8 @@ def test_healthy_and_lesion_labels_never_stand_together(served, client, tmp_path
     assert "healthy" not in drawn
     # "all predicted" explained the decided lesion labels (most probable first), not the overruled "healthy",
     # and the downloads' command reproduces exactly those.
-    files, _ = client.predict(model_key(demo, "tiny-disease"), "all predicted", *DEFAULTS.values(), api_name="/downloads")
+    files, _ = client.predict(model_key(demo, "tiny-disease"), "all predicted", *DEFAULTS.values(),
+                              api_name="/downloads")
     record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
     assert record["explained_classes"] == [1, 0] and "--target 1,0" in record["reproduce"]
 
