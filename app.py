@@ -126,7 +126,7 @@ CSS = """
 .colorbar { display: flex; align-items: center; gap: 8px; font-size: 0.85rem; flex-wrap: wrap; }
 .colorbar .bar { display: inline-block; width: 220px; max-width: 45vw; height: 12px; border-radius: 3px; }
 .region-summary { font-size: 0.95rem; }
-.regions-note { color: var(--body-text-color-subdued); }
+.regions-note { font-style: italic; }
 @media (max-width: 640px) {
   #main-result .main-line { font-size: 1.05rem; }
   #panels { flex-direction: row !important; flex-wrap: wrap !important; gap: 8px !important; }

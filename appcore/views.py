@@ -141,8 +141,8 @@ def render_view(analysis, params: ViewParams) -> View:
     crop = None
     if not drawn:
         regions["note"] = analysis.regions_note
-        crop = analysis.memo(("no-crop",), lambda: unavailable_picture(image.shape[:2], "No θ crop: "
-                                                                       + analysis.regions_note.split(": ", 1)[-1]))
+        reason = "a no-disease answer" if "no-disease" in regions["note"] else "no label reached its threshold"
+        crop = analysis.memo(("no-crop",), lambda: unavailable_picture(image.shape[:2], f"No crop: {reason}"))
     elif "guided_gradcam" in maps:  # paper 000 eq. 5 and Fig. 2 d–f
         found = analysis.memo(("crop", params.theta), lambda: attention_crop(maps["guided_gradcam"], params.theta))
         box = [int(v) for v in found.box]
@@ -219,10 +219,12 @@ def unavailable_picture(shape: tuple[int, int], message: str) -> np.ndarray:
     """A dark tile with the reason a method is undefined written on it."""
     height, width = shape
     tile = np.full((height, width, 3), 40, np.uint8)
-    chars = max(12, width // 11)
+    scale = max(0.35, width / 700)  # about 32 characters a line, whatever the size
+    chars = max(12, int((width - 16) / (20 * scale)))
+    step = int(round(40 * scale))
     for row, line in enumerate(textwrap.wrap(message, chars)[:12]):
-        cv2.putText(tile, line, (8, 30 + 22 * row), cv2.FONT_HERSHEY_SIMPLEX, max(0.35, width / 1100),
-                    (230, 230, 230), 1, cv2.LINE_AA)
+        cv2.putText(tile, line, (8, 2 * step + step * row), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230),
+                    1, cv2.LINE_AA)
     return tile
 
 
