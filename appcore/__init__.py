@@ -7,17 +7,19 @@ It wires library calls together and keeps the app's state in few, small places:
 - ``views``: everything a slider changes (overlays, θ crop, τ lesion mask, outlines), no network;
 - ``charts``: the plotly probability / grade chart;
 - ``exports``: the PNG grid, raw maps and reproducible JSON downloads;
-- ``examples``: redistributable example photos generated into a cache folder at start-up.
+- ``examples``: the shipped real example photos with their known diagnoses (``assets/examples``), and
+  generated ones written into a cache folder at start-up.
 """
 from appcore.analysis import Analysis, AnalysisCache, Analyser, image_digest
 from appcore.catalogue import ModelCache, ModelChoice, ModelUnavailable, available_models
-from appcore.examples import ensure_examples
+from appcore.examples import Example, ensure_examples, shipped_examples
 from appcore.views import PANEL_METHODS, View, ViewParams, render_view
 
 __all__ = [
     "Analysis",
     "AnalysisCache",
     "Analyser",
+    "Example",
     "ModelCache",
     "ModelChoice",
     "ModelUnavailable",
@@ -28,4 +30,5 @@ __all__ = [
     "ensure_examples",
     "image_digest",
     "render_view",
+    "shipped_examples",
 ]
