@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the shipped model's folder, e.g. assets/dr-grading")
     p.add_argument("--name", default=None, help="model name (default: the folder name of --out)")
     p.add_argument("--t", type=float, default=None, help="the model's default GMSM gate t (default: the run's)")
+    p.add_argument("--theta", type=int, default=None,
+                   help="the model's default θ for the attention crop (paper 000 eq. 5); pick one that gives a "
+                        "visible crop on typical photos (default: the run's)")
     p.add_argument("--also-test", nargs=2, action="append", default=[], metavar=("DATA", "FORMAT"),
                    help="also measure on this data set's test part (the project's per-source split)")
     p.add_argument("--leave-out", nargs=3, action="append", default=[], metavar=("RUN", "DATA", "FORMAT"),
@@ -122,11 +125,15 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         cfg.description = args.description
     if args.t is not None:
         cfg.t = float(args.t)
+    if args.theta is not None:
+        cfg.theta = int(args.theta)
     command = ["python", "-m", "train", "ship", str(args.run), "--out", str(args.out)]
     if args.name:
         command += ["--name", args.name]
     if args.t is not None:
         command += ["--t", f"{args.t:g}"]
+    if args.theta is not None:
+        command += ["--theta", str(args.theta)]
     for data, fmt in args.also_test:
         command += ["--also-test", data, fmt]
     for other, data, fmt in args.leave_out:
