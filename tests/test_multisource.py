@@ -253,6 +253,8 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
     without = cfg.metrics["test: eyepacs-1k, the same recipe trained without it"]
     unseen = cfg.metrics["test: eyepacs-1k (not trained on)"]
     assert without["n_images"] == unseen["n_images"] and without["accuracy"] == pytest.approx(unseen["accuracy"], abs=0.1)
+    log = (shipped / "training_log.txt").read_text()
+    assert log.startswith(cfg.reproduce) and "# training/base" in log and "epoch" in log
     card = (shipped / "README.md").read_text()
     assert "Confusion matrix, test: eyepacs-1k (not trained on)" in card and "a known limit" in card
     assert "the only candidate" in card

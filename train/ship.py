@@ -189,9 +189,11 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
                     "target": [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(targets[k])],
                     "output": [round(float(v), 5) for v in outputs[k]]} for k, (p, _, s) in enumerate(photos)],
     }, indent=1) + "\n")
-    log = run / "training" / "metrics.csv"
-    if log.is_file():
-        (out / "training_log.txt").write_text(f"{cfg.reproduce}\n\n{log.read_text()}")
+    logs = sorted((run / "training").rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)  # ELLG: one per phase
+    (out / "training_log.txt").write_text(f"{cfg.reproduce}\n" + "".join(
+        f"\n# {f.parent.relative_to(run)}\n{f.read_text()}" for f in logs))
+    stale = out / "heldout_predictions.json"  # the older ship format's outputs (validation photos)
+    stale.unlink(missing_ok=True)
     return cfg.metrics
 
 
