@@ -79,7 +79,8 @@ def test_model_card_names_data_licence_metric_and_command(name):
     for dataset in config.datasets:
         assert LICENCE_WORDS[dataset] in config.data_license, f"{name}: licence of {dataset} missing"
     headline = config.metrics[_headline_split(config)][HEADLINE[name]]
-    assert 0.5 < headline <= 1.0
+    chance = 0.0 if HEADLINE[name] == "quadratic_kappa" else 0.5  # better than chance; the goals are in docs/MODELS.md
+    assert chance + 0.2 < headline <= 1.0
     assert f"{headline:.3f}"[:4] in card  # the measured number is in the card
     # Trained by a recipe (`python -m train …`, then shipped) or by the cached-feature script; every step of
     # the command is in scripts/train_defaults.sh, which retrains all three.
