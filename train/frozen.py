@@ -41,30 +41,18 @@ def lite_parts(model: nn.Module, first_trained: int) -> tuple[list[nn.Module], l
     return bottom, top
 
 
-class FrozenBottom(nn.Module):
+class FrozenBottom(nn.Sequential):
     """Stem and ``blocks[:k]`` of the model (shared modules, not copies)."""
 
     def __init__(self, model: nn.Module, first_trained: int) -> None:
-        super().__init__()
-        self.parts = nn.ModuleList(lite_parts(model, first_trained)[0])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for part in self.parts:
-            x = part(x)
-        return x
+        super().__init__(*lite_parts(model, first_trained)[0])
 
 
-class TrainedTop(nn.Module):
+class TrainedTop(nn.Sequential):
     """``blocks[k:]``, conv_head, bn2 and the head of the model (shared modules): features → outputs."""
 
     def __init__(self, model: nn.Module, first_trained: int) -> None:
-        super().__init__()
-        self.parts = nn.ModuleList(lite_parts(model, first_trained)[1])
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        for part in self.parts:
-            h = part(h)
-        return h
+        super().__init__(*lite_parts(model, first_trained)[1])
 
 
 @torch.no_grad()
