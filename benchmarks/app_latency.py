@@ -42,7 +42,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def measure_server(timeout_s: float) -> dict:
     """Cold start of `python app.py` to HTTP 200, then resident memory after each default model ran once."""
-    from _app_server import free_port, start_app, wait_http_ok
+    from appcore.launch import free_port, start_app, wait_http_ok
     from gradio_client import Client, handle_file
 
     port = free_port()

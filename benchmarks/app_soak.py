@@ -181,7 +181,7 @@ def soak(minutes: float, visitors: int, every: float, session_actions: int, big:
          timeout_s: float, app_py: Path = REPO / "app.py") -> dict:
     from appcore.catalogue import available_models
     from appcore.examples import ensure_examples
-    from _app_server import free_port, wait_http_ok
+    from appcore.launch import free_port, wait_http_ok
 
     work = Path(tempfile.mkdtemp(prefix="fundus-soak-"))
     try:

@@ -1,6 +1,7 @@
-"""Helpers of the app benchmarks (app_latency.py, app_soak.py): a free port, ``python app.py`` started as a
-user starts it, and the wait for its first HTTP 200. Imported as a sibling module (a script's own folder is
-on ``sys.path``); the tests have the same helpers in tests/support.py, scripts/make_screenshot.py its own."""
+"""Start the app as a user does and wait for it: a free port, ``python app.py``, the first HTTP 200.
+
+One copy for the tests (tests/support.py), the benchmarks and scripts/make_screenshot.py.
+"""
 from __future__ import annotations
 
 import os
