@@ -5,6 +5,7 @@ Backend: NCCL on CUDA, gloo on CPU. Only rank 0 writes files (checkpoints, logs,
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -62,13 +63,22 @@ def init_distributed(device: str | None = "auto") -> DistInfo:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        # A group left open at interpreter exit can abort the process while gloo's threads are torn down
+        # ("terminate called without an active exception", seen in CI): leave it before exit in every script
+        # that trains through fit(), not only the recipes that call cleanup().
+        atexit.register(_leave_group)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cleanup(info: DistInfo) -> None:
     """Leave the process group (no-op on one process)."""
-    if info.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    if info.distributed:
+        _leave_group()
 
 
 def barrier(info: DistInfo) -> None:
