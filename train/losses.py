@@ -60,7 +60,7 @@ def focal_loss(
 
     Args:
         logits: (B, C) raw outputs.
-        targets: (B, C) multi-hot (multilabel) or (B,) class indices (multiclass).
+        targets: (B, C) multi-hot (multilabel; NaN = unknown, left out) or (B,) class indices (multiclass).
         alpha: (C,) per-class weights.
         gamma: focusing parameter, >= 0.
         task: "multilabel" or "multiclass".
@@ -87,11 +87,15 @@ def focal_loss(
         if targets.shape != logits.shape:
             raise ValueError(f"multilabel targets must match logits {tuple(logits.shape)}, got {tuple(targets.shape)}")
         t = targets.to(logits.dtype)
-        log_p_true = -F.binary_cross_entropy_with_logits(logits, t, reduction="none")  # log p_c
-        loss = -((1 - log_p_true.exp()) ** gamma) * log_p_true
+        known = torch.isfinite(t)  # NaN = a label the photo's data set does not grade: adds nothing (as WeightedBCE)
+        log_p_true = -F.binary_cross_entropy_with_logits(logits, torch.where(known, t, torch.zeros_like(t)),
+                                                         reduction="none")  # log p_c
+        loss = -((1 - log_p_true.exp()) ** gamma) * log_p_true * known
         if a is not None:
             loss = loss * a
-        loss = loss.sum(1) / num_classes  # per sample: mean over labels, like BCE
+        if reduction == "mean":  # the mean over the known entries, like BCE
+            return loss.sum() / known.sum().clamp_min(1)
+        loss = loss.sum(1) / known.sum(1).clamp_min(1)  # per sample: mean over its known labels
     else:
         idx = targets.long().view(-1)
         if idx.shape[0] != logits.shape[0]:

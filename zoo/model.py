@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fundus.datasets.labels import HEALTHY_NAMES
 from zoo.config import ModelConfig
 
-# Labels that mean "no disease found" (compared case-insensitively): "healthy" (paper 001), "normal"
-# (multi-disease), "No DR" (the DR grades), "N" (ODIR-5K, paper 002).
-NO_DISEASE_LABELS = ("healthy", "normal", "no dr", "no disease", "n")
+# Labels that mean "no disease found" (compared case-insensitively), written once with the label rules.
+NO_DISEASE_LABELS = HEALTHY_NAMES
 _EPS = 1e-7  # probabilities and thresholds are clipped to [eps, 1 - eps] before their log-odds are taken
 
 

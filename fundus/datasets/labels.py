@@ -7,7 +7,9 @@
   (``MISSING_BOX_UNKNOWN``; train.recipes.dr_lesions applies it), while in idrid-grading-boxes a photo
   without a box has none of the boxed lesions;
 - DR grades → paper 001's lesion labels by the ICDR definitions (mild DR = microaneurysms only);
-- class folders (srahim-dr600, ODIR normal / glaucoma / cataract, HRF) → their class, by name.
+- class folders (srahim-dr600, ODIR normal / glaucoma / cataract, HRF) → their class, by name;
+- diagnoses in ODIR-5K's label space (paper 002: Normal, Diabetes, Glaucoma, Cataract, …) from any class-folder
+  or DR-grading set (``diagnosis_target``): a source says only what it grades, the rest stays unknown.
 Used by every recipe (training targets), ``python -m zoo evaluate`` and ``python -m train ship``.
 """
 from __future__ import annotations
@@ -30,7 +32,34 @@ def _norm(name: str) -> str:
     return str(name).strip().lower()
 
 
-HEALTHY_NAMES = ("healthy", "normal", "no dr", "n")
+# Labels that mean "no disease found": "healthy" (paper 001), "normal", "No DR" (the DR grades), "N" (ODIR-5K).
+HEALTHY_NAMES = ("healthy", "normal", "no dr", "no disease", "n")
+# ODIR-5K's eight diagnoses (paper 002) and the names other data sets give them (class folders, HRF's suffixes).
+DIAGNOSIS_ALIASES = {
+    "N": ("n", "normal", "healthy", "no disease"),
+    "D": ("d", "diabetes", "dr", "diabetic retinopathy", "diabetic_retinopathy"),
+    "G": ("g", "glaucoma"),
+    "C": ("c", "cataract"),
+    "A": ("a", "amd", "age-related macular degeneration"),
+    "H": ("h", "hypertension", "hypertensive retinopathy"),
+    "M": ("m", "myopia", "pathological myopia"),
+    "O": ("o", "other", "others", "other diseases/abnormalities"),
+}
+# ODIR-5K's own names for its letters, e.g. the shipped eye-diseases model's labels.
+DIAGNOSIS_NAMES = {"N": "Normal", "D": "Diabetes", "G": "Glaucoma", "C": "Cataract", "A": "AMD",
+                   "H": "Hypertension", "M": "Myopia", "O": "Other"}
+
+
+def diagnosis_key(name: str) -> str | None:
+    """ODIR-5K's letter for a diagnosis name ("Glaucoma", "g", "DR" → "G", "D"), None for other names."""
+    n = _norm(name)
+    return next((key for key, names in DIAGNOSIS_ALIASES.items() if n in names), None)
+
+
+def is_diagnosis_space(labels: Sequence[str]) -> bool:
+    """True for a label space of ODIR-5K diagnoses with its Normal label (paper 002's models)."""
+    keys = [diagnosis_key(x) for x in labels]
+    return None not in keys and "N" in keys and len(set(keys)) == len(keys)
 
 
 def _alias_set(label: str) -> set[str]:
@@ -78,6 +107,12 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
         arr = np.asarray(label, dtype=np.float32)
         if ds_labels == model_labels:
             return arr.copy()
+        if is_diagnosis_space(model_labels) and all(diagnosis_key(d) for d in ds_labels):
+            ds_keys = [diagnosis_key(d) for d in ds_labels]  # e.g. ODIR-5K's N D G C … columns
+            for k, name in enumerate(model_labels):
+                if diagnosis_key(name) in ds_keys:
+                    out[k] = float(arr[ds_keys.index(diagnosis_key(name))])
+            return None if np.isnan(out).all() else out
         for k, name in enumerate(model_labels):
             hits = [j for j, d in enumerate(ds_labels) if d in _alias_set(name)]
             if hits:
@@ -90,6 +125,8 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
             elif not np.isnan(out[lesions]).any():
                 out[k] = 1.0
         return None if np.isnan(out).all() else out
+    if is_diagnosis_space(model_labels):
+        return diagnosis_target(int(label), ds_labels, model_labels)
     # A multiclass data set: its healthy class says "no lesion"; DR grades say a little more.
     healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
     if not healthy or not 0 <= int(label) < len(ds_labels):
@@ -101,6 +138,36 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
     if tuple(ds_labels) == DR_GRADE_NAMES:
         return _lesions_of_dr_grade(int(label), model_labels, healthy, sample)
     return None
+
+
+def diagnosis_target(label: int, ds_labels: Sequence[str], model_labels: Sequence[str]) -> np.ndarray | None:
+    """A one-class-per-photo sample as ODIR-5K diagnoses (paper 002's multi-label space); NaN = unknown.
+
+    A source says only what it grades:
+    - DR grading sets (EyePACS, srahim-dr600): grade ≥ 1 is Diabetes (and not Normal); grade 0 is Normal and
+      not Diabetes. Glaucoma and cataract are not graded there, so they stay unknown — a DR screening photo
+      counts as Normal when it has no DR (the approximation this rule makes).
+    - class folders whose classes are diagnoses (ODIR normal / glaucoma / cataract, HRF healthy / DR /
+      glaucoma): the class is 1 and the set's other classes 0 (one class per eye); a normal eye has no
+      disease at all (every label 0); a diseased eye's other diseases that the set does not grade stay unknown
+      (an ODIR glaucoma eye may also have DR).
+    None when the class is not a diagnosis.
+    """
+    ds = [_norm(x) for x in ds_labels]
+    keys = [diagnosis_key(x) for x in model_labels]
+    if tuple(ds) == DR_GRADE_NAMES:
+        own, graded, screening = ("D" if label >= 1 else "N"), {"N", "D"}, True
+    else:
+        own, graded, screening = diagnosis_key(ds[label]), {diagnosis_key(x) for x in ds} - {None}, False
+    if own is None:
+        return None
+    out = np.full(len(keys), np.nan, dtype=np.float32)
+    for k, key in enumerate(keys):
+        if key == own:
+            out[k] = 1.0
+        elif key in graded or key == "N" or (own == "N" and not screening):
+            out[k] = 0.0
+    return out
 
 
 def _lesions_of_dr_grade(grade: int, model_labels: list[str], healthy: list[int], sample: Any) -> np.ndarray:

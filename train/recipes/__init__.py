@@ -417,22 +417,27 @@ class Recipe:
                              train_indices=self.train_indices(args, data.train))
 
     def fit_sets(self, args: argparse.Namespace, model: nn.Module, train_set: CachedImages, val_set: CachedImages,
-                 stages: list[Stage], train_indices: list[int] | None = None, cfg: LoopConfig | None = None) -> FitResult:
-        """``train.loop.fit`` on these sets; with --frozen-blocks K on cached features of the frozen bottom."""
+                 stages: list[Stage], train_indices: list[int] | None = None, cfg: LoopConfig | None = None,
+                 augment: aug.BatchOp | None = None) -> FitResult:
+        """``train.loop.fit`` on these sets; with --frozen-blocks K on cached features of the frozen bottom.
+
+        ``augment`` replaces the recipe's ``training_augment`` (e.g. paper 000's stage-2 augmentation).
+        """
         cfg = cfg or self.loop_config(args, model)
         loss = self.loss(args, train_set.targets.numpy())
+        augment = self.training_augment(args) if augment is None else augment
         k = getattr(args, "frozen_blocks", 0)
         if not k:
-            return fit(model, loss, train_set, val_set, cfg, stages, augment=self.training_augment(args),
+            return fit(model, loss, train_set, val_set, cfg, stages, augment=augment,
                        metric=self.metric(args), train_indices=train_indices)
         from train.frozen import FrozenBottom, TrainedTop, cache_features
 
         if train_indices is not None:
             train_set = train_set.subset(train_indices)
         bottom, top = FrozenBottom(model, k), TrainedTop(model, k)
-        views = max(1, args.cached_views)
+        views = 1 if augment is aug.identity else max(1, args.cached_views)  # identical views teach nothing
         feats = dict(mean=model.config.mean, std=model.config.std, progress=not args.quiet)
-        train_feats = cache_features(bottom, train_set, views=views, augment=self.training_augment(args),
+        train_feats = cache_features(bottom, train_set, views=views, augment=augment,
                                      seed=args.seed, **feats)
         val_feats = cache_features(bottom, val_set, **feats) if val_set is not None and len(val_set) else val_set
         # Stages name parameters of the whole model; the bottom is frozen whatever they say.

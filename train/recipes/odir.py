@@ -32,7 +32,7 @@ from train.metrics import Metric, micro_f1_metric
 from train.recipes import PreparedData, Recipe, register
 from zoo.architectures import ARCHITECTURES, ArchSpec, Built, get_spec, register as register_arch
 from zoo.config import ModelConfig
-from fundus.datasets.labels import sample_target
+from fundus.datasets.labels import DIAGNOSIS_NAMES, is_diagnosis_space, sample_target
 from zoo.model import FundusNet
 from zoo.papers import ODIR_LABELS
 
@@ -158,6 +158,10 @@ class OdirRecipe(Recipe):
                     weight_decay=5e-4, patience=10)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--labels", nargs="+", default=list(ODIR_LABELS), metavar="LABEL",
+                            help="the ODIR-5K diagnoses to train, by letter or name, Normal included (e.g. Normal "
+                                 "Diabetes Glaucoma Cataract); other sources are read into them by "
+                                 "fundus.datasets.labels.diagnosis_target")
         parser.add_argument("--no-undersample", dest="undersample", action="store_false",
                             help="keep every training photo (no undersampling of dominant classes)")
         parser.add_argument("--undersample-factor", type=float, default=2.0,
@@ -171,6 +175,14 @@ class OdirRecipe(Recipe):
                             help="train a class's DCGAN only with at least this many photos")
         parser.add_argument("--dcgan-width", type=int, default=64, help="DCGAN channel multiplier")
         parser.add_argument("--dcgan-batch-size", type=int, default=64, help="DCGAN batch size")
+
+    def parse_args(self, argv):
+        args = super().parse_args(argv)
+        if not is_diagnosis_space(args.labels):
+            raise SystemExit(f"error: --labels must be distinct ODIR-5K diagnoses including Normal "
+                             f"({', '.join(f'{k} {v}' for k, v in DIAGNOSIS_NAMES.items())}), got {args.labels}")
+        self.labels = tuple(args.labels)
+        return args
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         return sample_target(sample, dataset, self.labels, self.task)

@@ -18,7 +18,15 @@ of everything; Adam at 1e-4, reduced by 0.1 when the validation loss has not imp
 down to 1e-7; early stopping after 20 epochs without improvement, keeping the best model by
 validation loss; focal loss (eq. 7, γ = 2) with per-class α inversely proportional to the class
 frequency ("our deployed up-sampling and class weighting approach"). ``--arch efficientnet_lite0``
-replaces all three CNNs by EfficientNet-Lite0 (the only ImageNet weights available offline here).
+replaces all three CNNs by EfficientNet-Lite0 (the only ImageNet weights available offline here);
+``--arch efficientnet_lite0+efficientnet_lite0+efficientnet_lite1`` makes G1 and G2 two different Lite
+backbones, as the paper's two structures.
+
+Beyond the paper: ``--labels`` trains ODIR-5K's diagnoses instead of RFMiD's categories (the shipped
+``eye-diseases-ensemble``, same label rule and splits as paper 002's ``eye-diseases``); ``--stage1-model``
+reuses a trained model of the same labels as the stage-1 network; with ``--frozen-blocks`` every network
+trains on cached features of its frozen bottom (CPU). The card's ablation (single networks vs the fusion, on
+the validation patients) comes from the same run.
 """
 from __future__ import annotations
 
@@ -41,10 +49,12 @@ from train.loop import FitResult, LoopConfig, Stage, evaluate_outputs, fit
 from train.losses import FocalLoss, class_counts, inverse_frequency_weights
 from train.metrics import Metric, micro_f1_metric
 from train.recipes import LabelledSample, PreparedData, Recipe, register
+from fundus.datasets.labels import is_diagnosis_space, sample_target
 from zoo.papers import RFMID_LABELS
 
 PAPER_ARCHS = "vgg16+vgg19+resnet50"  # stage 1, G1, G2
 LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+LITE_PAIR = "efficientnet_lite0+efficientnet_lite0+efficientnet_lite1"  # two Lite structures as G1 / G2
 
 
 # ------------------------------------------------------------------ stage-2 augmentation (paper 000, 4.2)
@@ -130,7 +140,7 @@ class RfmidEnsembleRecipe(Recipe):
     description = ("RFMiD 28 categories: VGG16 stage 1, Guided Grad-CAM attention crops (θ), VGG19 + ResNet50 "
                    "5-fold bagging with focal loss, fusion 0.6·G1 + 0.4·G2")
     labels = tuple(RFMID_LABELS)  # 27 named diseases of Table 1 + "OTHER"
-    archs = {PAPER_ARCHS: 224, **{a: 224 for a in LITE_ARCHS}}
+    archs = {PAPER_ARCHS: 224, LITE_PAIR: 224, **{a: 224 for a in LITE_ARCHS}}
     head = "gap_linear"  # "the global average pooling layer is added after the last convolutional layer"
     preprocessing = {"fov_crop": True, "clahe": False}  # "fundus image with black edges removed", 224²
     defaults = dict(arch=PAPER_ARCHS, epochs=50, batch_size=16, lr=1e-4, optimizer="adam", patience=20,
@@ -138,6 +148,12 @@ class RfmidEnsembleRecipe(Recipe):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("paper 000")
+        g.add_argument("--labels", nargs="+", default=list(RFMID_LABELS), metavar="LABEL",
+                       help="RFMiD's 28 categories (default), or ODIR-5K diagnoses with Normal (e.g. Normal Diabetes "
+                            "Glaucoma Cataract; read from other sources by fundus.datasets.labels.diagnosis_target)")
+        g.add_argument("--stage1-model", default=None, metavar="MODEL",
+                       help="a trained model with the same labels (shipped name, folder or hub id) used as the "
+                            "stage-1 network for the attention crops instead of training one")
         g.add_argument("--folds", type=int, default=5,
                        help="k of the k-fold bagging by patient (models per architecture)")
         g.add_argument("--theta", type=float, default=128.0,
@@ -162,12 +178,16 @@ class RfmidEnsembleRecipe(Recipe):
             raise SystemExit(f"error: --theta must lie in [0, 255], got {args.theta}")
         if args.lam < 0 or args.sigma < 0 or not math.isclose(args.lam + args.sigma, 1.0, abs_tol=1e-6):
             raise SystemExit(f"error: --lam and --sigma must be >= 0 and add up to 1, got {args.lam} + {args.sigma}")
+        if list(args.labels) != list(RFMID_LABELS) and not is_diagnosis_space(args.labels):
+            raise SystemExit(f"error: --labels must be RFMiD's 28 categories or distinct ODIR-5K diagnoses with "
+                             f"Normal, got {args.labels}")
+        self.labels = tuple(args.labels)
         return args
 
     def architectures(self, args: argparse.Namespace) -> tuple[str, str, str]:
         """(stage 1, G1, G2) architectures: VGG16, VGG19, ResNet50 — or one EfficientNet-Lite for all three."""
-        if args.arch == PAPER_ARCHS:
-            return tuple(PAPER_ARCHS.split("+"))  # type: ignore[return-value]
+        if "+" in args.arch:
+            return tuple(args.arch.split("+"))  # type: ignore[return-value]
         return (args.arch, args.arch, args.arch)
 
     # ---------------------------------------------------------------- data
@@ -178,6 +198,8 @@ class RfmidEnsembleRecipe(Recipe):
         label = getattr(sample, "label", None)
         if label is None:
             return None
+        if is_diagnosis_space(self.labels):
+            return sample_target(sample, dataset, self.labels, self.task)
         row = np.asarray(label, dtype=np.float32).reshape(-1)
         names = tuple(getattr(dataset, "labels", ()))
         if names == RFMID_DISEASES:
@@ -236,8 +258,7 @@ class RfmidEnsembleRecipe(Recipe):
         """Fit one network into ``--out/training/<tag>`` (its own checkpoints, so --resume works per model)."""
         cfg = self.loop_config(args, model)
         cfg.out_dir = Path(args.out) / "training" / tag
-        return fit(model, self.loss(args, train_set.targets.numpy()), train_set, val_set, cfg,
-                   self.stages(args, model), augment=augment, metric=self.metric(args))
+        return self.fit_sets(args, model, train_set, val_set, self.stages(args, model), cfg=cfg, augment=augment)
 
     # ---------------------------------------------------------------- the pipeline
     def run(self, args: argparse.Namespace) -> Path:
@@ -251,6 +272,9 @@ class RfmidEnsembleRecipe(Recipe):
         name = args.name or self.name
         stage1 = self.build_arch(args, stage1_arch, f"{name}.stage1")
         data = self.make_datasets(args, stage1.config, pool, holdout, labels)
+        if args.stage1_model:
+            stage1 = self.load_stage1(args, stage1.config)
+            stage1_arch = f"{stage1.config.name} ({stage1.config.arch}, reused)"
         history: list[dict[str, Any]] = []
 
         def log(tag: str, result: FitResult) -> None:
@@ -261,7 +285,8 @@ class RfmidEnsembleRecipe(Recipe):
         crop_sources = np.zeros(0, dtype=np.int64)
         crop_note = "no attention crops (ablation)"
         if args.attention_crops:
-            log("stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
+            if not args.stage1_model:
+                log("stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
             found = attention_crop_images(stage1, data.train.images, data.train.targets.numpy(), args.theta,
                                           mean=stage1.config.mean, std=stage1.config.std,
                                           progress=not args.quiet)
@@ -308,6 +333,60 @@ class RfmidEnsembleRecipe(Recipe):
         ddp.cleanup(info)
         return out
 
+    ablation_rows: dict[str, dict[str, float]] = {}
+
+    def publish(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> Path:
+        """The hub repo, with the ablation rows in the card's metrics."""
+        out = super().publish(args, model, result, data)
+        if self.ablation_rows:
+            model.config.metrics.update(self.ablation_rows)
+            model.save_pretrained(out)
+        return out
+
+    def load_stage1(self, args: argparse.Namespace, config: Any) -> nn.Module:
+        """--stage1-model, checked against this run's labels, input size and preprocessing.
+
+        Raises:
+            SystemExit: the model does not fit this run.
+        """
+        import zoo
+
+        model = zoo.load(args.stage1_model)
+        c = model.config
+        if list(c.labels) != list(self.labels) or c.input_size != config.input_size \
+                or c.preprocessing != config.preprocessing:
+            raise SystemExit(f"error: --stage1-model {args.stage1_model!r} has labels {c.labels}, {c.input_size} px, "
+                             f"{c.preprocessing}; this run needs {list(self.labels)}, {config.input_size} px, "
+                             f"{config.preprocessing}")
+        return model.float().eval()
+
+    def ablation(self, members: dict[str, list[nn.Module]], ensemble: nn.Module, data: PreparedData,
+                 cfg: LoopConfig, info: Any, prepare: Any) -> dict[str, dict[str, float]]:
+        """Paper 000's ablation on the validation patients: each network alone, each structure's bagged mean,
+        the fusion. Card rows "validation, ablation: …" (``python -m train ship`` keeps them)."""
+        from train.report import card_metrics
+        from zoo.evaluate import compute_metrics
+
+        def row(outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+            m = compute_metrics(self.task, outputs, targets, list(self.labels), thresholds=ensemble.config.thresholds)
+            return {k: v for k, v in card_metrics(m).items() if k.startswith("auc") or k == "f1_micro"}
+
+        rows: dict[str, dict[str, float]] = {}
+        logits: dict[str, list[np.ndarray]] = {}
+        targets = None
+        for group, models in members.items():
+            for fold, model in enumerate(models):
+                model.to(info.device).eval()
+                out, targets = evaluate_outputs(model, data.val, cfg, info, prepare)
+                model.cpu()
+                logits.setdefault(group, []).append(out)
+                rows[f"validation, ablation: {group.upper()} {model.config.arch} fold {fold} alone"] = row(out, targets)
+        for group, outs in logits.items():
+            # The bagged mean of one structure, as fusion_ensemble averages its members' probabilities.
+            probs = np.mean([1.0 / (1.0 + np.exp(-o)) for o in outs], axis=0).clip(1e-7, 1 - 1e-7)
+            rows[f"validation, ablation: {group.upper()} bagged ({len(outs)} folds)"] = row(np.log(probs / (1 - probs)), targets)
+        return rows
+
     def evaluate_ensemble(self, args: argparse.Namespace, ensemble: nn.Module, data: PreparedData,
                           history: list[dict[str, Any]]) -> FitResult:
         """The fused model's outputs on the held-out photos, as a ``FitResult`` for ``publish``."""
@@ -329,6 +408,8 @@ class RfmidEnsembleRecipe(Recipe):
             outputs, targets = evaluate_outputs(ensemble, data.val, cfg, info, prepare)
             loss = self.loss(args, data.train.targets.numpy())
             val_loss = float(loss(torch.from_numpy(outputs).float(), torch.from_numpy(targets).float()))
+            self.ablation_rows = self.ablation({"g1": list(ensemble.g1), "g2": list(ensemble.g2)}, ensemble, data,
+                                               cfg, info, prepare)
         ensemble.cpu()
         return FitResult(history=history, best_val_loss=val_loss, best_epoch=-1, global_step=0, steps_run=0,
                          resumed_from=None, stopped_early=False, val_outputs=outputs, val_targets=targets)
