@@ -243,8 +243,11 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
     # eyepacs-1k was not trained on: its test part measures the transfer to an unseen source.
     assert train_main(["ship", str(run), "--out", str(shipped), "--also-test", str(two_sources["eyepacs"]),
                        "eyepacs", "--theta", "48", "--leave-out", str(run), str(two_sources["eyepacs"]), "eyepacs",
-                       "--limit", "a known limit", "--selection", "the only candidate", "--quiet"]) == 0
+                       "--limit", "a known limit", "--selection", "the only candidate", "--quiet",
+                       "--compare", str(run), "the run itself"]) == 0
     cfg = ModelConfig.load(shipped / "config.json")
+    # --compare: another run's validation numbers on the same validation patients, as an ablation row.
+    assert cfg.metrics["validation, ablation: the run itself"] == before.metrics["validation"]
     assert cfg.name == "shipped" and cfg.theta == 48 and cfg.t == before.t
     assert set(cfg.metrics) >= {"test", "test: srahim-dr600", "test: eyepacs-1k (not trained on)", "validation"}
     assert cfg.reproduce.startswith("python -m train ellg ") and " && python -m train ship " in cfg.reproduce

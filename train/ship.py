@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leave-out", nargs=3, action="append", default=[], metavar=("RUN", "DATA", "FORMAT"),
                    help="a run of the same recipe trained without DATA: its numbers on DATA's test part go in the card "
                         "(how far the model transfers to a camera it never saw)")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("RUN", "LABEL"),
+                   help="another run of the same data and split (an ablation, e.g. without attention crops): its "
+                        "validation metrics go in the card as 'validation, ablation: LABEL'")
     p.add_argument("--description", default="", help="the card's summary (default: the run's)")
     p.add_argument("--selection", default="", help="how this model was chosen (for the card)")
     p.add_argument("--limit", action="append", default=[], dest="limits", metavar="TEXT",
@@ -138,10 +141,14 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         command += ["--also-test", data, fmt]
     for other, data, fmt in args.leave_out:
         command += ["--leave-out", other, data, fmt]
+    for other, label in args.compare:
+        command += ["--compare", other, label]
     cfg.reproduce = f"{cfg.reproduce.split(' && ')[0]} && {shlex.join(command)}"
     cfg.selection = args.selection or cfg.selection
     cfg.limitations = list(args.limits) or cfg.limitations
     validation = {k: v for k, v in cfg.metrics.items() if k.startswith("validation")}
+    for other, label in args.compare:
+        validation[f"validation, ablation: {label}"] = _validation_of(Path(other), run)
     model.save_pretrained(out, dtype=torch.float16)
 
     outputs = end_to_end(out, [p for p, _, _ in photos], progress=not args.quiet)
@@ -195,6 +202,20 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     stale = out / "heldout_predictions.json"  # the older ship format's outputs (validation photos)
     stale.unlink(missing_ok=True)
     return cfg.metrics
+
+
+def _validation_of(other: Path, run: Path) -> dict[str, float]:
+    """The pooled validation metrics of ``other``, a run on the same validation patients as ``run``.
+
+    Raises:
+        ValueError: the two runs did not split the photos the same way.
+    """
+    split = json.loads((run / "training" / "split.json").read_text())
+    theirs = json.loads((other / "training" / "split.json").read_text()) \
+        if (other / "training" / "split.json").is_file() else None
+    if theirs is None or [x["image"] for x in theirs["val"]] != [x["image"] for x in split["val"]]:
+        raise ValueError(f"--compare {other}: not the same validation patients as {run}")
+    return json.loads((other / "config.json").read_text())["metrics"]["validation"]
 
 
 def _data_root(folders: Sequence[Path]) -> Path:
