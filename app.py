@@ -84,6 +84,7 @@ from appcore.catalogue import Catalogue, ModelCache, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import Example, shipped_examples  # noqa: E402
 from appcore.exports import write_downloads  # noqa: E402
+from appcore.menu import default_choice  # noqa: E402
 from appcore.views import COLORMAPS, PANEL_TITLES, DownloadFolders, ViewParams, render_view  # noqa: E402
 
 log = logging.getLogger("fundus_cam_zoo.app")
@@ -165,7 +166,8 @@ class FundusApp:
         self.examples, self.start = examples if examples is not None else shipped_examples()
         # An example is recognised by its pixels, whichever way it reached the server (click or upload).
         self._example_digests = {image_digest(photos.load_photo(e.path)): e for e in self.examples}
-        self.choices = self.catalogue.menu()
+        self.choices = self.catalogue.menu()  # grouped by paper (appcore.menu)
+        self.default = default_choice(self.choices)  # dr-grading when offered
         self.downloads = DownloadFolders()
 
     def example_of(self, digest: str) -> Example | None:
@@ -175,16 +177,17 @@ class FundusApp:
     def warm_up(self) -> None:
         """Load the default model and analyse the example the page opens on, so the first visitor waits for
         neither (errors are left for the page to report)."""
-        if not self.choices or not self.examples:
+        if self.default is None or not self.examples:
             return
-        key = self.choices[0].key
+        key = self.default.key
         self.analyser.models.get(key)
         self.analyser.analyse(photos.load_photo(self.examples[self.start].path), key, "")
 
     def menu(self, added: list[str] = ()) -> list[tuple[str, str]]:
-        """The model menu of a session: the app's models, then the ones this session added."""
-        menu = [(choice.label, choice.key) for choice in self.choices]
-        return menu + [(f"{key} (hub)", key) for key in added if key not in {v for _, v in menu}]
+        """The model menu of a session, (label, value) pairs grouped by paper: the app's models and the ones this
+        session added."""
+        choices = self.catalogue.menu(added) if added else self.choices
+        return [(choice.label, choice.key) for choice in choices]
 
     def model(self, key: str):
         """The loaded model; raises ``ModelNotOffered`` / ``ModelUnavailable`` with the page's message."""
@@ -253,7 +256,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
     # Serve exactly the example files (they live outside Gradio's temp dir).
     gr.set_static_paths(paths=[str(e.path) for e in app.examples])
     menu = app.menu()
-    default_model = menu[0][1] if menu else None
+    default_model = app.default.key if app.default else None
     defaults = ViewParams()
 
     with gr.Blocks(title="Fundus CAM Zoo", delete_cache=DELETE_CACHE) as demo:
@@ -526,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:  # a bad --models entry: the operator's console may name it
         parser.error(str(exc))
     app = demo.fundus_app
-    if app.choices and app.choices[0].kind != "hub" and not args.no_preload:
+    if app.default is not None and app.default.kind != "hub" and not args.no_preload:
         # Load the default model and analyse the start example after the server is up, so that the first
         # visitor's page opens without waiting for either.
         def preload() -> None:

@@ -29,6 +29,7 @@ from appcore.analysis import PANEL_METHODS, Analyser, NotFundusError, image_dige
 from appcore.catalogue import ModelCache, ModelUnavailable, available_models  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
+from appcore.menu import default_choice  # noqa: E402
 from appcore.views import COLORMAPS, ViewParams, render_view  # noqa: E402
 
 NO_EXAMPLE = "— none —"
@@ -83,13 +84,14 @@ def main() -> None:
     st.title("Fundus CAM Zoo")
     st.warning(present.NOTICE.replace("⚠️ ", ""))
     analyser, examples = shared_core()
-    menu = {choice.label: choice.key for choice in available_models()}
-    if not menu:
+    choices = available_models()  # grouped by paper (appcore.menu)
+    if not choices:
         st.error("No models: none shipped in assets/ and none configured in FUNDUS_ZOO_MODELS.")
         return
+    menu = {choice.label: choice.key for choice in choices}
 
     with st.sidebar:
-        model_label = st.selectbox("Model", list(menu), key="model")
+        model_label = st.selectbox("Model", list(menu), index=choices.index(default_choice(choices)), key="model")
         model_key = menu[model_label]
         try:
             model, _lock = analyser.models.get(model_key)

@@ -3,6 +3,7 @@
 It wires library calls together and keeps the app's state in few, small places:
 
 - ``catalogue``: which zoo models the app offers, and a lazily filled, thread-safe model cache;
+- ``menu``: the model menu grouped by paper (from each model's config) and its default model (``dr-grading``);
 - ``analysis``: one network pass per (image, model, target), cached in a bounded LRU;
 - ``views``: everything a slider changes (overlays, θ crop, τ lesion mask, outlines), no network;
 - ``charts``: the plotly probability / grade chart;

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appcore.menu import grouped, heading, with_papers
+
 log = logging.getLogger(__name__)
 
 # A hub repo id as huggingface_hub accepts it: org/name, alphanumerics, "-", "_", ".", no ".." or "--".
@@ -48,6 +50,7 @@ class ModelChoice:
     revision: str | None = None
     kind: str = "shipped"  # "shipped" | "folder" | "hub"
     location: str | None = field(default=None, repr=False, compare=False)  # an operator folder's path
+    paper: str | None = field(default=None, compare=False)  # from its config ("" none, None unknown): appcore.menu
 
     @property
     def key(self) -> str:
@@ -56,7 +59,11 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
-        return f"{self.key} ({self.kind})"
+        """The menu text: its paper's group, then the model ("Paper 004 · ELLG — dr-grading"); a model that is
+        not shipped says its kind ("org/name (hub)")."""
+        name = self.key if self.kind == "shipped" else f"{self.key} ({self.kind})"
+        group = heading(self.paper)
+        return f"{group} — {name}" if group else name
 
 
 def shown(text: object) -> str:
@@ -133,15 +140,23 @@ class Catalogue:
             self._operator.append(choice)
         self._folders = {c.key: c for c in self._operator if c.kind == "folder"}
 
-    def menu(self) -> list[ModelChoice]:
-        """The operator's models first, then the shipped defaults, then the hub ids configured in the registry."""
-        registry = [_registry_choice(name, entry) for name, entry in _registry().items()]
+    def menu(self, added: Iterable[str] = ()) -> list[ModelChoice]:
+        """The models offered, each once, grouped by paper (``appcore.menu.grouped``); within a paper the
+        operator's models, then the shipped defaults, then the hub ids configured in the registry, then ``added``
+        (menu values a session added; values this app does not offer are left out)."""
+        registry = _registry()
+        named = [_registry_choice(name, entry) for name, entry in registry.items()]
         # Shipped models before hub ids: the default must load offline, a hub id downloads only when picked.
-        choices = self._operator + sorted(registry, key=lambda choice: choice.kind != "shipped")
+        choices = self._operator + sorted(named, key=lambda choice: choice.kind != "shipped")
+        for key in added:
+            try:
+                choices.append(self.resolve(key))
+            except ModelNotOffered:
+                continue
         unique: dict[str, ModelChoice] = {}
         for choice in choices:
             unique.setdefault(choice.key, choice)
-        return list(unique.values())
+        return grouped(with_papers(unique.values(), registry))
 
     def resolve(self, key: str) -> ModelChoice:
         """The model behind a menu value or a user's text, if this app may load it.
@@ -171,7 +186,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def available_models(extra: list[str] | None = None) -> list[ModelChoice]:
-    """The model menu: ``extra`` (the operator's folders / hub ids) first, then the shipped defaults, then
+    """The model menu, grouped by paper: ``extra`` (the operator's folders / hub ids), the shipped defaults and
     the hub ids configured in the registry (``Catalogue(extra).menu()``)."""
     return Catalogue(extra).menu()
 

@@ -76,8 +76,9 @@ def make_broken_model(folder: Path) -> Path:
     return folder
 
 
-def put_in_hub_cache(model_folder: Path, repo_id: str) -> Path:
-    """Make ``repo_id`` a cached hub model (its ``main`` snapshot holds ``model_folder``'s files), so that an
+def put_in_hub_cache(model_folder: Path, repo_id: str,
+                     files: tuple[str, ...] = ("config.json", "model.safetensors", "README.md")) -> Path:
+    """Make ``repo_id`` a cached hub model (its ``main`` snapshot holds ``model_folder``'s ``files``), so that an
     offline ``snapshot_download(repo_id)`` finds it. The cache is the test run's private HF_HOME."""
     from huggingface_hub import constants
 
@@ -85,11 +86,20 @@ def put_in_hub_cache(model_folder: Path, repo_id: str) -> Path:
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors", "README.md"):
+    for name in files:
         (snapshot / name).write_bytes((model_folder / name).read_bytes())
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def fake_shipped(folder: Path, papers: dict[str, str]) -> Path:
+    """An assets folder of "shipped models" as the model menu sees them: {name: paper}, a config.json each and no
+    weights (the menu never loads a model)."""
+    for name, paper in papers.items():
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text(json.dumps({"name": name, "paper": paper}))
+    return folder
 
 
 def start_app(tmp: Path, models: list[Path], monkeypatch_env: dict[str, str] | None = None):

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from support import (  # noqa: F401 - make_tiny_models, start_app, SIZE: imported from here by other tests
-    DEFAULTS, SIZE, direct_probabilities, free_port, make_biased_lesion_model, make_broken_model, make_grader_at,
-    make_tiny_models, menu_of, page_config, panel_path, put_in_hub_cache, start_app, synthetic_photo,
+    DEFAULTS, SIZE, direct_probabilities, fake_shipped, free_port, make_biased_lesion_model, make_broken_model,
+    make_grader_at, make_tiny_models, menu_of, page_config, panel_path, put_in_hub_cache, start_app, synthetic_photo,
 )
 
 # Output positions of /analyse and /explain_target (the session state is hidden from API clients).
@@ -71,8 +71,9 @@ def client(served, tmp_path):
     return new_client(served[1], tmp_path)
 
 
-def model_key(demo, kind: str) -> str:
-    return next(value for label, value in demo.fundus_app.menu() if kind in label)
+def model_key(demo, name: str) -> str:
+    """The first menu value that contains ``name`` (the menu's labels also name papers)."""
+    return next(value for _, value in demo.fundus_app.menu() if name in value)
 
 
 def analyse(client, path, key, target="predicted", **controls):
@@ -402,6 +403,25 @@ def test_server_address_follows_space_and_port(monkeypatch):
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("SPACE_ID", "someone/fundus-cam-zoo")
     assert app.server_address() == ("0.0.0.0", 9001)
+
+
+def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(served, tmp_path, monkeypatch):
+    import app
+
+    # The served app: its models grouped by paper (001, then 003), the first offered model the default.
+    demo = served[0]
+    labels = [label for label, _ in demo.fundus_app.menu()]
+    assert [label.split(" · ")[0] for label in labels] == ["Paper 001"] * 3 + ["Paper 003"] * 3
+    assert labels[0] == "Paper 001 · Multi-label DR lesion classification — tiny-lesions (folder)"
+    assert demo.fundus_app.default.key == "tiny-lesions"
+    # With dr-grading shipped, a new page opens on it, wherever its paper puts it in the menu.
+    papers = {"dr-grade-classifier": "003", "dr-grading": "004", "dr-lesions": "001", "multi-disease": ""}
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(fake_shipped(tmp_path / "assets", papers)))
+    built = app.build_demo(examples=([], 0))
+    menu = next(block for block in built.blocks.values() if getattr(block, "elem_id", None) == "model-menu")
+    assert menu.value == "dr-grading" and built.fundus_app.default.key == "dr-grading"
+    assert [value for _, value in menu.choices] == ["dr-lesions", "dr-grade-classifier", "dr-grading", "multi-disease"]
+    assert menu.choices[2][0] == "Paper 004 · ELLG — dr-grading"
 
 
 def test_switching_model_and_target_keeps_the_session_photo(served, client, tmp_path):

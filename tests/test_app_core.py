@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from support import SIZE, make_broken_model, make_tiny_models
+from support import SIZE, fake_shipped, make_broken_model, make_tiny_models, put_in_hub_cache
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +137,11 @@ def test_model_catalogue_and_cache(tiny, monkeypatch, tmp_path):
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tiny["grade"].parent))  # the tiny models as "shipped" ones
     monkeypatch.setenv("FUNDUS_ZOO_MODELS", "dr=someone/dr-grading@v2")
     menu = available_models([str(tiny["grade"]), "org/extra@v1"])
-    # The operator's models, then shipped models (the default loads offline), then configured hub ids. A
-    # listed folder is offered by its name (made unique), never by its path.
-    assert [(c.kind, c.key) for c in menu] == [("folder", "tiny-grading-2"), ("hub", "org/extra@v1"),
-                                               ("shipped", "tiny-grading"), ("shipped", "tiny-lesions"), ("hub", "dr")]
+    # Grouped by paper (tiny-lesions: 001, the tiny graders: 003); within a paper the operator's models, then the
+    # shipped ones; hub ids not downloaded yet (paper unknown) last. A listed folder is offered by its name (made
+    # unique), never by its path.
+    assert [(c.kind, c.key) for c in menu] == [("shipped", "tiny-lesions"), ("folder", "tiny-grading-2"),
+                                               ("shipped", "tiny-grading"), ("hub", "org/extra@v1"), ("hub", "dr")]
     assert all(str(tmp_path) not in c.key and str(tmp_path) not in c.label for c in menu)
     assert parse_hub_id("org/name@main").revision == "main"
     with pytest.raises(ValueError, match="org/name"):
@@ -154,6 +156,38 @@ def test_model_catalogue_and_cache(tiny, monkeypatch, tmp_path):
     assert cache.loads == 1 and all(r[0] is results[0][0] for r in results)  # loaded once for 4 users
     with pytest.raises(ModelUnavailable, match="offline"):
         cache.get("nobody/nothing")
+
+
+def test_the_menu_groups_models_by_paper_and_opens_on_dr_grading(tmp_path, monkeypatch):
+    from appcore.catalogue import available_models
+    from appcore.menu import default_choice
+
+    papers = {"dr-grade-classifier": "003", "dr-grading": "004", "dr-lesions": "001", "eye-diseases": "002",
+              "eye-diseases-ensemble": "000", "multi-disease": "", "odd": "042"}
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(fake_shipped(tmp_path / "assets", papers)))
+    monkeypatch.setenv("FUNDUS_ZOO_MODELS", "org/not-downloaded")
+    menu = available_models()
+    # Papers in order (each from the model's own config), then an unknown paper id, then no paper, then unknown.
+    assert [c.key for c in menu] == ["eye-diseases-ensemble", "dr-lesions", "eye-diseases", "dr-grade-classifier",
+                                     "dr-grading", "odd", "multi-disease", "org/not-downloaded"]
+    labels = {c.key: c.label for c in menu}
+    assert labels["dr-grading"] == "Paper 004 · ELLG — dr-grading"
+    assert labels["dr-lesions"] == "Paper 001 · Multi-label DR lesion classification — dr-lesions"
+    assert labels["eye-diseases"] == "Paper 002 · Ocular disease recognition on ODIR-5K — eye-diseases"
+    assert labels["odd"] == "Paper 042 — odd"
+    assert labels["multi-disease"] == "No paper — multi-disease"
+    assert labels["org/not-downloaded"] == "org/not-downloaded (hub)"
+    assert len(set(labels.values())) == len(labels)  # one label per model
+    assert default_choice(menu).key == "dr-grading"  # not the first in the menu
+    # Without dr-grading: the first model that loads offline (never a hub download), whatever its name.
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(fake_shipped(tmp_path / "other", {"b": "", "a": "003"})))
+    monkeypatch.setenv("FUNDUS_ZOO_MODELS", "x=org/cached-hub")
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"name": "x", "paper": "000"}))
+    put_in_hub_cache(tmp_path / "hub", "org/cached-hub", files=["config.json"])
+    menu = available_models()
+    assert [c.key for c in menu] == ["x", "a", "b"] and menu[0].label.startswith("Paper 000 · ")
+    assert default_choice(menu).key == "a" and default_choice([]) is None
 
 
 def test_only_offered_models_load_and_refusals_do_not_probe_the_disk(tiny, tmp_path, monkeypatch):

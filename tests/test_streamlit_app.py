@@ -56,13 +56,19 @@ def png_bytes(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def pick_model(at, key: str):
+    """Select a model by its menu value (its label also names its paper) and rerun."""
+    menu = at.selectbox(key="model")
+    return menu.set_value(next(label for label in menu.options if label.endswith(f"— {key}"))).run()
+
+
 def regions_of(at) -> dict:
     return json.loads(at.json[0].value)
 
 
 def test_upload_then_sliders_redraw_without_a_pass(app_test, network_passes):
     at = app_test
-    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    pick_model(at, "tiny-lesions")
     assert "Upload a fundus photo" in at.info[0].value
     at.file_uploader(key="upload").set_value(("photo.png", png_bytes(2), "image/png")).run()
     assert not at.exception and not at.error, (at.exception, at.error)
@@ -123,19 +129,41 @@ def test_a_model_change_resets_theta_tau_t_to_its_defaults(tmp_path, monkeypatch
     st.cache_resource.clear()
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
     at.run()
-    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    pick_model(at, "tiny-lesions")
     lesions = zoo.load(str(tmp_path / "assets" / "tiny-lesions")).config
     assert sliders(at) == (lesions.theta, pytest.approx(lesions.tau), pytest.approx(lesions.t))
     at.slider(key="theta").set_value(20).run()
     at.slider(key="tau").set_value(0.9).run()
     at.slider(key="t").set_value(2.5).run()
     assert sliders(at) == (20, pytest.approx(0.9), pytest.approx(2.5))  # the user's values hold within a model
-    at.selectbox(key="model").set_value("tiny-custom (shipped)").run()
+    pick_model(at, "tiny-custom")
     assert not at.exception, at.exception
     assert sliders(at) == (custom["theta"], pytest.approx(custom["tau"]), pytest.approx(custom["t"]))
     at.slider(key="theta").set_value(200).run()
-    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    pick_model(at, "tiny-lesions")
     assert sliders(at) == (lesions.theta, pytest.approx(lesions.tau), pytest.approx(lesions.t))
+
+
+def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    tiny = make_tiny_models(tmp_path / "models")  # tiny-lesions: paper 001, tiny-grading: paper 003
+    for name in ("dr-grade-classifier", "dr-grading", "tiny-lesions"):  # as shipped names; dr-grading: paper 003 here
+        shutil.copytree(tiny["multilabel" if name == "tiny-lesions" else "grade"], tmp_path / "assets" / name)
+    monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tmp_path / "assets"))
+    monkeypatch.setenv("FUNDUS_APP_CACHE", str(tmp_path / "cache"))
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    menu = at.selectbox(key="model")
+    assert [label.split(" — ")[-1] for label in menu.options] == ["tiny-lesions", "dr-grade-classifier", "dr-grading"]
+    assert menu.options[0].startswith("Paper 001 · ") and menu.options[1].startswith("Paper 003 · ")
+    assert menu.value.endswith("— dr-grading")  # the default, though neither first in the menu nor alphabetically
 
 
 def test_slider_moves_neither_decode_nor_analyse_again(app_test, network_passes, monkeypatch):
@@ -157,7 +185,7 @@ def test_slider_moves_neither_decode_nor_analyse_again(app_test, network_passes,
     monkeypatch.setattr(photos, "load_photo", counted_load)
     monkeypatch.setattr(Analyser, "analyse", counted_analyse)
     at = app_test
-    at.selectbox(key="model").set_value("tiny-lesions (shipped)").run()
+    pick_model(at, "tiny-lesions")
     at.file_uploader(key="upload").set_value(("photo.png", png_bytes(4), "image/png")).run()
     assert not at.exception and not at.error, (at.exception, at.error)
     assert (len(decodes), len(analyses), len(network_passes)) == (1, 1, 1)
@@ -181,7 +209,7 @@ def test_a_photo_that_is_not_a_fundus_gets_a_message_and_no_classification(app_t
 
     data = pytest.importorskip("skimage.data")
     at = app_test
-    at.selectbox(key="model").set_value("tiny-grading (shipped)").run()
+    pick_model(at, "tiny-grading")
     for name, rgb in [("coffee.png", data.coffee()), ("orange.png", np.full((200, 200, 3), (200, 90, 40), np.uint8))]:
         at.file_uploader(key="upload").set_value((name, image_bytes(rgb), "image/png")).run()
         assert not at.exception, at.exception
