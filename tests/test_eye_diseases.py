@@ -130,6 +130,14 @@ def test_ensemble_on_frozen_features_with_a_reused_stage1_and_its_ablation(tmp_p
     assert runs == ["fold0-g1-efficientnet_lite0", "fold0-g2-efficientnet_lite1", "fold1-g1-efficientnet_lite0",
                     "fold1-g2-efficientnet_lite1"]  # no stage-1 training: it was reused
     assert "reused" in config["description"]
+    # Crops attend to diseases only: never more than the diseased training photos, none of a normal eye.
+    import re
+
+    n_crops = int(re.search(r"(\d+) Guided Grad-CAM attention crops", config["description"]).group(1))
+    train_photos = json.loads((out / "training" / "split.json").read_text())["train"]
+    n_normal = sum("/normal/" in x["image"] for x in train_photos)
+    assert f"{n_normal} photos without a disease label" in config["description"]
+    assert n_crops <= len(train_photos) - n_normal
     ablation = {k: v for k, v in config["metrics"].items() if k.startswith("validation, ablation")}
     assert len(ablation) == 6  # 2 folds × 2 structures alone, then each structure's bagged mean
     assert any("G2 efficientnet_lite1 fold 1 alone" in k for k in ablation)

@@ -50,6 +50,7 @@ from train.losses import FocalLoss, class_counts, inverse_frequency_weights
 from train.metrics import Metric, micro_f1_metric
 from train.recipes import LabelledSample, PreparedData, Recipe, register
 from fundus.datasets.labels import is_diagnosis_space, sample_target
+from zoo.model import no_disease_index
 from zoo.papers import RFMID_LABELS
 
 PAPER_ARCHS = "vgg16+vgg19+resnet50"  # stage 1, G1, G2
@@ -287,7 +288,12 @@ class RfmidEnsembleRecipe(Recipe):
         if args.attention_crops:
             if not args.stage1_model:
                 log("stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
-            found = attention_crop_images(stage1, data.train.images, data.train.targets.numpy(), args.theta,
+            # Crops of "local lesion features" (4.2): a no-disease label (Normal) has none to attend to.
+            lesion_targets = data.train.targets.numpy().copy()
+            normal = no_disease_index(labels)
+            if normal is not None:
+                lesion_targets[:, normal] = 0.0
+            found = attention_crop_images(stage1, data.train.images, lesion_targets, args.theta,
                                           mean=stage1.config.mean, std=stage1.config.std,
                                           progress=not args.quiet)
             crop_sources = np.asarray(found.source_index, dtype=np.int64)
@@ -296,7 +302,7 @@ class RfmidEnsembleRecipe(Recipe):
                                                  names=[f"{data.train.names[i]}#crop{found.boxes[k]}"
                                                         for k, i in enumerate(crop_sources)])
             crop_note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of the {stage1_arch} "
-                         f"stage-1 model ({found.skipped_no_label} photos without a label and "
+                         f"stage-1 model ({found.skipped_no_label} photos without a disease label and "
                          f"{found.skipped_empty} with no pixel above θ gave none)")
         del stage1
 
