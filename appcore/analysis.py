@@ -335,6 +335,7 @@ class Analyser:
         if cached is not None:
             return cached
         from explain import Explainer
+        from explain.targets import decided_targets
         from fundus import preprocess
 
         wanted = engine_target(target, config)
@@ -360,24 +361,6 @@ class Analyser:
         analysis.maps(config.t)  # the default gate's maps, computed once here rather than on a slider move
         self.cache.put(analysis)
         return analysis
-
-
-def decided_targets(model, x) -> list[int]:
-    """The classes "all predicted" explains for a multi-label model: its decided disease labels (most probable
-    first); else its decided no-disease label; else (nothing reached its threshold) the most probable label.
-
-    One forward pass without gradients: the engine's own "all-predicted" takes every label over its threshold,
-    so "healthy" would be integrated with the lesions the model's decision overruled.
-    """
-    import torch
-
-    with torch.no_grad():
-        out = model(x)
-        probs = model.probabilities(out)[0]
-        decided = model.decide(out)[0]
-    order = sorted(range(probs.numel()), key=lambda i: -float(probs[i]))
-    disease = [i for i in order if bool(decided[i]) and not is_no_disease(_label(model.config, i))]
-    return disease or [i for i in order if bool(decided[i])] or order[:1]
 
 
 def _label(config, index: int) -> str:

@@ -55,8 +55,8 @@ def reproduce_command(record: dict) -> str:
     if target.startswith("class:"):
         words += ["--target", target.split(":", 1)[1]]
     elif target == "all predicted":
-        # The classes the app explained (the model's decided labels, the no-disease rule applied), by index:
-        # the engine's own "all-predicted" takes every label over its threshold.
+        # The classes the app explained (explain.targets.decided_targets), by index: for a no-disease answer the
+        # app explains that label, which the CLI's "all-predicted" never does.
         words += ["--target", ",".join(str(c) for c in record["explained_classes"])]
     else:
         words += ["--target", "predicted"]

@@ -26,6 +26,7 @@ from explain.explainer import ALL_METHODS, Explainer, canonical_method
 from explain.metrics import DEFAULT_TAUS, LocalisationSummary, boxes_to_mask, centred_gaussian, uniform_map
 from explain.overlay import draw_boxes, overlay, panel_grid, save_png
 from explain.regions import attention_crop, lesion_mask
+from explain.targets import decided_targets
 
 DEFAULT_CLI_METHODS = "cam,gradcam,guided-gradcam,gmsm"
 # YOLO class names (diaretdb1-boxes retinal.names and common variants) -> lesion codes.
@@ -66,6 +67,15 @@ def parse_target(text: str, labels: list[str]):
     return items[0] if len(items) == 1 else items
 
 
+def photo_target(model, target, x):
+    """The engine's target for one photo: "all-predicted" becomes the model's decided disease labels, most
+    probable first (``explain.targets.decided_targets``: the app's exclusive decision; when the model decided no
+    disease, its most probable disease label), so a no-disease label is never explained; other targets as given."""
+    if target != "all-predicted":
+        return target
+    return decided_targets(model, x, keep_no_disease=False)
+
+
 def _explain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m explain",
@@ -75,7 +85,9 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="anything zoo.load accepts: a shipped name, a local folder, a hub repo id")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="fundus photos (JPEG/PNG/TIFF)")
     parser.add_argument("--target", default="predicted",
-                        help="'predicted' (default), 'all-predicted' (integrated), a class index or label, or a comma list")
+                        help="'predicted' (default), 'all-predicted' (the model's decided disease labels, integrated, "
+                             "as the app decides them: never a no-disease label such as healthy, normal, No DR or N), "
+                             "a class index or label, or a comma list")
     parser.add_argument("--methods", default=DEFAULT_CLI_METHODS,
                         help=f"comma list from {', '.join(ALL_METHODS)} (default {DEFAULT_CLI_METHODS})")
     parser.add_argument("--theta", type=float, default=None, help="attention-crop threshold θ ∈ [0, 255] (paper 000 eq. 5)")
@@ -207,7 +219,8 @@ def explain_photo(model, explainer, image, methods, target, args, out: Path, pre
     for warning in pre.warnings:
         print(f"warning: {image}: {warning}", file=sys.stderr)
     start = time.perf_counter()
-    explanation = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods)
+    explanation = explainer.explain(pre.tensor, photo_target(model, target, pre.tensor), fov_mask=pre.fov_mask,
+                                    methods=methods)
     timings["explain (one pass)"] = time.perf_counter() - start
     start = time.perf_counter()
     maps = explanation.maps(t=args.t)
@@ -323,7 +336,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         pre = preprocess(rgb, model.config)
-        maps = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods).maps(t=args.t)
+        wanted = photo_target(model, target, pre.tensor)
+        maps = explainer.explain(pre.tensor, wanted, fov_mask=pre.fov_mask, methods=methods).maps(t=args.t)
         shape = pre.fov_mask.shape
         maps["baseline-gaussian"] = centred_gaussian(shape, fov_mask=pre.fov_mask)
         maps["baseline-uniform"] = uniform_map(shape, fov_mask=pre.fov_mask)

@@ -97,3 +97,42 @@ def _predicted(probs: torch.Tensor, task: str, thresholds, integrated: bool) -> 
     if integrated:
         return sorted(range(probs.numel()), key=lambda i: -float(probs[i]))
     return [int(probs.argmax())]
+
+
+def decided_targets(model, x: torch.Tensor, *, keep_no_disease: bool = True) -> list[int]:
+    """The classes "all predicted" explains for one photo under the model's own exclusive decision.
+
+    ``model.decide`` (``zoo.model.FundusNet.decide``, exclusive) never lets a no-disease label ("healthy",
+    "normal", "No DR", "N": ``zoo.model.is_no_disease``) stand together with a disease label, whereas the engine's
+    own "all-predicted" takes every label over its threshold. One forward pass without gradients.
+
+    Args:
+        model: a zoo model (``probabilities``, ``decide`` and ``config``).
+        x: (1, 3, H, W) normalised input.
+        keep_no_disease: when no disease label was decided: True explains the decided no-disease label (the
+            app: what that answer rests on); False explains the most probable disease label instead, so a
+            no-disease label is never explained (``python -m explain --target all-predicted``).
+
+    Returns:
+        The decided disease labels' indices, most probable first; else as ``keep_no_disease`` says; with nothing
+        decided, the most probable label (disease label unless ``keep_no_disease``). ``[0]`` for grade regression
+        (its output cell).
+    """
+    from zoo.model import is_no_disease
+
+    config = model.config
+    if config.task == "grade-regression":
+        return [0]
+    with torch.no_grad():
+        out = model(x)
+        probs = model.probabilities(out)[0]
+        decision = model.decide(out)[0]
+    decided = decision.bool() if decision.dim() else torch.arange(probs.numel()) == int(decision)
+    order = sorted(range(probs.numel()), key=lambda i: -float(probs[i]))
+    disease = [i for i in order if i >= len(config.labels) or not is_no_disease(config.labels[i])]
+    chosen = [i for i in disease if bool(decided[i])]
+    if chosen:
+        return chosen
+    if keep_no_disease:
+        return [i for i in order if bool(decided[i])] or order[:1]
+    return disease[:1] or order[:1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -58,6 +59,53 @@ def test_explain_one_photo_writes_maps_overlays_panel(model_dir, tmp_path, capsy
     assert all((out / name).is_file() for name in record["files"])
     assert main([str(model_dir), str(photo), "--methods", "lime", "--out", str(out)]) == 2
     assert main([str(model_dir), str(photo), "--target", "Blindness", "--out", str(out)]) == 2
+
+
+def explained_by_cli(model: Path, photo: Path, out: Path) -> dict:
+    assert main([str(model), str(photo), "--target", "all-predicted", "--methods", "gradcam", "--out", str(out)]) == 0
+    return json.loads((out / f"{photo.stem}_prediction.json").read_text())
+
+
+def test_all_predicted_never_explains_a_no_disease_label(tmp_path, capsys):
+    """`--target all-predicted` explains the model's decided disease labels (the app's exclusive decision,
+    FundusNet.decide), never healthy / normal / No DR / N, even where they reach their thresholds."""
+    import torch
+
+    from appcore import Analyser, ModelCache
+    from appcore.catalogue import Catalogue
+    from support import make_biased_lesion_model
+    from zoo.model import is_no_disease
+
+    photo = tmp_path / "eye.png"
+    write_photo(photo, seed=4)
+    lean = {"BP/MA": -6, "HM": -6, "HEX": -6, "CWS": -6, "healthy": 6}  # healthy and BP/MA over their thresholds
+    thresholds = [0.001, 0.5, 0.5, 0.5, 0.5]
+    disease = make_biased_lesion_model(tmp_path, "tiny-disease", {**lean, "HM": 8}, thresholds)
+    healthy = make_biased_lesion_model(tmp_path, "tiny-healthy", lean, thresholds)
+    # Three labels reach their thresholds; the decision keeps the lesion side (HM is further above its own).
+    record = explained_by_cli(disease, photo, tmp_path / "disease")
+    assert record["prediction"]["predicted"] == ["BP/MA", "HM"]
+    assert record["explained_targets"] == ["HM", "BP/MA"]  # most probable first; "healthy" is overruled
+    # The same classes as the app's "all predicted", in the same order.
+    analyser = Analyser(ModelCache(catalogue=Catalogue([disease])), capacity=1)
+    rgb = fundus.load_image(photo)
+    assert analyser.analyse(rgb, "tiny-disease", "all predicted").explanation.targets[0] == [1, 0]
+    # The model answers "healthy": the CLI explains the most probable disease label, not the answer itself.
+    record = explained_by_cli(healthy, photo, tmp_path / "healthy")
+    assert record["prediction"]["predicted"] == ["healthy"]
+    probabilities = record["prediction"]["probabilities"]
+    assert record["explained_targets"] == [max(["BP/MA", "HM", "HEX", "CWS"], key=probabilities.get)]
+    # A multi-class grader whose answer is "No DR": the most probable DR grade, never "No DR" (nor every grade).
+    torch.manual_seed(0)
+    grader = zoo.create_model("efficientnet_lite0", paper="003", pretrained=False, input_size=SIZE, name="no-dr")
+    with torch.no_grad():
+        grader.head.fc.weight.mul_(1e-3)
+        grader.head.fc.bias.copy_(torch.tensor([6.0, 1.0, 2.0, 0.0, 0.0]))
+    grader.save_pretrained(tmp_path / "no-dr")
+    record = explained_by_cli(tmp_path / "no-dr", photo, tmp_path / "grades")
+    assert record["prediction"]["predicted"] == "No DR" and record["explained_targets"] == ["Moderate"]
+    assert not any(is_no_disease(label) for label in record["explained_targets"])
+    assert "explained target(s): Moderate" in capsys.readouterr().out
 
 
 def test_a_second_photo_does_not_overwrite_the_first(model_dir, tmp_path, capsys):
