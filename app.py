@@ -84,7 +84,7 @@ from appcore.catalogue import Catalogue, ModelCache, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import Example, shipped_examples  # noqa: E402
 from appcore.exports import write_downloads  # noqa: E402
-from appcore.menu import default_choice  # noqa: E402
+from appcore.menu import config_of, default_choice  # noqa: E402
 from appcore.views import COLORMAPS, PANEL_TITLES, DownloadFolders, ViewParams, render_view  # noqa: E402
 
 log = logging.getLogger("fundus_cam_zoo.app")
@@ -141,6 +141,27 @@ CSS = """
 # Gradio keeps each session's page values in memory (~0.5 MB; 10000 sessions by default): the newest 256.
 LAUNCH_OPTIONS = dict(max_file_size=MAX_FILE_SIZE, css=CSS,
                       state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
+
+
+class TypedDropdown(gr.Dropdown):
+    """A dropdown that also takes typed values, and whose API type says so: its choices or any string, ``accepts``
+    saying which strings (gr.Dropdown's own API type lists only the choices it was built with). Build it with
+    ``typed_dropdown``: Gradio reads a component's page properties from its class's ``__init__`` signature."""
+
+    is_template = True  # drawn by the page's own dropdown
+    accepts = ""
+
+    def api_info(self) -> dict:
+        listed = super().api_info()
+        kinds = [listed, {"type": "string"}] if listed.get("enum") else [{"type": "string"}]
+        return {"anyOf": kinds, "additional_description": self.accepts}
+
+
+def typed_dropdown(choices, accepts: str, **options) -> TypedDropdown:
+    """A ``TypedDropdown`` (``allow_custom_value``) whose API docs say what else it ``accepts``."""
+    dropdown = TypedDropdown(choices, allow_custom_value=True, **options)
+    dropdown.accepts = accepts
+    return dropdown
 
 
 class FundusApp:
@@ -257,6 +278,10 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
     gr.set_static_paths(paths=[str(e.path) for e in app.examples])
     menu = app.menu()
     default_model = app.default.key if app.default else None
+    # The default model's targets, read from its config.json (no weights): the page and the API docs have them
+    # before the page's load event selects the model.
+    default_config = config_of(app.default) if app.default else None
+    targets = target_choices(default_config) if default_config else []
     defaults = ViewParams()
 
     with gr.Blocks(title="Fundus CAM Zoo", delete_cache=DELETE_CACHE) as demo:
@@ -276,11 +301,15 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                                      label="Examples with known diagnoses: click one",
                                      selected_index=app.start if app.examples else None)
                 with gr.Row():
-                    # Custom values: a typed hub id is a model too; the handlers validate every value.
-                    model_menu = gr.Dropdown(menu, value=default_model, label="Model", elem_id="model-menu",
-                                             allow_custom_value=True, min_width=180)
-                    target = gr.Dropdown([], label="Explain which output", elem_id="target",
-                                         allow_custom_value=True, min_width=180)
+                    # Typed values: a hub id is a model too, and each model has its own targets; the handlers
+                    # validate every value.
+                    model_menu = typed_dropdown(menu, "a menu value, or a hub repo id: org/name or org/name@revision",
+                                                value=default_model, label="Model", elem_id="model-menu",
+                                                min_width=180)
+                    target = typed_dropdown(targets, "the selected model's targets: 'predicted', 'all predicted' "
+                                                     "(multi-label) or 'class:<index>'",
+                                            value=targets[0][1] if targets else None, label="Explain which output",
+                                            elem_id="target", min_width=180)
             with gr.Column(scale=3, min_width=300):
                 with gr.Row(equal_height=False):
                     model_input = gr.Image(label="As the model sees it (field of view outlined)", interactive=False,
@@ -354,15 +383,16 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
         def view_values(view, colormap_name: str, unchanged: set[str] = frozenset()) -> dict:
             """The four panels, crop, regions, summary, before/after and colour bar of a view (unchanged ones
             skipped)."""
-            values = {panel: gr.skip() if m in unchanged else gr.Image(value=view.panels[m], label=view.captions[m])
-                      for panel, m in zip(panels, PANEL_METHODS)}
+            # Plain pictures, no updates: API clients get the file paths the API docs promise (an unavailable
+            # method's reason is written on its picture).
+            values = {panel: gr.skip() if m in unchanged else view.panels[m] for panel, m in zip(panels, PANEL_METHODS)}
             return {**values, crop: gr.skip() if "crop" in unchanged else view.crop, regions: view.regions,
                     legend: present.legend_html(view.legend, view.regions),
                     before_after: (view.compare[0], view.compare[1]), colorbar: present.colorbar_html(colormap_name)}
 
         def cleared_view(exc=None, *args) -> dict:
-            values = {panel: gr.Image(value=None, label=PANEL_TITLES[m]) for panel, m in zip(panels, PANEL_METHODS)}
-            values = {**values, crop: None, regions: None, legend: "", before_after: None, colorbar: gr.skip()}
+            values = {**dict.fromkeys(panels), crop: None, regions: None, legend: "", before_after: None,
+                      colorbar: gr.skip()}
             if isinstance(exc, photos.PhotoRejected):  # the session's photo is gone: forget it
                 values[session] = None
             return values

@@ -55,6 +55,20 @@ def paper_of(choice: ModelChoice, registry: dict) -> str | None:
     return paper if isinstance(paper, str) else None
 
 
+def config_of(choice: ModelChoice):
+    """The ``zoo.config.ModelConfig`` of a menu choice from its config.json, loading no weights and downloading
+    nothing; None where it is not at hand or not a valid config (loading the model says why)."""
+    from zoo import registry
+    from zoo.config import ModelConfig
+
+    path = config_file(choice, registry.known())
+    try:
+        return ModelConfig.load(path) if path is not None else None
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("model %r: config.json unreadable: %s", choice.key, exc)
+        return None
+
+
 def short_title(paper_id: str) -> str:
     """A paper's title in a few words ("" for an id ``zoo.papers`` does not know): its ``extra["short_title"]``,
     else its title up to a colon, a parenthesis or "with …" ("ELLG", "Multi-label DR lesion classification")."""

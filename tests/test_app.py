@@ -118,8 +118,8 @@ def test_upload_gives_prediction_and_four_panels(served, client, tmp_path):
     assert all(p.shape == (SIZE, SIZE, 3) for p in panels)
     # Guided Grad-CAM and GMSM differ from Grad-CAM (CAM equals Grad-CAM for a GAP + linear head).
     assert not np.array_equal(panels[2], panels[1]) and not np.array_equal(panels[3], panels[1])
-    # The panel titles are the methods' names; the timings are one line of the details.
-    assert [p["label"] for p in out[PANELS]] == ["CAM", "Grad-CAM", "Guided Grad-CAM", "GMSM"]
+    # The panels are the pictures' file paths, as the API docs say; the timings are one line of the details.
+    assert all(isinstance(p, str) for p in out[PANELS]) and isinstance(out[CROP], str)
     assert out[TIMINGS].count(" ms") == 3 and "one network pass for all four maps" in out[TIMINGS]
     assert "ms" not in out[PREPROCESSING] and "field of view: found" in out[PREPROCESSING]
     assert json.loads(out[CHART]["plot"])["data"][0]["type"] == "bar"
@@ -390,6 +390,35 @@ def test_eight_concurrent_clients_get_their_own_results(served, tmp_path):
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the cached model is never modified
     assert not model._forward_hooks and not model.training
+
+
+def test_the_api_docs_say_what_the_endpoints_take_and_give(served, client, tmp_path):
+    """gradio_client's view_api (the page's API docs): typed values where the menus take them, and file paths for
+    the pictures, which is what the endpoints give."""
+    demo, url, _ = served
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    params = {p["parameter_name"]: p for p in api["/analyse"]["parameters"]}
+    menu = "Literal[" + ", ".join(f"'{value}'" for _, value in demo.fundus_app.menu()) + "] | str"
+    assert params["model_key"]["python_type"]["type"] == menu
+    assert "hub repo id" in params["model_key"]["python_type"]["description"]
+    assert params["model_key"]["parameter_default"] == demo.fundus_app.default.key
+    # The default model's targets (tiny-lesions: multi-label, five labels), or another model's.
+    targets = params["target_value"]["python_type"]
+    assert targets["type"] == "Literal['all predicted', 'class:0', 'class:1', 'class:2', 'class:3', 'class:4'] | str"
+    assert "class:<index>" in targets["description"] and params["target_value"]["parameter_default"] == "all predicted"
+    returns = api["/analyse"]["returns"]
+    pictures = [r for r in returns if r["component"] == "Image"]
+    assert len(pictures) == 7 and all(r["python_type"]["type"] == "filepath" for r in pictures)
+    types = [p["python_type"]["type"] for endpoint in api.values() for p in endpoint["parameters"] + endpoint["returns"]]
+    assert not any("Literal[]" in t for t in types)
+    # What /analyse gives matches: a file path for every picture.
+    out = analyse(client, synthetic_photo(tmp_path, seed=40), demo.fundus_app.default.key, "all predicted")
+    for index in [PHOTO, MODEL_INPUT, *range(PANELS.start, PANELS.stop), CROP]:
+        assert isinstance(out[index], str) and Path(out[index]).is_file()
+    # The typed menus are still the page's own dropdowns.
+    config = json.loads(page_config(url))
+    names = {c["props"].get("elem_id"): c["props"]["name"] for c in config["components"]}
+    assert names["model-menu"] == names["target"] == "dropdown"
 
 
 def test_server_address_follows_space_and_port(monkeypatch):
