@@ -111,7 +111,7 @@ def test_parse_args_checks_paper_flags(tmp_path):
     assert args.arch == "vgg16+vgg19+resnet50" and recipe.architectures(args) == ("vgg16", "vgg19", "resnet50")
     lite = recipe.parse_args(["--data", str(tmp_path), "--format", "rfmid", "--arch", "efficientnet_lite0"])
     assert recipe.architectures(lite) == ("efficientnet_lite0",) * 3
-    for bad in (["--folds", "1"], ["--theta", "256"], ["--lam", "0.7"]):
+    for bad in (["--folds", "0"], ["--theta", "256"], ["--lam", "0.7"]):
         with pytest.raises(SystemExit):
             recipe.parse_args(["--data", str(tmp_path), "--format", "rfmid", *bad])
 
@@ -189,8 +189,8 @@ def test_bagging_never_trains_on_crops_of_a_fold_s_validation_photos(tmp_path, m
 
     seen = []
 
-    def record(self, args, model, train_set, val_set, tag, augment):
-        seen.append((tag, list(train_set.names), list(val_set.names), augment))
+    def record(self, args, model, train_set, val_set, tag, augment, seed_offset=0):
+        seen.append((tag, list(train_set.names), list(val_set.names), augment, seed_offset))
         return FitResult(history=[], best_val_loss=0.0, best_epoch=0, global_step=0, steps_run=0,
                          resumed_from=None, stopped_early=False)
 
@@ -210,7 +210,8 @@ def test_bagging_never_trains_on_crops_of_a_fold_s_validation_photos(tmp_path, m
     assert not any("#crop" in n for n in stage1_train)  # stage 1: whole images only
     crops_seen = 0
     val_parts = []
-    for tag, train_names, val_names, augment in seen[1:]:
+    assert len({offset for *_, offset in seen[1:]}) == 6  # each member its own batch order and views
+    for tag, train_names, val_names, augment, _ in seen[1:]:
         originals = {n for n in train_names if "#crop" not in n}
         crops = [n for n in train_names if "#crop" in n]
         crops_seen += len(crops)
@@ -222,3 +223,33 @@ def test_bagging_never_trains_on_crops_of_a_fold_s_validation_photos(tmp_path, m
     folds = set(val_parts)
     assert len(folds) == 3 and set().union(*folds) == stage1_train  # every photo validates exactly one fold
     assert sum(len(f) for f in folds) == len(stage1_train)
+
+
+def test_one_fold_means_no_bagging_each_structure_on_the_whole_training_part(tmp_path, monkeypatch):
+    from train.loop import FitResult
+    from train.recipes import get_recipe
+    from train.recipes.rfmid_ensemble import RfmidEnsembleRecipe
+
+    seen = []
+
+    def record(self, args, model, train_set, val_set, tag, augment, seed_offset=0):
+        seen.append((tag, [n for n in train_set.names if "#crop" not in n], list(val_set.names), seed_offset))
+        return FitResult(history=[], best_val_loss=0.0, best_epoch=0, global_step=0, steps_run=0,
+                         resumed_from=None, stopped_early=False)
+
+    monkeypatch.setattr(RfmidEnsembleRecipe, "train_one", record)
+    monkeypatch.setenv("FCZ_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_rfmid_fixture(tmp_path / "rfmid", size=64)
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--format", "rfmid", "--arch", "efficientnet_lite0", "--no-pretrained",
+            "--input-size", "64", "--folds", "1", "--no-attention-crops", "--workers", "0", "--val-fraction", "0.25",
+            "--quiet", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert get_recipe("rfmid-ensemble").main(argv) == 0
+    split = json.loads((out / "training" / "split.json").read_text())
+    (_, g1_train, g1_val, g1_seed), (_, g2_train, g2_val, g2_seed) = seen
+    assert sorted(g1_train) == sorted(g2_train) == sorted(x["image"] for x in split["train"])
+    assert sorted(g1_val) == sorted(g2_val) == sorted(x["image"] for x in split["val"])  # early stopping
+    assert g1_seed != g2_seed
+    assert "without bagging" in json.loads((out / "config.json").read_text())["description"]

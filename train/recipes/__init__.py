@@ -438,7 +438,7 @@ class Recipe:
         views = 1 if augment is aug.identity else max(1, args.cached_views)  # identical views teach nothing
         feats = dict(mean=model.config.mean, std=model.config.std, progress=not args.quiet)
         train_feats = cache_features(bottom, train_set, views=views, augment=augment,
-                                     seed=args.seed, **feats)
+                                     seed=cfg.seed, **feats)
         val_feats = cache_features(bottom, val_set, **feats) if val_set is not None and len(val_set) else val_set
         # Stages name parameters of the whole model; the bottom is frozen whatever they say.
         top_stages = [Stage(s.name, s.epochs, s.lr, None if s.trainable is None else

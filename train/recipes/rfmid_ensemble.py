@@ -173,8 +173,8 @@ class RfmidEnsembleRecipe(Recipe):
 
     def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
         args = super().parse_args(argv)
-        if args.folds < 2:
-            raise SystemExit(f"error: --folds must be at least 2 (k-fold bagging), got {args.folds}")
+        if args.folds < 1:
+            raise SystemExit(f"error: --folds must be at least 1 (1: no bagging), got {args.folds}")
         if not 0 <= args.theta <= 255:
             raise SystemExit(f"error: --theta must lie in [0, 255], got {args.theta}")
         if args.lam < 0 or args.sigma < 0 or not math.isclose(args.lam + args.sigma, 1.0, abs_tol=1e-6):
@@ -255,10 +255,14 @@ class RfmidEnsembleRecipe(Recipe):
         return cfg
 
     def train_one(self, args: argparse.Namespace, model: nn.Module, train_set: CachedImages,
-                  val_set: CachedImages, tag: str, augment: aug.BatchOp) -> FitResult:
-        """Fit one network into ``--out/training/<tag>`` (its own checkpoints, so --resume works per model)."""
+                  val_set: CachedImages, tag: str, augment: aug.BatchOp, seed_offset: int = 0) -> FitResult:
+        """Fit one network into ``--out/training/<tag>`` (its own checkpoints, so --resume works per model).
+
+        ``seed_offset`` gives each member its own batch order and augmentation draws (bagged members and the
+        two structures must not see the same views in the same order)."""
         cfg = self.loop_config(args, model)
         cfg.out_dir = Path(args.out) / "training" / tag
+        cfg.seed = args.seed * 1000 + seed_offset
         return self.fit_sets(args, model, train_set, val_set, self.stages(args, model), cfg=cfg, augment=augment)
 
     # ---------------------------------------------------------------- the pipeline
@@ -309,27 +313,33 @@ class RfmidEnsembleRecipe(Recipe):
         # Stage 2: k-fold bagging of G1 and G2 on originals + the crops of the fold's training photos.
         members: dict[str, list[nn.Module]] = {"g1": [], "g2": []}
         augment = stage2_augment(args.max_rotation)
-        for fold, (train_idx, val_idx) in enumerate(patient_folds(data.train_samples, args.folds, args.seed)):
+        # --folds 1: no bagging, each structure once on the whole training part, early-stopped on validation.
+        folds = patient_folds(data.train_samples, args.folds, args.seed) if args.folds > 1 \
+            else [(list(range(len(data.train))), None)]
+        for fold, (train_idx, val_idx) in enumerate(folds):
             train_set = data.train.subset(train_idx)
             if crops is not None:
                 own = np.flatnonzero(np.isin(crop_sources, train_idx))  # never a crop of a validation photo
                 if len(own):
                     train_set = train_set.concat(crops.subset(own.tolist()))
-            val_set = data.train.subset(val_idx)
+            val_set = data.val if val_idx is None else data.train.subset(val_idx)
             for group, arch in (("g1", g1_arch), ("g2", g2_arch)):
                 tag = f"fold{fold}-{group}-{arch}"
                 seed_offset = 1 + 2 * fold + (group == "g2")
                 model = self.build_arch(args, arch, f"{name}.{group}.{fold}", seed_offset=seed_offset)
-                log(tag, self.train_one(args, model, train_set, val_set, tag, augment))
+                log(tag, self.train_one(args, model, train_set, val_set, tag, augment, seed_offset=seed_offset))
                 members[group].append(model.cpu().eval())
 
         # Fusion (eq. 6) and its evaluation on the held-out patients.
         ensemble = assemble(members["g1"], members["g2"], name=name, lam=args.lam, sigma=args.sigma)
         ensemble.config.theta = int(round(args.theta))
+        bagging = (f"by {args.folds}-fold bagging over patients" if args.folds > 1 else
+                   "without bagging (one network per structure on the whole training part, early-stopped on the "
+                   "validation patients; the paper bags 5 folds)")
         ensemble.config.description = (
             f"Paper 000 fusion ensemble: {args.lam}·mean({args.folds}× {g1_arch}) + {args.sigma}·mean("
-            f"{args.folds}× {g2_arch}) by {args.folds}-fold bagging over patients, trained on the originals + "
-            f"{crop_note}, with focal loss γ = {args.gamma:g}.")
+            f"{args.folds}× {g2_arch}) {bagging}, trained on the originals + {crop_note}, with focal loss "
+            f"γ = {args.gamma:g}.")
         result = self.evaluate_ensemble(args, ensemble, data, history)
         info = ddp.init_distributed(args.device)
         out = Path(args.out)
