@@ -143,24 +143,20 @@ LAUNCH_OPTIONS = dict(max_file_size=MAX_FILE_SIZE, css=CSS,
                       state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
 
 
-class TypedDropdown(gr.Dropdown):
-    """A dropdown that also takes typed values, and whose API type says so: its choices or any string, ``accepts``
-    saying which strings (gr.Dropdown's own API type lists only the choices it was built with). Build it with
-    ``typed_dropdown``: Gradio reads a component's page properties from its class's ``__init__`` signature."""
+def typed_dropdown(choices, accepts: str, **options) -> gr.Dropdown:
+    """A dropdown that also takes typed values (``allow_custom_value``), and whose API docs say so: its choices or
+    any string, ``accepts`` saying which strings. gr.Dropdown's own API type lists only the choices it was built
+    with; the instance's ``api_info`` is replaced rather than subclassed, because Gradio writes a ``.pyi`` stub
+    beside any module that defines a component class."""
+    dropdown = gr.Dropdown(choices, allow_custom_value=True, **options)
+    listed = dropdown.api_info
 
-    is_template = True  # drawn by the page's own dropdown
-    accepts = ""
+    def api_info() -> dict:
+        known = listed()
+        kinds = [known, {"type": "string"}] if known.get("enum") else [{"type": "string"}]
+        return {"anyOf": kinds, "additional_description": accepts}
 
-    def api_info(self) -> dict:
-        listed = super().api_info()
-        kinds = [listed, {"type": "string"}] if listed.get("enum") else [{"type": "string"}]
-        return {"anyOf": kinds, "additional_description": self.accepts}
-
-
-def typed_dropdown(choices, accepts: str, **options) -> TypedDropdown:
-    """A ``TypedDropdown`` (``allow_custom_value``) whose API docs say what else it ``accepts``."""
-    dropdown = TypedDropdown(choices, allow_custom_value=True, **options)
-    dropdown.accepts = accepts
+    dropdown.api_info = api_info
     return dropdown
 
 
