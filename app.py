@@ -424,8 +424,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             choice = app.catalogue.resolve(key)  # nothing else is loaded, whatever the value
             progress(0, desc=f"loading {choice.key}")
             config = app.model(choice.key).config
-            if choice.key not in {value for _, value in app.menu(session_added)}:
-                session_added = [*session_added, choice.key]
+            session_added = app.catalogue.session_added(session_added, choice.key)
             options = target_choices(config)
             params = ViewParams.from_config(config, alpha=float(alpha), colormap=colormap, outlines=bool(outlines),
                                             compare=compare)

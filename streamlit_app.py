@@ -4,7 +4,10 @@
         --server.fileWatcherType none
 
 Upload a photo (or pick an example), pick a model, and see CAM | Grad-CAM | Guided Grad-CAM | GMSM with
-the θ attention crop and the τ lesion mask. Research tool, not a medical device: not for clinical use.
+the θ attention crop and the τ lesion mask. As in the Gradio app: the model menu grouped by paper (opening on
+dr-grading), a model from a Hugging Face hub repo id (this session's menu only; offline, only what the hub
+cache holds), a before/after view of the photo and a chosen panel's overlay, and the downloads (panels PNG,
+raw maps .npy, view JSON). Research tool, not a medical device: not for clinical use.
 
 Streamlit reruns this script on every widget change. What a slider does not change is cached across
 reruns, as the Gradio app does: the decoded photo (``st.cache_resource``, by the file's hash) and the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep on a shared CPU
@@ -26,11 +30,12 @@ import streamlit as st  # noqa: E402
 
 from appcore import photos, presentation as present  # noqa: E402
 from appcore.analysis import PANEL_METHODS, Analyser, NotFundusError, image_digest, target_choices  # noqa: E402
-from appcore.catalogue import ModelCache, ModelUnavailable, available_models  # noqa: E402
+from appcore.catalogue import ModelCache, ModelUnavailable, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
+from appcore.exports import MIME_TYPES, downloads  # noqa: E402
 from appcore.menu import default_choice  # noqa: E402
-from appcore.views import COLORMAPS, ViewParams, render_view  # noqa: E402
+from appcore.views import COLORMAPS, PANEL_TITLES, ViewParams, before_after, render_view  # noqa: E402
 
 NO_EXAMPLE = "— none —"
 # The model defaults the three region sliders take when a model is picked (widget key -> config field).
@@ -78,21 +83,65 @@ def reset_region_defaults(model_key: str, config) -> None:
     st.session_state["region_defaults_of"] = model_key
 
 
+def load_hub_model() -> None:
+    """The hub box's Load button (a callback: it runs before the widgets are drawn, so it may select the model):
+    the typed repo id is fetched (or found in the hub cache, offline) and loaded like the Gradio app's, then joins
+    this session's menu and is selected; a failure's message waits in ``hub_status``."""
+    analyser, _examples = shared_core()
+    st.session_state["hub_status"] = ""
+    try:
+        key = parse_hub_id(st.session_state.get("hub_id", "")).key
+        with st.spinner(f"Loading {key}…"):
+            analyser.models.get(key)
+    except ModelUnavailable as exc:  # not a hub id, not found, offline and not cached, not a zoo model
+        st.session_state["hub_status"] = str(exc)
+        return
+    added = st.session_state.get("added_models", [])
+    st.session_state["added_models"] = analyser.models.catalogue.session_added(added, key)
+    st.session_state["model"] = key
+
+
+def pick_model(analyser) -> str | None:
+    """The sidebar's model menu (grouped by paper, this session's hub models in it) and the hub box; the selected
+    menu value, or None when there is no model at all."""
+    catalogue = analyser.models.catalogue
+    choices = catalogue.menu(st.session_state.get("added_models", []))
+    if not choices:
+        st.error("No models: none shipped in assets/ and none configured in FUNDUS_ZOO_MODELS.")
+        return None
+    labels = {choice.key: choice.label for choice in choices}
+    if st.session_state.get("model") not in labels:  # a new session: the default model (dr-grading when offered)
+        st.session_state["model"] = default_choice(choices).key
+    key = st.selectbox("Model", list(labels), format_func=labels.get, key="model")
+    with st.expander("Another model from the Hugging Face hub"):
+        st.text_input("Hub repo id", placeholder="org/name[@revision]", key="hub_id")
+        st.button("Load", key="hub_load", on_click=load_hub_model)
+        if st.session_state.get("hub_status"):
+            st.error(st.session_state["hub_status"])
+    return key
+
+
+def offer_downloads(analysis, params: ViewParams, view, name: str) -> None:
+    """The Gradio app's downloads as buttons: panels (PNG), raw maps (.npy), view (JSON); each file is made only
+    when its button is clicked."""
+    st.caption("Downloads: the panels (PNG), the raw maps (.npy) and the view with its reproduce command (JSON)")
+    for column, (file_name, make) in zip(st.columns(3), downloads(analysis, params, view, name).items()):
+        suffix = Path(file_name).suffix
+        column.download_button(file_name, make, file_name=file_name, mime=MIME_TYPES[suffix],
+                               key=f"download{suffix}", on_click="ignore")
+
+
 def main() -> None:
     st.set_page_config(page_title="Fundus CAM Zoo", layout="wide")
     st.set_option("client.toolbarMode", "minimal")  # no Deploy / Rerun / Clear cache for visitors
     st.title("Fundus CAM Zoo")
     st.warning(present.NOTICE.replace("⚠️ ", ""))
     analyser, examples = shared_core()
-    choices = available_models()  # grouped by paper (appcore.menu)
-    if not choices:
-        st.error("No models: none shipped in assets/ and none configured in FUNDUS_ZOO_MODELS.")
-        return
-    menu = {choice.label: choice.key for choice in choices}
 
     with st.sidebar:
-        model_label = st.selectbox("Model", list(menu), index=choices.index(default_choice(choices)), key="model")
-        model_key = menu[model_label]
+        model_key = pick_model(analyser)
+        if model_key is None:
+            return
         try:
             model, _lock = analyser.models.get(model_key)
         except (ModelUnavailable, ValueError) as exc:
@@ -110,6 +159,8 @@ def main() -> None:
         alpha = st.slider("overlay α", 0.0, 1.0, 0.5, 0.05, key="alpha")
         colormap = st.selectbox("colormap", COLORMAPS, key="colormap")
         outlines = st.checkbox("lesion outlines (paper 001's colours)", value=True, key="outlines")
+        compare = st.selectbox("Panel in the before/after view", PANEL_METHODS, format_func=PANEL_TITLES.get,
+                               index=PANEL_METHODS.index(ViewParams.compare), key="compare")
 
     upload = st.file_uploader("Fundus photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
                               type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"], key="upload")
@@ -131,7 +182,8 @@ def main() -> None:
         return
     for note in present.warnings_of(analysis):
         st.warning(note)
-    view = render_view(analysis, ViewParams(theta, tau, gate, alpha, colormap, outlines))
+    params = ViewParams(theta, tau, gate, alpha, colormap, outlines, compare)
+    view = render_view(analysis, params)
 
     left, right = st.columns([1, 2])
     with left:
@@ -143,11 +195,16 @@ def main() -> None:
                         key="prediction-chart")
     for column, method in zip(st.columns(4), PANEL_METHODS):
         column.image(view.panels[method], caption=view.captions[method], width="stretch")
-    crop_col, info_col = st.columns([1, 2])
+    crop_col, compare_col, info_col = st.columns(3)
     crop_col.image(view.crop, caption=f"θ = {theta} crop, enlarged (paper 000 Fig. 2f)")
+    with compare_col:
+        handle = st.slider("Before/after: photo ◀ handle ▶ overlay", 0, 100, 50, 1, format="%d %%", key="handle")
+        st.image(before_after(view.compare, handle / 100),
+                 caption=f"the photo as the model sees it | {PANEL_TITLES[compare]} overlay")
     with info_col:
         st.markdown(present.legend_html(view.legend, view.regions), unsafe_allow_html=True)
         st.json(view.regions, expanded=False)
+    offer_downloads(analysis, params, view, name)
 
 
 main()

@@ -158,6 +158,11 @@ class Catalogue:
             unique.setdefault(choice.key, choice)
         return grouped(with_papers(unique.values(), registry))
 
+    def session_added(self, added: list[str], key: str) -> list[str]:
+        """A session's menu additions once it selected ``key``: ``key`` joins them unless the menu already has it
+        (a hub id a visitor loads is in that visitor's menu only)."""
+        return list(added) if key in {choice.key for choice in self.menu(added)} else [*added, key]
+
     def resolve(self, key: str) -> ModelChoice:
         """The model behind a menu value or a user's text, if this app may load it.
 

@@ -1,14 +1,16 @@
-"""The downloads: the panel grid (PNG), the raw maps (.npy) and a JSON that reproduces the view."""
+"""The downloads: the panel grid (PNG), the raw maps (.npy) and a JSON that reproduces the view, for both front
+ends (Gradio writes them into a folder, Streamlit hands each to a download button)."""
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
-from explain.overlay import save_png
 
 from appcore.analysis import PANEL_METHODS, Analysis
 from appcore.views import View, ViewParams
@@ -65,22 +67,47 @@ def reproduce_command(record: dict) -> str:
     return shlex.join(words)
 
 
+# The downloads' content types (a .npy file has no registered one).
+MIME_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".json": "application/json"}
+
+
+def downloads(analysis: Analysis, params: ViewParams, view: View, image_name: str = "photo.png") -> dict:
+    """The view's downloads, ``{file name: function returning its bytes}``, each made only when asked for:
+    ``<stem>-panels.png`` (the panel grid), ``<stem>-maps.npy`` (the raw maps, (4, S, S) float32, NaN =
+    unavailable) and ``<stem>-view.json`` (``view_record``)."""
+    stem = Path(image_name).stem or "photo"
+
+    def panels() -> bytes:
+        done, png = cv2.imencode(".png", cv2.cvtColor(view.grid(), cv2.COLOR_RGB2BGR))
+        if not done:
+            raise ValueError("could not encode the panel grid as PNG")
+        return png.tobytes()
+
+    def maps() -> bytes:
+        found = analysis.maps(params.t)
+        size = analysis.pre.image.shape[:2]
+        stack = np.stack([found.get(m, np.full(size, np.nan, np.float32)) for m in PANEL_METHODS]).astype(np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, stack, allow_pickle=False)
+        return buffer.getvalue()
+
+    def record() -> bytes:
+        return (json.dumps(view_record(analysis, params, view, image_name), indent=2) + "\n").encode()
+
+    return {f"{stem}-panels.png": panels, f"{stem}-maps.npy": maps, f"{stem}-view.json": record}
+
+
 def write_downloads(analysis: Analysis, params: ViewParams, view: View, folder: str | Path | None = None,
                     image_name: str = "photo.png") -> list[Path]:
-    """Write ``<stem>-panels.png``, ``<stem>-maps.npy`` and ``<stem>-view.json``; return their paths.
+    """Write the view's ``downloads`` into ``folder``; return their paths (panels PNG, maps .npy, view JSON).
 
     Args:
         folder: where to write (default: a new temporary folder).
     """
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="fundus-cam-zoo-"))
     folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(image_name).stem or "photo"
-    grid = save_png(folder / f"{stem}-panels.png", view.grid())
-    maps = analysis.maps(params.t)
-    size = analysis.pre.image.shape[:2]
-    stack = np.stack([maps.get(m, np.full(size, np.nan, np.float32)) for m in PANEL_METHODS]).astype(np.float32)
-    npy = folder / f"{stem}-maps.npy"
-    np.save(npy, stack, allow_pickle=False)
-    record = folder / f"{stem}-view.json"
-    record.write_text(json.dumps(view_record(analysis, params, view, image_name), indent=2) + "\n")
-    return [grid, npy, record]
+    written = []
+    for name, make in downloads(analysis, params, view, image_name).items():
+        (folder / name).write_bytes(make())
+        written.append(folder / name)
+    return written

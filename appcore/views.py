@@ -190,6 +190,28 @@ def crop_picture(image: np.ndarray, box, side: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(cut, size, interpolation=interpolation))
 
 
+def before_after(pair: tuple[np.ndarray, np.ndarray], position: float) -> np.ndarray:
+    """A view's before/after pair (``View.compare``) as one picture, for a front end without Gradio's ImageSlider:
+    ``before`` left of a white handle at ``position`` (0 … 1 of the width), ``after`` right of it.
+
+    Raises:
+        ValueError: ``position`` outside [0, 1], or the two pictures differ in shape.
+    """
+    before, after = pair
+    if not 0.0 <= position <= 1.0:
+        raise ValueError(f"the handle's position must be in [0, 1], got {position}")
+    if before.shape != after.shape:
+        raise ValueError(f"before and after differ in shape: {before.shape} vs {after.shape}")
+    width = before.shape[1]
+    x = int(round(position * width))
+    picture = after.copy()
+    picture[:, :x] = before[:, :x]
+    line = max(2, width // 160)
+    start = min(max(0, x - line // 2), width - line)
+    picture[:, start:start + line] = 255
+    return picture
+
+
 def draw_outlines_with_halo(image: np.ndarray, outlines, thickness: int = 2) -> np.ndarray:
     """Lesion outlines in their label colours (paper 001 Fig. 6c) over a dark halo, so that they stay visible
     on any heat-map colour at the size the page shows them. A region too small to see as an outline (Guided

@@ -414,3 +414,29 @@ def test_the_example_photos_are_real_small_credited_and_recognised():
             if original.is_file():
                 assert hashlib.sha256(original.read_bytes()).digest() != \
                     hashlib.sha256((EXAMPLES_DIR / item["file"]).read_bytes()).digest()
+
+
+def test_before_after_puts_the_photo_left_of_the_handle():
+    from appcore.views import before_after
+
+    before, after = np.zeros((8, 100, 3), np.uint8), np.full((8, 100, 3), 100, np.uint8)
+    picture = before_after((before, after), 0.3)
+    assert (picture[:, :28] == 0).all() and (picture[:, 32:] == 100).all() and (picture[:, 29:31] == 255).all()
+    assert (before_after((before, after), 1.0)[:, :98] == 0).all()  # the handle stays inside the picture
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        before_after((before, after), 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        before_after((before, after[:4]), 0.5)
+
+
+def test_downloads_in_memory_match_the_written_files(analyser, tiny, photo, tmp_path):
+    from appcore.exports import downloads, write_downloads
+    from appcore.views import ViewParams, render_view
+
+    analysis = analyser.analyse(photo, tiny["multilabel"].name, "all predicted")
+    params = ViewParams(theta=40)
+    view = render_view(analysis, params)
+    files = write_downloads(analysis, params, view, tmp_path, image_name="eye.jpg")
+    made = downloads(analysis, params, view, image_name="eye.jpg")
+    assert [p.name for p in files] == list(made) == ["eye-panels.png", "eye-maps.npy", "eye-view.json"]
+    assert all(path.read_bytes() == make() for path, make in zip(files, made.values()))

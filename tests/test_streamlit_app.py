@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -57,9 +58,8 @@ def png_bytes(seed: int) -> bytes:
 
 
 def pick_model(at, key: str):
-    """Select a model by its menu value (its label also names its paper) and rerun."""
-    menu = at.selectbox(key="model")
-    return menu.set_value(next(label for label in menu.options if label.endswith(f"— {key}"))).run()
+    """Select a model by its menu value (the menu shows labels that also name its paper) and rerun."""
+    return at.selectbox(key="model").set_value(key).run()
 
 
 def regions_of(at) -> dict:
@@ -163,7 +163,7 @@ def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(tmp_path, mo
     menu = at.selectbox(key="model")
     assert [label.split(" — ")[-1] for label in menu.options] == ["tiny-lesions", "dr-grade-classifier", "dr-grading"]
     assert menu.options[0].startswith("Paper 001 · ") and menu.options[1].startswith("Paper 003 · ")
-    assert menu.value.endswith("— dr-grading")  # the default, though neither first in the menu nor alphabetically
+    assert menu.value == "dr-grading"  # the default, though neither first in the menu nor alphabetically
 
 
 def test_slider_moves_neither_decode_nor_analyse_again(app_test, network_passes, monkeypatch):
@@ -230,3 +230,87 @@ def test_the_deploy_button_is_hidden(app_test):
     assert st.get_option("client.toolbarMode") == "minimal"  # set by the script itself
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["client"]["toolbarMode"] == "minimal"  # and for `streamlit run` from the repository
+
+
+# -- parity with the Gradio app: before/after, downloads, hub models ---------------------------------------
+
+def picture_url(at, caption_start: str) -> str:
+    """The media URL of the picture whose caption starts so (a new picture, a new URL)."""
+    found = [image for image in at.image if any(c.startswith(caption_start) for c in image.captions)]
+    assert len(found) == 1, [c for image in at.image for c in image.captions]
+    return found[0].proto.imgs[0].url
+
+
+def test_the_before_after_view_follows_its_handle_and_panel(app_test, network_passes):
+    at = app_test
+    at.selectbox(key="example").set_value("skimage-retina-cc0.jpg").run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    caption = "the photo as the model sees it | "
+    half = picture_url(at, caption + "Guided Grad-CAM overlay")  # Gradio's default panel
+    assert at.slider(key="handle").value == 50
+    at.slider(key="handle").set_value(10).run()
+    assert picture_url(at, caption + "Guided Grad-CAM overlay") != half  # the handle moved: another picture
+    at.selectbox(key="compare").set_value("gmsm").run()
+    picture_url(at, caption + "GMSM overlay")
+    assert network_passes == [1]  # redrawn from the cached analysis
+
+
+def test_the_downloads_are_the_gradio_apps(app_test, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        made[file_name] = (data_callable, mimetype)
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+    at = app_test
+    pick_model(at, "tiny-lesions")
+    at.file_uploader(key="upload").set_value(("eye.png", png_bytes(6), "image/png")).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    names = ["eye-panels.png", "eye-maps.npy", "eye-view.json"]
+    assert [button.label for button in at.get("download_button")] == names
+    assert sorted(made) == sorted(names)  # each file is made only when its button is clicked
+    png, mime = made["eye-panels.png"]
+    assert png().startswith(b"\x89PNG") and mime == "image/png"
+    maps = np.load(io.BytesIO(made["eye-maps.npy"][0]()))
+    assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
+    record = json.loads(made["eye-view.json"][0]())
+    assert record["model"]["id"] == "tiny-lesions" and record["image"]["name"] == "eye.png"
+    assert record["parameters"]["theta"] == at.slider(key="theta").value
+    assert record["reproduce"].startswith("python -m explain tiny-lesions eye.png")
+
+
+def test_a_hub_model_joins_this_sessions_menu_only(app_test, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from support import put_in_hub_cache
+
+    put_in_hub_cache(make_tiny_models(tmp_path / "hub")["grade"], "someone/tiny-hub-grader")  # offline: cached
+    at = app_test
+    default = at.selectbox(key="model").value
+
+    def load(text: str):
+        at.text_input(key="hub_id").input(text)
+        at.button(key="hub_load").click().run()
+        assert not at.exception, at.exception
+        return [e.value for e in at.error]
+
+    # Not a hub id, a path on the server, a hub model that is neither cached nor reachable: refused, model kept.
+    assert "not a hub repo id" in load("not a model")[0] and "not a hub repo id" in load("/etc")[0]
+    assert "cannot be had offline" in load("nobody/nothing")[0]
+    assert at.selectbox(key="model").value == default
+    # A cached hub model loads, joins this session's menu under its paper, and is selected.
+    assert load("someone/tiny-hub-grader") == []
+    menu = at.selectbox(key="model")
+    assert menu.value == "someone/tiny-hub-grader"
+    assert menu.options[-1] == "Paper 003 · Towards the localisation of lesions in DR — someone/tiny-hub-grader (hub)"
+    at.selectbox(key="example").set_value("skimage-retina-cc0.jpg").run()
+    assert not at.error and regions_of(at)["theta"] == at.slider(key="theta").value  # explained by it
+    assert any("someone/tiny-hub-grader" in markdown.value for markdown in at.markdown)  # its model card
+    # Another session's menu does not have it.
+    other = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    other.run()
+    assert all("someone/tiny-hub-grader" not in option for option in other.selectbox(key="model").options)
