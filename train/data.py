@@ -52,14 +52,39 @@ def cache_key(path: Path, input_size: int, preprocessing: dict[str, Any]) -> str
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
+def load_cached(cache_file: str | None) -> np.ndarray | None:
+    """The array cached in ``cache_file`` (a ``.npy``), None when there is none or it is damaged."""
+    if cache_file and os.path.isfile(cache_file):
+        try:
+            return np.load(cache_file)
+        except (OSError, ValueError):
+            pass  # a damaged cache entry: the caller recomputes it
+    return None
+
+
+def save_cached(cache_file: str | None, array: np.ndarray) -> None:
+    """Write ``array`` to ``cache_file`` atomically (a temporary file, then a rename); None: no cache."""
+    if cache_file:
+        tmp = f"{cache_file}.{os.getpid()}.tmp.npy"
+        np.save(tmp, array)
+        os.replace(tmp, cache_file)
+
+
+def map_jobs(worker: Any, jobs: Sequence[Any], workers: int, desc: str, progress: bool) -> list[Any]:
+    """``worker`` over ``jobs`` in order: in ``workers`` processes (> 1) or in this one, with a tqdm bar."""
+    bar = dict(total=len(jobs), desc=desc, disable=not progress, leave=False)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(tqdm(pool.map(worker, jobs, chunksize=4), **bar))
+    return [worker(j) for j in tqdm(jobs, **bar)]
+
+
 def _preprocess_one(job: tuple[str, dict[str, Any], str | None]) -> tuple[np.ndarray | None, str]:
     """Worker: (path, config dict, cache file) -> (S, S, 3) uint8, or (None, reason) when unreadable."""
     path, config_dict, cache_file = job
-    if cache_file and os.path.isfile(cache_file):
-        try:
-            return np.load(cache_file), ""
-        except (OSError, ValueError):
-            pass  # a damaged cache entry: recompute it
+    cached = load_cached(cache_file)
+    if cached is not None:
+        return cached, ""
     from fundus import load_image, preprocess
     from zoo.config import ModelConfig
 
@@ -68,10 +93,7 @@ def _preprocess_one(job: tuple[str, dict[str, Any], str | None]) -> tuple[np.nda
     except (ValueError, OSError) as err:  # fundus.ImageError is a ValueError
         return None, f"{type(err).__name__}: {err}"
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    if cache_file:
-        tmp = f"{cache_file}.{os.getpid()}.tmp.npy"
-        np.save(tmp, image)
-        os.replace(tmp, cache_file)
+    save_cached(cache_file, image)
     return image, ""
 
 
@@ -96,12 +118,7 @@ def preprocess_all(paths: Sequence[Path], config: Any, workers: int = 0, cache_d
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(str(p), cfg, str(Path(cache_dir) / f"{cache_key(Path(p), cfg['input_size'], pre)}.npy")
              if cache_dir is not None else None) for p in paths]
-    bar = dict(total=len(jobs), desc=f"preprocessing {cfg['input_size']} px", disable=not progress, leave=False)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(tqdm(pool.map(_preprocess_one, jobs, chunksize=4), **bar))
-    else:
-        results = [_preprocess_one(j) for j in tqdm(jobs, **bar)]
+    results = map_jobs(_preprocess_one, jobs, workers, f"preprocessing {cfg['input_size']} px", progress)
     unreadable = {j[0]: why for j, (img, why) in zip(jobs, results) if img is None}
     return [img for img, _ in results], unreadable
 
@@ -110,21 +127,29 @@ def preprocess_all(paths: Sequence[Path], config: Any, workers: int = 0, cache_d
 class CachedImages(Dataset):
     """In-memory training set: ``images`` (N, 3, S, S) uint8, ``targets`` (N, …), optional ``meta`` (N, M).
 
-    Items are ``(image, target)`` or ``(image, meta, target)``, what ``train.loop.fit`` expects.
+    Items are ``(image, target)`` or ``(image, meta, target)``, what ``train.loop.fit`` expects. Optional
+    ``lesions`` (N, L, m, m) uint8: each photo's lesion region per label in the model's frame (1 = lesion,
+    all zero = unknown; ``train.lesion_masks``), read by the loop's localisation term, never part of an item.
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     meta: torch.Tensor | None = None
     names: list[str] = field(default_factory=list)
+    lesions: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
             raise ValueError(f"images must be (N, C, S, S) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+        self._check_rows()
+
+    def _check_rows(self) -> None:
         if len(self.targets) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
         if self.meta is not None and len(self.meta) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.meta)} metadata rows")
+        if self.lesions is not None and (self.lesions.ndim != 4 or len(self.lesions) != len(self.images)):
+            raise ValueError(f"lesions must be (N={len(self.images)}, L, m, m), got {tuple(self.lesions.shape)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -150,7 +175,8 @@ class CachedImages(Dataset):
     def subset(self, indices: Sequence[int]) -> "CachedImages":
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         return type(self)(self.images[idx], self.targets[idx], None if self.meta is None else self.meta[idx],
-                          [self.names[i] for i in idx.tolist()] if self.names else [])
+                          [self.names[i] for i in idx.tolist()] if self.names else [],
+                          None if self.lesions is None else self.lesions[idx])
 
     def concat(self, other: "CachedImages") -> "CachedImages":
         """This set followed by ``other`` (e.g. DCGAN-generated images)."""
@@ -158,4 +184,13 @@ class CachedImages(Dataset):
             raise ValueError("cannot concatenate a set with metadata and one without")
         meta = None if self.meta is None else torch.cat([self.meta, other.meta])
         return type(self)(torch.cat([self.images, other.images.to(self.images.dtype)]), torch.cat([self.targets, other.targets.to(self.targets.dtype)]),
-                            meta, self.names + other.names)
+                            meta, self.names + other.names, _concat_lesions(self, other))
+
+
+def _concat_lesions(a: CachedImages, b: CachedImages) -> torch.Tensor | None:
+    """Both sets' lesion masks, all zero (unknown) for the photos of a set without any."""
+    if a.lesions is None and b.lesions is None:
+        return None
+    shape = (a.lesions if a.lesions is not None else b.lesions).shape[1:]
+    fill = [x.lesions if x.lesions is not None else torch.zeros((len(x), *shape), dtype=torch.uint8) for x in (a, b)]
+    return torch.cat(fill)

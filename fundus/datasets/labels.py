@@ -50,6 +50,13 @@ DIAGNOSIS_NAMES = {"N": "Normal", "D": "Diabetes", "G": "Glaucoma", "C": "Catara
                    "H": "Hypertension", "M": "Myopia", "O": "Other"}
 
 
+def lesion_code(name: str) -> str | None:
+    """IDRiD's lesion code (MA, HE, EX, SE) of a label or class name ("BP/MA", "HM", "hard_exudates" → "MA",
+    "HE", "EX"), None for other names ("healthy", "optic_disc")."""
+    n = _norm(name)
+    return next((key for key, names in LESION_ALIASES.items() if n == key.lower() or n in names), None)
+
+
 def diagnosis_key(name: str) -> str | None:
     """ODIR-5K's letter for a diagnosis name ("Glaucoma", "g", "DR" → "G", "D"), None for other names."""
     n = _norm(name)
