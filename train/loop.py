@@ -88,6 +88,9 @@ class LoopConfig:
     mean: Sequence[float] = (0.485, 0.456, 0.406)
     std: Sequence[float] = (0.229, 0.224, 0.225)
     progress: bool = True
+    # An extra training loss on the model's class maps against the training set's lesion masks
+    # (train.localisation.LocalisationTerm; None: off, the loop as it always was).
+    localisation: Any = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -332,7 +335,11 @@ def fit(
     # Deterministic algorithms are process-wide: restore the caller's setting afterwards.
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices)
+        if cfg.localisation is None:
+            return _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices)
+        # Items carry their index (for their masks); the augmentation moves the masks with the photos.
+        with cfg.localisation.training(train_set, augment) as (indexed, follow):
+            return _fit(model, loss_fn, indexed, val_set, cfg, stages, follow, metric, train_indices)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
@@ -397,6 +404,7 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
                        f"step {state['global_step']}")
     history: list[dict[str, Any]] = state["history"]
 
+    term = cfg.localisation
     steps_run = 0
     stopped_early = False
     timed_images, timed_seconds = 0, 0.0
@@ -428,7 +436,7 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
             seed_everything(_epoch_seed(cfg.seed, epoch, state["batch"]), cfg.deterministic and not cuda)
             sampler.set_epoch(epoch, state["batch"])
             net.train()
-            losses, outs, tgts = [], [], []
+            losses, outs, tgts, parts = [], [], [], []
             t0 = time.perf_counter()
             n_images = 0
             bar = tqdm(loader, desc=f"{stage.name} epoch {epoch + 1}/{total_epochs}", leave=False,
@@ -439,10 +447,16 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
                 # the run was interrupted and resumed, so a resumed run ends with the same weights (each DDP
                 # rank its own stream).
                 torch.manual_seed((_epoch_seed(cfg.seed, epoch, state["batch"]) + 1_000_000_007 * info.rank) % 2**63)
+                if term is not None:
+                    batch = term.take(batch)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out, target = _forward(net, batch, prepare, train=True)
                     target = target.to(device, non_blocking=True)
                     loss = loss_fn(out.float(), target)
+                    if term is not None:  # total = classification + λ · localisation (train.localisation)
+                        parts.append(term.loss(target))
+                        loss = loss + term.weight * parts[-1]
+                        parts[-1] = parts[-1].detach()
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None and scaler.is_enabled():
                     scaler.scale(loss).backward()
@@ -482,6 +496,9 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
             train_loss = ddp.all_reduce_mean(torch.stack(losses).mean().item() if losses else float("nan"), info)
             row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name, "global_step": state["global_step"],
                                    "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
+            if term is not None:
+                row["train_localisation"] = ddp.all_reduce_mean(
+                    torch.stack(parts).mean().item() if parts else float("nan"), info)
             if metric is not None and outs:
                 row[f"train_{metric.name}"] = metric(torch.cat(outs).cpu().numpy(), torch.cat(tgts).cpu().numpy())
             if val_set is not None and len(val_set) > 0:
