@@ -18,10 +18,20 @@ not healthy, lesion types unknown). A lesion type a data set does not annotate i
 its photos and left out of the loss (``zoo.evaluate.sample_target``). Beware: when the healthy photos
 come from another data set than the lesion photos, a model can learn to tell the data sets apart
 (camera, resolution, compression) instead of the lesions; validation on the same mix will not show it.
+
+Beyond paper 001 (which trains on image-level labels only): ``--localisation-weight λ`` adds λ times a
+localisation term to the loss, "right for the right reasons" (Ross et al. 2017) in the manner of GAIN
+(Li et al. 2018, "Tell me where to look"): for each positive label of a photo with lesion masks
+(idrid-seg) or boxes (yolo: hard_exudates → HEX, haemorrhage → HM), the share of the class map's energy
+outside the annotated lesions (``train.localisation``; masks through the photo's crop and resize,
+``train.lesion_masks``; moved with every flip and rotation, ``train.paired_augment``; with
+``--frozen-blocks`` carried into each cached view, ``train.frozen_lesions``). λ = 0 (the default) is
+the paper's training, unchanged.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from typing import Any
 
@@ -29,11 +39,23 @@ import numpy as np
 import torch.nn as nn
 
 from train import augment as aug
-from train.loop import FitResult, Stage
+from train.loop import FitResult, LoopConfig, Stage
+from train.data import default_cache_dir
+from train.frozen_lesions import fit_frozen_with_lesions
+from train.lesion_masks import ANNOTATED_FORMATS, lesion_masks
+from train.localisation import LocalisationTerm
 from train.metrics import choose_thresholds, probabilities
 from train.recipes import PreparedData, Recipe, register
 from fundus.datasets.labels import incompletely_boxed, missing_boxes_unknown, sample_target
 from zoo.papers import LESION_LABELS
+
+
+def non_negative(text: str) -> float:
+    """argparse type: a number ≥ 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
 
 
 def head_parameters(model: nn.Module):
@@ -74,9 +96,58 @@ class DrLesionsRecipe(Recipe):
         parser.add_argument("--fcn-widths", type=int, nargs=2, default=(512, 256), metavar=("C1", "C2"),
                             help="channels of the FCN head's two hidden 3×3 convolutions (paper 001 gives none; "
                                  "128 64 keeps an EfficientNet-Lite0 model under 12 MB in fp16)")
+        parser.add_argument("--localisation-weight", type=non_negative, default=0.0, metavar="LAMBDA",
+                            help="beyond paper 001: add LAMBDA × the share of each positive label's class map "
+                                 "(CAM) energy outside its annotated lesions (idrid-seg masks, yolo boxes; "
+                                 "Ross et al. 2017 'Right for the right reasons', Li et al. 2018 GAIN); photos "
+                                 "and labels without annotation add nothing; 0: off, the paper's loss")
+        parser.add_argument("--localisation-dilate", type=lambda text: int(non_negative(text)), default=1,
+                            metavar="CELLS",
+                            help="grow each lesion region by this many class-map cells (masks and boxes are "
+                                 "coarse) before the localisation term measures the energy outside it")
 
     def model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"arch_kwargs": {"fcn_widths": list(args.fcn_widths)}}
+
+    # ------------------------------------------------------------------ the localisation term (beyond paper 001)
+    def load_samples(self, args: argparse.Namespace) -> list[tuple[Any, Any]]:
+        """The data sets' samples; remembers each annotated photo's masks/boxes for the localisation term."""
+        samples = super().load_samples(args)
+        self.annotations = {str(s.image): (ds.format, s) for ds, s in samples if ds.format in ANNOTATED_FORMATS}
+        return samples
+
+    def make_datasets(self, args: argparse.Namespace, config: Any, train: list, val: list,
+                      labels: list[str]) -> PreparedData:
+        """The cached photos; with --localisation-weight also the training photos' lesion masks."""
+        data = super().make_datasets(args, config, train, val, labels)
+        if args.localisation_weight > 0:
+            found = getattr(self, "annotations", {})
+            masks = lesion_masks([found.get(str(s.image)) for s in data.train_samples],
+                                 [s.image for s in data.train_samples], config, labels, workers=args.workers,
+                                 cache_dir=args.cache_dir or default_cache_dir(), progress=not args.quiet)
+            data.train = dataclasses.replace(data.train, lesions=masks)
+            if not args.quiet:
+                known = int(masks.flatten(2).amax(-1).sum())
+                print(f"localisation term: {known} (photo, label) lesion regions in {len(masks)} training photos")
+        return data
+
+    def loop_config(self, args: argparse.Namespace, model: nn.Module) -> LoopConfig:
+        cfg = super().loop_config(args, model)
+        if args.localisation_weight > 0:
+            cfg.localisation = LocalisationTerm.for_model(model, args.localisation_weight, args.localisation_dilate)
+        return cfg
+
+    def fit_sets(self, args: argparse.Namespace, model: nn.Module, train_set: Any, val_set: Any,
+                 stages: list[Stage], train_indices: list[int] | None = None, cfg: LoopConfig | None = None,
+                 augment: aug.BatchOp | None = None) -> FitResult:
+        """The base pipeline; with the term and --frozen-blocks the cached views carry their masks."""
+        cfg = cfg or self.loop_config(args, model)
+        if cfg.localisation is None or not getattr(args, "frozen_blocks", 0):
+            return super().fit_sets(args, model, train_set, val_set, stages, train_indices, cfg, augment)
+        if train_indices is not None:
+            train_set = train_set.subset(train_indices)
+        augment = self.training_augment(args) if augment is None else augment
+        return fit_frozen_with_lesions(self, args, model, train_set, val_set, stages, cfg, augment)
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         target = sample_target(sample, dataset, self.labels, self.task)
