@@ -123,7 +123,14 @@ def test_ensemble_on_frozen_features_with_a_reused_stage1_and_its_ablation(tmp_p
         out = tmp_path / "ensemble"
         assert get_recipe("rfmid-ensemble").main([
             *common, "--arch", "efficientnet_lite0+efficientnet_lite0+efficientnet_lite1", "--folds", "2",
-            "--frozen-epochs", "1", "--theta", "60", "--stage1-model", str(stage1), "--out", str(out)]) == 0
+            "--frozen-epochs", "1", "--theta", "60", "--stage1-model", str(stage1), "--camera-augment",
+            "--out", str(out)]) == 0
+    from train import augment as aug
+    from train.recipes.rfmid_ensemble import RfmidEnsembleRecipe
+
+    recipe = RfmidEnsembleRecipe()
+    op = recipe.training_augment(recipe.parse_args(["--data", "x", "--format", "imagefolder", "--camera-augment"]))
+    assert isinstance(op.ops[-1], aug.CameraShift) and len(op.ops[0].ops) == 4  # stage 2's four, then CameraShift
     config = json.loads((out / "config.json").read_text())
     assert config["labels"] == LABELS and config["arch"] == "fusion_ensemble"
     runs = sorted(p.name for p in (out / "training").iterdir() if p.is_dir())

@@ -238,6 +238,10 @@ class RfmidEnsembleRecipe(Recipe):
         out.append(Stage("fine-tune", args.epochs, args.lr))
         return out
 
+    def augment(self, args: argparse.Namespace) -> aug.BatchOp:
+        """Stage 2's augmentation (stage 1 trains on the plain images)."""
+        return stage2_augment(args.max_rotation)
+
     def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
         """Focal loss (eq. 7), γ = --gamma, α_c inversely proportional to class c's frequency."""
         counts = class_counts(np.nan_to_num(train_targets), len(self.labels), self.task)
@@ -312,7 +316,7 @@ class RfmidEnsembleRecipe(Recipe):
 
         # Stage 2: k-fold bagging of G1 and G2 on originals + the crops of the fold's training photos.
         members: dict[str, list[nn.Module]] = {"g1": [], "g2": []}
-        augment = stage2_augment(args.max_rotation)
+        augment = self.training_augment(args)  # stage 2's, + CameraShift with --camera-augment
         # --folds 1: no bagging, each structure once on the whole training part, early-stopped on validation.
         folds = patient_folds(data.train_samples, args.folds, args.seed) if args.folds > 1 \
             else [(list(range(len(data.train))), None)]
