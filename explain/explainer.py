@@ -1,41 +1,33 @@
 """The one-pass explanation engine: ``Explainer`` runs the model once, ``Explanation`` holds the result.
 
-One forward pass captures the high (and low) layer's activations; Grad-CAM, Grad-CAM++ and GMSM
-gradients are taken only back to those layers with ``torch.autograd.grad`` (no parameter
-gradients); guided backprop reuses the same forward graph for a second backward to the input with
-the guided ReLU rule switched on. Several target classes share the forward pass
-(one backward per class). ``Explanation.maps(t=…)`` recombines the cached tensors and never runs the
-network again.
+The methods asked for (``explain.methods``: one registered object per method) say what they need; the
+Explainer unions their needs and captures only that. One forward pass captures the high (and, for a method
+that needs it, the low) layer's activations; layer gradients are taken only back to those layers with
+``torch.autograd.grad`` (no parameter gradients), and only when a method needs them; guided backprop reuses
+the same forward graph for a second backward to the input with the guided ReLU rule switched on, only when a
+method needs input gradients. Several target classes share the forward pass (one backward per class).
+``Explanation.maps(t=…)`` recombines the cached tensors and never runs the network again.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch import nn
 
-from explain import methods as M
 from explain.capture import GuidedReluMode, GuidedState, LayerCapture
-from explain.targets import probabilities, resolve_targets
+from explain.methods import base as needs, canonical_method, get_method, method_names, needs_of
+from explain.methods.base import Selection
+from explain.methods.formulas import grad_cam_pp_weights, normalise01
+from explain.targets import Target, TargetContext, as_target, probabilities
 
-ALL_METHODS = ("cam", "gradcam", "gradcam_pp", "guided_backprop", "guided_gradcam", "gmsm")
+ALL_METHODS = method_names()  # every registered method, in display order
 DEFAULT_METHODS = ALL_METHODS
-_GUIDED = {"guided_backprop", "guided_gradcam"}
-_GRADIENT = {"gradcam", "gradcam_pp", "guided_gradcam", "gmsm"}
 _FROM_CONFIG = object()
-
-
-def canonical_method(name: str) -> str:
-    """Method name as used in ``maps()`` keys ("guided-gradcam" -> "guided_gradcam", "gradcam++" -> "gradcam_pp")."""
-    key = name.strip().lower().replace("-", "_").replace("++", "_pp")
-    aliases = {"grad_cam": "gradcam", "guided_grad_cam": "guided_gradcam", "grad_cam_pp": "gradcam_pp",
-               "guided_backpropagation": "guided_backprop"}
-    key = aliases.get(key, key)
-    if key not in ALL_METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(ALL_METHODS)}")
-    return key
 
 
 class Explainer:
@@ -118,21 +110,22 @@ class Explainer:
     def explain(
         self,
         x: torch.Tensor,
-        target="predicted",
+        target: Target | int | Sequence | str = "predicted",
         *,
         fov_mask=None,
         methods: Iterable[str] | None = None,
     ) -> "Explanation":
-        """Run the model once and capture everything the maps need.
+        """Run the model once and capture what the asked-for methods need.
 
         Args:
             x: (B, 3, H, W) or (3, H, W) normalised input tensor.
-            target: see ``explain.targets.resolve_targets``: int, list of ints, tuple of per-image
-                targets, "predicted" or "all-predicted".
+            target: a ``explain.targets.Target`` (``Predicted()``, ``AllPredicted()``, ``Classes((2, 3))``,
+                ``PerImage(...)``, ``Decided()``), or an int, a list of ints, a tuple of per-image targets,
+                "predicted" or "all-predicted" (``explain.targets.as_target``).
             fov_mask: optional (H, W) or (B, H, W) bool field-of-view mask; maps are restricted to it
                 and normalised inside it.
-            methods: subset of ``ALL_METHODS`` to prepare (default all); skipping both guided methods
-                saves the backward to the input.
+            methods: registered method names to prepare (default all); only the backward passes their needs
+                call for run (no guided backward without a method that needs input gradients).
 
         Returns:
             An ``Explanation``.
@@ -147,17 +140,24 @@ class Explainer:
             x = x[None]
         if x.dim() != 4:
             raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
-        wanted = tuple(dict.fromkeys(canonical_method(m) for m in (methods or DEFAULT_METHODS)))
+        wanted = tuple(dict.fromkeys(canonical_method(m) for m in (methods or method_names())))
+        target = as_target(target)
         fov = _fov_tensor(fov_mask, x.shape[0], tuple(x.shape[-2:]))
         if self.model.training:
             warnings.warn("explaining a model in training mode (dropout, batch statistics); call model.eval()", stacklevel=2)
-        need_guided = bool(_GUIDED & set(wanted))
-        need_low = "gmsm" in wanted and bool(self.low_layer)
-        layers = [self.target_layer] + ([self.low_layer] if need_low else [])
+        unavailable = {m: f"no low_layer configured: {get_method(m).title} needs a low and a high layer"
+                       for m in wanted if needs.LOW_GRADIENTS in get_method(m).needs and not self.low_layer}
+        wanted_needs = needs_of(m for m in wanted if m not in unavailable)
+        need_guided = needs.INPUT_GRADIENTS in wanted_needs
+        grad_layers = {"high": self.target_layer} if needs.HIGH_GRADIENTS in wanted_needs else {}
+        if needs.LOW_GRADIENTS in wanted_needs:
+            grad_layers["low"] = self.low_layer
+        layers = list(dict.fromkeys([self.target_layer, *grad_layers.values()]))
         device = _device_of(self.model, x)
         state = GuidedState()
-        with torch.inference_mode(False), torch.enable_grad():
-            x_in = x.detach().clone().to(device).requires_grad_(True)
+        need_grad = need_guided or bool(grad_layers)  # CAM alone needs no backward, hence no graph
+        with torch.inference_mode(False), torch.set_grad_enabled(need_grad):
+            x_in = x.detach().clone().to(device).requires_grad_(need_grad)
             with LayerCapture(self.model, layers) as capture:
                 if need_guided:
                     with GuidedReluMode(state):
@@ -168,113 +168,128 @@ class Explainer:
             for name in layers:
                 if name not in capture.outputs:
                     raise ValueError(f"layer {name!r} was not called during the forward pass")
-            high = capture.outputs[self.target_layer]
-            low = capture.outputs.get(self.low_layer) if need_low else None
+            captured = {key: capture.outputs[name] for key, name in (("high", self.target_layer), *grad_layers.items())}
             probs = probabilities(self.model, out.detach(), self.task)
-            targets = resolve_targets(target, out.detach(), probs, self.task, self.thresholds)
+            targets = target.resolve(TargetContext(out.detach(), probs, self.task, self.thresholds, self.model))
             selectors = _one_hot_rows(targets, out.shape)
-            grads: dict[str, torch.Tensor] = {}
+            gradients: dict[str, torch.Tensor] = {}
             guided = None
-            if _GRADIENT & set(wanted):
-                inputs = [high] + ([low] if low is not None else [])
-                got = _grad(out, inputs, selectors, retain_graph=need_guided)
-                grads["high"] = got[0]
-                if low is not None:
-                    grads["low"] = got[1]
+            if grad_layers:  # one backward per target row, only back to the layers
+                got = _grad(out, [captured[k] for k in grad_layers], selectors, retain_graph=need_guided)
+                gradients = dict(zip(grad_layers, got))
             if need_guided:
                 if state.relu_count == 0:
                     warnings.warn("no ReLU found in the forward pass: guided backprop equals the plain gradient", stacklevel=2)
                 with state.guided():
                     guided = _grad(out, [x_in], selectors, retain_graph=False)[0]
-        cam_weights, unavailable = self._cam_weights(high, out.shape[1], wanted)
-        if "gmsm" in wanted and not self.low_layer:
-            unavailable["gmsm"] = "no low_layer configured for GMSM (paper 004 needs a low and a high layer)"
+        high = captured["high"]
+        cam_weights = None
+        if any(needs.CAM_WEIGHTS in get_method(m).needs for m in wanted if m not in unavailable):
+            cam_weights, reason = self._cam_weights(high, out.shape[1])
+            if reason:
+                unavailable.update({m: reason for m in wanted if needs.CAM_WEIGHTS in get_method(m).needs})
         return Explanation(
             inputs=x.detach(),
             outputs=out.detach(),
             probabilities=probs,
             targets=targets,
-            activations={"high": high.detach(), **({"low": low.detach()} if low is not None else {})},
-            gradients={k: v.detach() for k, v in grads.items()},
+            activations={k: v.detach() for k, v in captured.items()},
+            gradients={k: v.detach() for k, v in gradients.items()},
             guided_gradients=None if guided is None else guided.detach(),
             cam_kind=self.cam,
             cam_weights=cam_weights,
             fov_mask=fov,
             methods=tuple(m for m in wanted if m not in unavailable),
-            unavailable=unavailable,
+            unavailable={m: unavailable[m] for m in wanted if m in unavailable},
             t=self.t,
             labels=self.labels,
             task=self.task,
         )
 
-    def _cam_weights(self, high: torch.Tensor, num_outputs: int, wanted) -> tuple[torch.Tensor | None, dict[str, str]]:
-        if "cam" not in wanted:
-            return None, {}
+    def _cam_weights(self, high: torch.Tensor, num_outputs: int) -> tuple[torch.Tensor | None, str]:
+        """The linear head's weights for CAM (None for score maps), or why CAM is undefined here."""
         if self.cam is None:
-            return None, {"cam": self.cam_reason}
+            return None, self.cam_reason
         channels = high.shape[1]
         if self.cam == "score_map":
             if channels != num_outputs:
-                return None, {"cam": f"target layer has {channels} channels, not one score map per output ({num_outputs})"}
-            return None, {}
+                return None, f"target layer has {channels} channels, not one score map per output ({num_outputs})"
+            return None, ""
         weight = getattr(self.model.get_submodule(self.cam_classifier), "weight", None)
         if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (num_outputs, channels):
             shape = None if weight is None else tuple(weight.shape)
-            return None, {"cam": f"{self.cam_classifier!r} weight {shape} is not (outputs={num_outputs}, channels={channels}): "
-                                 "CAM needs target layer -> GAP -> this linear layer"}
-        return weight.detach().clone(), {}
+            return None, (f"{self.cam_classifier!r} weight {shape} is not (outputs={num_outputs}, channels={channels}): "
+                          "CAM needs target layer -> GAP -> this linear layer")
+        return weight.detach().clone(), ""
 
 
+@dataclass(eq=False)
 class Explanation:
-    """Cached activations, gradients, Grad-CAM++ weights and guided gradients of one ``explain`` call.
+    """What one ``Explainer.explain`` call captured; ``maps`` recombines it for any gate t and never runs the
+    network again.
 
-    ``maps`` recombines them for any gate t and never runs the network again.
+    Attributes:
+        inputs: (B, 3, H, W) the input. outputs / probabilities: (B, C).
+        targets: the explained classes, one list per image.
+        activations: {"high", "low"?: (B, K, h, w)}.
+        gradients: {"high"?, "low"?: (R, B, K, h, w)}; row r holds each image's r-th target.
+        guided_gradients: (R, B, 3, H, W) guided-backprop input gradients, or None (not needed).
+        cam_kind / cam_weights: "linear" (weights (C, K)), "score_map" or None.
+        fov_mask: (B, H, W) bool, or None.
+        methods: the prepared, available methods; unavailable: {method: why not}.
+        t: the default GMSM gate (paper 004 eq. 2). labels, task: the model's.
     """
 
-    def __init__(self, *, inputs, outputs, probabilities, targets, activations, gradients, guided_gradients,
-                 cam_kind, cam_weights, fov_mask, methods, unavailable, t, labels, task) -> None:
-        self.inputs = inputs
-        self.outputs = outputs
-        self.probabilities = probabilities
-        self.targets = targets
-        self.activations = activations
-        self.gradients = gradients  # name -> (R, B, K, h, w): row r holds each image's r-th target
-        self.guided_gradients = guided_gradients  # (R, B, 3, H, W)
-        self.gradcam_pp_weights = {  # name -> (R, B, K), paper 004 eq. 1 / Grad-CAM++ eq. 19
-            name: M.grad_cam_pp_weights(activations[name][None].expand_as(g).flatten(0, 1), g.flatten(0, 1)).view(*g.shape[:3])
-            for name, g in gradients.items()
-        }
-        self.cam_kind = cam_kind
-        self.cam_weights = cam_weights
-        self.fov_mask = fov_mask
-        self.methods = methods
-        self.unavailable = unavailable
-        self.t = t
-        self.labels = labels
-        self.task = task
-        self.input_size = tuple(inputs.shape[-2:])
-        self._fixed_cache: dict = {}
-        self._saliency_cache: dict = {}
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    probabilities: torch.Tensor
+    targets: list[list[int]]
+    activations: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor]
+    guided_gradients: torch.Tensor | None
+    cam_kind: str | None
+    cam_weights: torch.Tensor | None
+    fov_mask: torch.Tensor | None
+    methods: tuple[str, ...]
+    unavailable: dict[str, str]
+    t: float
+    labels: list[str]
+    task: str
+    shared_results: dict = field(default_factory=dict, repr=False)  # t-independent intermediates (Selection.shared)
+    _finished: dict = field(default_factory=dict, repr=False)  # maps of parameter-free methods
 
     @property
     def batch_size(self) -> int:
         return self.inputs.shape[0]
 
-    def maps(self, t: float | None = None, *, image: int = 0, target: int | None = None) -> dict[str, np.ndarray]:
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.inputs.shape[-2:])
+
+    @cached_property
+    def gradcam_pp_weights(self) -> dict[str, torch.Tensor]:
+        """{layer: (R, B, K)} Grad-CAM++ weights (paper 004 eq. 1 / Grad-CAM++ eq. 19) of every row and image."""
+        return {name: grad_cam_pp_weights(self.activations[name][None].expand_as(g).flatten(0, 1),
+                                          g.flatten(0, 1)).view(*g.shape[:3])
+                for name, g in self.gradients.items()}
+
+    def maps(self, t: float | None = None, *, image: int = 0, target: int | None = None,
+             **params: float) -> dict[str, np.ndarray]:
         """Saliency maps of one image, (H, W) float32 in [0, 1], zero outside the field of view.
 
         Args:
-            t: GMSM gate (paper 004 eq. 2); default the explainer's t. Only GMSM depends on it.
+            t: GMSM gate (paper 004 eq. 2); default the explainer's t. Only methods with a ``t`` parameter use it.
             image: index in the batch.
             target: one of the explained classes of that image; default all of them, integrated
                 (normalised sum of the per-class maps, paper 000 eq. 4 / paper 001 eq. 4).
+            params: other methods' parameters, by name.
 
         Returns:
-            {method: map} for the prepared, available methods ("cam", "gradcam", "gradcam_pp",
-            "guided_backprop", "guided_gradcam", "gmsm").
+            {method: map} for the prepared, available methods, in display order.
 
         Raises:
-            ValueError: image out of range, or target not among the explained classes.
+            ValueError: image out of range, target not among the explained classes, a parameter out of range
+                or that no prepared method takes.
         """
         if not 0 <= image < self.batch_size:
             raise ValueError(f"image index {image} out of range for a batch of {self.batch_size}")
@@ -285,62 +300,32 @@ class Explanation:
             if target not in explained:
                 raise ValueError(f"class {target} was not explained for image {image}; explained: {explained}")
             classes = (target,)
-        rows = [explained.index(c) for c in classes]
-        key = (image, classes)
-        if key not in self._fixed_cache:
-            self._fixed_cache[key] = self._t_free_maps(image, classes, rows)
-        result = {name: array.copy() for name, array in self._fixed_cache[key].items()}  # callers may edit
-        if "gmsm" in self.methods:
-            gate_t = self.t if t is None else float(t)
-            low = self._pp_saliency("low", image, rows)
-            high = self._pp_saliency("high", image, rows)
-            with torch.no_grad():
-                result["gmsm"] = self._finish(M.gmsm(low, high, self.input_size, gate_t), image)
-        return {m: result[m] for m in self.methods if m in result}
-
-    def _t_free_maps(self, image: int, classes: tuple[int, ...], rows: list[int]) -> dict[str, np.ndarray]:
-        size = self.input_size
-        found: dict[str, np.ndarray] = {}
-        gradcam = None
-        if {"gradcam", "guided_gradcam"} & set(self.methods):
-            weights = M.grad_cam_weights(self.gradients["high"][rows, image])
-            gradcam = M.layer_map(M.weighted_sum(weights, self._activation("high", image, len(rows))), size)
-        if "gradcam" in self.methods:
-            found["gradcam"] = self._finish(gradcam, image)
-        if "gradcam_pp" in self.methods:
-            found["gradcam_pp"] = self._finish(M.layer_map(self._pp_saliency("high", image, rows), size), image)
-        if "cam" in self.methods:
-            activation = self.activations["high"][image]
-            if self.cam_kind == "score_map":
-                saliency = activation[list(classes)]  # paper 001: the class score maps themselves
-            else:  # CAM (Zhou et al. 2016): Σ_k w_k^c A^k with the linear head's weights
-                saliency = M.weighted_sum(self.cam_weights[list(classes)], activation[None].expand(len(rows), -1, -1, -1))
-            found["cam"] = self._finish(M.layer_map(saliency, size), image)
-        if _GUIDED & set(self.methods):
-            guided = M.guided_saliency(self.guided_gradients[rows, image])
-            if "guided_backprop" in self.methods:
-                found["guided_backprop"] = self._finish(guided, image)
-            if "guided_gradcam" in self.methods:  # paper 000 eq. 3: guided backprop · Grad-CAM
-                found["guided_gradcam"] = self._finish(guided * gradcam, image)
-        return found
-
-    def _activation(self, name: str, image: int, count: int) -> torch.Tensor:
-        return self.activations[name][image][None].expand(count, -1, -1, -1)
-
-    def _pp_saliency(self, name: str, image: int, rows: list[int]) -> torch.Tensor:
-        """Σ_k w_k A_k with Grad-CAM++ weights (paper 004 eq. 1 before the gate), cached: t-independent."""
-        key = (name, image, tuple(rows))
-        if key not in self._saliency_cache:
-            weights = self.gradcam_pp_weights[name][rows, image]
-            self._saliency_cache[key] = M.weighted_sum(weights, self._activation(name, image, len(rows)))
-        return self._saliency_cache[key]
+        values = {"t": self.t if t is None else t, **params}
+        taken = {p.name for m in self.methods for p in get_method(m).params}
+        if set(params) - taken:
+            raise ValueError(f"no prepared method takes {sorted(set(params) - taken)}; parameters: {sorted(taken)}")
+        selection = Selection(self, image, classes, [explained.index(c) for c in classes], get_method)
+        result = {}
+        with torch.no_grad():
+            for name in self.methods:
+                method = get_method(name)
+                args = {p.name: p.check(values.get(p.name, p.default)) for p in method.params}
+                key = (image, classes, name)
+                if args or key not in self._finished:
+                    finished = self._finish(method.compute(selection, **args), image)
+                    if args:
+                        result[name] = finished
+                        continue
+                    self._finished[key] = finished
+                result[name] = self._finished[key].copy()  # callers may edit
+        return result
 
     def _finish(self, per_class: torch.Tensor, image: int) -> np.ndarray:
         """Restrict each class map to the FOV, normalise inside it, integrate over classes (eq. 4)."""
         fov = None if self.fov_mask is None else self.fov_mask[image].to(per_class.device)
-        per_class = M.normalise01(per_class.float(), fov)
+        per_class = normalise01(per_class.float(), fov)
         if per_class.shape[0] > 1:
-            per_class = M.normalise01(per_class.sum(dim=0, keepdim=True), fov)
+            per_class = normalise01(per_class.sum(dim=0, keepdim=True), fov)
         return per_class[0].cpu().numpy().astype(np.float32)
 
     def predictions(self, image: int = 0) -> list[tuple[str, float]]:

@@ -1,7 +1,7 @@
-"""Pure saliency formulas over captured tensors: CAM, Grad-CAM, Grad-CAM++, GMSM, Guided Grad-CAM.
+"""Pure saliency formulas over captured tensors, shared by the method files: weights, weighted sums, the GMSM
+gate, normalisation and upsampling.
 
-Every function takes activations ``A`` of shape (N, K, h, w) and gradients of the same shape and
-returns maps (N, h, w) at the layer's resolution. No hooks, no model: the Explainer feeds them.
+Activations ``A`` are (N, K, h, w), gradients the same; maps are (N, h, w). No hooks, no model, no registry.
 """
 from __future__ import annotations
 
