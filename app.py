@@ -85,7 +85,8 @@ from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import Example, shipped_examples  # noqa: E402
 from appcore.exports import write_downloads  # noqa: E402
 from appcore.menu import config_of, default_choice  # noqa: E402
-from appcore.views import COLORMAPS, PANEL_TITLES, DownloadFolders, ViewParams, render_view  # noqa: E402
+from appcore.views import COLORMAPS, DownloadFolders, ViewParams, render_view  # noqa: E402
+from explain.methods import get_method  # noqa: E402
 
 log = logging.getLogger("fundus_cam_zoo.app")
 MAX_FILE_SIZE = "20mb"  # Gradio refuses larger uploads before they reach us; fundus.load_image checks again
@@ -319,9 +320,9 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
             panels = []
             for method in PANEL_METHODS:
                 with gr.Column(min_width=170):
-                    gr.Markdown(f"**{PANEL_TITLES[method]}**  \n{present.PANEL_HELP[method]}",
+                    gr.Markdown(f"**{get_method(method).title}**  \n{present.PANEL_HELP[method]}",
                                 elem_classes="panel-head", elem_id=f"head-{method}")
-                    panels.append(gr.Image(label=PANEL_TITLES[method], show_label=False, interactive=False,
+                    panels.append(gr.Image(label=get_method(method).title, show_label=False, interactive=False,
                                            format="jpeg", elem_id=f"panel-{method}", buttons=["fullscreen"]))
         colorbar = gr.HTML(present.colorbar_html(defaults.colormap), elem_id="colorbar")
         with gr.Tabs(elem_id="tabs"):
@@ -347,7 +348,7 @@ def build_demo(models: list[str] | None = None, analyser: Analyser | None = None
                                            min_width=150)
                     outlines = gr.Checkbox(value=defaults.outlines, label="Lesion outlines (paper 001's colours)",
                                            min_width=150)
-                    compare = gr.Radio([(PANEL_TITLES[m], m) for m in PANEL_METHODS], value=defaults.compare,
+                    compare = gr.Radio([(get_method(m).title, m) for m in PANEL_METHODS], value=defaults.compare,
                                        label="Panel in the before/after view", min_width=200)
             with gr.Tab("Model card", elem_id="tab-card"):
                 card = gr.Markdown(present.card_markdown(None), elem_id="model-card")

@@ -35,7 +35,8 @@ from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
 from appcore.exports import MIME_TYPES, downloads  # noqa: E402
 from appcore.menu import default_choice  # noqa: E402
-from appcore.views import COLORMAPS, PANEL_TITLES, ViewParams, before_after, render_view  # noqa: E402
+from appcore.views import COLORMAPS, ViewParams, before_after, render_view  # noqa: E402
+from explain.methods import get_method  # noqa: E402
 
 NO_EXAMPLE = "— none —"
 # The model defaults the three region sliders take when a model is picked (widget key -> config field).
@@ -159,7 +160,7 @@ def main() -> None:
         alpha = st.slider("overlay α", 0.0, 1.0, 0.5, 0.05, key="alpha")
         colormap = st.selectbox("colormap", COLORMAPS, key="colormap")
         outlines = st.checkbox("lesion outlines (paper 001's colours)", value=True, key="outlines")
-        compare = st.selectbox("Panel in the before/after view", PANEL_METHODS, format_func=PANEL_TITLES.get,
+        compare = st.selectbox("Panel in the before/after view", PANEL_METHODS, format_func=lambda m: get_method(m).title,
                                index=PANEL_METHODS.index(ViewParams.compare), key="compare")
 
     upload = st.file_uploader("Fundus photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
@@ -200,7 +201,7 @@ def main() -> None:
     with compare_col:
         handle = st.slider("Before/after: photo ◀ handle ▶ overlay", 0, 100, 50, 1, format="%d %%", key="handle")
         st.image(before_after(view.compare, handle / 100),
-                 caption=f"the photo as the model sees it | {PANEL_TITLES[compare]} overlay")
+                 caption=f"the photo as the model sees it | {get_method(compare).title} overlay")
     with info_col:
         st.markdown(present.legend_html(view.legend, view.regions), unsafe_allow_html=True)
         st.json(view.regions, expanded=False)

@@ -14,7 +14,8 @@ It wires library calls together and keeps the app's state in few, small places:
 from appcore.analysis import Analysis, AnalysisCache, Analyser, image_digest
 from appcore.catalogue import ModelCache, ModelChoice, ModelUnavailable, available_models
 from appcore.examples import Example, ensure_examples, shipped_examples
-from appcore.views import PANEL_METHODS, View, ViewParams, render_view
+from appcore.analysis import PANEL_METHODS
+from appcore.views import View, ViewParams, render_view
 
 __all__ = [
     "Analysis",

@@ -6,14 +6,15 @@ import io
 import json
 import shlex
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from appcore.analysis import PANEL_METHODS, Analysis
-from appcore.views import View, ViewParams
+from explain.cli import target_spec
+from explain.controls import CONTROLS
+from explain.pipeline import Analysis
+from explain.views import View, ViewParams
 
 
 def view_record(analysis: Analysis, params: ViewParams, view: View, image_name: str = "photo.png") -> dict:
@@ -33,12 +34,14 @@ def view_record(analysis: Analysis, params: ViewParams, view: View, image_name: 
         "image": {"name": image_name, "sha": analysis.key[0], "input_size": int(analysis.pre.image.shape[0]),
                   "crop_box": [int(v) for v in analysis.pre.crop_box], "fov_found": bool(analysis.pre.fov_found),
                   "warnings": list(analysis.pre.warnings)},
-        "target": analysis.target,
+        "target": analysis.request,
+        "target_spec": target_spec(analysis.target),
         "explained_classes": [int(c) for c in analysis.explanation.targets[0]],
-        "parameters": asdict(params),
+        "parameters": params.record(),
         "prediction": analysis.prediction,
         "regions": view.regions,
-        "maps_npy": {"order": list(PANEL_METHODS), "shape": "(4, S, S) float32 in [0, 1]; NaN = unavailable",
+        "maps_npy": {"order": list(view.panels),
+                     "shape": f"({len(view.panels)}, S, S) float32 in [0, 1]; NaN = unavailable",
                      "unavailable": analysis.unavailable},
         "timings_s": {k: round(v, 4) for k, v in analysis.timings.items()},
         "not_for_clinical_use": True,
@@ -48,23 +51,19 @@ def view_record(analysis: Analysis, params: ViewParams, view: View, image_name: 
 
 
 def reproduce_command(record: dict) -> str:
-    """The ``python -m explain`` command line that recomputes the maps and regions of a record."""
+    """The ``python -m explain`` command line that draws the view of a record: the same pipeline, so its
+    ``*_panel.png`` is the panels download, pixel for pixel, and its ``*.npy`` maps the maps download."""
     params = record["parameters"]
-    target = record["target"]
     words = ["python", "-m", "explain", record["model"]["id"], record["image"]["name"]]
     if record["model"]["revision"]:
         words += ["--revision", record["model"]["revision"]]
-    if target.startswith("class:"):
-        words += ["--target", target.split(":", 1)[1]]
-    elif target == "all predicted":
-        # The classes the app explained (explain.targets.decided_targets), by index: for a no-disease answer the
-        # app explains that label, which the CLI's "all-predicted" never does.
-        words += ["--target", ",".join(str(c) for c in record["explained_classes"])]
-    else:
-        words += ["--target", "predicted"]
-    words += ["--theta", str(params["theta"]), "--tau", str(params["tau"]), "--t", str(params["t"]),
-              "--alpha", str(params["alpha"]), "--colormap", params["colormap"], "--out", "explained"]
-    return shlex.join(words)
+    words += ["--target", record["target_spec"], "--methods", ",".join(record["maps_npy"]["order"])]
+    for control in CONTROLS:
+        if control.command_line:
+            value = params[control.name]
+            words += [f"--{control.name}" if value else f"--no-{control.name}"] if control.type is bool else \
+                [f"--{control.name}", str(value)]
+    return shlex.join(words + ["--out", "explained"])
 
 
 # The downloads' content types (a .npy file has no registered one).
@@ -73,8 +72,8 @@ MIME_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".json": 
 
 def downloads(analysis: Analysis, params: ViewParams, view: View, image_name: str = "photo.png") -> dict:
     """The view's downloads, ``{file name: function returning its bytes}``, each made only when asked for:
-    ``<stem>-panels.png`` (the panel grid), ``<stem>-maps.npy`` (the raw maps, (4, S, S) float32, NaN =
-    unavailable) and ``<stem>-view.json`` (``view_record``)."""
+    ``<stem>-panels.png`` (the panel grid), ``<stem>-maps.npy`` (the raw maps of the view's panels, (N, S, S)
+    float32, NaN = unavailable) and ``<stem>-view.json`` (``view_record``)."""
     stem = Path(image_name).stem or "photo"
 
     def panels() -> bytes:
@@ -86,7 +85,7 @@ def downloads(analysis: Analysis, params: ViewParams, view: View, image_name: st
     def maps() -> bytes:
         found = analysis.maps(params.t)
         size = analysis.pre.image.shape[:2]
-        stack = np.stack([found.get(m, np.full(size, np.nan, np.float32)) for m in PANEL_METHODS]).astype(np.float32)
+        stack = np.stack([found.get(m, np.full(size, np.nan, np.float32)) for m in view.panels]).astype(np.float32)
         buffer = io.BytesIO()
         np.save(buffer, stack, allow_pickle=False)
         return buffer.getvalue()

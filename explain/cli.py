@@ -1,12 +1,15 @@
 """``python -m explain``: explain fundus photos, or evaluate localisation over an annotated data set.
 
     python -m explain MODEL IMAGE [IMAGE ...] [--target predicted] [--methods cam,gradcam,guided-gradcam,gmsm]
-                      [--theta 128] [--tau 0.6] [--t 1.0] --out DIR
+                      [--theta 128] [--tau 0.6] [--t 1.0] [--alpha 0.5] [--colormap jet] [--no-outlines] --out DIR
     python -m explain evaluate MODEL --data DIR --format idrid-seg|yolo --lesions HE,EX[,MA,SE] [--json]
                       [--html REPORT.html | --out DIR]
 
 Each photo's outputs in ``--out`` are prefixed with its name (``eye_cam.npy``, ``eye_panel.png``,
-``eye_prediction.json`` …), so photos never overwrite each other. A photo must pass the fundus check
+``eye_prediction.json`` …), so photos never overwrite each other. The pictures are drawn by the one pipeline
+(``explain.pipeline``) the web apps use: ``eye_panel.png`` is the app's panel download for the same model,
+target, methods and controls. The view's flags (``--theta``, ``--tau``, ``--t``, ``--alpha``, ``--colormap``,
+``--outlines``) are built from ``explain.controls``. A photo must pass the fundus check
 (``fundus.check_fundus``) first: one that is not a fundus photograph, or cannot be read, gets no
 prediction and no maps, the reason on stderr, and the exit status is 3 at the end (0 when every photo
 was explained; 2 for a bad argument or model). ``evaluate`` writes its HTML report only where asked.
@@ -22,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from explain.explainer import ALL_METHODS, Explainer, canonical_method
+from explain.controls import CONTROLS
+from explain.explainer import Explainer
+from explain.methods import canonical_method, method_names, panel_methods
 from explain.metrics import DEFAULT_TAUS, LocalisationSummary, boxes_to_mask, centred_gaussian, uniform_map
-from explain.overlay import draw_boxes, overlay, panel_grid, save_png
-from explain.regions import attention_crop, lesion_mask
-from explain.targets import decided_targets
+from explain.overlay import overlay, save_png
+from explain.targets import Classes, Decided, Predicted, Target
 
-DEFAULT_CLI_METHODS = "cam,gradcam,guided-gradcam,gmsm"
+DEFAULT_CLI_METHODS = ",".join(m.replace("_", "-") for m in panel_methods("main"))
 # YOLO class names (diaretdb1-boxes retinal.names and common variants) -> lesion codes.
 YOLO_LESION_CODES = {
     "hard_exudates": "EX", "hard_exudate": "EX", "exudates": "EX",
@@ -49,11 +53,16 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parse_target(text: str, labels: list[str]):
-    """"predicted" | "all-predicted" | an index | a label name | a comma list of those."""
+def parse_target(text: str, labels: list[str]) -> Target:
+    """--target: "predicted" | "all-predicted" | "decided" | an index | a label name | a comma list of those.
+
+    "all-predicted" is the model's decided disease labels, never a no-disease label (``Decided(False)``);
+    "decided" is the app's "all predicted": the decided labels, a no-disease answer included (``Decided()``).
+    """
     text = text.strip()
-    if text in ("predicted", "all-predicted"):
-        return text
+    words = {"predicted": Predicted(), "all-predicted": Decided(keep_no_disease=False), "decided": Decided()}
+    if text in words:
+        return words[text]
     items = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part.lstrip("-").isdigit():
@@ -64,16 +73,22 @@ def parse_target(text: str, labels: list[str]):
             raise ValueError(f"target {part!r} is neither an index nor one of the labels {labels}")
     if not items:
         raise ValueError("empty --target")
-    return items[0] if len(items) == 1 else items
+    return Classes(tuple(items))
 
 
-def photo_target(model, target, x):
-    """The engine's target for one photo: "all-predicted" becomes the model's decided disease labels, most
-    probable first (``explain.targets.decided_targets``: the app's exclusive decision; when the model decided no
-    disease, its most probable disease label), so a no-disease label is never explained; other targets as given."""
-    if target != "all-predicted":
-        return target
-    return decided_targets(model, x, keep_no_disease=False)
+def target_spec(target: Target) -> str:
+    """The --target text of a target (the inverse of ``parse_target``).
+
+    Raises:
+        ValueError: a target the command line cannot express.
+    """
+    if isinstance(target, Predicted):
+        return "predicted"
+    if isinstance(target, Decided):
+        return "decided" if target.keep_no_disease else "all-predicted"
+    if isinstance(target, Classes):
+        return ",".join(str(i) for i in target.indices)
+    raise ValueError(f"{target!r} has no --target spelling")
 
 
 def _explain_parser() -> argparse.ArgumentParser:
@@ -87,14 +102,12 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default="predicted",
                         help="'predicted' (default), 'all-predicted' (the model's decided disease labels, integrated, "
                              "as the app decides them: never a no-disease label such as healthy, normal, No DR or N), "
-                             "a class index or label, or a comma list")
+                             "'decided' (the app's 'all predicted': a no-disease answer included), a class index or "
+                             "label, or a comma list")
     parser.add_argument("--methods", default=DEFAULT_CLI_METHODS,
-                        help=f"comma list from {', '.join(ALL_METHODS)} (default {DEFAULT_CLI_METHODS})")
-    parser.add_argument("--theta", type=float, default=None, help="attention-crop threshold θ ∈ [0, 255] (paper 000 eq. 5)")
-    parser.add_argument("--tau", type=float, default=None, help="lesion-mask threshold τ ∈ [0, 1] (paper 004 eq. 4)")
-    parser.add_argument("--t", type=float, default=None, help="GMSM gate t (paper 004 eq. 2)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay heat-map weight (default 0.5)")
-    parser.add_argument("--colormap", default="jet", help="OpenCV colormap name (default jet)")
+                        help=f"comma list from {', '.join(method_names())} (default {DEFAULT_CLI_METHODS}): the "
+                             "panels, in this order")
+    add_control_flags(parser)
     parser.add_argument("--on-original", action="store_true", help="also write overlays on the original photo")
     parser.add_argument("--revision", default=None, help="hub revision of MODEL")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -125,6 +138,40 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_control_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every view control offered on the command line (``explain.controls``); None: the model's or the
+    control's default."""
+    for control in CONTROLS:
+        if not control.command_line:
+            continue
+        default = f"the model's {control.config}" if control.config else f"{control.default}"
+        if control.type is bool:
+            parser.add_argument(f"--{control.name}", action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{control.label} (default {default})")
+        else:
+            parser.add_argument(f"--{control.name}", type=_parsed_by(control), default=None, metavar=control.name.upper(),
+                                help=f"{control.label} (default {default})")
+
+
+def _parsed_by(control):
+    def parse(text: str):
+        try:
+            return control.check(text if control.type is str else float(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = control.name  # argparse names the type in its messages
+    return parse
+
+
+def view_params(args: argparse.Namespace, config):
+    """The view's controls from the flags, the model's defaults where a flag is not given."""
+    from explain.views import ViewParams
+
+    given = {c.name: getattr(args, c.name) for c in CONTROLS if c.command_line and getattr(args, c.name) is not None}
+    return ViewParams.from_config(config, **given)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":
@@ -153,13 +200,12 @@ def run_explain(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - start
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    explainer = Explainer(model)
     prefixes: set[str] = set()
     skipped = 0
     for image in args.images:
         timings = {"load model": load_seconds}
         try:
-            written = explain_photo(model, explainer, image, methods, target, args, out, prefixes, timings)
+            written = explain_photo(model, image, methods, target, args, out, prefixes, timings)
         except PhotoSkipped as error:
             print(f"warning: skipping {error}", file=sys.stderr)
             skipped += 1
@@ -191,67 +237,52 @@ def output_prefix(image: str | Path, taken: set[str]) -> str:
     return prefix
 
 
-def explain_photo(model, explainer, image, methods, target, args, out: Path, prefixes: set[str],
+def explain_photo(model, image, methods, target: Target, args, out: Path, prefixes: set[str],
                   timings: dict[str, float]) -> list[Path]:
-    """Check, explain and write one photo; returns the files written (the panel last but one, the JSON last).
+    """Check, explain and draw one photo through the pipeline; returns the files written (the panel last but one,
+    the JSON last).
 
     Raises:
         PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
         ValueError, TypeError: the model cannot explain the target.
     """
-    from fundus import NotFundusError, load_image, preprocess, require_fundus
+    from explain.pipeline import analyse, load
+    from explain.views import render
+    from fundus import NotFundusError
     from zoo.predict import _result as prediction_of  # the same record as `python -m zoo predict --json`
 
     config = model.config
-    theta = config.theta if args.theta is None else args.theta
-    tau = config.tau if args.tau is None else args.tau
     start = time.perf_counter()
     try:
-        rgb = load_image(image)
-    except (ValueError, OSError) as error:
-        raise PhotoSkipped(f"{image}: cannot read it: {error}") from None
-    try:
-        check = require_fundus(rgb, source=str(image))  # before any prediction
+        rgb, check = load(image)  # the fundus check comes before any prediction
     except NotFundusError as error:
         raise PhotoSkipped(str(error)) from None
-    pre = preprocess(rgb, config)
-    timings["check + preprocess"] = time.perf_counter() - start
+    except (ValueError, OSError) as error:
+        raise PhotoSkipped(f"{image}: cannot read it: {error}") from None
+    timings["check"] = time.perf_counter() - start
+    analysis = analyse(rgb, model, target, methods=methods, request=args.target)
+    timings["preprocess"] = analysis.timings["preprocess"]
+    timings["explain (one pass)"] = analysis.timings["explain"]
+    pre, explanation = analysis.pre, analysis.explanation
     for warning in pre.warnings:
         print(f"warning: {image}: {warning}", file=sys.stderr)
     start = time.perf_counter()
-    explanation = explainer.explain(pre.tensor, photo_target(model, target, pre.tensor), fov_mask=pre.fov_mask,
-                                    methods=methods)
-    timings["explain (one pass)"] = time.perf_counter() - start
-    start = time.perf_counter()
-    maps = explanation.maps(t=args.t)
-    timings["maps"] = time.perf_counter() - start
+    params = view_params(args, config)
+    view = render(analysis, params, panels=tuple(methods))  # as the app draws them, in the order given
+    timings["maps + pictures"] = time.perf_counter() - start
 
     prefix = output_prefix(image, prefixes)
     written: list[Path] = []
-    tiles, titles = [pre.image], ["photo"]
-    for name, saliency in maps.items():
+    for name, saliency in analysis.maps(params.t).items():
         np.save(out / f"{prefix}_{name}.npy", saliency)
-        picture = overlay(pre.image, saliency, args.alpha, args.colormap, mask=pre.fov_mask)
-        written += [out / f"{prefix}_{name}.npy", save_png(out / f"{prefix}_{name}_overlay.png", picture)]
-        tiles.append(picture)
-        titles.append(name)
+        written += [out / f"{prefix}_{name}.npy", save_png(out / f"{prefix}_{name}_overlay.png", view.panels[name])]
         if args.on_original:
             on_original = pre.to_original(saliency, rgb.shape)
             written.append(save_png(out / f"{prefix}_{name}_overlay_original.png",
-                                    overlay(rgb, on_original, args.alpha, args.colormap)))
-    crop_source = maps.get("guided_gradcam")
-    if crop_source is not None:
-        crop = attention_crop(crop_source, theta=theta, image=pre.image)
-        tiles.append(draw_boxes(pre.image, [crop.box], colour=(0, 255, 0)))
-        titles.append(f"crop θ={theta:g}")
-        written.append(save_png(out / f"{prefix}_attention_crop.png", crop.enlarged))
-    mask_source = maps.get("gmsm", maps.get("gradcam"))
-    if mask_source is not None:
-        lesions = lesion_mask(mask_source, tau=tau, fov_mask=pre.fov_mask)
-        tiles.append(draw_boxes(pre.image, [p.box for p in lesions.patches], colour=(255, 255, 0), thickness=1))
-        titles.append(f"lesions τ={tau:g}")
-    tile = max(256, pre.image.shape[0])  # readable titles even for small inputs
-    written.append(save_png(out / f"{prefix}_panel.png", panel_grid(tiles, titles, columns=4, tile=tile)))
+                                    overlay(rgb, on_original, params.alpha, params.colormap)))
+    if "crop_box" in view.regions:
+        written.append(save_png(out / f"{prefix}_attention_crop.png", view.crop))
+    written.append(save_png(out / f"{prefix}_panel.png", view.grid()))
 
     labels = list(config.labels)
     explained = [labels[i] if config.task != "grade-regression" and i < len(labels) else str(i)
@@ -263,8 +294,9 @@ def explain_photo(model, explainer, image, methods, target, args, out: Path, pre
                   "task": config.task},
         "prediction": prediction,
         "explained_targets": explained,
-        "parameters": {"target": args.target, "methods": list(maps), "theta": theta, "tau": tau,
-                       "t": config.t if args.t is None else args.t, "alpha": args.alpha, "colormap": args.colormap},
+        "parameters": {"target": args.target, "methods": [m for m in methods if m not in explanation.unavailable],
+                       **{k: v for k, v in params.record().items() if k not in ("compare", "extras")}},
+        "regions": view.regions,
         "unavailable": dict(explanation.unavailable),
         "fundus_check": {"variant": check.variant, **{k: round(float(v), 5) for k, v in check.stats.items()}},
         "files": [path.name for path in written] + [f"{prefix}_prediction.json"],
@@ -336,8 +368,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         pre = preprocess(rgb, model.config)
-        wanted = photo_target(model, target, pre.tensor)
-        maps = explainer.explain(pre.tensor, wanted, fov_mask=pre.fov_mask, methods=methods).maps(t=args.t)
+        maps = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods).maps(t=args.t)
         shape = pre.fov_mask.shape
         maps["baseline-gaussian"] = centred_gaussian(shape, fov_mask=pre.fov_mask)
         maps["baseline-uniform"] = uniform_map(shape, fov_mask=pre.fov_mask)

@@ -333,7 +333,7 @@ def test_downloads_reproduce_the_view(client, served, tmp_path):
     record = json.loads(by_suffix[".json"].read_text())
     assert record["model"]["id"] == key and record["target"] == "all predicted"
     assert record["parameters"] == dict(theta=77, tau=0.55, t=1.5, alpha=0.4, colormap="turbo", outlines=False,
-                                        compare="gmsm")
+                                        compare="gmsm", extras=[])
     assert record["prediction"]["task"] == "multilabel" and record["not_for_clinical_use"] is True
     maps = np.load(by_suffix[".npy"])
     assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
@@ -351,10 +351,12 @@ def test_downloads_reproduce_the_view(client, served, tmp_path):
     args[args.index("--out") + 1] = str(tmp_path / "reproduced")
     assert explain_main(args) == 0
     for index, method in enumerate(record["maps_npy"]["order"]):
-        np.testing.assert_allclose(np.load(tmp_path / "reproduced" / f"{photo.stem}_{method}.npy"), maps[index],
-                                   atol=1e-5)
-    grid = np.asarray(Image.open(by_suffix[".png"]))
+        np.testing.assert_array_equal(np.load(tmp_path / "reproduced" / f"{photo.stem}_{method}.npy"), maps[index])
+    grid = np.asarray(Image.open(by_suffix[".png"]).convert("RGB"))
     assert grid.shape[1] == 5 * SIZE and grid.shape[2] == 3
+    # ...and the same picture: the command line draws through the app's pipeline.
+    drawn = np.asarray(Image.open(tmp_path / "reproduced" / f"{photo.stem}_panel.png").convert("RGB"))
+    np.testing.assert_array_equal(drawn, grid)
     # Download folders do not pile up on the server: only the newest few are kept.
     for _ in range(3):
         client.predict(key, "all predicted", *DEFAULTS.values(), api_name="/downloads")
