@@ -1,4 +1,4 @@
-"""The three shipped default models (assets/): they load, predict on a generated photo, carry an honest
+"""The shipped default models (assets/): they load, predict on a generated photo, carry an honest
 model card, and reproduce their stored held-out outputs and reported metric on the real photos."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO, shared_dataset
 
-DEFAULTS = ("dr-grading", "dr-grade-classifier", "dr-lesions", "multi-disease")
+DEFAULTS = ("dr-grading", "dr-grade-classifier", "dr-lesions", "eye-diseases")
 ASSETS = REPO / "assets"
 LICENCE_WORDS = {  # data set -> a phrase its licence line must contain
     "srahim-dr600": "academic use",
@@ -23,7 +23,7 @@ LICENCE_WORDS = {  # data set -> a phrase its licence line must contain
     "idrid-grading-boxes": "CC BY-SA 4.0",
 }
 HEADLINE = {"dr-grading": "quadratic_kappa", "dr-grade-classifier": "quadratic_kappa", "dr-lesions": "auc_mean",
-            "multi-disease": "auc_mean"}
+            "eye-diseases": "auc_mean"}
 # Shipped by `python -m train ship`: metrics on each data set's test patients, outputs in test_predictions.json.
 # Older models: the recipe's validation patients ("held-out"), outputs in heldout_predictions.json.
 PREDICTIONS = ("test_predictions.json", "heldout_predictions.json")

@@ -186,3 +186,14 @@ def test_focal_loss_leaves_unknown_labels_out():
     assert torch.isfinite(focal_loss(logits, targets, reduction="none")).all()
     full = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     assert torch.isclose(focal_loss(logits, full), focal_loss(logits, full, reduction="none").mean())
+
+
+def test_sensitivity_and_specificity_are_undefined_where_a_label_is_never_known():
+    from zoo.evaluate import compute_metrics
+
+    logits = np.array([[2.0, -1.0, 0.3, -2.0], [-1.0, 2.0, -0.5, -1.0], [1.0, -2.0, -1.0, 1.0]])
+    targets = np.array([[1, 0, NAN, NAN], [0, 1, NAN, NAN], [1, 0, NAN, NAN]])  # a DR screening set
+    m = compute_metrics("multilabel", logits, targets, LABELS)
+    assert m["sensitivity"]["Glaucoma"] is None and m["specificity"]["Cataract"] is None
+    assert m["auc_per_class"]["Glaucoma"] is None
+    assert m["sensitivity"]["Diabetes"] == 1.0 and m["specificity"]["Normal"] == 1.0

@@ -172,8 +172,9 @@ def compute_metrics(
     result["precision_macro"] = float(np.mean(prec))
     result["recall_macro"] = float(np.mean(rec))
     result["f1_macro"] = float(np.mean(f1))
-    result["sensitivity"] = dict(zip(labels, rec))
-    result["specificity"] = {name: _safe_div(t, t + f) for name, t, f in zip(labels, tn, fp)}
+    # Undefined (None) where a label has no known positive / negative here (e.g. glaucoma in a DR screening set).
+    result["sensitivity"] = {name: _safe_div(a, a + b) if a + b else None for name, a, b in zip(labels, tp, fn)}
+    result["specificity"] = {name: _safe_div(t, t + f) if t + f else None for name, t, f in zip(labels, tn, fp)}
     result["auc_per_class"] = aucs
     defined = [a for a in aucs.values() if a is not None]
     result["auc_macro"] = float(np.mean(defined)) if defined else None
