@@ -197,3 +197,12 @@ def test_sensitivity_and_specificity_are_undefined_where_a_label_is_never_known(
     assert m["sensitivity"]["Glaucoma"] is None and m["specificity"]["Cataract"] is None
     assert m["auc_per_class"]["Glaucoma"] is None
     assert m["sensitivity"]["Diabetes"] == 1.0 and m["specificity"]["Normal"] == 1.0
+
+
+def test_shipped_validation_rows_of_a_multilabel_model_keep_the_test_rows_numbers():
+    from train.ship import _card_row
+
+    row = {"auc_Normal": 0.8, "auc_macro": 0.85, "f1_micro": 0.7, "loss": 0.4, "sensitivity_Glaucoma": 0.0,
+           "specificity_Cataract": 0.0, "accuracy": 0.5}
+    assert _card_row(row, "multilabel") == {"auc_Normal": 0.8, "auc_macro": 0.85, "f1_micro": 0.7, "loss": 0.4}
+    assert _card_row(row, "multiclass") == row and _card_row("a text row", "multilabel") == "a text row"

@@ -146,7 +146,7 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     cfg.reproduce = f"{cfg.reproduce.split(' && ')[0]} && {shlex.join(command)}"
     cfg.selection = args.selection or cfg.selection
     cfg.limitations = list(args.limits) or cfg.limitations
-    validation = {k: v for k, v in cfg.metrics.items() if k.startswith("validation")}
+    validation = {k: _card_row(v, cfg.task) for k, v in cfg.metrics.items() if k.startswith("validation")}
     for other, label in args.compare:
         validation[f"validation, ablation: {label}"] = _validation_of(Path(other), run)
     model.save_pretrained(out, dtype=torch.float16)
@@ -204,6 +204,15 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     return cfg.metrics
 
 
+def _card_row(row: Any, task: str) -> Any:
+    """A run's validation row with the numbers the test rows have: for multi-label models the AUCs and the
+    micro F1 (per-label sensitivity at the 0.5 threshold was stored as 0 where a label was never known, by runs
+    before compute_metrics said None)."""
+    if task != "multilabel" or not isinstance(row, dict):
+        return row
+    return {k: v for k, v in row.items() if k.startswith("auc") or k in ("f1_micro", "loss", "n_images")}
+
+
 def _validation_of(other: Path, run: Path) -> dict[str, float]:
     """The pooled validation metrics of ``other``, a run on the same validation patients as ``run``.
 
@@ -215,7 +224,8 @@ def _validation_of(other: Path, run: Path) -> dict[str, float]:
         if (other / "training" / "split.json").is_file() else None
     if theirs is None or [x["image"] for x in theirs["val"]] != [x["image"] for x in split["val"]]:
         raise ValueError(f"--compare {other}: not the same validation patients as {run}")
-    return json.loads((other / "config.json").read_text())["metrics"]["validation"]
+    other_config = json.loads((other / "config.json").read_text())
+    return _card_row(other_config["metrics"]["validation"], other_config["task"])
 
 
 def _data_root(folders: Sequence[Path]) -> Path:
