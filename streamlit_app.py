@@ -29,19 +29,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 import streamlit as st  # noqa: E402
 
 from appcore import photos, presentation as present  # noqa: E402
-from appcore.analysis import PANEL_METHODS, Analyser, NotFundusError, image_digest, target_choices  # noqa: E402
+from appcore.analysis import Analyser, image_digest, target_choices  # noqa: E402
 from appcore.catalogue import ModelCache, ModelUnavailable, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
 from appcore.exports import MIME_TYPES, downloads  # noqa: E402
 from appcore.menu import default_choice  # noqa: E402
-from appcore.views import COLORMAPS, ViewParams, before_after, render_view  # noqa: E402
+from appcore.page import message_of  # noqa: E402
+from explain.controls import CONTROLS  # noqa: E402
 from explain.methods import get_method  # noqa: E402
+from explain.views import ViewParams, before_after, render_view  # noqa: E402
 
 NO_EXAMPLE = "— none —"
-# The model defaults the three region sliders take when a model is picked (widget key -> config field).
-MODEL_DEFAULTS = {"theta": "theta", "tau": "tau", "t": "t"}
-SLIDER_TYPES = {"theta": int, "tau": float, "t": float}
 
 
 @st.cache_resource
@@ -73,15 +72,31 @@ def analysed(digest: str, model_key: str, target: str, _rgb):
 
 
 def reset_region_defaults(model_key: str, config) -> None:
-    """Set θ, τ and t to the model's defaults when the model changed since the last run (as Gradio does).
-
-    Runs before the sliders are drawn, so their session state can still be written.
-    """
-    if st.session_state.get("region_defaults_of") == model_key and all(w in st.session_state for w in MODEL_DEFAULTS):
+    """Set the controls a model has defaults for (θ, τ, t) to that model's when the model changed since the last
+    run (as Gradio does). Runs before the widgets are drawn, so their session state can still be written."""
+    own = [c for c in CONTROLS if c.config]
+    if st.session_state.get("region_defaults_of") == model_key and all(c.name in st.session_state for c in own):
         return
-    for widget, name in MODEL_DEFAULTS.items():
-        st.session_state[widget] = SLIDER_TYPES[widget](getattr(config, name))
+    for control in own:
+        st.session_state[control.name] = control.default_for(config)
     st.session_state["region_defaults_of"] = model_key
+
+
+def control_widget(control):
+    """The Streamlit widget of a view control (``explain.controls``); its value."""
+    if control.kind == "slider":
+        numbers = (control.minimum, control.maximum, control.step)
+        if control.type is float:
+            numbers = tuple(float(v) for v in numbers)
+        options = {} if control.config else {"value": control.default}  # a model's default is in the session state
+        return st.slider(control.label, *numbers[:2], step=numbers[2], key=control.name, **options)
+    if control.kind == "checkbox":
+        return st.checkbox(control.label, value=control.default, key=control.name)
+    labels = {value: label for label, value in control.choices}
+    if control.kind == "checkboxes":
+        return st.multiselect(control.label, list(labels), format_func=labels.get, key=control.name)
+    return st.selectbox(control.label, list(labels), format_func=labels.get, index=list(labels).index(control.default),
+                        key=control.name)
 
 
 def load_hub_model() -> None:
@@ -154,14 +169,7 @@ def main() -> None:
         targets = dict(target_choices(config))
         target = targets[st.selectbox("Explain which output", list(targets), key="target")]
         reset_region_defaults(model_key, config)
-        theta = st.slider("θ attention crop (paper 000 eq. 5)", 0, 255, step=1, key="theta")
-        tau = st.slider("τ lesion mask (paper 004 eq. 4)", 0.0, 1.0, step=0.01, key="tau")
-        gate = st.slider("t GMSM gate (paper 004 eq. 2)", 0.0, 5.0, step=0.05, key="t")
-        alpha = st.slider("overlay α", 0.0, 1.0, 0.5, 0.05, key="alpha")
-        colormap = st.selectbox("colormap", COLORMAPS, key="colormap")
-        outlines = st.checkbox("lesion outlines (paper 001's colours)", value=True, key="outlines")
-        compare = st.selectbox("Panel in the before/after view", PANEL_METHODS, format_func=lambda m: get_method(m).title,
-                               index=PANEL_METHODS.index(ViewParams.compare), key="compare")
+        values = {control.name: control_widget(control) for control in CONTROLS}
 
     upload = st.file_uploader("Fundus photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
                               type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"], key="upload")
@@ -178,13 +186,13 @@ def main() -> None:
     try:
         rgb, digest = decoded_photo(hashlib.blake2b(data, digest_size=16).hexdigest(), data)
         analysis = analysed(digest, model_key, target, rgb)
-    except (photos.PhotoRejected, NotFundusError, ModelUnavailable, ValueError) as exc:
-        st.error(str(exc))  # e.g. not a fundus photograph: the reason, and no classification at all
+        params = ViewParams(**values)
+        view = render_view(analysis, params)
+    except Exception as exc:  # noqa: BLE001 - e.g. not a fundus photograph: the reason, and no classification
+        st.error(message_of(exc))  # the Gradio app's status line: no paths, no internals
         return
     for note in present.warnings_of(analysis):
         st.warning(note)
-    params = ViewParams(theta, tau, gate, alpha, colormap, outlines, compare)
-    view = render_view(analysis, params)
 
     left, right = st.columns([1, 2])
     with left:
@@ -194,14 +202,14 @@ def main() -> None:
         st.markdown(present.preprocessing_markdown(analysis, photos.describe_file(data)))
         st.plotly_chart(prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
                         key="prediction-chart")
-    for column, method in zip(st.columns(4), PANEL_METHODS):
+    for column, method in zip(st.columns(len(view.panels)), view.panels):
         column.image(view.panels[method], caption=view.captions[method], width="stretch")
     crop_col, compare_col, info_col = st.columns(3)
-    crop_col.image(view.crop, caption=f"θ = {theta} crop, enlarged (paper 000 Fig. 2f)")
+    crop_col.image(view.crop, caption=f"θ = {params.theta} crop, enlarged (paper 000 Fig. 2f)")
     with compare_col:
         handle = st.slider("Before/after: photo ◀ handle ▶ overlay", 0, 100, 50, 1, format="%d %%", key="handle")
         st.image(before_after(view.compare, handle / 100),
-                 caption=f"the photo as the model sees it | {get_method(compare).title} overlay")
+                 caption=f"the photo as the model sees it | {get_method(params.compare).title} overlay")
     with info_col:
         st.markdown(present.legend_html(view.legend, view.regions), unsafe_allow_html=True)
         st.json(view.regions, expanded=False)

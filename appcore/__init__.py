@@ -4,33 +4,33 @@ It wires library calls together and keeps the app's state in few, small places:
 
 - ``catalogue``: which zoo models the app offers, and a lazily filled, thread-safe model cache;
 - ``menu``: the model menu grouped by paper (from each model's config) and its default model (``dr-grading``);
-- ``analysis``: one network pass per (image, model, target), cached in a bounded LRU;
-- ``views``: everything a slider changes (overlays, θ crop, τ lesion mask, outlines), no network;
+- ``analysis``: one network pass per (image, model, target) through ``explain.pipeline``, cached in a bounded LRU;
+- ``page``: the page's state and what each of its events does, as {output name: value} (app.py only lays it out);
+- ``views``: the download folders (``explain.views`` draws what a slider changes, no network);
 - ``charts``: the plotly probability / grade chart;
 - ``exports``: the PNG grid, raw maps and reproducible JSON downloads;
 - ``examples``: the shipped real example photos with their known diagnoses (``assets/examples``), and
-  generated ones written into a cache folder at start-up.
-"""
-from appcore.analysis import Analysis, AnalysisCache, Analyser, image_digest
-from appcore.catalogue import ModelCache, ModelChoice, ModelUnavailable, available_models
-from appcore.examples import Example, ensure_examples, shipped_examples
-from appcore.analysis import PANEL_METHODS
-from appcore.views import View, ViewParams, render_view
+  generated ones written into a cache folder at start-up;
+- ``server``: the server process (bounded heaps, address, command line); it imports nothing heavy.
 
-__all__ = [
-    "Analysis",
-    "AnalysisCache",
-    "Analyser",
-    "Example",
-    "ModelCache",
-    "ModelChoice",
-    "ModelUnavailable",
-    "PANEL_METHODS",
-    "View",
-    "ViewParams",
-    "available_models",
-    "ensure_examples",
-    "image_digest",
-    "render_view",
-    "shipped_examples",
-]
+The names below are imported on first use, so that ``import appcore.server`` stays light.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Analysis": "appcore.analysis", "AnalysisCache": "appcore.analysis", "Analyser": "appcore.analysis",
+    "image_digest": "appcore.analysis", "PANEL_METHODS": "appcore.analysis",
+    "ModelCache": "appcore.catalogue", "ModelChoice": "appcore.catalogue", "ModelUnavailable": "appcore.catalogue",
+    "available_models": "appcore.catalogue",
+    "Example": "appcore.examples", "ensure_examples": "appcore.examples", "shipped_examples": "appcore.examples",
+    "View": "appcore.views", "ViewParams": "appcore.views", "render_view": "appcore.views",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'appcore' has no attribute {name!r}")

@@ -3,7 +3,6 @@ panel and slider texts, the colour bar, the model card, the region summary and t
 from __future__ import annotations
 
 import html
-import math
 import re
 from pathlib import Path
 
@@ -14,21 +13,54 @@ NOTICE = ("⚠️ **Research tool, not a medical device — not for clinical use
           "shown here are not validated for diagnosis, screening or treatment.")
 FOV_COLOUR = (0, 255, 0)
 CROP_COLOUR = (255, 215, 0)
+TITLE_HTML = ("<h1 style='margin:0'>Fundus CAM Zoo</h1><div>Explainable retinal fundus image classification: "
+              "four explanation methods side by side, with the papers' region tools.</div>")
+EXAMPLE_CREDITS = ("<small>Example photos: HRF (Budai et al. 2013) and IDRiD (Porwal et al. 2018), both CC BY 4.0, "
+                   "downscaled and re-encoded; IDRiD lesion counts from the CODRAS boxes (C. von Csefalvay, CC BY-SA "
+                   "4.0). Details: assets/examples/CREDITS.md.</small>")
+# The Gradio page's own styles: a prominent main result, example captions that wrap, a model card that fits its
+# column, the colour bar, and a phone layout (390 px) without horizontal overflow.
+CSS = """
+#main-result .main-result { padding: 10px 14px; border-radius: 8px; background: var(--block-background-fill);
+  border: 1px solid var(--block-border-color); }
+#main-result .main-line { font-size: 1.2rem; line-height: 1.45; }
+#main-result .answer { font-weight: 700; }
+#main-result .model { color: var(--body-text-color-subdued); }
+#main-result .low-resolution { color: #b45309; }
+#main-result .known { font-size: 0.9rem; margin-top: 4px; }
+#main-result .credit { color: var(--body-text-color-subdued); }
+#examples .grid-wrap { height: auto !important; max-height: none !important; min-height: 0 !important;
+  overflow: visible !important; }
+#examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important; padding-top: 30px !important; }
+#examples .gallery-item { height: auto !important; }
+#examples .thumbnail-item { width: 100% !important; height: auto !important; display: flex !important;
+  flex-direction: column; overflow: hidden; }
+#examples .thumbnail-item img { width: 100% !important; height: auto !important; aspect-ratio: 1 / 1;
+  object-fit: cover; }
+#examples .caption-label { position: static !important; white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; max-width: 100% !important; width: 100%; margin: 0 !important;
+  border-radius: 0 !important; font-size: 0.75rem; line-height: 1.2; text-align: center; padding: 2px 1px !important; }
+#model-card { overflow-wrap: anywhere; }
+#model-card pre, #model-card code { white-space: pre-wrap !important; word-break: break-word; }
+.panel-head { min-height: 3.4em; }
+.panel-head p { margin: 0 !important; font-size: 0.85rem; line-height: 1.3; }
+.panel-head strong { font-size: 1rem; }
+.colorbar { display: flex; align-items: center; gap: 8px; font-size: 0.85rem; flex-wrap: wrap; }
+.colorbar .bar { display: inline-block; width: 220px; max-width: 45vw; height: 12px; border-radius: 3px; }
+.region-summary { font-size: 0.95rem; }
+.regions-note { font-style: italic; }
+@media (max-width: 640px) {
+  #main-result .main-line { font-size: 1.05rem; }
+  #panels { flex-direction: row !important; flex-wrap: wrap !important; gap: 8px !important; }
+  #panels > .column { flex: 1 1 calc(50% - 8px) !important; min-width: calc(50% - 8px) !important;
+    max-width: calc(50% - 4px) !important; }
+  .panel-head { min-height: 0; }
+  .panel-head p { font-size: 0.75rem; }
+  .gradio-container { padding-left: 6px !important; padding-right: 6px !important; }
+}
+"""
 
-# What each panel shows, in one line under its title.
-PANEL_HELP = {
-    "cam": "Where the class evidence sits in the last layer: coarse regions, from the classifier's own weights.",
-    "gradcam": "Which last-layer regions raise this output, from its gradients: coarse regions.",
-    "guided_gradcam": "The fine details (spots, edges) behind the output. Green box: the θ attention crop.",
-    "gmsm": "Lesion-sized evidence from a high and a low layer. White, cyan boxes: the τ lesion mask.",
-}
-# The region sliders: what they do first, the paper second.
-SLIDER_LABELS = {
-    "theta": "θ attention crop: higher keeps only the strongest details, a tighter crop (paper 000, eq. 5)",
-    "tau": "τ lesion mask: higher marks fewer, stronger spots as lesion (paper 004, eq. 4)",
-    "t": "t gate: higher hides weak evidence in the GMSM map (paper 004, eq. 2)",
-    "alpha": "Heat-map opacity (α)",
-}
 CLOSE_TO_CUTOFF = 0.15  # a grade value this close to a cut-off is called borderline
 CLOSE_CALL = 0.15  # a multiclass answer whose runner-up is this close in probability is called a close call
 LOW_RESOLUTION = 0.75  # a field of view narrower than this share of the model's input gets a low-resolution note

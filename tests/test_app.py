@@ -218,11 +218,42 @@ def test_healthy_and_lesion_labels_never_stand_together(served, client, tmp_path
     drawn = re.findall(r"</span>([^<]+)</span>", disease[LEGEND])
     assert "healthy" not in drawn
     # "all predicted" explained the decided lesion labels (most probable first), not the overruled "healthy",
-    # and the downloads' command reproduces exactly those.
+    # and the downloads' command asks for the same decision (`--target decided`: the app's "all predicted").
     files, _ = client.predict(model_key(demo, "tiny-disease"), "all predicted", *DEFAULTS.values(),
                               api_name="/downloads")
     record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
-    assert record["explained_classes"] == [1, 0] and "--target 1,0" in record["reproduce"]
+    assert record["explained_classes"] == [1, 0] and "--target decided" in record["reproduce"]
+    from explain.cli import main as explain_main
+
+    words = shlex.split(record["reproduce"])
+    photo = next(p for p in tmp_path.iterdir() if p.name == record["image"]["name"])
+    assert explain_main([str(served[2]["disease"]), str(photo), *words[5:-1], str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / f"{photo.stem}_prediction.json").read_text())["explained_targets"] == \
+        ["HM", "BP/MA"]
+
+
+def test_layercam_is_an_optional_fifth_panel(served, client, tmp_path):
+    """The registry's optional method is a fifth panel, empty until asked for; asked for, it is drawn from the same
+    pass, and the downloads and their command include it."""
+    from gradio_client import handle_file
+
+    demo = served[0]
+    key = model_key(demo, "lesions")
+    photo = synthetic_photo(tmp_path, seed=42)
+    LAYERCAM = COLORBAR + 1  # after the view's other outputs: the four panels' positions stay
+    out = analyse(client, photo, key, "all predicted")
+    assert out[LAYERCAM] is None and all(panels_of(out))
+    passes = demo.fundus_app.analyser.passes
+    shown = client.predict(handle_file(str(photo)), key, "all predicted", *DEFAULTS.values(), ["layercam"],
+                           api_name="/analyse")
+    picture = np.asarray(Image.open(panel_path(shown[LAYERCAM])))
+    assert picture.shape == (SIZE, SIZE, 3) and demo.fundus_app.analyser.passes == passes  # no new pass
+    redrawn = client.predict(key, "all predicted", *DEFAULTS.values(), ["layercam"], api_name="/view")
+    assert panel_path(redrawn[LAYERCAM - PANELS.start]) is not None
+    files, _ = client.predict(key, "all predicted", *DEFAULTS.values(), ["layercam"], api_name="/downloads")
+    record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
+    assert record["maps_npy"]["order"][-1] == "layercam" and "gmsm,layercam" in record["reproduce"]
+    assert np.load(next(Path(f) for f in files if f.endswith(".npy"))).shape == (5, SIZE, SIZE)
 
 
 def test_grade_answers_say_how_close_the_cut_off_is(served, client, tmp_path):
@@ -410,7 +441,10 @@ def test_the_api_docs_say_what_the_endpoints_take_and_give(served, client, tmp_p
     assert "class:<index>" in targets["description"] and params["target_value"]["parameter_default"] == "all predicted"
     returns = api["/analyse"]["returns"]
     pictures = [r for r in returns if r["component"] == "Image"]
-    assert len(pictures) == 7 and all(r["python_type"]["type"] == "filepath" for r in pictures)
+    from explain.methods import panel_methods
+
+    extra = len(panel_methods("optional"))  # the registry's optional panels (LayerCAM), empty until asked for
+    assert len(pictures) == 7 + extra and all(r["python_type"]["type"] == "filepath" for r in pictures)
     types = [p["python_type"]["type"] for endpoint in api.values() for p in endpoint["parameters"] + endpoint["returns"]]
     assert not any("Literal[]" in t for t in types)
     # What /analyse gives matches: a file path for every picture.
@@ -573,6 +607,7 @@ def test_early_downloads_and_a_vanished_photo_say_why(served, client, tmp_path):
 
 def test_an_unexpected_error_is_logged_not_shown(served, client, tmp_path, monkeypatch, caplog):
     import app
+    import appcore.page
 
     key = model_key(served[0], "lesions")
     analyse(client, synthetic_photo(tmp_path, seed=25), key, "all predicted")
@@ -580,7 +615,7 @@ def test_an_unexpected_error_is_logged_not_shown(served, client, tmp_path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("disk full at /srv/secret/fundus")
 
-    monkeypatch.setattr(app, "render_view", broken)
+    monkeypatch.setattr(appcore.page, "render_view", broken)  # the page's redraw draws through it
     out = view(client, key, "all predicted")
     assert out[STATUS] == "❌ " + app.present.INTERNAL_ERROR and "/srv" not in json.dumps(out)
     assert any("/srv/secret/fundus" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)

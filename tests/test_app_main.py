@@ -73,5 +73,5 @@ def test_the_server_bounds_its_heaps_on_glibc():
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
-    # Importing the app set two heaps and a fixed mmap threshold (mallopt accepted both): see app.bound_heaps.
-    assert app._LIBC is not None and app.bound_heaps() is True
+    # Importing the app set two heaps and a fixed mmap threshold (mallopt accepted both): see appcore.server.
+    assert app.server._LIBC is not None and app.server.bound_heaps() is True
