@@ -311,8 +311,8 @@ class Explanation:
                 method = get_method(name)
                 args = {p.name: p.check(values.get(p.name, p.default)) for p in method.params}
                 key = (image, classes, name)
-                if args or key not in self._finished:
-                    finished = self._finish(method.compute(selection, **args), image)
+                if args or key not in self._finished:  # map_of: a map another method reuses is computed once
+                    finished = self._finish(selection.map_of(name, **args), image)
                     if args:
                         result[name] = finished
                         continue
