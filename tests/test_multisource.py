@@ -246,6 +246,16 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
                        "--limit", "a known limit", "--selection", "the only candidate", "--quiet",
                        "--compare", str(run), "the run itself"]) == 0
     cfg = ModelConfig.load(shipped / "config.json")
+    # The unlike-training indicator: fitted on the run's training / validation photos, its share per test source.
+    assert cfg.ood["threshold"] > 0 and cfg.ood["layer"] == cfg.target_layer and "validation photos" in cfg.ood["fitted_on"]
+    for key in ("test", "test: srahim-dr600", "test: eyepacs-1k (not trained on)"):
+        assert 0.0 <= cfg.metrics[key]["unlike_training_share"] <= 1.0
+    import zoo
+
+    shipped_model = zoo.load(str(shipped), device="cpu")
+    answer = zoo.predict(shipped_model, next((two_sources["srahim"]).rglob("*.jpg")))[0]["unlike_training"]
+    assert answer["threshold"] == pytest.approx(cfg.ood["threshold"])
+    assert answer["unlike_training"] == (answer["distance"] > answer["threshold"])
     # --compare: another run's validation numbers on the same validation patients, as an ablation row.
     assert cfg.metrics["validation, ablation: the run itself"] == before.metrics["validation"]
     assert cfg.name == "shipped" and cfg.theta == 48 and cfg.t == before.t
@@ -260,6 +270,7 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
     assert log.startswith(cfg.reproduce) and "# training/base" in log and "epoch" in log
     card = (shipped / "README.md").read_text()
     assert "Confusion matrix, test: eyepacs-1k (not trained on)" in card and "a known limit" in card
+    assert "Unlike-training indicator" in card and "unlike_training_share" in card
     assert "the only candidate" in card
     stored = json.loads((shipped / PREDICTIONS).read_text())
     split = json.loads((run / "training" / "split.json").read_text())

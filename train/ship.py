@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("RUN", "LABEL"),
                    help="another run of the same data and split (an ablation, e.g. without attention crops): its "
                         "validation metrics go in the card as 'validation, ablation: LABEL'")
+    p.add_argument("--ood-photos", type=int, default=300,
+                   help="training photos (a seeded sample) that fit the unlike-training reference (zoo.ood); its "
+                        "threshold is the --ood-quantile of the validation photos' distances; 0: no indicator")
+    p.add_argument("--ood-quantile", type=float, default=0.99, help="validation distance quantile for the threshold")
     p.add_argument("--description", default="", help="the card's summary (default: the run's)")
     p.add_argument("--selection", default="", help="how this model was chosen (for the card)")
     p.add_argument("--limit", action="append", default=[], dest="limits", metavar="TEXT",
@@ -68,20 +72,25 @@ def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.
     return out, {"labels": list(labels), "matrix": m["confusion_matrix"]}
 
 
-def end_to_end(folder: Path, images: Sequence[Path], progress: bool = True) -> np.ndarray:
-    """Raw outputs of the shipped file (reloaded by ``zoo.load``) on the original photos."""
+def end_to_end(folder: Path, images: Sequence[Path], progress: bool = True, desc: str = "test photos, end to end",
+               layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw outputs of the shipped file (reloaded by ``zoo.load``) on the original photos, and the pooled
+    features of ``layer`` (default the target layer; ``zoo.ood``)."""
     import torch
     from tqdm.auto import tqdm
 
     import zoo
     from fundus import load_image, preprocess
+    from zoo.ood import pooled_features
 
     model = zoo.load(str(folder), device="cpu").eval()
     outs = []
-    with torch.no_grad():
-        for image in tqdm(images, desc="test photos, end to end", disable=not progress):
+    with torch.no_grad(), pooled_features(model, layer or model.config.target_layer) as features:
+        for image in tqdm(images, desc=desc, disable=not progress):
             outs.append(model(preprocess(load_image(image), model.config).tensor)[0].float().numpy())
-    return np.stack(outs) if outs else np.zeros((0, model.config.num_outputs), np.float32)
+    if not outs:
+        return np.zeros((0, model.config.num_outputs), np.float32), np.zeros((0, 0), np.float32)
+    return np.stack(outs), torch.cat(features).numpy()
 
 
 def _recipe_of(cfg: Any):
@@ -147,11 +156,16 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     cfg.selection = args.selection or cfg.selection
     cfg.limitations = list(args.limits) or cfg.limitations
     validation = {k: _card_row(v, cfg.task) for k, v in cfg.metrics.items() if k.startswith("validation")}
+    cfg.ood = {}
     for other, label in args.compare:
         validation[f"validation, ablation: {label}"] = _validation_of(Path(other), run)
     model.save_pretrained(out, dtype=torch.float16)
+    if args.ood_photos > 0:
+        fit_unlike_training(model, out, json.loads(split_file.read_text()), args)
+        model.save_pretrained(out, dtype=torch.float16)
 
-    outputs = end_to_end(out, [p for p, _, _ in photos], progress=not args.quiet)
+    outputs, features = end_to_end(out, [p for p, _, _ in photos], progress=not args.quiet)
+    distance = _distances(model, features)
     nan = np.nan
     targets = np.stack([np.atleast_1d(np.asarray(t if t is not None else nan, np.float32)) for _, t, _ in photos])
     task_targets = targets if cfg.task == "multilabel" else targets[:, 0]
@@ -163,11 +177,13 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     pooled = np.array([s in trained_on for s in sources])
     metrics["test"], cm = card_metrics(cfg.task, labels, outputs[pooled], task_targets[pooled], cfg.grade_cutoffs,
                                        thresholds)
+    _add_unlike_training_share(metrics["test"], distance, pooled, cfg)
     for source in sorted(set(sources)):
         keep = np.array([s == source for s in sources])
         key = f"test: {source}" + ("" if source in trained_on else " (not trained on)")
         metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], cfg.grade_cutoffs,
                                         thresholds)
+        _add_unlike_training_share(metrics[key], distance, keep, cfg)
         if cm is not None:
             confusion[key] = cm
     for other, data, fmt in args.leave_out:
@@ -177,7 +193,7 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         items = load_items(extra, without.config)
         if any(it.source in set(without.config.datasets) for it in items):
             raise ValueError(f"--leave-out {other} was trained on {data}")
-        out_without = end_to_end(Path(other), [it.image for it in items], progress=not args.quiet)
+        out_without, _ = end_to_end(Path(other), [it.image for it in items], progress=not args.quiet)
         y = np.array([it.label for it in items], np.float32)
         key = f"test: {items[0].source}, the same recipe trained without it"
         metrics[key], cm = card_metrics(cfg.task, labels, out_without, y, without.config.grade_cutoffs, thresholds)
@@ -202,6 +218,39 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     stale = out / "heldout_predictions.json"  # the older ship format's outputs (validation photos)
     stale.unlink(missing_ok=True)
     return cfg.metrics
+
+
+def fit_unlike_training(model: Any, out: Path, split: dict[str, list[dict[str, str]]], args: argparse.Namespace) -> None:
+    """The unlike-training indicator (``zoo.ood``): the reference from a seeded sample of the run's training
+    photos, the threshold from its validation photos, both through the shipped file end to end."""
+    from zoo.ood import fit_reference
+
+    train = [Path(x["image"]) for x in split["train"]]
+    rng = np.random.default_rng(0)
+    sample = [train[i] for i in sorted(rng.choice(len(train), min(args.ood_photos, len(train)), replace=False))]
+    val = [Path(x["image"]) for x in split["val"]]
+    _, train_features = end_to_end(out, sample, progress=not args.quiet, desc="unlike-training reference")
+    _, val_features = end_to_end(out, val, progress=not args.quiet, desc="unlike-training threshold")
+    fit_reference(model, train_features, val_features, quantile=args.ood_quantile,
+                  note=f"{len(sample)} training photos (seeded sample) / {len(val)} validation photos")
+    for buffer in model.feature_reference.buffers():  # as the fp16 file will hold them
+        buffer.copy_(buffer.half().float())
+
+
+def _distances(model: Any, features: np.ndarray) -> np.ndarray | None:
+    import torch
+
+    from zoo.ood import reference_of
+
+    reference = reference_of(model)
+    return None if reference is None else reference.distance(torch.from_numpy(features)).numpy()
+
+
+def _add_unlike_training_share(row: dict[str, Any], distance: np.ndarray | None, keep: np.ndarray, cfg: Any) -> None:
+    """The share of these test photos the unlike-training indicator flags (about 1 - quantile for photos like
+    the training ones; more for a source the model never saw)."""
+    if distance is not None and keep.any():
+        row["unlike_training_share"] = float((distance[keep] > cfg.ood["threshold"]).mean())
 
 
 def _card_row(row: Any, task: str) -> Any:

@@ -112,6 +112,12 @@ def card_text(config: ModelConfig) -> str:
         lines.append("No metrics recorded.")
     if config.selection:
         lines += ["", f"How this model was chosen: {config.selection}"]
+    if config.ood:
+        lines += ["", f"Unlike-training indicator (`zoo.ood`): a photo whose {config.ood['method']} at "
+                      f"`{config.ood['layer']}` exceeds {config.ood['threshold']:.3g} (the {config.ood['quantile']:.0%} "
+                      f"quantile of validation photos; fitted on {config.ood['fitted_on']}) is flagged \"unlike the "
+                      "training photos\"; `unlike_training_share` above is the share of each source's test photos "
+                      "flagged."]
     for split, cm in config.confusion.items():
         labels = cm["labels"]
         lines += ["", f"Confusion matrix, {split} (rows: true, columns: predicted):", "",

@@ -73,6 +73,8 @@ class ModelConfig:
     confusion: dict[str, Any] = field(default_factory=dict)
     selection: str = ""
     limitations: list[str] = field(default_factory=list)
+    # The unlike-training indicator (zoo.ood, fitted at ship time): layer, features, threshold, quantile, fitted_on.
+    ood: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

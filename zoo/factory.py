@@ -32,6 +32,10 @@ def build_model(config: ModelConfig, *, pretrained: bool = False) -> tuple[Fundu
     spec = get_spec(config.arch)
     built = spec.build(config, pretrained)
     _hook_friendly(built.model)
+    if config.ood:  # the unlike-training reference's buffers, filled by the weights (zoo.ood)
+        from zoo.ood import attach
+
+        attach(built.model, int(config.ood["features"]))
     return built.model, built.explain, built.pretrained
 
 

@@ -1,12 +1,14 @@
 """``zoo.predict``: photos in, the task's answer out (probabilities, decisions, grade), with warnings."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from zoo import ood
 from zoo.model import FundusNet
 
 
@@ -49,7 +51,8 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
     Returns:
         One dict per photo: ``source``, ``model``, ``task``, then ``probabilities`` (label → p) and
         ``predicted`` (a label for multiclass, the labels over their thresholds for multilabel), or
-        ``value``/``grade``/``grade_label`` for grade regression; and ``warnings`` (list of str).
+        ``value``/``grade``/``grade_label`` for grade regression; ``warnings`` (list of str); and, for a model
+        shipped with an unlike-training reference (``zoo.ood``), ``unlike_training`` (distance, threshold, flag).
 
     Raises:
         TypeError: ``model`` is not a FundusNet.
@@ -79,6 +82,15 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
                 raise ImageError(f"{source}: {err}") from err
             prepared.append((source, preprocess(rgb, model.config)))
         batch = torch.cat([p.tensor for _, p in prepared]).to(device)
-        outputs = model(batch).float().cpu()
-        results += [_result(model, out, source, p.warnings) for out, (source, p) in zip(outputs, prepared)]
+        with ood.pooled_features(model) if ood.reference_of(model) is not None else nullcontext([]) as found:
+            outputs = model(batch).float().cpu()
+        assessed = ood.assess(model, found[-1]) if found else None
+        for k, (out, (source, p)) in enumerate(zip(outputs, prepared)):
+            result = _result(model, out, source, p.warnings)
+            if assessed is not None:
+                result["unlike_training"] = assessed[k]
+                if assessed[k]["unlike_training"]:
+                    result["warnings"].append(f"This photo is {ood.CAUTION} (feature distance "
+                                              f"{assessed[k]['distance']:.2f} > {assessed[k]['threshold']:.2f}).")
+            results.append(result)
     return results
