@@ -206,3 +206,23 @@ def test_shipped_validation_rows_of_a_multilabel_model_keep_the_test_rows_number
            "specificity_Cataract": 0.0, "accuracy": 0.5}
     assert _card_row(row, "multilabel") == {"auc_Normal": 0.8, "auc_macro": 0.85, "f1_micro": 0.7, "loss": 0.4}
     assert _card_row(row, "multiclass") == row and _card_row("a text row", "multilabel") == "a text row"
+
+
+def test_healthy_eye_specificity_counts_eyes_whose_answer_holds_no_disease():
+    import torch
+
+    import zoo
+    from train.ship import _add_healthy_eyes_without_finding, _no_finding
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = zoo.create_model("efficientnet_lite0", task="multilabel", labels=LABELS, pretrained=False, input_size=64)
+    logit = float(torch.logit(torch.tensor(0.9)))
+    outputs = np.array([[logit, -logit, -logit, -logit],   # healthy, says Normal only
+                        [logit, logit, -logit, -logit],    # healthy, Normal and DR over: a tie in margin keeps DR
+                        [-logit, -logit, -logit, -logit],  # healthy, nothing over any threshold: no finding
+                        [-logit, logit, -logit, -logit]])  # DR eye: not counted
+    targets = np.array([[1, 0, NAN, NAN], [1, 0, NAN, NAN], [1, 0, 0, 0], [0, 1, NAN, NAN]], np.float32)
+    row = {}
+    _add_healthy_eyes_without_finding(row, _no_finding(model, outputs), targets, np.ones(4, bool), model.config)
+    assert row["healthy_eyes_without_finding"] == pytest.approx(2 / 3)

@@ -166,6 +166,7 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
 
     outputs, features = end_to_end(out, [p for p, _, _ in photos], progress=not args.quiet)
     distance = _distances(model, features)
+    no_finding = _no_finding(model, outputs)
     nan = np.nan
     targets = np.stack([np.atleast_1d(np.asarray(t if t is not None else nan, np.float32)) for _, t, _ in photos])
     task_targets = targets if cfg.task == "multilabel" else targets[:, 0]
@@ -178,12 +179,14 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     metrics["test"], cm = card_metrics(cfg.task, labels, outputs[pooled], task_targets[pooled], cfg.grade_cutoffs,
                                        thresholds)
     _add_unlike_training_share(metrics["test"], distance, pooled, cfg)
+    _add_healthy_eyes_without_finding(metrics["test"], no_finding, task_targets, pooled, cfg)
     for source in sorted(set(sources)):
         keep = np.array([s == source for s in sources])
         key = f"test: {source}" + ("" if source in trained_on else " (not trained on)")
         metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], cfg.grade_cutoffs,
                                         thresholds)
         _add_unlike_training_share(metrics[key], distance, keep, cfg)
+        _add_healthy_eyes_without_finding(metrics[key], no_finding, task_targets, keep, cfg)
         if cm is not None:
             confusion[key] = cm
     for other, data, fmt in args.leave_out:
@@ -251,6 +254,33 @@ def _add_unlike_training_share(row: dict[str, Any], distance: np.ndarray | None,
     the training ones; more for a source the model never saw)."""
     if distance is not None and keep.any():
         row["unlike_training_share"] = float((distance[keep] > cfg.ood["threshold"]).mean())
+
+
+def _no_finding(model: Any, outputs: np.ndarray) -> np.ndarray | None:
+    """Per photo: the model's decided answer (``FundusNet.decide``, the app's rule) holds no disease label;
+    None for a model without a no-disease label."""
+    import torch
+
+    from zoo.model import no_disease_index
+
+    k = no_disease_index(model.config.labels) if model.config.task == "multilabel" else None
+    if k is None:
+        return None
+    decided = model.decide(torch.from_numpy(np.asarray(outputs, np.float32))).numpy()
+    return ~np.delete(decided, k, axis=1).any(1)
+
+
+def _add_healthy_eyes_without_finding(row: dict[str, Any], no_finding: np.ndarray | None, targets: np.ndarray,
+                                      keep: np.ndarray, cfg: Any) -> None:
+    """Specificity per eye: of the healthy eyes (the no-disease label is 1), the share whose answer holds no
+    lesion or disease label at all."""
+    from zoo.model import no_disease_index
+
+    if no_finding is None:
+        return
+    healthy = keep & (np.nan_to_num(targets[:, no_disease_index(cfg.labels)], nan=0.0) == 1)
+    if healthy.any():
+        row["healthy_eyes_without_finding"] = float(no_finding[healthy].mean())
 
 
 def _card_row(row: Any, task: str) -> Any:
