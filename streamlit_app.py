@@ -193,6 +193,7 @@ def main() -> None:
         return
     for note in present.warnings_of(analysis):
         st.warning(note)
+    st.markdown(present.main_result(analysis), unsafe_allow_html=True)  # the Gradio page's main result line
 
     left, right = st.columns([1, 2])
     with left:

@@ -27,6 +27,7 @@ CSS = """
 #main-result .answer { font-weight: 700; }
 #main-result .model { color: var(--body-text-color-subdued); }
 #main-result .low-resolution { color: #b45309; }
+#main-result .unlike-training { color: #b45309; font-weight: 600; }
 #main-result .known { font-size: 0.9rem; margin-top: 4px; }
 #main-result .credit { color: var(--body-text-color-subdued); }
 #examples .grid-wrap { height: auto !important; max-height: none !important; min-height: 0 !important;
@@ -185,14 +186,38 @@ def low_resolution_note(analysis) -> str:
             f"(enlarged {size / side:.1f}×): fine lesions may be lost")
 
 
+def unlike_training_caution() -> str:
+    """The main result's caution for a photo unlike the model's training photos (``zoo.ood``)."""
+    from zoo.ood import CAUTION
+
+    return f"⚠️ {CAUTION}"
+
+
+def unlike_training_details(analysis) -> str:
+    """The unlike-training check for the details: the photo's feature distance against the model's threshold ('' for
+    a model without a reference)."""
+    unlike = analysis.unlike_training
+    if unlike is None:
+        return ""
+    from zoo.ood import CAUTION
+
+    far = unlike["unlike_training"]
+    return (f"**Unlike-training check** — feature distance {unlike['distance']:.2f} {'>' if far else '≤'} threshold "
+            f"{unlike['threshold']:.2f}: {CAUTION if far else 'like the training photos'} (the target layer's pooled "
+            "features against the training photos', zoo.ood)")
+
+
 def main_result(analysis, example=None) -> str:
-    """The page's main result as HTML: one line (the answer, its uncertainty, a low-resolution note), and for an
-    example photo a second, smaller line with what its data set says about it."""
+    """The page's main result as HTML: one line (the answer, its uncertainty, a low-resolution note, the caution for
+    a photo unlike the training photos), and for an example photo a second, smaller line with what its data set
+    says about it."""
     answer, detail = answer_line(analysis.prediction)
     parts = [f'<span class="answer">{html.escape(answer)}</span>', f'<span class="detail">{html.escape(detail)}</span>']
     note = low_resolution_note(analysis)
     if note:
         parts.append(f'<span class="low-resolution">⚠️ {html.escape(note)}</span>')
+    if analysis.unlike_training and analysis.unlike_training["unlike_training"]:
+        parts.append(f'<span class="unlike-training">{html.escape(unlike_training_caution())}</span>')
     model = html.escape(analysis.model_key)
     text = f'<div class="main-line"><span class="model">{model}:</span> ' + " · ".join(parts) + "</div>"
     if example is not None:
@@ -239,8 +264,10 @@ def preprocessing_markdown(analysis, file_note: str = "") -> str:
     crop = "off" if not cfg.fov_crop else f"{tuple(int(v) for v in pre.crop_box)} in photo pixels"
     size = pre.image.shape[0]
     graham = " · local average colour subtracted (Graham)" if getattr(cfg, "graham", False) else ""
-    return (f"**Preprocessing** — file: {file_note or 'photo'} · field of view: {fov} · crop: {crop} · "
+    text = (f"**Preprocessing** — file: {file_note or 'photo'} · field of view: {fov} · crop: {crop} · "
             f"CLAHE: {clahe}{graham} · input {size}×{size} px")
+    unlike = unlike_training_details(analysis)
+    return f"{text}\n\n{unlike}" if unlike else text
 
 
 def prediction_title(analysis) -> str:

@@ -246,7 +246,7 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
         PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
         ValueError, TypeError: the model cannot explain the target.
     """
-    from explain.pipeline import analyse, load
+    from explain.pipeline import analyse, load, unlike_training_warning
     from explain.views import render
     from fundus import NotFundusError
     from zoo.predict import _result as prediction_of  # the same record as `python -m zoo predict --json`
@@ -288,6 +288,12 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
     explained = [labels[i] if config.task != "grade-regression" and i < len(labels) else str(i)
                  for i in explanation.targets[0]]
     prediction = prediction_of(model, explanation.outputs[0].detach().float().cpu(), str(image), pre.warnings)
+    if analysis.unlike_training is not None:  # as python -m zoo predict reports it
+        prediction["unlike_training"] = analysis.unlike_training
+    caution = unlike_training_warning(analysis.unlike_training)
+    if caution:
+        prediction["warnings"].append(caution)
+        print(f"warning: {image}: {caution}", file=sys.stderr)
     record = {
         "image": str(image),
         "model": {"source": args.model, "revision": args.revision, "name": config.name, "arch": config.arch,

@@ -114,6 +114,7 @@ class Explainer:
         *,
         fov_mask=None,
         methods: Iterable[str] | None = None,
+        pooled: Sequence[str] = (),
     ) -> "Explanation":
         """Run the model once and capture what the asked-for methods need.
 
@@ -126,6 +127,8 @@ class Explainer:
                 and normalised inside it.
             methods: registered method names to prepare (default all); only the backward passes their needs
                 call for run (no guided backward without a method that needs input gradients).
+            pooled: names of (B, K, h, w) layers whose outputs, averaged over space, are kept too
+                (``Explanation.pooled``), from the same forward pass: the target layer's are the captured ones.
 
         Returns:
             An ``Explanation``.
@@ -143,6 +146,9 @@ class Explainer:
         wanted = tuple(dict.fromkeys(canonical_method(m) for m in (methods or method_names())))
         target = as_target(target)
         fov = _fov_tensor(fov_mask, x.shape[0], tuple(x.shape[-2:]))
+        pooled = tuple(dict.fromkeys(pooled))
+        for name in pooled:
+            _check_layer(self.model, name)
         if self.model.training:
             warnings.warn("explaining a model in training mode (dropout, batch statistics); call model.eval()", stacklevel=2)
         unavailable = {m: f"no low_layer configured: {get_method(m).title} needs a low and a high layer"
@@ -152,7 +158,7 @@ class Explainer:
         grad_layers = {"high": self.target_layer} if needs.HIGH_GRADIENTS in wanted_needs else {}
         if needs.LOW_GRADIENTS in wanted_needs:
             grad_layers["low"] = self.low_layer
-        layers = list(dict.fromkeys([self.target_layer, *grad_layers.values()]))
+        layers = list(dict.fromkeys([self.target_layer, *grad_layers.values(), *pooled]))
         device = _device_of(self.model, x)
         state = GuidedState()
         need_grad = need_guided or bool(grad_layers)  # CAM alone needs no backward, hence no graph
@@ -169,6 +175,7 @@ class Explainer:
                 if name not in capture.outputs:
                     raise ValueError(f"layer {name!r} was not called during the forward pass")
             captured = {key: capture.outputs[name] for key, name in (("high", self.target_layer), *grad_layers.items())}
+            pooled_features = {name: capture.outputs[name].detach().float().mean(dim=(2, 3)) for name in pooled}
             probs = probabilities(self.model, out.detach(), self.task)
             targets = target.resolve(TargetContext(out.detach(), probs, self.task, self.thresholds, self.model))
             selectors = _one_hot_rows(targets, out.shape)
@@ -194,6 +201,7 @@ class Explainer:
             probabilities=probs,
             targets=targets,
             activations={k: v.detach() for k, v in captured.items()},
+            pooled=pooled_features,
             gradients={k: v.detach() for k, v in gradients.items()},
             guided_gradients=None if guided is None else guided.detach(),
             cam_kind=self.cam,
@@ -232,6 +240,7 @@ class Explanation:
         inputs: (B, 3, H, W) the input. outputs / probabilities: (B, C).
         targets: the explained classes, one list per image.
         activations: {"high", "low"?: (B, K, h, w)}.
+        pooled: {layer: (B, K)} the spatially averaged outputs of the layers asked for with ``pooled``.
         gradients: {"high"?, "low"?: (R, B, K, h, w)}; row r holds each image's r-th target.
         guided_gradients: (R, B, 3, H, W) guided-backprop input gradients, or None (not needed).
         cam_kind / cam_weights: "linear" (weights (C, K)), "score_map" or None.
@@ -245,6 +254,7 @@ class Explanation:
     probabilities: torch.Tensor
     targets: list[list[int]]
     activations: dict[str, torch.Tensor]
+    pooled: dict[str, torch.Tensor]
     gradients: dict[str, torch.Tensor]
     guided_gradients: torch.Tensor | None
     cam_kind: str | None

@@ -9,6 +9,10 @@ all go through it, so the command a downloaded view records draws the page's pic
     view = render(analysis, ViewParams.from_config(model.config))
     view.grid()                                         # the panels and the enlarged θ crop, titled
 
+A model shipped with an unlike-training reference (``zoo.ood``) gets its verdict on the photo from the same pass:
+the distance of the target layer's pooled features, which the Explainer captures anyway, to the training photos'
+(``Analysis.unlike_training``, also ``prediction["unlike_training"]`` as ``zoo.predict`` reports it).
+
 Decisions are the model's own (``zoo.model.FundusNet.decide``): a no-disease label ("healthy", "normal", "No DR")
 and the disease labels never both stand. Regions (θ crop, τ lesion mask, outlines) are drawn only for disease
 labels (``Analysis.region_labels``), and for a target the model chose (``Target.decided_only``) only for the
@@ -100,6 +104,7 @@ class Analysis:
     target: Target  # what was explained
     request: str  # the target in the caller's words (the app's menu value, the command line's --target)
     timings: dict[str, float]
+    unlike_training: dict[str, Any] | None = None  # zoo.ood.assess of this photo; None: the model has no reference
     _maps: dict[float, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _by_label: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
@@ -215,18 +220,59 @@ def analyse(rgb: np.ndarray, model, target: Target | Any = "predicted", *, metho
     pre = preprocess(rgb, config)
     timings["preprocess"] = time.perf_counter() - start
     start = time.perf_counter()
+    layer = ood_layer(model)
     with lock or nullcontext(), Explainer(model) as explainer:  # hooks are per call
         explanation = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask,
-                                        methods=methods or panel_methods("main") + panel_methods("optional"))
+                                        methods=methods or panel_methods("main") + panel_methods("optional"),
+                                        pooled=(layer,) if layer else ())
     timings["explain"] = time.perf_counter() - start
     prediction = summarise(config, _as_numpy(explanation.probabilities[0]), _as_numpy(model.decide(explanation.outputs)[0]))
+    unlike = unlike_training(model, explanation)
+    if unlike is not None:
+        prediction["unlike_training"] = unlike
     photo, scale = _display_copy(rgb)
     return Analysis(key=key, model_key=model_key or config.name, config=config, photo=photo, photo_scale=scale,
                     pre=pre, explanation=explanation, prediction=prediction, target=target, request=request,
-                    timings=timings)
+                    timings=timings, unlike_training=unlike)
 
 
-__all__ = ["Analysis", "View", "ViewParams", "analyse", "load", "render", "summarise"]
+def ood_layer(model) -> str | None:
+    """The layer of a model's unlike-training reference (``zoo.ood``; as ``zoo.ood.pooled_features`` picks it), or
+    None when the model has none."""
+    from zoo import ood
+
+    if getattr(model, "config", None) is None or ood.reference_of(model) is None:
+        return None
+    return model.config.ood.get("layer") or model.config.target_layer
+
+
+def unlike_training(model, explanation: Explanation, image: int = 0) -> dict[str, Any] | None:
+    """How unlike the model's training photos an explained photo is (``zoo.ood.assess``: distance, threshold,
+    ``unlike_training``), from the explanation's own pooled features: no second forward. None without a reference.
+
+    Raises:
+        ValueError: the explanation was made without the reference layer's pooled features.
+    """
+    from zoo import ood
+
+    layer = ood_layer(model)
+    if layer is None:
+        return None
+    if layer not in explanation.pooled:
+        raise ValueError(f"the explanation has no pooled features of {layer!r}: explain with pooled=({layer!r},)")
+    return ood.assess(model, explanation.pooled[layer])[image]
+
+
+def unlike_training_warning(unlike: dict[str, Any] | None) -> str:
+    """The warning ``zoo.predict`` adds for a photo unlike the training photos ('' when it is not, or no verdict)."""
+    from zoo.ood import CAUTION
+
+    if not unlike or not unlike["unlike_training"]:
+        return ""
+    return f"This photo is {CAUTION} (feature distance {unlike['distance']:.2f} > {unlike['threshold']:.2f})."
+
+
+__all__ = ["Analysis", "View", "ViewParams", "analyse", "load", "render", "summarise", "unlike_training"]
 
 
 def _label(config, index: int) -> str:

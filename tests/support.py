@@ -156,3 +156,41 @@ def page_config(url: str) -> str:
     """The page's /config (what a browser gets on load), as text."""
     with urllib.request.urlopen(url.rstrip("/") + "/config", timeout=10) as response:
         return json.dumps(json.loads(response.read().decode()))
+
+
+def make_referenced_model(folder: Path, name: str = "tiny-ood") -> Path:
+    """A tiny multi-label model (64 px input) with an unlike-training reference (``zoo.ood``) fitted on generated
+    fundus photos of ``SIZE`` px (``unlike_photo`` is far from them, ``make_fundus`` photos are not)."""
+    import warnings
+
+    import torch
+    import zoo
+    from fundus import make_fundus, preprocess
+    from zoo.ood import fit_reference, pooled_features
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = zoo.create_model("efficientnet_lite0", task="multilabel", labels=["Normal", "Diabetes"],
+                                 pretrained=False, head="gap_linear", input_size=64, name=name).eval()
+
+    def features(seeds) -> np.ndarray:
+        with torch.no_grad(), pooled_features(model) as found:
+            for seed in seeds:
+                model(preprocess(make_fundus(SIZE, seed=seed)[0], model.config).tensor)
+        return torch.cat(found).numpy()
+
+    fit_reference(model, features(range(30)), features(range(30, 50)), quantile=0.99)
+    model.save_pretrained(folder / name)
+    return folder / name
+
+
+def unlike_photo(folder: Path, seed: int) -> Path:
+    """A generated fundus photo with its red and green channels swapped: still a fundus photograph to the fundus
+    check, but unlike the (red) photos ``make_referenced_model``'s reference was fitted on."""
+    from fundus import make_fundus
+
+    rgb = make_fundus(SIZE, seed=seed)[0][..., [1, 0, 2]]
+    path = folder / f"unlike-{seed}.png"
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path)
+    return path
