@@ -3,7 +3,7 @@
     python -m explain MODEL IMAGE [IMAGE ...] [--target predicted] [--methods cam,gradcam,guided-gradcam,gmsm]
                       [--theta 128] [--tau 0.6] [--t 1.0] [--alpha 0.5] [--colormap jet] [--no-outlines] --out DIR
     python -m explain evaluate MODEL --data DIR --format idrid-seg|yolo --lesions HE,EX[,MA,SE] [--json]
-                      [--html REPORT.html | --out DIR]
+                      [--split all|train|val|test] [--tau TAU] [--html REPORT.html | --out DIR]
 
 Each photo's outputs in ``--out`` are prefixed with its name (``eye_cam.npy``, ``eye_panel.png``,
 ``eye_prediction.json`` …), so photos never overwrite each other. The pictures are drawn by the one pipeline
@@ -13,6 +13,14 @@ target, methods and controls. The view's flags (``--theta``, ``--tau``, ``--t``,
 (``fundus.check_fundus``) first: one that is not a fundus photograph, or cannot be read, gets no
 prediction and no maps, the reason on stderr, and the exit status is 3 at the end (0 when every photo
 was explained; 2 for a bad argument or model). ``evaluate`` writes its HTML report only where asked.
+
+``evaluate --split test`` (or train, val) scores the photos ``python -m zoo evaluate --split test`` evaluates: the
+project's per-source split by patient (``fundus.datasets.train_val_test_split``, stratified by the photos' targets in
+the model's labels, through ``zoo.evaluate.load_items``). Where the model's labels say nothing about the data set's
+photos (a DR grader on lesion boxes: ``zoo evaluate`` has nothing to score there) the same split is stratified by the
+data set's own labels. Where the photos carry the optic disc (``optic_disc`` boxes in a YOLO layout, IDRiD's OD masks),
+every method with τ region tools (GMSM's lesion patches, Guided Grad-CAM's outlines) and the baselines also get the
+share of their τ lesion patches whose centroid lies on the disc, and the share of photos with such a patch.
 """
 from __future__ import annotations
 
@@ -28,9 +36,11 @@ import numpy as np
 from explain.controls import CONTROLS
 from explain.explainer import Explainer
 from explain.methods import canonical_method, method_names, panel_methods
-from explain.metrics import DEFAULT_TAUS, LocalisationSummary, boxes_to_mask, centred_gaussian, uniform_map
+from explain.metrics import (DEFAULT_TAUS, OPTIC_DISC, LocalisationSummary, boxes_to_mask, centred_gaussian,
+                             uniform_map)
 from explain.overlay import overlay, save_png
 from explain.targets import Classes, Decided, Predicted, Target
+from fundus.datasets.splits import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 
 DEFAULT_CLI_METHODS = ",".join(m.replace("_", "-") for m in panel_methods("main"))
 # YOLO class names (diaretdb1-boxes retinal.names and common variants) -> lesion codes.
@@ -40,7 +50,11 @@ YOLO_LESION_CODES = {
     "microaneurysms": "MA", "microaneurysm": "MA",
     "soft_exudates": "SE", "soft_exudate": "SE", "cotton_wool_spots": "SE",
 }
+# YOLO class names of the optic disc (idrid-grading-boxes and diaretdb1-boxes: class 0 optic_disc).
+OPTIC_DISC_NAMES = ("optic_disc", "optic disc", "opticdisc", "od")
+TAU_REGIONS = frozenset({"lesions", "outlines"})  # region tools drawn at τ (GMSM's lesion patches, the outlines)
 BASELINES = ("baseline-gaussian", "baseline-uniform")
+SPLITS = ("all", "train", "val", "test")
 SKIPPED_STATUS = 3  # some photos were not explained (unreadable, or not fundus photographs)
 REPORT_NAME = "explain-evaluate.html"  # the report's name inside ``evaluate --out DIR``
 
@@ -128,12 +142,21 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default="predicted", help="target as in 'python -m explain' (default predicted)")
     parser.add_argument("--t", type=float, default=None, help="GMSM gate t (default the model's)")
     parser.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in pixels (default 15)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--split", default="all", choices=SPLITS,
+                        help="all (default) | train | val | test: the photos python -m zoo evaluate --split scores "
+                             "(each source split by patient as training splits it)")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="with --split train/val/test")
+    parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION, help="with --split train/val/test")
+    parser.add_argument("--seed", type=int, default=SPLIT_SEED, help="with --split train/val/test")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="τ of the lesion patches scored on the optic disc (default the model's)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N photos (of the --split part)")
     parser.add_argument("--html", "--report", dest="html", type=Path, default=None,
                         help="write the plotly HTML report (IoU vs τ) to this path (--report: the same)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"write the HTML report into this folder as {REPORT_NAME} (when --html is not given)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object {method: {lesion: {...}}}")
+    parser.add_argument("--json", action="store_true",
+                        help=f"print one JSON object {{method: {{lesion: {{...}}, '{OPTIC_DISC}': {{...}}}}}}")
     parser.add_argument("--revision", default=None, help="hub revision of MODEL")
     return parser
 
@@ -343,11 +366,59 @@ def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
     return pre.to_model(full, threshold=0.25)
 
 
+def optic_disc_truth(sample, fmt: str, pre) -> np.ndarray | None:
+    """The optic disc in the model's frame (its ``optic_disc`` boxes, or IDRiD's OD mask, through the photo's crop +
+    resize); None when the photo has no disc annotation."""
+    if fmt == "idrid-seg":
+        path = (sample.masks or {}).get("OD")
+        if path is None:
+            return None
+        from fundus.datasets.idrid_seg import load_mask
+
+        return pre.to_model(load_mask(path))
+    boxes = [box[1:] for box in sample.boxes or [] if box[0].strip().lower() in OPTIC_DISC_NAMES]
+    return pre.to_model(boxes_to_mask(boxes, pre.original_shape[:2])) if boxes else None
+
+
+def split_samples(args: argparse.Namespace, dataset, config) -> tuple[list, str]:
+    """The photos of ``--split`` (in the data set's order) and how the part was drawn.
+
+    train / val / test are the photos ``python -m zoo evaluate --split`` scores (``zoo.evaluate.load_items``: each
+    source split by patient, stratified by the photos' targets in the model's labels). Where no photo has a target
+    in the model's labels (``zoo evaluate`` scores nothing there), the same split is stratified by the data set's
+    own labels.
+
+    Raises:
+        ValueError: invalid fractions.
+    """
+    if args.split == "all":
+        return list(dataset.samples), "all photos"
+    from fundus.datasets import train_val_test_split
+    from fundus.datasets.labels import sample_target
+    from zoo.evaluate import build_parser, load_items
+
+    fractions = dict(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    if not any(sample_target(s, dataset, config.labels, config.task) is not None for s in dataset.samples):
+        part = train_val_test_split(dataset.samples, **fractions)[args.split]
+        chosen = {Path(s.image) for s in part}
+        how = "by the data set's own labels (the model's labels do not apply to its photos)"
+    else:
+        query = build_parser().parse_args([
+            str(args.model), "--data", str(args.data), "--format", args.format, "--split", args.split,
+            "--val-fraction", str(args.val_fraction), "--test-fraction", str(args.test_fraction), "--seed", str(args.seed)])
+        chosen = {Path(item.image) for item in load_items(query, config)}
+        how = "as python -m zoo evaluate"
+    return ([s for s in dataset.samples if Path(s.image) in chosen],
+            f"the {args.split} part (per source, by patient: val {args.val_fraction:g}, test {args.test_fraction:g}, "
+            f"seed {args.seed}; {how})")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """The data-set command (see ``_evaluate_parser``)."""
     from tqdm import tqdm
 
     import zoo
+    from explain.methods import get_method
     from fundus import load_image, preprocess
     from fundus.datasets import load_dataset
 
@@ -359,10 +430,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--lesions takes MA, HE, EX, SE; got {args.lesions!r}")
         model = zoo.load(args.model, revision=args.revision, device="cpu")
         target = parse_target(args.target, list(model.config.labels))
+        tau = float(model.config.tau if args.tau is None else args.tau)
+        if not 0 <= tau <= 1:
+            raise ValueError(f"--tau must be in [0, 1], got {tau}")
         dataset = load_dataset(args.format, args.data)
+        samples, part = split_samples(args, dataset, model.config)
     except (ValueError, OSError) as error:
         return _fail(str(error))
-    samples = dataset.samples[: args.limit] if args.limit else dataset.samples
+    samples = samples[: args.limit] if args.limit else samples
+    on_disc = [m for m in methods if TAU_REGIONS & get_method(m).regions] + list(BASELINES)
     explainer = Explainer(model)
     summary = LocalisationSummary(taus=DEFAULT_TAUS, tolerance=args.tolerance)
     skipped = 0
@@ -382,23 +458,65 @@ def run_evaluate(args: argparse.Namespace) -> int:
             truth = lesion_truth(sample, lesion, args.format, pre)
             for name, saliency in maps.items():
                 summary.add(name, lesion, saliency, truth, pre.fov_mask)
+        disc = optic_disc_truth(sample, args.format, pre)
+        if disc is not None:
+            for name in (m for m in on_disc if m in maps):
+                summary.add_optic_disc(name, maps[name], disc, tau=tau, fov_mask=pre.fov_mask)
     result = summary.result()
+    scored = len(samples) - skipped
+    described = f"{scored} photo{'' if scored == 1 else 's'}: {part}"
     report = args.html if args.html is not None else (args.out / REPORT_NAME if args.out is not None else None)
     if report is not None:  # only where asked: never into the working directory by default
-        write_report(summary, report, title=f"{model.config.name} on {args.data.name} ({args.format})")
+        write_report(summary, report, title=f"{model.config.name} on {args.data.name} ({args.format}, {args.split})",
+                     note=described)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{'method':<20} {'lesion':<6} {'images':>6} {'PG':>6} {'EPG':>6} {'IoU':>6} {'Dice':>6} {'best τ':>6}")
-        for method, per_lesion in result.items():
-            for lesion, row in per_lesion.items():
-                print(f"{method:<20} {lesion:<6} {row['images']:>6} {row['pointing_game']:>6.3f} "
-                      f"{row['energy_pointing_game']:>6.3f} {row['best_iou']:>6.3f} {row['best_dice']:>6.3f} {row['best_tau']:>6.2f}")
+        print(described)
+        print(result_table(result))
         notes = [f"report: {report}" if report is not None else "no HTML report (--html PATH or --out DIR)"]
         if skipped:
             notes.append(f"{skipped} unreadable images skipped")
         print("; ".join(notes))
     return 0
+
+
+LESION_COLUMNS = ("method", "lesion", "images", "PG", "EPG", "IoU", "Dice", "best τ")
+DISC_COLUMNS = ("method", "τ", "photos", "patches", "on disc", "patch share", "photo share")
+
+
+def result_rows(result: dict) -> tuple[list[tuple], list[tuple]]:
+    """``LocalisationSummary.result`` as table rows: (the lesion rows, the optic-disc rows), in ``LESION_COLUMNS`` /
+    ``DISC_COLUMNS`` order, numbers formatted."""
+    def share(value) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    lesion_rows, disc_rows = [], []
+    for method, rows in result.items():
+        for lesion, row in rows.items():
+            if lesion == OPTIC_DISC:
+                disc_rows.append((method, f"{row['tau']:.2f}", row["photos"], row["patches"], row["patches_on_disc"],
+                                  share(row["patch_share"]), share(row["photo_share"])))
+            else:
+                lesion_rows.append((method, lesion, row["images"], *(f"{row[k]:.3f}" for k in (
+                    "pointing_game", "energy_pointing_game", "best_iou", "best_dice")), f"{row['best_tau']:.2f}"))
+    return lesion_rows, disc_rows
+
+
+def result_table(result: dict) -> str:
+    """The text output: one line per (method, lesion), then the optic-disc measure where the photos carry the disc."""
+    lesion_rows, disc_rows = result_rows(result)
+    lines = [_text_row(LESION_COLUMNS, 6)] + [_text_row(row, 6) for row in lesion_rows]
+    if disc_rows:
+        lines += ["", "optic disc: τ lesion patches whose centroid lies on the disc (patch share: of all patches; "
+                      "photo share: photos with at least one)", _text_row(DISC_COLUMNS, 11)]
+        lines += [_text_row(row, 11) for row in disc_rows]
+    return "\n".join(lines)
+
+
+def _text_row(cells, width: int) -> str:
+    first, *rest = (str(c) for c in cells)
+    return f"{first:<20} " + " ".join(f"{c:>{width}}" for c in rest)
 
 
 def report_figure(summary: LocalisationSummary, title: str):
@@ -433,9 +551,30 @@ def report_figure(summary: LocalisationSummary, title: str):
     return figure
 
 
-def write_report(summary: LocalisationSummary, path: Path, title: str) -> Path:
-    """Write ``report_figure`` as HTML (plotly.js inlined: works offline)."""
+def write_report(summary: LocalisationSummary, path: Path, title: str, note: str = "") -> Path:
+    """Write the HTML report: ``report_figure`` (plotly.js inlined: works offline), then the tables of the text
+    output (pointing game, energy pointing game, best IoU / Dice per method and lesion, baselines included; the
+    optic-disc measure). ``note``: a line under the title (which photos)."""
+    import html
+
+    def table(columns, rows) -> str:
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    lesion_rows, disc_rows = result_rows(summary.result())
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(note)}</p>" if note else "",
+             report_figure(summary, title).to_html(full_html=False, include_plotlyjs=True),
+             "<h2>Pointing game (PG), energy pointing game (EPG), best-τ IoU and Dice</h2>",
+             table(LESION_COLUMNS, lesion_rows)]
+    if disc_rows:
+        parts += ["<h2>Optic disc</h2><p>τ lesion patches (paper 004 eq. 4) whose centroid lies on the optic disc: "
+                  "patch share of all patches, photo share of the photos with at least one.</p>",
+                  table(DISC_COLUMNS, disc_rows)]
+    style = ("body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+             "th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    report_figure(summary, title).write_html(str(path), include_plotlyjs=True)
+    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                    f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n", encoding="utf-8")
     return path

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from explain.regions import normalise_map
+from explain.regions import lesion_mask, normalise_map
 
 DEFAULT_TAUS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
+OPTIC_DISC = "optic_disc"  # the optic-disc row of a method in ``LocalisationSummary.result``
 
 
 def _pair(saliency, gt_mask, fov_mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,9 +112,7 @@ def iou_dice_sweep(saliency, gt_mask, *, taus: Sequence[float] = DEFAULT_TAUS, f
         raise ValueError("taus must be a non-empty list of thresholds in [0, 1]")
     if not truth.any():
         return None
-    inside = values[fov]
-    if inside.size and inside.min() == inside.max() and inside.max() > 0:
-        # A constant non-zero map (the uniform baseline) marks the whole field at every τ.
+    if _constant(values, fov):  # the uniform baseline marks the whole field at every τ
         predicted = np.broadcast_to(fov, (taus.size, *fov.shape))
     else:
         predicted = normalise_map(values, fov)[None] > taus[:, None, None]
@@ -123,6 +122,44 @@ def iou_dice_sweep(saliency, gt_mask, *, taus: Sequence[float] = DEFAULT_TAUS, f
     iou = overlap / (predicted_area + truth_area - overlap)
     dice = 2 * overlap / (predicted_area + truth_area)
     return TauSweep(taus=taus, iou=iou, dice=dice)
+
+
+def _constant(values: np.ndarray, fov: np.ndarray) -> bool:
+    """A constant non-zero map inside the field (the uniform baseline): its τ mask is the whole field, not empty."""
+    inside = values[fov]
+    return bool(inside.size) and inside.min() == inside.max() and inside.max() > 0
+
+
+def optic_disc_patches(saliency, disc_mask, *, tau: float, fov_mask=None) -> tuple[int, int] | None:
+    """How many lesion patches of a map's τ mask (paper 004 eq. 4, ``regions.lesion_mask``) lie on the optic disc.
+
+    A patch lies on the disc when its centroid falls inside the disc's annotation (a box, or a mask): a patch that
+    only grazes the disc does not count, one centred on it does. The uniform baseline's mask is the whole field of
+    view: one patch, centred on the field.
+
+    Args:
+        saliency: (H, W) map.
+        disc_mask: (H, W) bool optic disc (e.g. its box rasterised by ``boxes_to_mask``).
+        tau: the τ of the lesion mask (the model's ``config.tau``).
+        fov_mask: optional field of view; patches and the disc are restricted to it.
+
+    Returns:
+        (patches, patches on the disc); None when the disc is not in the field of view.
+
+    Raises:
+        ValueError: mismatched shapes, or τ outside [0, 1].
+    """
+    values, disc, fov = _pair(saliency, disc_mask, fov_mask)
+    if not disc.any():
+        return None
+    if _constant(values, fov):
+        ys, xs = np.nonzero(fov)
+        centroids = [(float(xs.mean()), float(ys.mean()))]
+    else:
+        centroids = [p.centroid for p in lesion_mask(values, tau, fov_mask=fov).patches]
+    height, width = disc.shape
+    on = sum(bool(disc[min(height - 1, int(round(y))), min(width - 1, int(round(x)))]) for x, y in centroids)
+    return len(centroids), on
 
 
 def boxes_to_mask(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
@@ -167,6 +204,7 @@ class LocalisationSummary:
         self.taus = np.asarray(taus, dtype=np.float64)
         self.tolerance = tolerance
         self._rows: dict[tuple[str, str], dict[str, list]] = {}
+        self._discs: dict[str, dict[str, float]] = {}
 
     def add(self, method: str, lesion: str, saliency, gt_mask, fov_mask=None) -> None:
         """Score one map against one lesion mask (images without that lesion are skipped)."""
@@ -179,9 +217,26 @@ class LocalisationSummary:
         row["iou"].append(sweep.iou)
         row["dice"].append(sweep.dice)
 
+    def add_optic_disc(self, method: str, saliency, disc_mask, *, tau: float, fov_mask=None) -> None:
+        """Count one map's τ lesion patches on the optic disc (``optic_disc_patches``; photos whose disc is not in
+        the field of view are skipped)."""
+        found = optic_disc_patches(saliency, disc_mask, tau=tau, fov_mask=fov_mask)
+        if found is None:
+            return
+        patches, on = found
+        row = self._discs.setdefault(method, {"tau": float(tau), "photos": 0, "patches": 0, "patches_on_disc": 0,
+                                              "photos_with_a_patch_on_disc": 0})
+        row["photos"] += 1
+        row["patches"] += patches
+        row["patches_on_disc"] += on
+        row["photos_with_a_patch_on_disc"] += int(on > 0)
+
     def result(self) -> dict[str, dict[str, dict[str, float]]]:
         """{method: {lesion: {"pointing_game", "energy_pointing_game", "best_iou", "best_tau",
-        "best_dice", "images"}}}; best τ is chosen on the mean IoU curve over the data set."""
+        "best_dice", "images"}}}; best τ is chosen on the mean IoU curve over the data set. A method scored on the
+        optic disc (``add_optic_disc``) also has an ``OPTIC_DISC`` row: "tau", "photos", "patches",
+        "patches_on_disc", "photos_with_a_patch_on_disc", "patch_share" (of all its τ patches, pooled over the
+        photos; None without a patch) and "photo_share" (of the photos)."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for (method, lesion), row in self._rows.items():
             iou = np.mean(row["iou"], axis=0)
@@ -195,6 +250,10 @@ class LocalisationSummary:
                 "best_dice": float(dice[best]),
                 "images": len(row["iou"]),
             }
+        for method, row in self._discs.items():
+            out.setdefault(method, {})[OPTIC_DISC] = {
+                **row, "patch_share": row["patches_on_disc"] / row["patches"] if row["patches"] else None,
+                "photo_share": row["photos_with_a_patch_on_disc"] / row["photos"]}
         return out
 
     def curves(self) -> dict[tuple[str, str], np.ndarray]:

@@ -13,14 +13,17 @@ from conftest import REPO, shared_dataset
 
 zoo = pytest.importorskip("zoo")
 fundus = pytest.importorskip("fundus")
-from explain.cli import lesion_truth, main  # noqa: E402
+from explain.cli import BASELINES as BASELINE_NAMES, lesion_truth, main  # noqa: E402
 
 SIZE = 64  # model input side: tiny, the test is about the command's mechanics
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    import torch
+
     folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(2)  # random weights that grade the test photo 'Moderate': a disease answer, so regions are drawn
     model = zoo.create_model("efficientnet_lite0", paper="003", pretrained=False, input_size=SIZE)
     model.save_pretrained(folder)
     return folder
@@ -200,7 +203,9 @@ def make_idrid(root, count=2):
     return root
 
 
-def make_yolo(root, count=2):
+def make_yolo(root, count=2, disc=None):
+    """A YOLO layout of generated photos with their lesion boxes; ``disc``: an optic_disc box (cx, cy, w, h),
+    normalised, in every photo."""
     images = root / "images"
     images.mkdir(parents=True)
     (root / "retinal.names").write_text("optic_disc\nhard_exudates\nhaemorrhage\n")
@@ -208,7 +213,7 @@ def make_yolo(root, count=2):
     for index in range(count):
         rgb, info = write_photo(images / f"{index:04d}.jpg", seed=10 + index)
         height, width = rgb.shape[:2]
-        lines = []
+        lines = [] if disc is None else ["0 " + " ".join(f"{v:.5f}" for v in disc)]
         for kind, x0, y0, x1, y1 in info["boxes"]:
             cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
             lines.append(f"{codes[kind]} {cx:.5f} {cy:.5f} {(x1 - x0) / width:.5f} {(y1 - y0) / height:.5f}")
@@ -285,3 +290,130 @@ def test_evaluate_on_two_real_idrid_images(model_dir, tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gradcam"]["EX"]["images"] == 2 and 0 <= result["gradcam"]["EX"]["best_iou"] <= 1
+
+
+# -- the optic disc and the split of `evaluate` ---------------------------------------------------------------------
+
+DISC = (0.3, 0.5, 0.14, 0.14)  # cx, cy, w, h: left of the centre, where a right eye's disc lies
+MIRRORED = (0.7, 0.5, 0.14, 0.14)  # the same box on the other side: no part of the disc
+
+
+def test_tau_patches_on_the_optic_disc():
+    from explain.metrics import boxes_to_mask, optic_disc_patches
+
+    disc = boxes_to_mask([(0.2, 0.4, 0.4, 0.6)], (100, 100))
+    on, off = np.zeros((100, 100), np.float32), np.zeros((100, 100), np.float32)
+    on[45:55, 25:35] = 1.0
+    off[45:55, 65:75] = 1.0
+    assert optic_disc_patches(on, disc, tau=0.5) == (1, 1)
+    assert optic_disc_patches(on + off, disc, tau=0.5) == (2, 1)
+    grazing = np.zeros((100, 100), np.float32)
+    grazing[45:55, 38:50] = 1.0  # overlaps the box's edge, centred outside it
+    assert optic_disc_patches(grazing, disc, tau=0.5) == (1, 0)
+    assert optic_disc_patches(np.ones((100, 100), np.float32), disc, tau=0.5) == (1, 0)  # the whole field, centred
+    fov = np.zeros((100, 100), bool)
+    fov[:, 50:] = True
+    assert optic_disc_patches(off, disc, tau=0.5, fov_mask=fov) is None  # the disc is outside the field
+
+
+@pytest.mark.parametrize("place, share", [(DISC, 1.0), (MIRRORED, 0.0)])
+def test_evaluate_reports_the_share_of_tau_patches_on_the_optic_disc(model_dir, tmp_path, capsys, monkeypatch,
+                                                                      place, share):
+    """The maps' energy placed on the optic_disc box (share 1) or on the mirrored box (share 0): text, JSON, HTML."""
+    from explain.explainer import Explanation
+    from explain.metrics import boxes_to_mask
+
+    data = make_yolo(tmp_path / "boxes", count=3, disc=DISC)
+    prepared = []
+    real_preprocess = fundus.preprocess
+    monkeypatch.setattr(fundus, "preprocess", lambda rgb, config: prepared.append(real_preprocess(rgb, config)) or prepared[-1])
+    cx, cy, w, h = place
+
+    def placed(self, t=None, **_):
+        pre = prepared[-1]
+        box = boxes_to_mask([(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)], pre.original_shape[:2])
+        return {m: pre.to_model(box).astype(np.float32) for m in self.methods}
+
+    monkeypatch.setattr(Explanation, "maps", placed)
+    common = ["evaluate", str(model_dir), "--data", str(data), "--format", "yolo", "--lesions", "HE,EX",
+              "--methods", "gradcam,gmsm,guided-gradcam", "--t", "0"]
+    assert main(common + ["--json", "--html", str(tmp_path / "r.html")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    disc = result["gmsm"]["optic_disc"]
+    assert disc["photos"] == 3 and disc["patches"] == 3 and disc["tau"] == zoo.load(str(model_dir)).config.tau
+    assert disc["patch_share"] == share and disc["photo_share"] == share
+    assert result["guided_gradcam"]["optic_disc"]["patch_share"] == share  # its outlines are τ patches too
+    assert "optic_disc" not in result["gradcam"]  # no region tool at τ
+    for baseline in ("baseline-gaussian", "baseline-uniform"):  # centred: never on a disc left of the centre
+        assert result[baseline]["optic_disc"]["photo_share"] == 0.0 and set(result[baseline]) >= {"HE", "EX"}
+    assert set(result["gmsm"]) == {"HE", "EX", "optic_disc"}
+    report = (tmp_path / "r.html").read_text()
+    assert "Optic disc" in report and f"<td>{share:.3f}</td>" in report and "baseline-gaussian" in report
+    assert main(common + ["--tau", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert "optic disc" in printed and "all photos" in printed
+    gmsm_row = next(line for line in printed.splitlines() if line.startswith("gmsm") and "0.30" in line.split()[1])
+    assert gmsm_row.split()[-2:] == [f"{share:.3f}"] * 2
+
+
+def lesion_model(folder):
+    model = zoo.create_model("efficientnet_lite0", paper="001", task="multilabel", pretrained=False, input_size=SIZE)
+    model.save_pretrained(folder)
+    return folder
+
+
+def evaluated_photos(monkeypatch, argv) -> list[str]:
+    """The photos ``python -m explain evaluate`` reads."""
+    read = []
+    real = fundus.load_image
+    monkeypatch.setattr(fundus, "load_image", lambda source: read.append(Path(source).name) or real(source))
+    assert main(argv) == 0
+    monkeypatch.setattr(fundus, "load_image", real)
+    return read
+
+
+def test_evaluate_split_test_scores_the_photos_zoo_evaluate_scores(tmp_path, capsys, monkeypatch):
+    import zoo.evaluate
+
+    model = lesion_model(tmp_path / "lesions")
+    data = make_yolo(tmp_path / "boxes", count=12)
+    scored = {}
+    real_collect = zoo.evaluate.collect_outputs
+
+    def collect(model, items, *args, **kwargs):
+        scored["zoo"] = sorted(Path(item.image).name for item in items)
+        return real_collect(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(zoo.evaluate, "collect_outputs", collect)
+    assert zoo.evaluate.main([str(model), "--data", str(data), "--format", "yolo", "--split", "test", "--json"]) == 0
+    common = ["evaluate", str(model), "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
+    tested = evaluated_photos(monkeypatch, common + ["--split", "test"])
+    assert sorted(tested) == scored["zoo"] and 0 < len(tested) < 12
+    assert "as python -m zoo evaluate" in capsys.readouterr().out
+    parts = {part: evaluated_photos(monkeypatch, common + ["--split", part]) for part in ("train", "val")}
+    assert not set(parts["train"]) & set(tested) and not set(parts["val"]) & set(tested)
+    assert sorted(parts["train"] + parts["val"] + tested) == [f"{i:04d}.jpg" for i in range(12)]
+    assert evaluated_photos(monkeypatch, common + ["--split", "test", "--limit", "1"]) == tested[:1]
+    other = evaluated_photos(monkeypatch, common + ["--split", "test", "--seed", "3", "--test-fraction", "0.4"])
+    assert len(other) > len(tested)  # zoo evaluate's --seed and --test-fraction
+
+
+def test_evaluate_split_of_a_model_whose_labels_do_not_apply(model_dir, tmp_path, capsys, monkeypatch):
+    """A DR grader on lesion boxes: zoo evaluate has no target to score; the split uses the data set's labels."""
+    data = make_yolo(tmp_path / "boxes", count=10)
+    common = ["evaluate", str(model_dir), "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
+    parts = {part: evaluated_photos(monkeypatch, common + ["--split", part]) for part in ("train", "val", "test")}
+    assert "by the data set's own labels" in capsys.readouterr().out
+    assert all(parts.values()) and sorted(sum(parts.values(), [])) == [f"{i:04d}.jpg" for i in range(10)]
+    assert main(common + ["--split", "test", "--test-fraction", "0.9"]) == 2  # val + test fractions over 1
+
+
+@pytest.mark.slow
+def test_evaluate_split_test_on_real_idrid_grading_boxes(model_dir, tmp_path, capsys):
+    root = shared_dataset("idrid-grading-boxes")
+    code = main(["evaluate", str(model_dir), "--data", str(root), "--format", "yolo", "--split", "test",
+                 "--methods", "gmsm", "--limit", "2", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    disc = result["gmsm"]["optic_disc"]
+    assert disc["photos"] == 2 and 0 <= disc["photo_share"] <= 1 and set(result) >= set(("gmsm",) + BASELINE_NAMES)
