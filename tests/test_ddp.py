@@ -51,7 +51,7 @@ def test_loop_under_torchrun_keeps_replicas_in_sync(tmp_path):
     script.write_text(LOOP_SCRIPT)
     out = tmp_path / "out"
     done = torchrun([str(script), str(out)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:] + "\nstdout:\n" + done.stdout[-2000:]
     # The two ranks share one stdout, so their lines can interleave: pick the JSON objects out by pattern.
     results = sorted((json.loads(m) for m in re.findall(r"RESULT (\{[^{}]*\})", done.stdout)),
                      key=lambda r: r["rank"])

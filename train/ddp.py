@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import atexit
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+
+BARRIER_AT_EXIT_S = 60  # how long a rank waits for its peers before leaving the group at exit
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,19 @@ def init_distributed(device: str | None = "auto") -> DistInfo:
 
 
 def _leave_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    # Every rank reaches this point before any of them tears its gloo pairs down: a rank that destroys its
+    # group while a peer is still talking to it can abort in gloo's threads (SIGABRT, seen under load in CI).
+    # The timeout keeps a rank whose peer has failed from waiting long at exit.
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=BARRIER_AT_EXIT_S))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # a peer has gone: leave anyway
+    dist.destroy_process_group()
 
 
 def cleanup(info: DistInfo) -> None:
