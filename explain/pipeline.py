@@ -265,11 +265,9 @@ def unlike_training(model, explanation: Explanation, image: int = 0) -> dict[str
 
 def unlike_training_warning(unlike: dict[str, Any] | None) -> str:
     """The warning ``zoo.predict`` adds for a photo unlike the training photos ('' when it is not, or no verdict)."""
-    from zoo.ood import CAUTION
+    from zoo.ood import warning
 
-    if not unlike or not unlike["unlike_training"]:
-        return ""
-    return f"This photo is {CAUTION} (feature distance {unlike['distance']:.2f} > {unlike['threshold']:.2f})."
+    return warning(unlike)
 
 
 __all__ = ["Analysis", "View", "ViewParams", "analyse", "load", "render", "summarise", "unlike_training"]

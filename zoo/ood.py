@@ -106,6 +106,14 @@ def fit_reference(model: nn.Module, train_features: np.ndarray, val_features: np
     return model.config.ood
 
 
+def warning(assessment: dict[str, Any] | None) -> str:
+    """The user-facing warning for one photo's assessment ('' when it is like the training photos, or none)."""
+    if not assessment or not assessment["unlike_training"]:
+        return ""
+    return (f"This photo is {CAUTION} (feature distance {assessment['distance']:.2f} > "
+            f"{assessment['threshold']:.2f}).")
+
+
 def assess(model: nn.Module, features: torch.Tensor) -> list[dict[str, Any]] | None:
     """Per photo: ``{"distance", "threshold", "unlike_training"}``; None when the model has no reference."""
     reference = reference_of(model)

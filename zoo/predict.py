@@ -89,8 +89,7 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
             result = _result(model, out, source, p.warnings)
             if assessed is not None:
                 result["unlike_training"] = assessed[k]
-                if assessed[k]["unlike_training"]:
-                    result["warnings"].append(f"This photo is {ood.CAUTION} (feature distance "
-                                              f"{assessed[k]['distance']:.2f} > {assessed[k]['threshold']:.2f}).")
+                if ood.warning(assessed[k]):
+                    result["warnings"].append(ood.warning(assessed[k]))
             results.append(result)
     return results
