@@ -401,7 +401,7 @@ class RfmidEnsembleRecipe(Recipe):
                 model.cpu()
                 logits.setdefault(group, []).append(out)
                 rows[f"validation, ablation: {group.upper()} {model.config.arch} fold {fold} alone"] = row(out, targets)
-        for group, outs in logits.items():
+        for group, outs in ((g, o) for g, o in logits.items() if len(o) > 1):  # one network: its row says it
             # The bagged mean of one structure, as fusion_ensemble averages its members' probabilities.
             probs = np.mean([1.0 / (1.0 + np.exp(-o)) for o in outs], axis=0).clip(1e-7, 1 - 1e-7)
             rows[f"validation, ablation: {group.upper()} bagged ({len(outs)} folds)"] = row(np.log(probs / (1 - probs)), targets)
