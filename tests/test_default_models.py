@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO, shared_dataset
 
-DEFAULTS = ("dr-grading", "dr-grade-classifier", "dr-lesions", "eye-diseases")
+DEFAULTS = ("dr-grading", "dr-grade-classifier", "dr-lesions", "eye-diseases", "eye-diseases-ensemble")
 ASSETS = REPO / "assets"
 LICENCE_WORDS = {  # data set -> a phrase its licence line must contain
     "srahim-dr600": "academic use",
@@ -23,7 +23,7 @@ LICENCE_WORDS = {  # data set -> a phrase its licence line must contain
     "idrid-grading-boxes": "CC BY-SA 4.0",
 }
 HEADLINE = {"dr-grading": "quadratic_kappa", "dr-grade-classifier": "quadratic_kappa", "dr-lesions": "auc_mean",
-            "eye-diseases": "auc_mean"}
+            "eye-diseases": "auc_mean", "eye-diseases-ensemble": "auc_mean"}
 # Shipped by `python -m train ship`: metrics on each data set's test patients, outputs in test_predictions.json.
 # Older models: the recipe's validation patients ("held-out"), outputs in heldout_predictions.json.
 PREDICTIONS = ("test_predictions.json", "heldout_predictions.json")
@@ -71,7 +71,11 @@ def test_model_card_names_data_licence_metric_and_command(name):
     folder = _shipped(name)
     config = ModelConfig.load(folder / "config.json")
     card = (folder / "README.md").read_text()
-    assert config.name == name and config.arch == "efficientnet_lite0"
+    assert config.name == name
+    # EfficientNet-Lite0 (the offline ImageNet weights), alone or as paper 000's two fused structures.
+    archs = [config.arch] if config.arch != "fusion_ensemble" else [config.arch_kwargs["g1_arch"],
+                                                                      config.arch_kwargs["g2_arch"]]
+    assert set(archs) == {"efficientnet_lite0"}
     assert config.pretrained.startswith("imagenet")
     assert "not for clinical use" in card.lower()
     assert "model-index" in card
@@ -172,3 +176,11 @@ def test_reproduces_stored_heldout_outputs_on_real_photos(models, name):
                 pytest.skip(f"{path} not present")
             out = model(preprocess(load_image(path), model.config).tensor)[0].numpy()
             np.testing.assert_allclose(out, p["output"], atol=2e-2, err_msg=p["path"])
+
+
+def test_every_paper_has_a_trained_shipped_model():
+    from zoo.config import ModelConfig
+    from zoo.papers import PAPERS
+
+    shipped = {ModelConfig.load(_shipped(name) / "config.json").paper for name in DEFAULTS}
+    assert shipped == set(PAPERS), f"papers without a shipped model: {sorted(set(PAPERS) - shipped)}"
