@@ -226,3 +226,19 @@ def test_healthy_eye_specificity_counts_eyes_whose_answer_holds_no_disease():
     row = {}
     _add_healthy_eyes_without_finding(row, _no_finding(model, outputs), targets, np.ones(4, bool), model.config)
     assert row["healthy_eyes_without_finding"] == pytest.approx(2 / 3)
+
+
+def test_help_shows_each_default_once():
+    import contextlib
+    import io
+
+    from train.recipes import get_recipe
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        get_recipe("odir").parse_args(["--help"])
+    text = " ".join(out.getvalue().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: 50)" in text  # paper 002's epochs, from argparse
+    # A flag whose help already says its default gets no second one from argparse.
+    assert "without official splits) (default" not in text and "or huggingface.co) (default" not in text

@@ -19,13 +19,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from zoo.helpformat import DefaultsHelpFormatter
+
 PREDICTIONS = "test_predictions.json"
 _CARD_KEYS = ("quadratic_kappa", "accuracy", "auc_macro", "auc_any_dr", "auc_referable_dr", "n_images")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train ship", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("run", type=Path, help="out folder of a `python -m train RECIPE` run")
     p.add_argument("--out", type=Path, required=True, help="the shipped model's folder, e.g. assets/dr-grading")
     p.add_argument("--name", default=None, help="model name (default: the folder name of --out)")

@@ -24,6 +24,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score, 
 from fundus.datasets.labels import (  # noqa: F401 - sample_target and the aliases are re-exported
     DR_GRADE_NAMES, LESION_ALIASES, REFERABLE_GRADE, any_dr, referable_dr, sample_target)
 from fundus.datasets.splits import PARTS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+from zoo.helpformat import DefaultsHelpFormatter
 
 GRADING_PAPERS = ("003", "004")
 
@@ -315,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m zoo evaluate",
         description="Evaluate a zoo model on a labelled data set: accuracy, precision/recall/F1 (micro, macro), "
                     "per-class AUC, sensitivity, specificity, quadratic weighted kappa (grading); ensembles per member.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("model", help="shipped model name, local folder or hub repo id")
     p.add_argument("--data", action="append", type=Path, required=True, help="data set folder (repeatable)")

@@ -61,6 +61,7 @@ from train.data import CachedImages, default_cache_dir, preprocess_all
 from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
 from train.loop import FitResult, LoopConfig, Stage, fit
 from train.metrics import Metric, accuracy_metric, micro_f1_metric
+from zoo.helpformat import DefaultsHelpFormatter
 
 RECIPES: dict[str, type["Recipe"]] = {}
 # --preprocessing choices: the enhancement step after the field-of-view crop (zoo.config.Preprocessing).
@@ -178,7 +179,7 @@ class Recipe:
         p = argparse.ArgumentParser(
             prog=f"python -m train {self.name}",
             description=f"{self.description} (paper {self.paper})" if self.paper else self.description,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=DefaultsHelpFormatter,
         )
         d = self.default
         p.add_argument("--data", action="append", type=Path, required=True,
