@@ -86,9 +86,9 @@ def test_model_card_names_data_licence_metric_and_command(name):
     chance = 0.0 if HEADLINE[name] == "quadratic_kappa" else 0.5  # better than chance; the goals are in docs/MODELS.md
     assert chance + 0.2 < headline <= 1.0
     assert f"{headline:.3f}"[:4] in card  # the measured number is in the card
-    # Trained by a recipe (`python -m train …`, then shipped) or by the cached-feature script; every step of
-    # the command is in scripts/train_defaults.sh, which retrains all three.
-    assert config.reproduce.startswith(("python -m train ", "python scripts/train_default_models.py "))
+    # Trained by a recipe (`python -m train …`), then shipped; every step of the command is in
+    # scripts/train_defaults.sh, which retrains them all.
+    assert config.reproduce.startswith("python -m train ")
     if "test" in config.metrics:  # shipped by `python -m train ship`: per data set, with confusion matrices
         assert " && python -m train ship " in config.reproduce
         for dataset in config.datasets:
@@ -154,6 +154,9 @@ def test_stored_outputs_give_the_reported_metrics(name):
         m = compute_metrics(stored["task"], out, tgt, stored["labels"], grade_cutoffs=config.grade_cutoffs)
         if HEADLINE[name] == "auc_mean":
             aucs = [v for v in m["auc_per_class"].values() if v is not None]
+            if not aucs:  # no label with both classes in this group: the card claims no AUC for it
+                assert "auc_mean" not in config.metrics[key], key
+                continue
             m["auc_mean"] = float(np.mean(aucs))
         assert m[HEADLINE[name]] == pytest.approx(config.metrics[key][HEADLINE[name]], abs=2e-3), key
 

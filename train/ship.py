@@ -67,7 +67,8 @@ def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.
     if task == "multilabel":
         out = {f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None}
         aucs = list(out.values())
-        out["auc_mean"] = float(np.mean(aucs)) if aucs else float("nan")
+        if aucs:  # none where no label has both classes here (e.g. only healthy eyes)
+            out["auc_mean"] = float(np.mean(aucs))
         out["n_images"] = m["n_images"]
         return out, None
     out = {k: m[k] for k in _CARD_KEYS if m.get(k) is not None}
