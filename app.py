@@ -6,33 +6,18 @@ from ``explain.methods``. Research tool, not a medical device: not for clinical 
 """
 from __future__ import annotations
 
-import logging
-import os
+from appcore import server
 
-# Offline by default: no analytics and no telemetry; set before gradio / huggingface_hub are imported.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# A server shares its CPU: idle OpenMP threads must sleep, not spin (2-thread torch ops slow down 10× otherwise).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from appcore import server  # noqa: E402 - imports nothing heavy
-
-server.bound_heaps()  # before the threads and the imports that allocate
+server.prepare_process()  # offline defaults and bounded heaps, before gradio and the imports that allocate
 
 import gradio as gr  # noqa: E402
 
 from appcore import presentation as present  # noqa: E402
-from appcore.gradio_widgets import handler, outputs_by_name, typed_dropdown, widget  # noqa: E402
-from appcore.page import (CONTROL_NAMES, DISPLAY_CONTROLS, MODEL_OUTPUTS, PHOTO_GONE, PHOTO_OUTPUTS, SKIP,  # noqa: E402,F401
-                          VIEW_OUTPUTS, Page)
-from appcore.server import server_address  # noqa: E402,F401 - tests and the Space read it from here
+from appcore.gradio_events import PageEvents  # noqa: E402
+from appcore.gradio_widgets import DELETE_CACHE, LAUNCH_OPTIONS, typed_dropdown, widget  # noqa: E402
+from appcore.page import CONTROL_NAMES, DISPLAY_CONTROLS, MODEL_OUTPUTS, PHOTO_OUTPUTS, VIEW_OUTPUTS, Page  # noqa: E402
 from explain.controls import CONTROLS  # noqa: E402
 from explain.methods import get_method, panel_methods  # noqa: E402
-
-NOTE_SECONDS = 20
-DELETE_CACHE = (600, 3600)  # every 10 minutes, Gradio's pictures and uploads older than an hour go
-# Gradio keeps each session's page values in memory (~0.5 MB; 10000 sessions by default): the newest 256.
-LAUNCH_OPTIONS = dict(max_file_size="20mb", css=present.CSS,  # fundus.load_image checks the size again
-                      state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
 
 
 def build_demo(models: list[str] | None = None, analyser=None, examples=None) -> gr.Blocks:
@@ -69,8 +54,9 @@ def build_demo(models: list[str] | None = None, analyser=None, examples=None) ->
                                                     elem_id="model-input", buttons=["fullscreen"])
                     named["chart"] = gr.Plot(label="Classification: the model's scores and thresholds",
                                              elem_id="chart", min_width=240)
-                upload = gr.File(label="Your own photo: drop a file here or click (JPEG, PNG, TIFF, BMP, WebP; "
-                                       "≤ 20 MB)", type="filepath", file_count="single", elem_id="photo-upload", height=100)
+                upload = gr.File(type="filepath", file_count="single", elem_id="photo-upload", height=100,
+                                 label="Your own photo: drop a file here or click (JPEG, PNG, TIFF, BMP, WebP; "
+                                       "≤ 20 MB)")
         optional = {}
         with gr.Row(equal_height=True, elem_id="panels"):
             for method in panel_methods("main") + panel_methods("optional"):
@@ -124,21 +110,8 @@ def build_demo(models: list[str] | None = None, analyser=None, examples=None) ->
 
 def wire(page, demo, named, controls, upload, gallery, hub_id, hub_load, export, optional) -> None:
     """The events: each a ``Page`` event whose {name: value} results go to the widgets of those names."""
-    shown = outputs_by_name(named, NOTE_SECONDS)
-
-    def endpoint(event, *names, progress=False):  # the API docs name the parameters (names)
-        return handler(event, names, shown, progress)
-
-    def outputs(names):
-        return [named[n] for n in (*names, "status")]
-
-    def on_example(evt: gr.SelectData) -> str:  # the gallery's click, passed by this annotation
-        return page.example(evt.index)
-
-    def on_start(source):
-        photo = page.start_photo(source)
-        return gr.skip() if photo is SKIP else photo
-
+    events = PageEvents(page, named)
+    endpoint, outputs = events.endpoint, events.outputs
     view_in = [named["session"], named["model_menu"], named["target"], *controls.values()]
     view_names = ("source", "model_key", "target_value", *CONTROL_NAMES)
     model_in = [named["current"], named["added"], named["session"], *(controls[n] for n in DISPLAY_CONTROLS)]
@@ -153,14 +126,14 @@ def wire(page, demo, named, controls, upload, gallery, hub_id, hub_load, export,
                    outputs(MODEL_OUTPUTS), api_name="load_hub_model", **network)
     upload.change(endpoint(page.photo, "path", *view_names[1:]), [upload, *view_in[1:]], outputs(PHOTO_OUTPUTS),
                   api_name="analyse", **network)
-    gallery.select(on_example, None, [upload], api_name=False)
+    gallery.select(events.example_clicked, None, [upload], api_name=False)
     named["target"].input(endpoint(page.target, *view_names), view_in, outputs(PHOTO_OUTPUTS),
                           api_name="explain_target", **network)
     for name, control in controls.items():
         control.input(endpoint(page.redraw(name), *view_names), view_in, outputs((*VIEW_OUTPUTS, "session")),
                       api_name=False, trigger_mode="always_last", **redraw)
-    controls["extras"].input(lambda chosen: [gr.Column(visible=m in chosen) for m in optional], controls["extras"],
-                             list(optional.values()), api_name=False)
+    controls["extras"].input(events.columns_shown(optional), controls["extras"], list(optional.values()),
+                             api_name=False)
     # One named endpoint for API clients and tests: the full redraw behind every control.
     gr.Button("Redraw", visible=False).click(endpoint(page.redraw(), *view_names), view_in,
                                              outputs((*VIEW_OUTPUTS, "session")), api_name="view", **redraw)
@@ -168,22 +141,11 @@ def wire(page, demo, named, controls, upload, gallery, hub_id, hub_load, export,
                  api_name="downloads", concurrency_limit=2)
     # A new page loads the default model (card, targets, θ/τ/t), then opens on the analysed start example.
     demo.load(select_model, [named["model_menu"], *model_in], outputs(MODEL_OUTPUTS), api_name=False,
-              **network).then(on_start, [named["session"]], [upload], api_name=False)
+              **network).then(events.start_photo, [named["session"]], [upload], api_name=False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = server.argument_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        demo = build_demo(models=args.models)
-    except ValueError as exc:  # a bad --models entry: the operator's console may name it
-        parser.error(str(exc))
-    if not args.no_preload:
-        server.warm_up_later(demo.fundus_app)
-    server.trim_heaps_every(float(os.environ.get("FUNDUS_APP_TRIM_SECONDS", 10)))
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True, footer_links=["api", "settings"],
-                **LAUNCH_OPTIONS)
+    server.serve(build_demo, argv, show_error=True, footer_links=["api", "settings"], **LAUNCH_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
-"""The Gradio app's widgets and outputs, for app.py (the one appcore module that imports gradio; Streamlit never
-imports it): a view control's widget from its declaration (``explain.controls``), a typed dropdown, and a page
-event's {name: value} results as Gradio outputs."""
+"""The Gradio app's widgets and settings, for app.py (with ``appcore.gradio_events`` the only appcore modules that
+import gradio; Streamlit never imports them): a view control's widget from its declaration (``explain.controls``),
+a typed dropdown, and the Blocks' and server's settings."""
 from __future__ import annotations
+
+import os
 
 import gradio as gr
 
-from appcore.page import SKIP, Menu, named_event
+from appcore import presentation as present
+
+DELETE_CACHE = (600, 3600)  # every 10 minutes, Gradio's pictures and uploads older than an hour go
+# Gradio keeps each session's page values in memory (~0.5 MB; 10000 sessions by default): the newest 256.
+LAUNCH_OPTIONS = dict(max_file_size="20mb", css=present.CSS,  # fundus.load_image checks the size again
+                      state_session_capacity=int(os.environ.get("FUNDUS_APP_SESSIONS", 256)))
 
 WIDGETS = {"slider": gr.Slider, "dropdown": gr.Dropdown, "radio": gr.Radio, "checkbox": gr.Checkbox,
            "checkboxes": gr.CheckboxGroup}
@@ -35,23 +42,3 @@ def widget(control):
     if control.choices:
         options["choices"] = list(control.choices)
     return WIDGETS[control.kind](**options)
-
-
-def outputs_by_name(named: dict, note_seconds: float):
-    """A function from a page event's results to Gradio outputs: names to the widgets in ``named``, ``SKIP`` to
-    ``gr.skip()``, a ``Menu`` to a dropdown update, ``"notes"`` to passing warnings."""
-    def shown(values):
-        if values is SKIP:
-            return gr.skip()
-        for note in values.pop("notes", []):
-            gr.Warning(note, duration=note_seconds)
-        return {named[k]: gr.skip() if v is SKIP else gr.Dropdown(choices=v.choices, value=v.value)
-                if isinstance(v, Menu) else v for k, v in values.items()}
-
-    return shown
-
-
-def handler(event, names, shown, progress: bool = False):
-    """A Gradio handler for a page event: parameters named ``names`` (the API docs show them), results through
-    ``shown``; ``progress``: a progress tracker goes to the event as ``progress``."""
-    return named_event(event, names, shown, **({"progress": gr.Progress(track_tqdm=True)} if progress else {}))

@@ -1,13 +1,24 @@
-"""The web server's process: bounded heaps, where it listens, its command line, and the start-up work done after
-the server is up. Imports nothing heavy, so that ``bound_heaps`` runs before the imports that allocate."""
+"""The web server's process: its environment, bounded heaps, where it listens, its command line, and the start-up
+work done after the server is up. Imports nothing heavy, so that ``prepare_process`` runs before the imports that
+allocate (gradio, huggingface_hub, torch)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import threading
 import time
 
 _LIBC = None  # glibc, where the heaps could be bounded
+
+
+def prepare_process() -> None:
+    """Before gradio / huggingface_hub are imported: offline by default (no analytics, no telemetry), idle OpenMP
+    threads sleep (a server shares its CPU: spinning ones slow 2-thread torch ops down 10×), bounded heaps."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    bound_heaps()  # before the threads and the imports that allocate
 
 
 def bound_heaps(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
@@ -48,7 +59,8 @@ def trim_heaps_every(seconds: float = 10.0) -> bool:
 
 
 def server_address() -> tuple[str, int]:
-    """(host, port): 0.0.0.0 on a Space (``SPACE_ID`` set), else 127.0.0.1; ``PORT`` / ``GRADIO_SERVER_PORT`` or 7860."""
+    """(host, port): 0.0.0.0 on a Space (``SPACE_ID`` set), else 127.0.0.1; ``PORT`` / ``GRADIO_SERVER_PORT`` or
+    7860."""
     host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     return host, port
@@ -58,8 +70,10 @@ def argument_parser() -> argparse.ArgumentParser:
     """``python app.py``'s options."""
     host, port = server_address()
     parser = argparse.ArgumentParser(description="Fundus CAM Zoo web app (research tool, not for clinical use).")
-    parser.add_argument("--host", default=host, help=f"interface to bind (default {host}; 0.0.0.0 when SPACE_ID is set)")
-    parser.add_argument("--port", type=int, default=port, help=f"port (default {port}: $PORT, $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--host", default=host,
+                        help=f"interface to bind (default {host}; 0.0.0.0 when SPACE_ID is set)")
+    parser.add_argument("--port", type=int, default=port,
+                        help=f"port (default {port}: $PORT, $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--models", nargs="*", default=[], metavar="ID",
                         help="model folders or hub repo ids (org/name[@revision]) offered before the shipped ones; "
                              "the only folders the app will ever load (named hub ids: FUNDUS_ZOO_MODELS)")
@@ -83,3 +97,24 @@ def warm_up_later(page, delay: float = 1.0) -> None:
             pass
 
     threading.Thread(target=preload, daemon=True).start()
+
+
+def serve(build_demo, argv: list[str] | None = None, **launch_options) -> None:
+    """``python app.py``: read the command line, build the app on its ``--models`` (a bad entry: a usage error that
+    names it), warm the default model up in the background, trim the heaps, and serve until stopped.
+
+    Args:
+        build_demo: ``models -> app`` with ``fundus_app`` (the ``Page``) and ``launch(server_name, server_port, …)``.
+        launch_options: passed to ``launch``.
+    """
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        demo = build_demo(models=args.models)
+    except ValueError as exc:  # a bad --models entry: the operator's console may name it
+        parser.error(str(exc))
+    if not args.no_preload:
+        warm_up_later(demo.fundus_app)
+    trim_heaps_every(float(os.environ.get("FUNDUS_APP_TRIM_SECONDS", 10)))
+    demo.launch(server_name=args.host, server_port=args.port, **launch_options)

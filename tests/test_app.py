@@ -458,16 +458,16 @@ def test_the_api_docs_say_what_the_endpoints_take_and_give(served, client, tmp_p
 
 
 def test_server_address_follows_space_and_port(monkeypatch):
-    import app
+    from appcore.server import server_address
 
     for name in ("SPACE_ID", "PORT", "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME"):
         monkeypatch.delenv(name, raising=False)
-    assert app.server_address() == ("127.0.0.1", 7860)
+    assert server_address() == ("127.0.0.1", 7860)
     monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
-    assert app.server_address() == ("127.0.0.1", 8123)
+    assert server_address() == ("127.0.0.1", 8123)
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("SPACE_ID", "someone/fundus-cam-zoo")
-    assert app.server_address() == ("0.0.0.0", 9001)
+    assert server_address() == ("0.0.0.0", 9001)
 
 
 def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(served, tmp_path, monkeypatch):
@@ -586,7 +586,7 @@ def test_bogus_model_or_target_keeps_the_menu_usable(served, client, tmp_path):
 
 
 def test_early_downloads_and_a_vanished_photo_say_why(served, client, tmp_path):
-    import app
+    from appcore.page import PHOTO_GONE
 
     demo = served[0]
     key = model_key(demo, "lesions")
@@ -599,7 +599,7 @@ def test_early_downloads_and_a_vanished_photo_say_why(served, client, tmp_path):
     Path(source["path"]).unlink()
     demo.fundus_app.analyser.cache._items.clear()
     out = view(client, key, "all predicted", theta=40)
-    assert out[STATUS] == "❌ " + app.PHOTO_GONE and panels_of(out, 0) == [None] * 4
+    assert out[STATUS] == "❌ " + PHOTO_GONE and panels_of(out, 0) == [None] * 4
     assert source["path"] not in json.dumps(out)
     # The session forgot the photo: further moves redraw nothing and change nothing.
     assert view(client, key, "all predicted")[STATUS] == {"__type__": "update"}
