@@ -21,6 +21,8 @@ CASES = [
     ("simple_cnn", "002", 96, {}),
     ("vgg13_bn", "002", 64, {"arch_kwargs": {"fc_width": 64}}),  # the FC width (4096) is the only change
     ("inception_v3", "002", 75, {}),
+    # Paper 002's image + age/sex model on a small backbone (default: VGG13-BN).
+    ("metadata_fusion", "002", 64, {"arch_kwargs": {"base_arch": "efficientnet_lite0"}}),
     ("resnet50", "003", 64, {}),
     pytest.param("inception_resnet_v2", "003", 75, {}, marks=pytest.mark.slow),
     ("dr_detection_net", "004", 192, {}),
@@ -40,8 +42,9 @@ def _arch(case):
 
 
 def test_every_registered_architecture_is_covered():
-    # Recipes may register architectures of their own (train.recipes.odir's metadata_fusion); the zoo's are covered here.
+    # Every architecture is the zoo's own (a plug-in module may register more; none of ours does).
     zoos_own = {name for name, spec in ARCHITECTURES.items() if getattr(spec.build, "func", spec.build).__module__.startswith("zoo.")}
+    assert zoos_own == set(ARCHITECTURES)
     assert {_arch(case) for case in CASES} | {"efficientnet_lite1", "efficientnet_lite2"} == zoos_own
 
 
@@ -188,3 +191,20 @@ def test_create_model_validates_its_arguments():
         zoo.create_model("vgg16", paper="000", colour="red")
     with pytest.raises(ValueError, match="not a module"):
         zoo.create_model("efficientnet_lite0", paper="000", pretrained=False, target_layer="backbone.nope")
+
+
+def test_paper_002_metadata_fusion_uses_age_and_sex():
+    from zoo.architectures.metadata_fusion import METADATA_FIELDS, MetadataFusionNet
+
+    torch.manual_seed(0)
+    model = _make("metadata_fusion", "002", 64, {"arch_kwargs": {"base_arch": "efficientnet_lite0"}}).eval()
+    assert isinstance(model, MetadataFusionNet) and model.config.cam is None and "Grad-CAM" in model.config.cam_reason
+    assert model.head.fc1.in_features == 1280 + len(METADATA_FIELDS) and model.head.fc2.out_features == 8
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        same_photo = model(x[:1].expand(2, -1, -1, -1), torch.tensor([[0.3, 1.0], [0.9, 0.0]]))
+        assert not torch.allclose(same_photo[0], same_photo[1])  # the metadata reaches the output
+        # Without metadata (explanations, the app) the stored default stands in for it.
+        torch.testing.assert_close(model(x), model(x, model.meta_default.expand(2, -1)))
+    default = _make("metadata_fusion", "002", 64, {})
+    assert default.config.arch_kwargs == {} and default.config.target_layer.startswith("backbone.")

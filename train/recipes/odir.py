@@ -10,14 +10,13 @@
   to the training set with that class as label;
 - ``--metadata``: normalised age and digit-encoded sex concatenated to the pooled image features,
   then two dense layers ("concatenation … to flattened image features … passed through two
-  additional dense layers"). Such a model is the ``metadata_fusion`` architecture, registered in
-  the zoo when this module is imported (``import train.recipes.odir`` before ``zoo.load``);
+  additional dense layers"): the zoo's ``metadata_fusion`` architecture
+  (``zoo.architectures.metadata_fusion``);
 - score: micro F1.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from typing import Any
 
@@ -30,13 +29,10 @@ from train.data import CachedImages
 from train.losses import WeightedBCE
 from train.metrics import Metric, micro_f1_metric
 from train.recipes import PreparedData, Recipe, register
-from zoo.architectures import ARCHITECTURES, ArchSpec, Built, get_spec, register as register_arch
-from zoo.config import ModelConfig
+from zoo.architectures import get_spec
+from zoo.architectures.metadata_fusion import METADATA_FIELDS
 from fundus.datasets.labels import DIAGNOSIS_NAMES, is_diagnosis_space, sample_target
-from zoo.model import FundusNet
 from zoo.papers import ODIR_LABELS
-
-METADATA_FIELDS = ("age", "sex")
 
 
 def encode_metadata(meta: dict[str, Any]) -> np.ndarray:
@@ -45,65 +41,6 @@ def encode_metadata(meta: dict[str, Any]) -> np.ndarray:
     sex = str(meta.get("sex") or "").strip().lower()
     return np.array([0.5 if age is None else float(age) / 100.0,
                      1.0 if sex in ("male", "m") else 0.0 if sex in ("female", "f") else 0.5], dtype=np.float32)
-
-
-# ---------------------------------------------------------------------------- metadata model
-
-
-class MetadataHead(nn.Module):
-    """GAP image features ⊕ metadata → dense → ReLU → dense (paper 002's two additional dense layers)."""
-
-    def __init__(self, channels: int, n_meta: int, num_outputs: int, hidden: int = 256) -> None:
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Linear(channels + n_meta, hidden)
-        self.relu = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, num_outputs)
-
-    def forward(self, features: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.relu(self.fc1(torch.cat([self.pool(features).flatten(1), meta.to(features.dtype)], 1))))
-
-
-class MetadataFusionNet(FundusNet):
-    """``head(backbone(x), meta)``; without ``meta`` (explanations, the app) the training mean is used."""
-
-    def __init__(self, config: ModelConfig, backbone: nn.Module, channels: int) -> None:
-        super().__init__(config)
-        fields = config.arch_kwargs.get("metadata", list(METADATA_FIELDS))
-        self.backbone = backbone
-        self.head = MetadataHead(channels, len(fields), config.num_outputs, int(config.arch_kwargs.get("hidden", 256)))
-        self.register_buffer("meta_default", torch.full((len(fields),), 0.5))
-
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        if meta is None:
-            meta = self.meta_default.expand(x.shape[0], -1)
-        return self.head(self.backbone(x), meta)
-
-
-def _base_config(config: ModelConfig) -> ModelConfig:
-    kw = config.arch_kwargs
-    return dataclasses.replace(config, arch=kw["base_arch"], arch_kwargs=dict(kw.get("base_kwargs", {"head": "gap_linear"})))
-
-
-def _build_metadata_fusion(config: ModelConfig, pretrained: bool) -> Built:
-    base_cfg = _base_config(config)
-    built = get_spec(base_cfg.arch).build(base_cfg, pretrained)
-    base = built.model
-    if not hasattr(base, "backbone"):
-        raise ValueError(f"--metadata needs a backbone architecture, {base_cfg.arch!r} has none")
-    channels = base.head.fc.in_features if hasattr(base.head, "fc") else base.head.conv1.in_channels
-    explain = dict(built.explain, cam=None, cam_classifier="",
-                   cam_reason="two dense layers over image features and metadata follow the last convolution "
-                              "(paper 002's metadata model); use Grad-CAM")
-    return Built(MetadataFusionNet(config, base.backbone, channels), explain, built.pretrained)
-
-
-if "metadata_fusion" not in ARCHITECTURES:
-    register_arch(ArchSpec(
-        name="metadata_fusion", build=_build_metadata_fusion, papers=("002",),
-        description="a backbone + paper 002's metadata head (GAP features ⊕ age, sex → 2 dense layers); "
-                    "registered by train.recipes.odir",
-    ))
 
 
 # ---------------------------------------------------------------------------- undersampling

@@ -1,10 +1,13 @@
 """Architectures of the five papers, registered by name in :data:`ARCHITECTURES`.
 
 One module per family: ``backbone_head`` (torchvision/timm backbones + a head of choice),
-``simple_cnn`` (paper 002 Table 1), ``dr_detection_net`` (paper 004), ``fusion`` (paper 000).
+``simple_cnn`` (paper 002 Table 1), ``metadata_fusion`` (paper 002's image + age/sex model),
+``dr_detection_net`` (paper 004), ``fusion`` (paper 000).
 """
 from zoo.architectures.registry import ARCHITECTURES, ArchSpec, Built, get_spec, register
-from zoo.architectures import backbone_head, dr_detection_net, fusion, simple_cnn  # noqa: F401  (register)
+from zoo.architectures import (  # each module registers its architectures
+    backbone_head, dr_detection_net, fusion, metadata_fusion, simple_cnn,  # noqa: F401
+)
 from zoo.architectures.heads import HEADS
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "Built", "HEADS", "get_spec", "register"]

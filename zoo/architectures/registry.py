@@ -39,9 +39,6 @@ class ArchSpec:
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}
-# Architectures that a training recipe registers, imported on first use so that ``zoo.load`` of a
-# model trained with that recipe works without importing the recipe first.
-REGISTERED_ELSEWHERE = {"metadata_fusion": "train.recipes.odir"}
 
 
 def register(spec: ArchSpec) -> ArchSpec:
@@ -64,10 +61,6 @@ def get_spec(arch: str) -> ArchSpec:
     """
     if not isinstance(arch, str):
         raise TypeError(f"arch must be a str, got {type(arch).__name__}")
-    if arch not in ARCHITECTURES and arch in REGISTERED_ELSEWHERE:
-        import importlib
-
-        importlib.import_module(REGISTERED_ELSEWHERE[arch])
     try:
         return ARCHITECTURES[arch]
     except KeyError:
