@@ -9,8 +9,7 @@
 from zoo.architectures import ARCHITECTURES, HEADS
 from zoo.config import ModelConfig, Preprocessing
 from zoo.errors import HubUnavailableError, UnknownModelError, WeightsError
-from zoo.factory import create_model
-from zoo.hub import load, push_to_hub, save_pretrained
+from zoo.factory import create_model, load, push_to_hub, save_pretrained
 from zoo.model import FundusNet
 from zoo.papers import PAPERS
 from zoo.predict import predict

@@ -1,14 +1,25 @@
-"""``create_model``: an architecture + a paper's defaults + the caller's overrides → a FundusNet."""
+"""Models from configs and saved folders, and back: ``create_model`` (an architecture + a paper's defaults + the
+caller's overrides), ``load`` (a saved folder's config builds the architecture, its weights fill it),
+``save_pretrained`` and ``push_to_hub``.
+
+The architectures come from their registry (``zoo.architectures.registry``), the files from ``zoo.hub``; this
+module imports no model class, so ``FundusNet``'s own ``save_pretrained``/``from_pretrained`` can call it.
+"""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
-from zoo.architectures import get_spec
+from zoo import hub
+from zoo.architectures.registry import ARCHITECTURES, get_spec
 from zoo.config import TASKS, ModelConfig
-from zoo.model import FundusNet
+from zoo.errors import UnknownModelError, WeightsError
+from zoo.ood import attach
 from zoo.papers import get_paper
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -23,23 +34,21 @@ def _hook_friendly(model: nn.Module) -> None:
             module.inplace = False
 
 
-def build_model(config: ModelConfig, *, pretrained: bool = False) -> tuple[FundusNet, dict, str]:
-    """Build the architecture a complete config names (used by ``create_model`` and ``zoo.load``).
+def build_model(config: ModelConfig, *, pretrained: bool = False) -> tuple[nn.Module, dict, str]:
+    """Build the architecture a complete config names (used by ``create_model`` and ``load``).
 
     Returns:
-        (model, default explanation fields, pretrained status).
+        (the FundusNet, default explanation fields, pretrained status).
     """
     spec = get_spec(config.arch)
     built = spec.build(config, pretrained)
     _hook_friendly(built.model)
     if config.ood:  # the unlike-training reference's buffers, filled by the weights (zoo.ood)
-        from zoo.ood import attach
-
         attach(built.model, int(config.ood["features"]))
     return built.model, built.explain, built.pretrained
 
 
-def check_layers(model: FundusNet) -> None:
+def check_layers(model: nn.Module) -> None:
     """Raise ValueError if a layer the config names is not a module of the model."""
     for key in ("target_layer", "low_layer", "cam_classifier"):
         name = getattr(model.config, key)
@@ -59,7 +68,7 @@ def create_model(
     pretrained: bool = True,
     head: str | None = None,
     **config_overrides: Any,
-) -> FundusNet:
+) -> nn.Module:
     """Create a zoo model.
 
     Args:
@@ -73,7 +82,7 @@ def create_model(
         **config_overrides: any other ``ModelConfig`` field (name, input_size, thresholds, arch_kwargs …).
 
     Returns:
-        The model (training mode, on CPU) with a complete ``config``.
+        The model (a FundusNet, training mode, on CPU) with a complete ``config``.
 
     Raises:
         ValueError: unknown architecture/paper/head/task, missing labels, a layer name that does not exist.
@@ -124,3 +133,115 @@ def create_model(
     config.pretrained = status
     check_layers(model)
     return model
+
+
+def _is_zoo_model(model: Any) -> bool:
+    return isinstance(model, nn.Module) and isinstance(getattr(model, "config", None), ModelConfig)
+
+
+def save_pretrained(model: nn.Module, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``README.md`` for ``model`` into ``folder``.
+
+    Args:
+        model: the FundusNet to save.
+        folder: target folder, created if missing.
+        dtype: floating-point storage dtype (``torch.float16`` for shipping); default fp32.
+
+    Raises:
+        TypeError: not a zoo model (a FundusNet), or dtype not a floating-point torch dtype.
+    """
+    if not _is_zoo_model(model):
+        raise TypeError(f"save_pretrained needs a zoo FundusNet, got {type(model).__name__}")
+    return hub.write_folder(model.state_dict(), model.config, folder, dtype=dtype)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Fill ``model`` from a safetensors file, cast to fp32.
+
+    Raises:
+        WeightsError: unreadable file, or missing/unexpected keys or shape mismatches (all listed).
+    """
+    path = Path(path)
+    state = hub.read_weights(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def _few(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" … ({len(items)} in all)" if len(items) > 5 else "")
+
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {_few(unexpected)}")
+        if shapes:
+            problems.append(f"shape mismatch: {_few(shapes)}")
+        raise WeightsError(
+            f"{path} does not match architecture {model.config.arch!r} of its config.json: " + "; ".join(problems)
+        )
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a tensor outside the state dict (non-persistent buffer) was never materialised
+        raise WeightsError(f"{path}: no values for {', '.join(left[:5])} of {model.config.arch!r}")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load(source: str | Path, *, revision: str | None = None, device: str | torch.device | None = None) -> nn.Module:
+    """Load a zoo model (a FundusNet) in eval mode.
+
+    Args:
+        source: a shipped default name (``python -m zoo list``), a local folder, or a hub repo id
+            (``org/name``, fetched through ``huggingface_hub.snapshot_download``).
+        revision: hub branch, tag or commit.
+        device: target device; default CUDA when available, else CPU.
+
+    Raises:
+        UnknownModelError, HubUnavailableError, WeightsError: see their messages.
+    """
+    folder = hub.resolve(source, revision=revision)
+    config = hub.load_config(folder)
+    if config.arch not in ARCHITECTURES:
+        raise UnknownModelError(
+            f"{folder / hub.CONFIG_NAME} names architecture {config.arch!r}, which is not registered "
+            f"(known: {', '.join(sorted(ARCHITECTURES))}); if a plug-in module registers it, import that "
+            "module first"
+        )
+    # Built on the meta device: no time spent on a random initialisation the weights replace.
+    with torch.device("meta"):
+        model, _, _ = build_model(config, pretrained=False)
+    check_layers(model)
+    load_weights(model, folder / hub.WEIGHTS_NAME)
+    return model.to(device if device is not None else default_device()).eval()
+
+
+def push_to_hub(folder_or_model: nn.Module | str | Path, repo_id: str, *, token: str | None = None,
+                endpoint: str | None = None, private: bool = False, commit_message: str | None = None,
+                dtype: torch.dtype | None = None):
+    """Upload a saved model folder (or a model, saved first) to a hub repo.
+
+    Args:
+        folder_or_model: a FundusNet or a folder written by ``save_pretrained``.
+        repo_id: ``org/name``.
+        token, endpoint: passed to ``huggingface_hub.HfApi`` (default: the logged-in token, HF_ENDPOINT).
+        private: create the repo private.
+        commit_message: default "Upload <name> (fundus-cam-zoo)".
+        dtype: storage dtype when a model is given (``torch.float16`` halves the upload).
+
+    Returns:
+        huggingface_hub's CommitInfo of the upload.
+
+    Raises:
+        ValueError: a bad repo id or a folder that is not a saved model.
+    """
+    hub.check_repo_id(repo_id)
+    upload = dict(token=token, endpoint=endpoint, private=private, commit_message=commit_message)
+    if not isinstance(folder_or_model, nn.Module):
+        return hub.upload_folder(folder_or_model, repo_id, **upload)
+    with tempfile.TemporaryDirectory(prefix="fcz_push_") as tmp:
+        return hub.upload_folder(save_pretrained(folder_or_model, Path(tmp) / "model", dtype=dtype), repo_id, **upload)

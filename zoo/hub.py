@@ -1,15 +1,16 @@
-"""Saving and loading models: a folder (config.json + model.safetensors + README.md), locally or on a hub.
+"""Files and the hub: a saved model is a folder (config.json + model.safetensors + README.md), local or on a hub.
 
-One code path for every source (timm-style): a shipped name, a local folder or a hub repo id is
-first resolved to a local folder (``huggingface_hub.snapshot_download`` for hub ids, which honours
-HF_HUB_OFFLINE, HF_ENDPOINT, HF_HOME and the cache), then the config builds the architecture and
-the safetensors weights fill it. Weights are never unpickled.
+One code path for every source (timm-style): a shipped name, a local folder or a hub repo id is resolved to a
+local folder (``huggingface_hub.snapshot_download`` for hub ids, which honours HF_HUB_OFFLINE, HF_ENDPOINT,
+HF_HOME and the cache); this module reads and writes the folder's files and uploads it. It knows nothing of
+models: ``zoo.factory`` builds a model from the folder's config and fills it with the weights read here.
+Weights are never unpickled.
 """
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -19,7 +20,6 @@ from zoo import registry
 from zoo.card import write_card
 from zoo.config import ModelConfig
 from zoo.errors import HubUnavailableError, UnknownModelError, WeightsError
-from zoo.model import FundusNet
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -27,32 +27,38 @@ CARD_NAME = "README.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def save_pretrained(model: FundusNet, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``README.md`` for ``model`` into ``folder``.
+def check_repo_id(repo_id: str) -> None:
+    """Raise ValueError unless ``repo_id`` looks like ``org/name``."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+
+
+def write_folder(state: Mapping[str, torch.Tensor], config: ModelConfig, folder: str | Path, *,
+                 dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` (the state dict) and ``README.md`` (the card) into ``folder``.
 
     Args:
-        model: the model to save.
+        state: a model's state dict.
+        config: its config.
         folder: target folder, created if missing.
         dtype: floating-point storage dtype (``torch.float16`` for shipping); default fp32.
 
     Raises:
-        TypeError: not a FundusNet, or dtype not a floating-point torch dtype.
+        TypeError: dtype not a floating-point torch dtype.
     """
-    if not isinstance(model, FundusNet):
-        raise TypeError(f"save_pretrained needs a zoo FundusNet, got {type(model).__name__}")
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     store = dtype or torch.float32
-    state = {
+    tensors = {
         key: (t.detach().to("cpu", store) if t.is_floating_point() else t.detach().cpu()).contiguous()
-        for key, t in model.state_dict().items()
+        for key, t in state.items()
     }
-    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "fundus-cam-zoo",
-                                                            "dtype": str(store).removeprefix("torch.")})
-    model.config.save(folder / CONFIG_NAME)
-    write_card(model.config, folder / CARD_NAME)
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "library": "fundus-cam-zoo",
+                                                              "dtype": str(store).removeprefix("torch.")})
+    config.save(folder / CONFIG_NAME)
+    write_card(config, folder / CARD_NAME)
     return folder
 
 
@@ -141,11 +147,11 @@ def load_config(folder: str | Path) -> ModelConfig:
         raise WeightsError(f"{path} is not a valid zoo config: {err}") from err
 
 
-def load_weights(model: FundusNet, path: str | Path) -> None:
-    """Fill ``model`` from a safetensors file, cast to fp32.
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, floating-point ones cast to fp32, each in storage of its own.
 
     Raises:
-        WeightsError: unreadable file, or missing/unexpected keys or shape mismatches (all listed).
+        WeightsError: a missing or unreadable file (names it).
     """
     path = Path(path)
     if not path.is_file():
@@ -154,84 +160,21 @@ def load_weights(model: FundusNet, path: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise WeightsError(f"{path} is not a readable safetensors file: {err}") from err
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def _few(items: list[str]) -> str:
-            return ", ".join(items[:5]) + (f" … ({len(items)} in all)" if len(items) > 5 else "")
-
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {_few(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {_few(unexpected)}")
-        if shapes:
-            problems.append(f"shape mismatch: {_few(shapes)}")
-        raise WeightsError(
-            f"{path} does not match architecture {model.config.arch!r} of its config.json: " + "; ".join(problems)
-        )
     # Every tensor gets storage of its own from torch's allocator: safetensors' buffers are only 8-byte
     # aligned, and oneDNN picks other kernels (1e-5 apart) for them than for a freshly built model's.
-    state = {k: (v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # a tensor outside the state dict (non-persistent buffer) was never materialised
-        raise WeightsError(f"{path}: no values for {', '.join(left[:5])} of {model.config.arch!r}")
+    return {k: (v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()) for k, v in state.items()}
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load(source: str | Path, *, revision: str | None = None, device: str | torch.device | None = None) -> FundusNet:
-    """Load a zoo model in eval mode.
+def upload_folder(folder: str | Path, repo_id: str, *, token: str | None = None, endpoint: str | None = None,
+                  private: bool = False, commit_message: str | None = None):
+    """Upload a saved model folder to a hub repo (created if missing).
 
     Args:
-        source: a shipped default name (``python -m zoo list``), a local folder, or a hub repo id
-            (``org/name``, fetched through ``huggingface_hub.snapshot_download``).
-        revision: hub branch, tag or commit.
-        device: target device; default CUDA when available, else CPU.
-
-    Raises:
-        UnknownModelError, HubUnavailableError, WeightsError: see their messages.
-    """
-    from zoo.factory import build_model, check_layers
-
-    from zoo.architectures import ARCHITECTURES, get_spec
-
-    folder = resolve(source, revision=revision)
-    config = load_config(folder)
-    try:
-        get_spec(config.arch)  # imports the module that registers a recipe's own architecture
-    except ValueError:
-        raise UnknownModelError(
-            f"{folder / CONFIG_NAME} names architecture {config.arch!r}, which is not registered "
-            f"(known: {', '.join(sorted(ARCHITECTURES))}); if a plug-in module registers it, import that "
-            "module first"
-        ) from None
-    # Built on the meta device: no time spent on a random initialisation the weights replace.
-    with torch.device("meta"):
-        model, _, _ = build_model(config, pretrained=False)
-    check_layers(model)
-    load_weights(model, folder / WEIGHTS_NAME)
-    return model.to(device if device is not None else default_device()).eval()
-
-
-def push_to_hub(folder_or_model: FundusNet | str | Path, repo_id: str, *, token: str | None = None,
-                endpoint: str | None = None, private: bool = False, commit_message: str | None = None,
-                dtype: torch.dtype | None = None):
-    """Upload a saved model folder (or a model, saved first) to a hub repo.
-
-    Args:
-        folder_or_model: a FundusNet or a folder written by ``save_pretrained``.
+        folder: a folder written by ``zoo.save_pretrained``.
         repo_id: ``org/name``.
         token, endpoint: passed to ``huggingface_hub.HfApi`` (default: the logged-in token, HF_ENDPOINT).
         private: create the repo private.
         commit_message: default "Upload <name> (fundus-cam-zoo)".
-        dtype: storage dtype when a model is given (``torch.float16`` halves the upload).
 
     Returns:
         huggingface_hub's CommitInfo of the upload.
@@ -241,21 +184,16 @@ def push_to_hub(folder_or_model: FundusNet | str | Path, repo_id: str, *, token:
     """
     from huggingface_hub import HfApi
 
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    with tempfile.TemporaryDirectory(prefix="fcz_push_") as tmp:
-        if isinstance(folder_or_model, FundusNet):
-            folder = save_pretrained(folder_or_model, Path(tmp) / "model", dtype=dtype)
-        else:
-            folder = Path(folder_or_model)
-            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
-            if missing:
-                raise ValueError(f"{folder} is not a saved zoo model: missing {', '.join(missing)}")
-        name = load_config(folder).name
-        api = HfApi(endpoint=endpoint, token=token)
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id, repo_type="model", folder_path=str(folder),
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
-            commit_message=commit_message or f"Upload {name} (fundus-cam-zoo)",
-        )
+    check_repo_id(repo_id)
+    folder = Path(folder)
+    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a saved zoo model: missing {', '.join(missing)}")
+    name = load_config(folder).name
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id, repo_type="model", folder_path=str(folder),
+        allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+        commit_message=commit_message or f"Upload {name} (fundus-cam-zoo)",
+    )

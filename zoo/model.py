@@ -121,7 +121,7 @@ class FundusNet(nn.Module):
         Returns:
             The folder path.
         """
-        from zoo.hub import save_pretrained
+        from zoo.factory import save_pretrained
 
         return save_pretrained(self, folder, dtype=dtype)
 
@@ -133,7 +133,7 @@ class FundusNet(nn.Module):
         Raises:
             TypeError: the loaded model is not a ``cls`` (e.g. ``SimpleCNN.from_pretrained`` on a ResNet).
         """
-        from zoo.hub import load
+        from zoo.factory import load
 
         model = load(source, revision=revision, device=device)
         if not isinstance(model, cls):

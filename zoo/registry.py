@@ -103,7 +103,7 @@ def catalog() -> dict:
         ``{"models": [...], "architectures": [...], "papers": [...]}``; each model and architecture
         row has at least ``name, paper, task, labels, source, pretrained``.
     """
-    from zoo.architectures import ARCHITECTURES
+    from zoo.architectures.registry import ARCHITECTURES  # filled when the zoo package is imported
     from zoo.papers import PAPERS
 
     models = [_model_row(entry) for entry in known().values()]

@@ -4,14 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from torch import nn
+
 from zoo.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
-from zoo.model import FundusNet
 
 
 class Built(NamedTuple):
-    """What a builder returns: the model, its default explanation fields, the weights' provenance."""
+    """What a builder returns: the model (a FundusNet), its default explanation fields, the weights' provenance.
 
-    model: FundusNet
+    The registry imports no model class (``zoo.factory`` builds through it, and ``FundusNet`` loads through
+    the factory), so the model is typed as the module it is."""
+
+    model: nn.Module
     explain: dict  # target_layer, low_layer, cam, cam_classifier, cam_reason
     pretrained: str
 
