@@ -178,7 +178,7 @@ class Visitor:
 
 
 def soak(minutes: float, visitors: int, every: float, session_actions: int, big: bool, seed: int,
-         timeout_s: float, app_py: Path = REPO / "app.py") -> dict:
+         timeout_s: float, app_py: Path = REPO / "app.py", probe: Path | None = None) -> dict:
     from appcore.catalogue import available_models
     from appcore.examples import ensure_examples
     from appcore.launch import free_port, wait_http_ok
@@ -195,7 +195,9 @@ def soak(minutes: float, visitors: int, every: float, session_actions: int, big:
         log = open(work / "app.log", "wb")  # noqa: SIM115 - the server writes it until the end
         import subprocess
 
-        server = subprocess.Popen([sys.executable, str(app_py), "--no-preload",
+        # --probe: the app runs under benchmarks/memory_probe.py, which logs what its memory holds.
+        launcher = [str(REPO / "benchmarks" / "memory_probe.py"), str(probe), str(every)] if probe else []
+        server = subprocess.Popen([sys.executable, *launcher, str(app_py), "--no-preload",
                                    *(["--models", *models] if models else [])],
                                   cwd=app_py.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
@@ -262,9 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", type=Path, default=REPO / "app.py",
                         help="the app.py to soak (e.g. an older checkout's, to compare)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--probe", type=Path, metavar="JSONL",
+                        help="log what the server's memory holds to this file every --every seconds "
+                             "(benchmarks/memory_probe.py: caches, arrays, heaps, growing allocation sites)")
     args = parser.parse_args(argv)
     result = soak(args.minutes, args.visitors, args.every, args.session_actions, args.big, args.seed, args.timeout,
-                  args.app.resolve())
+                  args.app.resolve(), args.probe.resolve() if args.probe else None)
     if args.json:
         print(json.dumps(result, indent=2))
         return
