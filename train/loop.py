@@ -6,24 +6,31 @@ Features (see docs/ARCHITECTURE.md):
   optimizer and ReduceLROnPlateau on the validation loss;
 - early stopping and a best checkpoint on the validation loss (the best weights are restored at the end);
 - a checkpoint at the end of each epoch and optionally every N steps, written atomically
-  (``checkpoints/step-N/`` built under a temporary name, then renamed; ``latest.json`` replaced last);
-  weights as safetensors, optimizer state with ``torch.save`` (our own local file, read back with
-  ``weights_only=True``), progress as JSON; ``resume=True`` continues mid-epoch at the exact batch;
+  (``train.checkpoint``); ``resume=True`` continues mid-epoch at the exact batch;
 - the same code under ``torchrun --nproc_per_node=N`` (a sharded sampler, gradients all-reduced by DDP,
   validation outputs gathered, only rank 0 writes);
-- tqdm progress bars with the running loss and metric; a CSV log rewritten each epoch.
+- tqdm progress bars with the running loss and metric, a line per epoch and a CSV log rewritten each epoch
+  (``train.callbacks``).
+
+The loop in parts, as timm's train.py (``fit`` → ``_fit``)::
+
+    run = RunContext.start(...)             what stays fixed: device, precision, inputs, data, checkpoints
+    state = resume(run, model)              train.loop_state.RunState: fresh, or the latest checkpoint's
+    for each stage from state.stage:
+        tools = StageTools.start(...)       trainable parameters, DDP wrapper, optimizer, scheduler
+        while the stage has epochs left:
+            tally = train_one_epoch(...)    train_step per batch; callbacks (bar); checkpoint every N steps
+            row = epoch_row(...)            training figures + validate(...)
+            finish_epoch(...)               end_of_epoch decisions, best weights, scheduler, checkpoint, log
+    the best weights back, their validation outputs → FitResult
 
 Data items are ``(image_uint8 (3, S, S), target)`` or ``(image_uint8, metadata, target)`` tuples; the loop
-turns images into floats on the device, applies the batched augmentation, then normalises.
+turns images into floats on the device, applies the batched augmentation, then normalises (``Prepare``).
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +39,19 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from train import ddp
 from train.augment import identity
+from train.callbacks import CSV_LOG, Callback, default_callbacks, write_csv
+from train.checkpoint import BEST_WEIGHTS, LATEST, Checkpointer, atomic_write_text, unwrap
+from train.loop_state import EpochTally, RunState, end_of_epoch
 from train.metrics import Metric
 
-LATEST = "latest.json"
-BEST_WEIGHTS = "best.safetensors"
-CSV_LOG = "metrics.csv"
+__all__ = ["Stage", "LoopConfig", "FitResult", "fit", "evaluate_outputs", "Prepare", "ResumableBatchSampler",
+           "seed_everything", "cpu_has_fast_bf16", "Checkpointer", "RunState", "write_csv", "unwrap",
+           "atomic_write_text", "LATEST", "BEST_WEIGHTS", "CSV_LOG"]
 
 
 @dataclass
@@ -136,18 +145,6 @@ def _epoch_seed(seed: int, epoch: int, batch: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + batch * 104_729) % 2**63
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside a DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 class ResumableBatchSampler(Sampler[list[int]]):
     """Shuffled index batches per epoch, sharded over ranks, that can start at batch k of an epoch.
 
@@ -225,78 +222,312 @@ def _forward(model: nn.Module, batch: Sequence[torch.Tensor], prepare: Callable,
     return model(x), batch[1]
 
 
-# --------------------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------------------- inputs and precision
 
 
-class Checkpointer:
-    """Atomic checkpoints under ``out_dir/checkpoints`` (rank 0 writes, every rank can read)."""
+class Prepare:
+    """Model inputs from the images of a batch: uint8 photos become floats in [0, 1] on the device, augmented
+    while training, then normalised; cached features of frozen layers (``train.frozen``) pass as they are."""
 
-    def __init__(self, out_dir: Path, keep: int = 1) -> None:
-        self.root = Path(out_dir) / "checkpoints"
-        self.keep = keep
+    def __init__(self, device: torch.device | str, mean: Sequence[float], std: Sequence[float],
+                 augment: Callable[[torch.Tensor], torch.Tensor] = identity, channels_last: bool = False) -> None:
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.augment, self.channels_last = augment, channels_last
 
-    def latest(self) -> Path | None:
-        pointer = self.root / LATEST
-        if not pointer.is_file():
-            return None
-        folder = self.root / json.loads(pointer.read_text())["dir"]
-        return folder if (folder / "state.json").is_file() else None
-
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-             state: dict[str, Any]) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        name = f"step-{state['global_step']:08d}-e{state['epoch']:04d}-b{state['batch']:06d}"
-        tmp = self.root / (name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_model(unwrap(model), str(tmp / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {}},
-                   tmp / "training_state.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        final = self.root / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        atomic_write_text(self.root / LATEST, json.dumps({"dir": name}))
-        old = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p != final and not p.name.endswith(".tmp"))
-        stale = [p for p in self.root.glob("step-*.tmp") if p.is_dir()]  # left by a run killed mid-write
-        for p in old[: max(0, len(old) - (self.keep - 1))] + stale:
-            shutil.rmtree(p, ignore_errors=True)
-        return final
-
-    def save_best(self, model: nn.Module) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / (BEST_WEIGHTS + ".tmp")
-        save_model(unwrap(model), str(tmp))
-        os.replace(tmp, self.root / BEST_WEIGHTS)
-
-    def load_best(self, model: nn.Module, device: torch.device) -> bool:
-        path = self.root / BEST_WEIGHTS
-        if not path.is_file():
-            return False
-        load_model(unwrap(model), str(path), device=str(device))
-        return True
-
-    @staticmethod
-    def load(folder: Path, model: nn.Module, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
-        load_model(unwrap(model), str(folder / "model.safetensors"), device=str(device))
-        training = torch.load(folder / "training_state.pt", map_location=device, weights_only=True)
-        return json.loads((folder / "state.json").read_text()), training
+    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            x = images.to(self.device, non_blocking=True).float()
+        else:
+            x = images.to(self.device, non_blocking=True).float().div_(255.0)
+            if train:
+                x = self.augment(x)
+            x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def write_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    """The per-epoch log as CSV (rewritten whole, atomically)."""
-    if not history:
-        return
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+def _amp_dtype(cfg: LoopConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast's type: bf16 (fp16 where unsupported) on CUDA with ``amp``; bf16 on a CPU that computes it
+    natively with ``cpu_bf16``; None: fp32."""
+    if device.type == "cuda":
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cfg.amp else None
+    return torch.bfloat16 if cfg.cpu_bf16 and cpu_has_fast_bf16() else None
+
+
+# --------------------------------------------------------------------------------------- the run's parts
+
+
+@dataclass
+class RunContext:
+    """What stays fixed through one ``fit`` call: the settings, device, precision, inputs, data, checkpoints."""
+
+    cfg: LoopConfig
+    info: ddp.DistInfo
+    stages: Sequence[Stage]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metric: Metric | None
+    val_set: Dataset | None
+    prepare: Prepare
+    amp_dtype: torch.dtype | None
+    scaler: Any  # torch.amp.GradScaler on CUDA (enabled for fp16 only); None on the CPU
+    sampler: ResumableBatchSampler
+    loader: DataLoader
+    ckpt: Checkpointer
+    stage_start: list[int]  # the first epoch of each stage, then the run's length
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    @property
+    def deterministic(self) -> bool:
+        return self.cfg.deterministic and self.device.type != "cuda"
+
+    @property
+    def total_epochs(self) -> int:
+        return self.stage_start[-1]
+
+    @classmethod
+    def start(cls, model: nn.Module, loss_fn: Callable, train_set: Dataset, val_set: Dataset | None,
+              cfg: LoopConfig, stages: Sequence[Stage], augment: Callable, metric: Metric | None,
+              train_indices: Sequence[int] | None) -> "RunContext":
+        """Join the DDP group, seed, move the model (and loss) to the device, choose the precision, batch the data."""
+        info = ddp.init_distributed(cfg.device)
+        device = info.device
+        cuda = device.type == "cuda"
+        seed_everything(cfg.seed, cfg.deterministic and not cuda)
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+        if info.is_main:
+            cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        model.to(device)
+        channels_last = cfg.channels_last if cuda else cfg.cpu_channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.to(device)
+        amp_dtype = _amp_dtype(cfg, device)
+        indices = list(range(len(train_set))) if train_indices is None else list(train_indices)
+        sampler = ResumableBatchSampler(indices, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                        rank=info.rank, world_size=info.world_size)
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=cuda,
+                            persistent_workers=cfg.workers > 0)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16) if cuda else None
+        prepare = Prepare(device, cfg.mean, cfg.std, augment, channels_last)
+        return cls(cfg, info, stages, loss_fn, metric, val_set, prepare, amp_dtype, scaler, sampler, loader,
+                   Checkpointer(cfg.out_dir), np.cumsum([0] + [s.epochs for s in stages]).tolist())
+
+
+@dataclass
+class StageTools:
+    """One stage's trainable parameters, network (DDP-wrapped under torchrun), optimizer and plateau scheduler."""
+
+    stage: Stage
+    params: list[nn.Parameter]
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+
+    @classmethod
+    def start(cls, run: RunContext, model: nn.Module, stage: Stage) -> "StageTools":
+        params = _set_trainable(unwrap(model), stage)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[run.device.index] if run.device.type == "cuda"
+                                                  else None) if run.info.distributed else model
+        optimizer = _make_optimizer(params, stage.lr, run.cfg)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=run.cfg.plateau_factor, patience=run.cfg.plateau_patience,
+            min_lr=run.cfg.min_lr)
+        return cls(stage, params, net, optimizer, scheduler)
+
+    def load(self, training_state: dict[str, Any], scaler: Any) -> None:
+        """Continue from a checkpoint's optimizer, scheduler and scaler state."""
+        self.optimizer.load_state_dict(training_state["optimizer"])
+        self.scheduler.load_state_dict(training_state["scheduler"])
+        if scaler is not None and training_state.get("scaler"):
+            scaler.load_state_dict(training_state["scaler"])
+
+
+@dataclass
+class CallTotals:
+    """What this ``fit`` call did (after a resume, only its own part)."""
+
+    steps_run: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def add(self, tally: EpochTally) -> None:
+        self.steps_run += tally.batches
+        self.images += tally.images
+        self.seconds += tally.seconds
+
+
+def resume(run: RunContext, model: nn.Module) -> tuple[RunState, dict[str, Any] | None, dict[str, int] | None]:
+    """A fresh state, or with ``cfg.resume`` the latest checkpoint's (its weights loaded into ``model``).
+
+    Returns:
+        (state, the optimizer/scheduler/scaler state of its stage, where it resumed from); None, None when fresh.
+    """
+    latest = run.ckpt.latest() if run.cfg.resume else None
+    if latest is None:
+        return RunState(), None, None
+    saved, training_state = Checkpointer.load(latest, model, run.device)
+    state = RunState.from_dict(saved)
+    # "Finished" depends on this call's budget: a resumed run may be given more epochs or steps.
+    state.finished = state.epoch >= run.total_epochs or (
+        run.cfg.max_steps is not None and state.global_step >= run.cfg.max_steps)
+    if run.info.is_main:
+        tqdm.write(f"resuming from {latest.name}: epoch {state.epoch}, batch {state.batch}, step {state.global_step}")
+    return state, training_state, {"epoch": state.epoch, "batch": state.batch, "global_step": state.global_step}
+
+
+def checkpoint(run: RunContext, tools: StageTools, state: RunState) -> None:
+    """A checkpoint of the run as it stands (rank 0 writes)."""
+    if run.info.is_main:
+        run.ckpt.save(tools.net, tools.optimizer, tools.scheduler, run.scaler, state.to_dict())
+
+
+# --------------------------------------------------------------------------------------- one step, one epoch
+
+
+def train_step(run: RunContext, tools: StageTools, batch: Sequence[torch.Tensor]):
+    """One optimizer step on one batch: forward and loss under autocast (+ λ · localisation term), backward
+    (scaled for fp16), gradient clipping, step.
+
+    Returns:
+        (loss, outputs, targets, localisation term or None), detached.
+    """
+    term, optimizer = run.cfg.localisation, tools.optimizer
+    if term is not None:
+        batch = term.take(batch)
+    part = None
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        out, target = _forward(tools.net, batch, run.prepare, train=True)
+        target = target.to(run.device, non_blocking=True)
+        loss = run.loss_fn(out.float(), target)
+        if term is not None:  # total = classification + λ · localisation (train.localisation)
+            part = term.loss(target)
+            loss = loss + term.weight * part
+            part = part.detach()
+    optimizer.zero_grad(set_to_none=True)
+    scaler = run.scaler if run.scaler is not None and run.scaler.is_enabled() else None
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if run.cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(tools.params, run.cfg.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return loss.detach(), out.detach().float(), target.detach(), part
+
+
+def train_one_epoch(run: RunContext, tools: StageTools, state: RunState, callbacks: Sequence[Callback]) -> EpochTally:
+    """The batches of epoch ``state.epoch`` from ``state.batch`` on; stops at ``max_steps`` (``state.finished``)."""
+    cfg, epoch = run.cfg, state.epoch
+    seed_everything(_epoch_seed(cfg.seed, epoch, state.batch), run.deterministic)
+    run.sampler.set_epoch(epoch, state.batch)
+    tools.net.train()
+    tally = EpochTally()
+    t0 = time.perf_counter()
+    for cb in callbacks:
+        cb.epoch_start(f"{tools.stage.name} epoch {epoch + 1}/{run.total_epochs}", state.batch,
+                       run.sampler.batches_per_epoch())
+    for batch in run.loader:
+        # A seed per (epoch, batch): augmentation and dropout draw the same numbers whether or not the run was
+        # interrupted and resumed, so a resumed run ends with the same weights (each DDP rank its own stream).
+        torch.manual_seed((_epoch_seed(cfg.seed, epoch, state.batch) + 1_000_000_007 * run.info.rank) % 2**63)
+        tally.add(*train_step(run, tools, batch))
+        state.batch += 1
+        state.global_step += 1
+        for cb in callbacks:
+            cb.batch_end(state, tally)
+        if cfg.max_steps is not None and state.global_step >= cfg.max_steps:
+            state.finished = True
+            break
+        if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+            checkpoint(run, tools, state)
+    for cb in callbacks:
+        cb.train_end()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    tally.seconds = time.perf_counter() - t0
+    return tally
+
+
+def validate(run: RunContext, net: nn.Module) -> dict[str, float]:
+    """``val_loss`` and ``val_<metric>`` over the whole validation set (gathered from every rank); {} without one."""
+    if run.val_set is None or len(run.val_set) == 0:
+        return {}
+    v_out, v_tgt = evaluate_outputs(net, run.val_set, run.cfg, run.info, run.prepare, run.amp_dtype)
+    loss = run.loss_fn(torch.from_numpy(v_out).to(run.device), torch.from_numpy(v_tgt).to(run.device))
+    row = {"val_loss": float(loss)}
+    if run.metric is not None:
+        row[f"val_{run.metric.name}"] = run.metric(v_out, v_tgt)
+    return row
+
+
+def epoch_row(run: RunContext, tools: StageTools, state: RunState, epoch: int, tally: EpochTally) -> dict[str, Any]:
+    """The epoch's log row: training figures (averaged over ranks), validation, speed."""
+    info, metric = run.info, run.metric
+    row: dict[str, Any] = {"epoch": epoch + 1, "stage": tools.stage.name, "global_step": state.global_step,
+                           "lr": tools.optimizer.param_groups[0]["lr"],
+                           "train_loss": ddp.all_reduce_mean(tally.mean_loss(), info)}
+    if run.cfg.localisation is not None:
+        row["train_localisation"] = ddp.all_reduce_mean(tally.mean_localisation(), info)
+    if metric is not None and tally.batches:
+        row[f"train_{metric.name}"] = tally.score(metric)
+    row.update(validate(run, tools.net))
+    row["seconds"] = round(tally.seconds, 3)
+    row["images_per_s"] = round(tally.images * info.world_size / max(tally.seconds, 1e-9), 2)
+    # Stopped by max_steps inside the epoch: log it, but resume at the same batch, not the next epoch.
+    if state.batch < run.sampler.batches_per_epoch():
+        row["partial_epoch"] = True
+    return row
+
+
+def finish_epoch(run: RunContext, tools: StageTools, state: RunState, row: dict[str, Any],
+                 callbacks: Sequence[Callback]) -> bool:
+    """Log the row, decide (``end_of_epoch``), keep the best weights, step the scheduler, checkpoint, report.
+
+    Returns:
+        True when early stopping ended the stage.
+    """
+    state.history.append(row)
+    partial = bool(row.get("partial_epoch"))
+    val_loss = row.get("val_loss", row["train_loss"])
+    outcome = end_of_epoch(state, val_loss, partial, run.cfg.patience, run.stage_start[state.stage + 1],
+                           run.total_epochs)
+    if outcome.improved and run.info.is_main:
+        run.ckpt.save_best(tools.net)
+    if not partial:
+        tools.scheduler.step(val_loss)
+    checkpoint(run, tools, state)
+    for cb in callbacks:
+        cb.epoch_end(row, state)
+    return outcome.stopped_early
+
+
+def train_stage(run: RunContext, model: nn.Module, index: int, state: RunState, training_state: dict[str, Any] | None,
+                callbacks: Sequence[Callback], totals: CallTotals) -> None:
+    """The epochs of stage ``index`` from where ``state`` stands (a resumed stage with its optimizer state)."""
+    tools = StageTools.start(run, model, run.stages[index])
+    if training_state is not None and state.stage == index:
+        tools.load(training_state, run.scaler)
+    else:
+        state.epoch, state.batch, state.bad_epochs = max(state.epoch, run.stage_start[index]), 0, 0
+    state.stage = index
+    while state.epoch < run.stage_start[index + 1] and not state.finished:
+        epoch = state.epoch
+        tally = train_one_epoch(run, tools, state, callbacks)
+        totals.add(tally)
+        row = epoch_row(run, tools, state, epoch, tally)
+        totals.stopped_early |= finish_epoch(run, tools, state, row, callbacks)
 
 
 # --------------------------------------------------------------------------------------- the loop
@@ -345,211 +576,34 @@ def fit(
 
 
 def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices) -> FitResult:
-    info = ddp.init_distributed(cfg.device)
-    device = info.device
-    cuda = device.type == "cuda"
-    seed_everything(cfg.seed, cfg.deterministic and not cuda)
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    if info.is_main:
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = Checkpointer(cfg.out_dir)
+    run = RunContext.start(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices)
+    state, training_state, resumed_from = resume(run, model)
+    callbacks = default_callbacks(cfg.out_dir, cfg.progress, run.info.is_main, metric)
+    totals = CallTotals()
+    for index in range(state.stage, len(stages)):
+        if state.finished:
+            break
+        train_stage(run, model, index, state, training_state, callbacks, totals)
+        training_state = None  # only the resumed stage continues its optimizer
+    return _best_result(run, model, state, totals, resumed_from)
 
-    model.to(device)
-    channels_last = cfg.channels_last if cuda else cfg.cpu_channels_last
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if isinstance(loss_fn, nn.Module):
-        loss_fn.to(device)
-    if cuda:
-        amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cfg.amp else None
-    else:
-        amp_dtype = torch.bfloat16 if cfg.cpu_bf16 and cpu_has_fast_bf16() else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16) if cuda else None
-    mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
 
-    def prepare(images: torch.Tensor, train: bool) -> torch.Tensor:
-        if images.dtype != torch.uint8:  # cached features of frozen layers (train.frozen): ready as they are
-            x = images.to(device, non_blocking=True).float()
-        else:
-            x = images.to(device, non_blocking=True).float().div_(255.0)
-            if train:
-                x = augment(x)
-            x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-    indices = list(range(len(train_set))) if train_indices is None else list(train_indices)
-    sampler = ResumableBatchSampler(indices, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                    rank=info.rank, world_size=info.world_size)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=cuda,
-                        persistent_workers=cfg.workers > 0)
-    stage_start = np.cumsum([0] + [s.epochs for s in stages]).tolist()
-    total_epochs = stage_start[-1]
-
-    # ---- resume
-    state: dict[str, Any] = {"epoch": 0, "batch": 0, "global_step": 0, "stage": 0, "best_val_loss": math.inf,
-                             "best_epoch": -1, "bad_epochs": 0, "history": [], "finished": False}
-    training_state: dict[str, Any] | None = None
-    resumed_from = None
-    latest = ckpt.latest() if cfg.resume else None
-    if latest is not None:
-        state, training_state = Checkpointer.load(latest, model, device)
-        resumed_from = {k: state[k] for k in ("epoch", "batch", "global_step")}
-        # "Finished" depends on this call's budget: a resumed run may be given more epochs or steps.
-        state["finished"] = state["epoch"] >= total_epochs or (
-            cfg.max_steps is not None and state["global_step"] >= cfg.max_steps)
-        if info.is_main:
-            tqdm.write(f"resuming from {latest.name}: epoch {state['epoch']}, batch {state['batch']}, "
-                       f"step {state['global_step']}")
-    history: list[dict[str, Any]] = state["history"]
-
-    term = cfg.localisation
-    steps_run = 0
-    stopped_early = False
-    timed_images, timed_seconds = 0, 0.0
-    stage_idx = state["stage"]
-    while stage_idx < len(stages) and not state["finished"]:
-        stage = stages[stage_idx]
-        params = _set_trainable(unwrap(model), stage)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
-            if info.distributed else model
-        optimizer = _make_optimizer(params, stage.lr, cfg)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
-        if training_state is not None and state["stage"] == stage_idx:
-            optimizer.load_state_dict(training_state["optimizer"])
-            scheduler.load_state_dict(training_state["scheduler"])
-            if scaler is not None and training_state.get("scaler"):
-                scaler.load_state_dict(training_state["scaler"])
-            training_state = None
-        else:
-            state.update(epoch=max(state["epoch"], stage_start[stage_idx]), batch=0, bad_epochs=0)
-        state["stage"] = stage_idx
-
-        def snapshot() -> None:
-            if info.is_main:
-                ckpt.save(net, optimizer, scheduler, scaler, {**state, "history": history})
-
-        while state["epoch"] < stage_start[stage_idx + 1] and not state["finished"]:
-            epoch = state["epoch"]
-            seed_everything(_epoch_seed(cfg.seed, epoch, state["batch"]), cfg.deterministic and not cuda)
-            sampler.set_epoch(epoch, state["batch"])
-            net.train()
-            losses, outs, tgts, parts = [], [], [], []
-            t0 = time.perf_counter()
-            n_images = 0
-            bar = tqdm(loader, desc=f"{stage.name} epoch {epoch + 1}/{total_epochs}", leave=False,
-                       disable=not (cfg.progress and info.is_main), initial=state["batch"],
-                       total=sampler.batches_per_epoch())
-            for batch in bar:
-                # A seed per (epoch, batch): augmentation and dropout draw the same numbers whether or not
-                # the run was interrupted and resumed, so a resumed run ends with the same weights (each DDP
-                # rank its own stream).
-                torch.manual_seed((_epoch_seed(cfg.seed, epoch, state["batch"]) + 1_000_000_007 * info.rank) % 2**63)
-                if term is not None:
-                    batch = term.take(batch)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out, target = _forward(net, batch, prepare, train=True)
-                    target = target.to(device, non_blocking=True)
-                    loss = loss_fn(out.float(), target)
-                    if term is not None:  # total = classification + λ · localisation (train.localisation)
-                        parts.append(term.loss(target))
-                        loss = loss + term.weight * parts[-1]
-                        parts[-1] = parts[-1].detach()
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None and scaler.is_enabled():
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                if scaler is not None and scaler.is_enabled():
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                state["batch"] += 1
-                state["global_step"] += 1
-                steps_run += 1
-                n_images += len(target)
-                losses.append(loss.detach())
-                outs.append(out.detach().float())
-                tgts.append(target.detach())
-                if cfg.progress and info.is_main and (state["batch"] % 5 == 0 or state["batch"] == 1):
-                    post = {"loss": f"{torch.stack(losses).mean().item():.4f}"}
-                    if metric is not None:
-                        post[metric.name] = f"{metric(torch.cat(outs).cpu().numpy(), torch.cat(tgts).cpu().numpy()):.3f}"
-                    bar.set_postfix(post)
-                if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
-                    state["finished"] = True
-                    break
-                if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
-                    snapshot()
-            bar.close()
-            if cuda:
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            timed_images, timed_seconds = timed_images + n_images, timed_seconds + seconds
-
-            train_loss = ddp.all_reduce_mean(torch.stack(losses).mean().item() if losses else float("nan"), info)
-            row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name, "global_step": state["global_step"],
-                                   "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
-            if term is not None:
-                row["train_localisation"] = ddp.all_reduce_mean(
-                    torch.stack(parts).mean().item() if parts else float("nan"), info)
-            if metric is not None and outs:
-                row[f"train_{metric.name}"] = metric(torch.cat(outs).cpu().numpy(), torch.cat(tgts).cpu().numpy())
-            if val_set is not None and len(val_set) > 0:
-                v_out, v_tgt = evaluate_outputs(net, val_set, cfg, info, prepare, amp_dtype)
-                val_loss = float(loss_fn(torch.from_numpy(v_out).to(device), torch.from_numpy(v_tgt).to(device)))
-                row["val_loss"] = val_loss
-                if metric is not None:
-                    row[f"val_{metric.name}"] = metric(v_out, v_tgt)
-            else:
-                val_loss = train_loss
-            row["seconds"] = round(seconds, 3)
-            row["images_per_s"] = round(n_images * info.world_size / max(seconds, 1e-9), 2)
-            # Stopped by max_steps inside the epoch: log it, but resume at the same batch, not the next epoch.
-            partial = state["batch"] < sampler.batches_per_epoch()
-            if partial:
-                row["partial_epoch"] = True
-            history.append(row)
-            if val_loss < state["best_val_loss"]:
-                state.update(best_val_loss=val_loss, best_epoch=epoch + 1)
-                if not partial:
-                    state["bad_epochs"] = 0
-                if info.is_main:
-                    ckpt.save_best(net)
-            elif not partial:
-                state["bad_epochs"] += 1
-            if not partial:
-                scheduler.step(val_loss)
-                state.update(epoch=epoch + 1, batch=0)
-                if state["bad_epochs"] >= cfg.patience:
-                    stopped_early = True
-                    state["epoch"] = stage_start[stage_idx + 1]  # on to the next stage, if any
-            if info.is_main:
-                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            if state["epoch"] >= total_epochs:
-                state["finished"] = True
-            snapshot()
-            if info.is_main:
-                write_csv(cfg.out_dir / CSV_LOG, history)
-        stage_idx += 1
-
-    ddp.barrier(info)
-    ckpt.load_best(model, device)  # the best weights by validation loss (paper 000: "saving the best model")
+def _best_result(run: RunContext, model: nn.Module, state: RunState, totals: CallTotals,
+                 resumed_from: dict[str, int] | None) -> FitResult:
+    """The best weights by validation loss back in ``model`` (paper 000: "saving the best model"), every
+    parameter trainable again, and their validation outputs."""
+    ddp.barrier(run.info)
+    run.ckpt.load_best(model, run.device)
     for p in unwrap(model).parameters():
         p.requires_grad_(True)
     v_out, v_tgt = np.zeros((0, 0)), np.zeros((0,))
-    if val_set is not None and len(val_set) > 0:
-        v_out, v_tgt = evaluate_outputs(model, val_set, cfg, info, prepare, amp_dtype)
-    return FitResult(history=history, best_val_loss=float(state["best_val_loss"]), best_epoch=int(state["best_epoch"]),
-                     global_step=int(state["global_step"]), steps_run=steps_run, resumed_from=resumed_from,
-                     stopped_early=stopped_early, val_outputs=v_out, val_targets=v_tgt,
-                     images_per_s=timed_images * info.world_size / timed_seconds if timed_seconds else float("nan"))
+    if run.val_set is not None and len(run.val_set) > 0:
+        v_out, v_tgt = evaluate_outputs(model, run.val_set, run.cfg, run.info, run.prepare, run.amp_dtype)
+    world = run.info.world_size
+    return FitResult(history=state.history, best_val_loss=float(state.best_val_loss), best_epoch=int(state.best_epoch),
+                     global_step=int(state.global_step), steps_run=totals.steps_run, resumed_from=resumed_from,
+                     stopped_early=totals.stopped_early, val_outputs=v_out, val_targets=v_tgt,
+                     images_per_s=totals.images * world / totals.seconds if totals.seconds else float("nan"))
 
 
 @torch.no_grad()
