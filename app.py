@@ -1,6 +1,7 @@
 """Fundus CAM Zoo — the web app (Gradio Blocks; the Hugging Face Space's ``app_file``): layout and wiring only.
-What each event does is ``appcore.page.Page``'s, the control widgets come from ``explain.controls``, the panels
-from ``explain.methods``. Research tool, not a medical device: not for clinical use.
+What each event does is ``appcore.page.Page``'s (as Gradio handlers: ``appcore.gradio_events``), the control widgets
+come from ``explain.controls``, the panels from ``explain.methods``, the process's set-up and run from
+``appcore.server``. Research tool, not a medical device: not for clinical use.
 
     python app.py [--port 7860] [--host 127.0.0.1] [--models FOLDER_OR_HUB_ID ...]
 """
