@@ -13,18 +13,17 @@ from typing import Any, ClassVar
 
 import torch
 
+from fundus.datasets.labels import is_no_disease
+from fundus.tasks import task_of
+
 TARGET_WORDS = ("predicted", "all-predicted")
 
 
 def probabilities(model, outputs: torch.Tensor, task: str) -> torch.Tensor:
-    """The model's own ``probabilities`` when it has one, else softmax / sigmoid / identity by task."""
+    """The model's own ``probabilities`` when it has one, else the task's (``fundus.tasks``)."""
     if hasattr(model, "probabilities"):
         return model.probabilities(outputs)
-    if task == "multilabel":
-        return torch.sigmoid(outputs)
-    if task == "grade-regression":
-        return outputs
-    return torch.softmax(outputs, dim=1)
+    return task_of(task).probabilities(outputs)
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class TargetContext:
 
     outputs: torch.Tensor  # (B, C) raw outputs
     probabilities: torch.Tensor  # (B, C)
-    task: str  # "multiclass", "multilabel" or "grade-regression"
+    task: str  # a config's task name (fundus.tasks.TASKS)
     thresholds: Sequence[float] | None = None  # per-class multilabel thresholds (default 0.5)
     model: Any = None  # the model (``Decided`` asks its ``decide``)
 
@@ -67,7 +66,8 @@ class Predicted(Target):
     grade regression: the output cell."""
 
     def resolve(self, context: TargetContext) -> list[list[int]]:
-        return [_predicted(p, context.task, context.thresholds, integrated=False) for p in context.probabilities]
+        task = task_of(context.task)
+        return [task.predicted_cells(p, context.thresholds) for p in context.probabilities]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class AllPredicted(Target):
     """Multilabel: as ``Predicted``; multiclass: every class, most probable first, integrated."""
 
     def resolve(self, context: TargetContext) -> list[list[int]]:
-        return [_predicted(p, context.task, context.thresholds, integrated=True) for p in context.probabilities]
+        task = task_of(context.task)
+        return [task.predicted_cells(p, context.thresholds, every=True) for p in context.probabilities]
 
 
 @dataclass(frozen=True)
@@ -147,14 +148,13 @@ class Decided(Target):
     decided_only: ClassVar[bool] = True
 
     def resolve(self, context: TargetContext) -> list[list[int]]:
-        from zoo.model import is_no_disease
-
         model = context.model
         if model is None or not hasattr(model, "decide"):
             raise TypeError("a Decided target needs a zoo model (one with decide and config)")
         config = model.config
-        if config.task == "grade-regression":
-            return [[0] for _ in range(context.batch)]
+        task = task_of(config.task)
+        if task.regression:
+            return [task.predicted_cells(p) for p in context.probabilities]
         decisions = model.decide(context.outputs)
         found = []
         for probs, decision in zip(context.probabilities, decisions):
@@ -201,21 +201,6 @@ def resolve_targets(
         TypeError: a target of an unsupported type.
     """
     return as_target(target).resolve(TargetContext(outputs, probs, task, thresholds, model))
-
-
-def _predicted(probs: torch.Tensor, task: str, thresholds, integrated: bool) -> list[int]:
-    if task == "grade-regression":
-        return [0]  # paper 004: the output cell is the "class" explained
-    if task == "multilabel":
-        if thresholds and len(thresholds) != probs.numel():
-            raise ValueError(f"got {len(thresholds)} multilabel thresholds for {probs.numel()} outputs")
-        limits = torch.as_tensor(list(thresholds) if thresholds else [0.5] * probs.numel(), dtype=probs.dtype)
-        passing = [int(i) for i in torch.nonzero(probs >= limits).flatten()]
-        passing.sort(key=lambda i: -float(probs[i]))
-        return passing or [int(probs.argmax())]
-    if integrated:
-        return sorted(range(probs.numel()), key=lambda i: -float(probs[i]))
-    return [int(probs.argmax())]
 
 
 def decided_targets(model, x: torch.Tensor, *, keep_no_disease: bool = True) -> list[int]:

@@ -1,8 +1,9 @@
-"""Training-time metrics: the recipes' headline metric (live in the progress bar, logged each epoch)
-and paper 001's per-class decision thresholds chosen on validation.
+"""Training-time metrics: the recipes' headline metric (live in the progress bar, logged each epoch; each task's
+default is ``default_metric``) and paper 001's per-class decision thresholds chosen on validation.
 
 The full evaluation (precision/recall/F1 micro+macro, AUC, sensitivity/specificity, kappa) lives in
-``zoo.evaluate.compute_metrics`` so that ``python -m zoo evaluate`` needs nothing from train/.
+``zoo.evaluation.metrics.compute_metrics`` so that ``python -m zoo evaluate`` needs nothing from train/.
+Probabilities and decisions are the task's (``fundus.tasks``).
 """
 from __future__ import annotations
 
@@ -11,43 +12,24 @@ from typing import Callable
 
 import numpy as np
 
-TASKS = ("multiclass", "multilabel", "grade-regression")
+from fundus.tasks import MULTILABEL, task_of
 
 
 def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """Softmax (multiclass), sigmoid (multilabel) or the value itself (grade-regression).
+    """The task's probabilities (``fundus.tasks``) in float64; kept for ``train.recipes.dr_lesions``.
 
     Raises:
         ValueError: unknown task.
     """
-    z = np.asarray(logits, dtype=np.float64)
-    if task == "multiclass":
-        z = z - z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
-    if task == "multilabel":
-        return 1.0 / (1.0 + np.exp(-z))
-    if task == "grade-regression":
-        return z
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-
-
-def grades_from_regression(values: np.ndarray, cutoffs: list[float]) -> np.ndarray:
-    """Regression outputs to integer grades by the config's cutoffs (0.5, 1.5, … by default)."""
-    # right=True: a value equal to a cut-off keeps the lower grade, as FundusNet.decide (value > cut-off).
-    return np.digitize(np.asarray(values, dtype=np.float64).reshape(-1), np.asarray(cutoffs), right=True)
+    return task_of(task).probabilities(np.asarray(logits))
 
 
 def predictions(logits: np.ndarray, task: str, thresholds: list[float] | None = None,
                 cutoffs: list[float] | None = None) -> np.ndarray:
-    """Decisions: class index (multiclass, regression via cutoffs) or multi-hot (multilabel, per-class thresholds)."""
-    p = probabilities(logits, task)
-    if task == "multiclass":
-        return p.argmax(1)
-    if task == "multilabel":
-        t = np.full(p.shape[1], 0.5) if not thresholds else np.asarray(thresholds, dtype=np.float64)
-        return (p >= t).astype(np.int64)
-    return grades_from_regression(p, cutoffs or [0.5, 1.5, 2.5, 3.5])
+    """Decisions as int64: class index (multiclass, regression via cutoffs) or multi-hot (multilabel, per-class
+    thresholds), by the task's rule (``fundus.tasks``; no no-disease exclusion: each label on its own)."""
+    decided = task_of(task).decide(np.asarray(logits), thresholds=thresholds, cutoffs=cutoffs)
+    return np.asarray(decided).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -68,7 +50,7 @@ def accuracy_metric(task: str = "multiclass") -> Metric:
 
     def fn(logits: np.ndarray, targets: np.ndarray) -> float:
         pred = predictions(logits, task)
-        if task == "multilabel":
+        if not task_of(task).single_label:
             return float((pred == targets.astype(np.int64)).mean())
         return float((pred == targets.reshape(-1).astype(np.int64)).mean())
 
@@ -79,7 +61,7 @@ def micro_f1_metric(thresholds: list[float] | None = None) -> Metric:
     """Micro-averaged F1 over labels (paper 002's score), sigmoid outputs at the thresholds (0.5)."""
 
     def fn(logits: np.ndarray, targets: np.ndarray) -> float:
-        pred = predictions(logits, "multilabel", thresholds)
+        pred = predictions(logits, MULTILABEL.name, thresholds)
         known = np.isfinite(targets)  # NaN: label unknown for that photo
         t = np.nan_to_num(targets).astype(np.int64)
         tp = int(((pred == 1) & (t == 1) & known).sum())
@@ -102,6 +84,16 @@ def kappa_metric(task: str = "multiclass") -> Metric:
         return float(cohen_kappa_score(true, pred, weights="quadratic"))
 
     return Metric("quadratic_kappa", fn)
+
+
+def default_metric(task: str) -> Metric:
+    """The task's headline metric (``fundus.tasks``: accuracy, micro F1, quadratic kappa).
+
+    Raises:
+        ValueError: unknown task.
+    """
+    builders = {"accuracy": accuracy_metric, "f1_micro": lambda _: micro_f1_metric(), "quadratic_kappa": kappa_metric}
+    return builders[task_of(task).default_metric](task)
 
 
 def choose_thresholds(probs: np.ndarray, targets: np.ndarray, method: str = "youden",

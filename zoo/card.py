@@ -6,15 +6,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from fundus.tasks import task_of
 from zoo.config import ModelConfig
 from zoo.papers import PAPERS
 
 LIBRARY_NAME = "fundus-cam-zoo"
-_TASK_TEXT = {
-    "multiclass": "single-label classification (softmax)",
-    "multilabel": "multi-label classification (sigmoid, one threshold per label)",
-    "grade-regression": "DR grade regression (one value, graded by cut-offs)",
-}
 
 
 def _metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
@@ -67,7 +63,8 @@ def card_text(config: ModelConfig) -> str:
     if config.description:
         lines += [config.description, ""]
     lines += [
-        f"A `{config.arch}` model of the Fundus CAM Zoo for {_TASK_TEXT[config.task]} of retinal fundus photographs.",
+        f"A `{config.arch}` model of the Fundus CAM Zoo for {task_of(config.task).description} of retinal fundus "
+        "photographs.",
         "",
         "## Intended use",
         "",

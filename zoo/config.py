@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASKS = ("multiclass", "multilabel", "grade-regression")
+from fundus.tasks import TASKS  # noqa: F401 - zoo.factory's name for the task names
+from fundus.tasks import DEFAULT_GRADE_CUTOFFS, DEFAULT_THRESHOLD, MULTILABEL, task_of
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -37,7 +39,7 @@ class ModelConfig:
     name: str
     paper: str  # "000" … "004" (see ../shared/papers/README.md), or "" for none
     arch: str  # key of zoo.architectures.ARCHITECTURES
-    task: str  # one of TASKS
+    task: str  # one of fundus.tasks.TASKS (task_of(config.task) is the task object)
     labels: list[str]
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -54,7 +56,7 @@ class ModelConfig:
     cam_reason: str = ""
     # Decision rules.
     thresholds: list[float] = field(default_factory=list)  # multilabel: one per label (paper 001)
-    grade_cutoffs: list[float] = field(default_factory=lambda: [0.5, 1.5, 2.5, 3.5])  # regression
+    grade_cutoffs: list[float] = field(default_factory=lambda: list(DEFAULT_GRADE_CUTOFFS))  # regression
     # Region-tool defaults: θ attention crop (paper 000 eq. 5), τ lesion mask (paper 004 eq. 4), GMSM gate t.
     theta: int = 128
     tau: float = 0.6
@@ -77,18 +79,17 @@ class ModelConfig:
     ood: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        task = task_of(self.task)  # raises ValueError for an unknown task
         if isinstance(self.preprocessing, dict):
             self.preprocessing = Preprocessing(**self.preprocessing)
         self.mean = tuple(self.mean)
         self.std = tuple(self.std)
-        if self.task == "multilabel" and not self.thresholds:
-            self.thresholds = [0.5] * len(self.labels)
+        if task is MULTILABEL and not self.thresholds:
+            self.thresholds = [DEFAULT_THRESHOLD] * len(self.labels)
 
     @property
     def num_outputs(self) -> int:
-        return 1 if self.task == "grade-regression" else len(self.labels)
+        return task_of(self.task).num_outputs(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

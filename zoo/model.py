@@ -11,48 +11,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fundus.datasets.labels import HEALTHY_NAMES
+from fundus.datasets.labels import HEALTHY_NAMES, is_no_disease, no_disease_index  # noqa: F401 - re-exported
+from fundus.tasks import task_of
 from zoo.config import ModelConfig
 
 # Labels that mean "no disease found" (compared case-insensitively), written once with the label rules.
 NO_DISEASE_LABELS = HEALTHY_NAMES
-_EPS = 1e-7  # probabilities and thresholds are clipped to [eps, 1 - eps] before their log-odds are taken
-
-
-def is_no_disease(label: str) -> bool:
-    """Whether a label means "no disease found" (``NO_DISEASE_LABELS``)."""
-    return str(label).strip().lower() in NO_DISEASE_LABELS
-
-
-def no_disease_index(labels) -> int | None:
-    """The index of a multi-label model's no-disease label, or None when it has none (or only that label)."""
-    found = [i for i, label in enumerate(labels) if is_no_disease(label)]
-    return found[0] if len(found) == 1 and len(labels) > 1 else None
 
 
 def decision_rule(config: ModelConfig) -> str:
     """The model's decision rule in one or two sentences, for model cards and the app."""
-    if config.task == "multiclass":
-        return "One label: the most probable (softmax argmax); the labels exclude each other."
-    if config.task == "grade-regression":
-        cuts = ", ".join(f"{c:g}" for c in config.grade_cutoffs)
-        return (f"One grade: the number of cut-offs ({cuts}) the regression value exceeds; "
-                "the grades exclude each other.")
-    k = no_disease_index(config.labels)
-    base = "Each label is predicted when its probability reaches its own threshold (the model's config)."
-    if k is None:
-        return base
-    others = ", ".join(label for i, label in enumerate(config.labels) if i != k)
-    return (f"{base} '{config.labels[k]}' and the other labels ({others}) exclude each other: when both "
-            f"sides reach their thresholds, the side further above its threshold in log-odds "
-            f"(log p/(1-p) − log t/(1-t)) is kept and the other is overruled (a tie keeps the disease side).")
+    return task_of(config.task).decision_rule(config.labels, config.grade_cutoffs, no_disease_index(config.labels))
 
 
 class FundusNet(nn.Module):
     """Base class of all zoo models.
 
     Subclasses build their modules in ``__init__`` and implement ``forward(x) -> (B, num_outputs)``:
-    logits for classification tasks, the grade value for ``grade-regression``.
+    logits for classification tasks, the grade value for a grade regression (``fundus.tasks``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -68,14 +44,9 @@ class FundusNet(nn.Module):
             out: ``(B, num_outputs)`` raw model output.
 
         Returns:
-            softmax (multiclass), sigmoid (multilabel), or the regression value itself.
+            softmax (multiclass), sigmoid (multilabel), or the regression value itself (``fundus.tasks``).
         """
-        task = self.config.task
-        if task == "multiclass":
-            return out.softmax(dim=-1)
-        if task == "multilabel":
-            return out.sigmoid()
-        return out
+        return task_of(self.config.task).probabilities(out)
 
     def decide(self, out: torch.Tensor, *, exclusive: bool = True) -> torch.Tensor:
         """Decisions from raw outputs (``decision_rule(config)`` says the rule in words).
@@ -90,25 +61,15 @@ class FundusNet(nn.Module):
             the label's threshold (paper 001's per-class thresholds), where a no-disease label
             (``NO_DISEASE_LABELS``: "healthy", "normal", …) and the disease labels exclude each other:
             when both sides reach their thresholds, the side whose best label lies further above its
-            threshold in log-odds is kept (a tie keeps the disease side); grade-regression: ``(B,)``
+            threshold in log-odds is kept (a tie keeps the disease side); grade regression: ``(B,)``
             grade = number of ``grade_cutoffs`` the value exceeds.
+
+        Raises:
+            ValueError: a multilabel config whose threshold count is not the output count.
         """
-        task = self.config.task
-        if task == "multiclass":
-            return out.argmax(dim=-1)
-        if task == "multilabel":
-            thresholds = torch.as_tensor(self.config.thresholds, dtype=out.dtype, device=out.device)
-            if thresholds.numel() != out.shape[-1]:
-                raise ValueError(
-                    f"config.thresholds has {thresholds.numel()} values for {out.shape[-1]} outputs"
-                )
-            over = out.sigmoid() >= thresholds
-            k = no_disease_index(self.config.labels) if exclusive else None
-            if k is None:
-                return over
-            return _exclude_no_disease(out.sigmoid(), thresholds, over, k)
-        cutoffs = torch.as_tensor(self.config.grade_cutoffs, dtype=out.dtype, device=out.device)
-        return (out.reshape(-1, 1) > cutoffs).sum(dim=-1)
+        c = self.config
+        no_disease = no_disease_index(c.labels) if exclusive else None
+        return task_of(c.task).decide(out, thresholds=c.thresholds, cutoffs=c.grade_cutoffs, no_disease=no_disease)
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` into ``folder``.
@@ -155,21 +116,3 @@ class FundusNet(nn.Module):
         c = self.config
         return f"name={c.name!r}, arch={c.arch!r}, paper={c.paper!r}, task={c.task!r}, outputs={c.num_outputs}"
 
-
-def _exclude_no_disease(probs: torch.Tensor, thresholds: torch.Tensor, over: torch.Tensor, k: int) -> torch.Tensor:
-    """``over`` with the no-disease label ``k`` and the disease labels made exclusive (see ``decide``)."""
-    def logit(p: torch.Tensor) -> torch.Tensor:
-        p = p.double().clamp(_EPS, 1 - _EPS)
-        return torch.log(p) - torch.log1p(-p)
-
-    margin = logit(probs) - logit(thresholds).expand_as(probs)
-    disease = torch.ones(over.shape[-1], dtype=torch.bool, device=over.device)
-    disease[k] = False
-    disease_over = over & disease
-    best_disease = torch.where(disease_over, margin, torch.full_like(margin, -torch.inf)).amax(dim=-1)
-    conflict = over[..., k] & disease_over.any(dim=-1)
-    keep_healthy = margin[..., k] > best_disease
-    decided = over.clone()
-    decided[conflict & keep_healthy] &= ~disease
-    decided[..., k] &= ~(conflict & ~keep_healthy)
-    return decided

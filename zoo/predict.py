@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from fundus.tasks import MULTICLASS, task_of
 from zoo import ood
 from zoo.model import FundusNet
 
@@ -23,14 +24,15 @@ def _result(model: FundusNet, out: torch.Tensor, source: str, warnings: list[str
     probs = model.probabilities(out.unsqueeze(0))[0]
     decision = model.decide(out.unsqueeze(0))[0]
     result: dict[str, Any] = {"source": source, "model": config.name, "task": config.task}
-    if config.task == "grade-regression":
+    task = task_of(config.task)
+    if task.regression:
         grade = int(decision)
         result["value"] = float(probs[0])
         result["grade"] = grade
         result["grade_label"] = config.labels[grade] if grade < len(config.labels) else str(grade)
     else:
         result["probabilities"] = {label: float(p) for label, p in zip(config.labels, probs)}
-        if config.task == "multiclass":
+        if task is MULTICLASS:
             result["predicted"] = config.labels[int(decision)]
         else:
             result["predicted"] = [label for label, on in zip(config.labels, decision.tolist()) if on]

@@ -13,9 +13,10 @@ from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
-TASKS = ("multiclass", "multilabel", "grade-regression")
-# International Clinical DR severity scale (APTOS, EyePACS, IDRiD, srahim-dr600).
-DR_GRADES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
+from fundus.tasks import task_of
+
+from .labels import DR_GRADES  # noqa: F401 - the loaders' and fundus.datasets' name for the grades
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 Label = Union[int, np.ndarray, None]
@@ -32,7 +33,7 @@ class Sample:
 
     Attributes:
         image: path of the photo.
-        label: int class/grade (multiclass, grade-regression), float32 multi-hot array
+        label: int class/grade (a single-label task: ``fundus.tasks``), float32 multi-hot array
             (multilabel), or None where the split has no labels.
         masks: lesion type → mask path (segmentation layouts), else None.
         boxes: ``(class_name, x0, y0, x1, y1)`` normalised to [0, 1] (box layouts), else None.
@@ -61,8 +62,7 @@ class FundusDataset:
     excluded: list[tuple[Path, str]] = field(default_factory=list)  # (image, reason) left out on purpose
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        task_of(self.task)  # raises ValueError for an unknown task
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -75,7 +75,7 @@ class FundusDataset:
 
     def targets(self) -> np.ndarray:
         """``(N,)`` int64 grades/classes (-1 = unlabelled) or ``(N, C)`` float32 multi-hot."""
-        if self.task == "multilabel":
+        if not task_of(self.task).single_label:
             empty = np.zeros(len(self.labels), np.float32)
             return np.stack([s.label if s.label is not None else empty for s in self.samples]).astype(np.float32)
         return np.array([-1 if s.label is None else int(s.label) for s in self.samples], np.int64)
@@ -83,7 +83,7 @@ class FundusDataset:
     def class_counts(self) -> dict[str, int]:
         """Number of samples per class (multilabel: per label present)."""
         t = self.targets()
-        if self.task == "multilabel":
+        if not task_of(self.task).single_label:
             counts = t.sum(axis=0) if len(t) else np.zeros(len(self.labels))
         else:
             counts = np.bincount(t[t >= 0], minlength=len(self.labels))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import DR_GRADES, DatasetError, FundusDataset, Sample, check_images, check_task, parse_int, read_csv
-from .registry import register
+from fundus.tasks import SINGLE_LABEL_TASKS
 
-_GRADING_TASKS = ("multiclass", "grade-regression")
+from .base import DatasetError, FundusDataset, Sample, check_images, check_task, parse_int, read_csv
+from .labels import DR_GRADES
+from .registry import register
 
 
 def _grade(value: str, column: str, path: Path, row: int) -> int:
@@ -25,12 +26,13 @@ def load_aptos(
 
     Args:
         split: "train" or "test" (test.csv has no ``diagnosis``: labels are None).
-        task: "multiclass" or "grade-regression" (same labels, the grade).
+        task: a single-label task (``fundus.tasks.SINGLE_LABEL_TASKS``: a grader or a grade regression; the
+            same labels, the grade).
         missing: "error" or "skip" for images listed but absent.
 
     APTOS gives no patient ids: each image is its own patient.
     """
-    check_task(task, _GRADING_TASKS, "aptos")
+    check_task(task, SINGLE_LABEL_TASKS, "aptos")
     if split not in ("train", "test"):
         raise ValueError(f"aptos: split must be 'train' or 'test', got {split!r}")
     csv_path = root / f"{split}.csv"
@@ -56,7 +58,7 @@ def load_eyepacs(
     test: ``retinopathy_solution.csv`` (``image,level,Usage``) + ``test/<image>.jpeg``.
     The patient id is the number before ``_left``/``_right``.
     """
-    check_task(task, _GRADING_TASKS, "eyepacs")
+    check_task(task, SINGLE_LABEL_TASKS, "eyepacs")
     files = {"train": ("trainLabels.csv", "train"), "test": ("retinopathy_solution.csv", "test")}
     if split not in files:
         raise ValueError(f"eyepacs: split must be 'train' or 'test', got {split!r}")
@@ -95,7 +97,7 @@ def load_idrid_grading(
     ``root`` is the IDRiD folder or its ``B. Disease Grading`` folder. The macular-oedema risk (0–2)
     goes to ``meta["macular_edema_risk"]``. IDRiD gives no patient ids: one image, one patient.
     """
-    check_task(task, _GRADING_TASKS, "idrid-grading")
+    check_task(task, SINGLE_LABEL_TASKS, "idrid-grading")
     if split not in _IDRID_GRADING_SPLITS:
         raise ValueError(f"idrid-grading: split must be 'train' or 'test', got {split!r}")
     base = root if root.name == IDRID_GRADING else root / IDRID_GRADING

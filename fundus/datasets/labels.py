@@ -9,7 +9,8 @@
 - DR grades → paper 001's lesion labels by the ICDR definitions (mild DR = microaneurysms only);
 - class folders (srahim-dr600, ODIR normal / glaucoma / cataract, HRF) → their class, by name;
 - diagnoses in ODIR-5K's label space (paper 002: Normal, Diabetes, Glaucoma, Cataract, …) from any class-folder
-  or DR-grading set (``diagnosis_target``): a source says only what it grades, the rest stays unknown.
+  or DR-grading set (``diagnosis_target``): a source says only what it grades, the rest stays unknown;
+- which label means "no disease found" (``is_no_disease``: healthy, normal, No DR, N).
 Used by every recipe (training targets), ``python -m zoo evaluate`` and ``python -m train ship``.
 """
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-DR_GRADE_NAMES = ("no dr", "mild", "moderate", "severe", "proliferative dr")
+from fundus.tasks import task_of
+
+# International Clinical DR severity scale (APTOS, EyePACS, IDRiD, srahim-dr600): the grades' names, in order.
+DR_GRADES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
+DR_GRADE_NAMES = tuple(grade.lower() for grade in DR_GRADES)  # as label spaces are compared (lower case)
 # Lesion label aliases across data sets (IDRiD masks, YOLO class names, paper 001's labels).
 LESION_ALIASES = {
     "MA": ("ma", "microaneurysms", "microaneurysm", "bp/ma", "bp", "red_small_dots"),
@@ -34,6 +39,18 @@ def _norm(name: str) -> str:
 
 # Labels that mean "no disease found": "healthy" (paper 001), "normal", "No DR" (the DR grades), "N" (ODIR-5K).
 HEALTHY_NAMES = ("healthy", "normal", "no dr", "no disease", "n")
+
+
+def is_no_disease(label: str) -> bool:
+    """Whether a label means "no disease found" (``HEALTHY_NAMES``, compared case-insensitively)."""
+    return _norm(label) in HEALTHY_NAMES
+
+
+def no_disease_index(labels: Sequence[str]) -> int | None:
+    """The index of a label space's one no-disease label, or None when it has none (or only that label); a
+    multi-label model's decision makes it exclusive of the disease labels (``fundus.tasks``)."""
+    found = [i for i, label in enumerate(labels) if is_no_disease(label)]
+    return found[0] if len(found) == 1 and len(labels) > 1 else None
 # ODIR-5K's eight diagnoses (paper 002) and the names other data sets give them (class folders, HRF's suffixes).
 DIAGNOSIS_ALIASES = {
     "N": ("n", "normal", "healthy", "no disease"),
@@ -82,7 +99,7 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
     """A data set sample's target in a model's label space, or None when it cannot be expressed.
 
     - same class names as the data set: its label (multiclass index, multi-hot reordered);
-    - DR grades (multiclass or grade-regression) from any DR grading layout;
+    - DR grades (a multi-class grader or a grade regression) from any DR grading layout;
     - multilabel lesion labels (paper 001's BP/MA, HM, HEX, CWS, healthy) from any multilabel set
       whose classes are aliases of them (IDRiD MA/HE/EX/SE masks, YOLO class names): a label the
       data set does not annotate is NaN (unknown); "healthy" is 1 when no lesion is present and
@@ -99,15 +116,16 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
     ds_labels = [_norm(x) for x in getattr(dataset, "labels", [])]
     model_labels = [_norm(x) for x in labels]
     ds_multilabel = isinstance(label, np.ndarray)
-    if task in ("multiclass", "grade-regression") and not ds_multilabel:
+    task = task_of(task)
+    if task.single_label and not ds_multilabel:
         if ds_labels == model_labels or (tuple(ds_labels) == DR_GRADE_NAMES and tuple(model_labels) == DR_GRADE_NAMES):
-            return float(label) if task == "grade-regression" else int(label)
-        if task == "grade-regression" and tuple(ds_labels) == DR_GRADE_NAMES:
+            return float(label) if task.regression else int(label)
+        if task.regression and tuple(ds_labels) == DR_GRADE_NAMES:
             return float(label)
-        if task == "multiclass" and sorted(ds_labels) == sorted(model_labels) and 0 <= int(label) < len(ds_labels):
+        if not task.regression and sorted(ds_labels) == sorted(model_labels) and 0 <= int(label) < len(ds_labels):
             return model_labels.index(ds_labels[int(label)])  # the same classes in another order (class folders)
         return None
-    if task != "multilabel":
+    if task.single_label:
         return None
     out = np.full(len(labels), np.nan, dtype=np.float32)
     if ds_multilabel:
@@ -124,7 +142,7 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
             hits = [j for j, d in enumerate(ds_labels) if d in _alias_set(name)]
             if hits:
                 out[k] = float(arr[hits].max())
-        healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+        healthy = [k for k, name in enumerate(model_labels) if is_no_disease(name)]
         lesions = [k for k in range(len(labels)) if k not in healthy]
         for k in healthy:
             if np.nanmax(np.append(out[lesions], 0.0)) > 0:
@@ -135,10 +153,10 @@ def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -
     if is_diagnosis_space(model_labels):
         return diagnosis_target(int(label), ds_labels, model_labels)
     # A multiclass data set: its healthy class says "no lesion"; DR grades say a little more.
-    healthy = [k for k, name in enumerate(model_labels) if name in HEALTHY_NAMES]
+    healthy = [k for k, name in enumerate(model_labels) if is_no_disease(name)]
     if not healthy or not 0 <= int(label) < len(ds_labels):
         return None
-    if ds_labels[int(label)] in HEALTHY_NAMES:
+    if is_no_disease(ds_labels[int(label)]):
         out[:] = 0.0
         out[healthy] = 1.0
         return out
@@ -232,7 +250,7 @@ def missing_boxes_unknown(target: np.ndarray, labels: Sequence[str]) -> np.ndarr
     "healthy" becomes 0 when a lesion is boxed, else unknown. None when nothing is known.
     """
     out = np.where(target > 0, target, np.nan).astype(np.float32)
-    healthy = [k for k, name in enumerate(labels) if _norm(name) in HEALTHY_NAMES]
+    healthy = [k for k, name in enumerate(labels) if is_no_disease(name)]
     lesions = [k for k in range(len(labels)) if k not in healthy]
     out[healthy] = 0.0 if np.nanmax(np.append(out[lesions], 0.0)) > 0 else np.nan
     return None if np.isnan(out).all() else out
