@@ -16,7 +16,7 @@ was explained; 2 for a bad argument or model). ``evaluate`` writes its HTML repo
 
 ``evaluate --split test`` (or train, val) scores the photos ``python -m zoo evaluate --split test`` evaluates: the
 project's per-source split by patient (``fundus.datasets.train_val_test_split``, stratified by the photos' targets in
-the model's labels, through ``zoo.evaluate.load_items``). Where the model's labels say nothing about the data set's
+the model's labels, through ``fundus.datasets.labelled.labelled_photos``). Where the model's labels say nothing about the data set's
 photos (a DR grader on lesion boxes: ``zoo evaluate`` has nothing to score there) the same split is stratified by the
 data set's own labels. Where the photos carry the optic disc (``optic_disc`` boxes in a YOLO layout, IDRiD's OD masks),
 every method with τ region tools (GMSM's lesion patches, Guided Grad-CAM's outlines) and the baselines also get the
@@ -41,6 +41,7 @@ from explain.metrics import (DEFAULT_TAUS, OPTIC_DISC, LocalisationSummary, boxe
 from explain.overlay import overlay, save_png
 from explain.targets import Classes, Decided, Predicted, Target
 from fundus.datasets.splits import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+from fundus.tasks import task_of
 
 DEFAULT_CLI_METHODS = ",".join(m.replace("_", "-") for m in panel_methods("main"))
 # YOLO class names (diaretdb1-boxes retinal.names and common variants) -> lesion codes.
@@ -308,7 +309,7 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
     written.append(save_png(out / f"{prefix}_panel.png", view.grid()))
 
     labels = list(config.labels)
-    explained = [labels[i] if config.task != "grade-regression" and i < len(labels) else str(i)
+    explained = [labels[i] if not task_of(config.task).regression and i < len(labels) else str(i)
                  for i in explanation.targets[0]]
     prediction = prediction_of(model, explanation.outputs[0].detach().float().cpu(), str(image), pre.warnings)
     if analysis.unlike_training is not None:  # as python -m zoo predict reports it
@@ -383,7 +384,7 @@ def optic_disc_truth(sample, fmt: str, pre) -> np.ndarray | None:
 def split_samples(args: argparse.Namespace, dataset, config) -> tuple[list, str]:
     """The photos of ``--split`` (in the data set's order) and how the part was drawn.
 
-    train / val / test are the photos ``python -m zoo evaluate --split`` scores (``zoo.evaluate.load_items``: each
+    train / val / test are the photos ``python -m zoo evaluate --split`` scores (``labelled_photos``: each
     source split by patient, stratified by the photos' targets in the model's labels). Where no photo has a target
     in the model's labels (``zoo evaluate`` scores nothing there), the same split is stratified by the data set's
     own labels.
@@ -394,8 +395,8 @@ def split_samples(args: argparse.Namespace, dataset, config) -> tuple[list, str]
     if args.split == "all":
         return list(dataset.samples), "all photos"
     from fundus.datasets import train_val_test_split
+    from fundus.datasets.labelled import labelled_photos
     from fundus.datasets.labels import sample_target
-    from zoo.evaluate import build_parser, load_items
 
     fractions = dict(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
     if not any(sample_target(s, dataset, config.labels, config.task) is not None for s in dataset.samples):
@@ -403,10 +404,9 @@ def split_samples(args: argparse.Namespace, dataset, config) -> tuple[list, str]
         chosen = {Path(s.image) for s in part}
         how = "by the data set's own labels (the model's labels do not apply to its photos)"
     else:
-        query = build_parser().parse_args([
-            str(args.model), "--data", str(args.data), "--format", args.format, "--split", args.split,
-            "--val-fraction", str(args.val_fraction), "--test-fraction", str(args.test_fraction), "--seed", str(args.seed)])
-        chosen = {Path(item.image) for item in load_items(query, config)}
+        photos = labelled_photos([args.data], [args.format], config.labels, config.task, split=args.split,
+                                 **fractions)
+        chosen = {Path(photo.image) for photo in photos}
         how = "as python -m zoo evaluate"
     return ([s for s in dataset.samples if Path(s.image) in chosen],
             f"the {args.split} part (per source, by patient: val {args.val_fraction:g}, test {args.test_fraction:g}, "

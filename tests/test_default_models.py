@@ -134,7 +134,7 @@ def _stored(name: str) -> dict:
 @pytest.mark.parametrize("name", DEFAULTS)
 def test_stored_outputs_give_the_reported_metrics(name):
     from zoo.config import ModelConfig
-    from zoo.evaluate import compute_metrics
+    from zoo.evaluation.metrics import compute_metrics
 
     # The card's numbers are recomputed from the stored per-photo outputs and labels, not copied.
     stored = _stored(name)

@@ -1,4 +1,4 @@
-"""``zoo.evaluate``: metrics against scikit-learn and hand counts, the data-set-to-label mapping, and
+"""``zoo.evaluation``: metrics against scikit-learn and hand counts, the data-set-to-label mapping, and
 ``python -m zoo evaluate`` on a tiny saved model (with an unreadable photo and an ensemble)."""
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
 import zoo
 from fundus import load_image, make_fundus, preprocess
 from fundus.datasets import load_dataset
-from zoo.evaluate import compute_metrics, main, sample_target
+from fundus.datasets.labels import sample_target
+from zoo.evaluation.cli import main
+from zoo.evaluation.metrics import compute_metrics
 
 GRADES = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
 LESIONS = ["BP/MA", "HM", "HEX", "CWS", "healthy"]

@@ -373,19 +373,20 @@ def evaluated_photos(monkeypatch, argv) -> list[str]:
 
 
 def test_evaluate_split_test_scores_the_photos_zoo_evaluate_scores(tmp_path, capsys, monkeypatch):
-    import zoo.evaluate
+    import zoo.evaluation.cli
 
     model = lesion_model(tmp_path / "lesions")
     data = make_yolo(tmp_path / "boxes", count=12)
     scored = {}
-    real_collect = zoo.evaluate.collect_outputs
+    real_collect = zoo.evaluation.cli.collect_outputs
 
     def collect(model, items, *args, **kwargs):
         scored["zoo"] = sorted(Path(item.image).name for item in items)
         return real_collect(model, items, *args, **kwargs)
 
-    monkeypatch.setattr(zoo.evaluate, "collect_outputs", collect)
-    assert zoo.evaluate.main([str(model), "--data", str(data), "--format", "yolo", "--split", "test", "--json"]) == 0
+    monkeypatch.setattr(zoo.evaluation.cli, "collect_outputs", collect)
+    argv = [str(model), "--data", str(data), "--format", "yolo", "--split", "test", "--json"]
+    assert zoo.evaluation.cli.main(argv) == 0
     common = ["evaluate", str(model), "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
     tested = evaluated_photos(monkeypatch, common + ["--split", "test"])
     assert sorted(tested) == scored["zoo"] and 0 < len(tested) < 12

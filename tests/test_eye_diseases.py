@@ -189,7 +189,7 @@ def test_focal_loss_leaves_unknown_labels_out():
 
 
 def test_sensitivity_and_specificity_are_undefined_where_a_label_is_never_known():
-    from zoo.evaluate import compute_metrics
+    from zoo.evaluation.metrics import compute_metrics
 
     logits = np.array([[2.0, -1.0, 0.3, -2.0], [-1.0, 2.0, -0.5, -1.0], [1.0, -2.0, -1.0, 1.0]])
     targets = np.array([[1, 0, NAN, NAN], [0, 1, NAN, NAN], [1, 0, NAN, NAN]])  # a DR screening set

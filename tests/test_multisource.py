@@ -2,7 +2,6 @@
 Graham preprocessing, training on cached frozen features, and ``python -m train ship``."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def test_odir_class_folders_give_normal_glaucoma_cataract(tmp_path):
 
 
 def test_grading_metrics_include_any_and_referable_dr_auc():
-    from zoo.evaluate import compute_metrics
+    from zoo.evaluation.metrics import compute_metrics
 
     grades = np.array([0, 0, 1, 2, 3, 4, 0, 2])
     values = grades + np.array([0.1, -0.2, 0.3, -0.1, 0.2, 0.0, 0.9, 0.4])  # one No DR eye scores 0.9
@@ -229,7 +228,7 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
     from train.__main__ import main as train_main
     from train.ship import PREDICTIONS
     from zoo.config import ModelConfig
-    from zoo.evaluate import compute_metrics
+    from zoo.evaluation.metrics import compute_metrics
 
     run, shipped = tmp_path / "run", tmp_path / "shipped"
     common = ["--arch", "efficientnet_lite0", "--input-size", "64", "--epochs", "2", "--batch-size", "8",
@@ -286,11 +285,10 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
         assert cfg.metrics[key]["accuracy"] == pytest.approx(m["accuracy"])
         assert cfg.metrics[key]["n_images"] == len(photos)
     # zoo evaluate --split test is the same part of eyepacs-1k as the ship step measured.
-    from zoo.evaluate import load_items
+    from fundus.datasets.labelled import labelled_photos
 
-    items = load_items(argparse.Namespace(data=[two_sources["eyepacs"]], formats=["eyepacs"], preset=None,
-                                          split="test", limit=None, val_fraction=0.15, test_fraction=0.2, seed=0),
-                       cfg)
+    items = labelled_photos([two_sources["eyepacs"]], ["eyepacs"], cfg.labels, cfg.task, split="test",
+                            val_fraction=0.15, test_fraction=0.2, seed=0)
     assert sorted(str(i.image) for i in items) == sorted(
         str(two_sources["root"] / p["path"]) for p in stored["photos"] if p["source"] == "eyepacs-1k")
 

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fundus.datasets.labels import no_disease_index
+from fundus.tasks import MULTILABEL, task_of
 from zoo.helpformat import DefaultsHelpFormatter
 
 PREDICTIONS = "test_predictions.json"
@@ -59,12 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.ndarray,
                  cutoffs: Sequence[float], thresholds: Sequence[float] | None = None) -> tuple[dict, dict | None]:
-    """(the card's numbers, the confusion matrix) of one split, from ``zoo.evaluate.compute_metrics``."""
-    from zoo.evaluate import compute_metrics, is_grading
+    """(the card's numbers, the confusion matrix) of one split, from ``zoo.evaluation.metrics.compute_metrics``."""
+    from zoo.evaluation.metrics import compute_metrics, is_grading
 
     grading = is_grading(task, labels)
     m = compute_metrics(task, outputs, targets, labels, thresholds=thresholds, grade_cutoffs=cutoffs, grading=grading)
-    if task == "multilabel":
+    if task_of(task) is MULTILABEL:
         out = {f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None}
         aucs = list(out.values())
         if aucs:  # none where no label has both classes here (e.g. only healthy eyes)
@@ -111,7 +113,7 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import zoo
-    from zoo.evaluate import load_items
+    from fundus.datasets.labelled import labelled_photos
 
     run, out = Path(args.run), Path(args.out)
     split_file = run / "training" / "split.json"
@@ -129,10 +131,10 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(f"{len(missing)} test photos of {run} not found, e.g. {missing[0]}")
     photos = [(Path(x["image"]), by_image[x["image"]].target, by_image[x["image"]].source) for x in test]
     trained_on = {source for _, _, source in photos}
+    test_part = dict(split="test", val_fraction=rargs.val_fraction, test_fraction=rargs.test_fraction, seed=rargs.seed)
     for data, fmt in args.also_test:
-        extra = argparse.Namespace(data=[Path(data)], formats=[fmt], preset=None, split="test", limit=None,
-                                   val_fraction=rargs.val_fraction, test_fraction=rargs.test_fraction, seed=rargs.seed)
-        photos += [(it.image, it.label, it.source) for it in load_items(extra, cfg)]
+        photos += [(it.image, it.label, it.source)
+                   for it in labelled_photos([Path(data)], [fmt], cfg.labels, cfg.task, **test_part)]
 
     name = args.name or out.name
     cfg.name = name
@@ -172,9 +174,10 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     no_finding = _no_finding(model, outputs)
     nan = np.nan
     targets = np.stack([np.atleast_1d(np.asarray(t if t is not None else nan, np.float32)) for _, t, _ in photos])
-    task_targets = targets if cfg.task == "multilabel" else targets[:, 0]
+    multilabel = task_of(cfg.task) is MULTILABEL
+    task_targets = targets if multilabel else targets[:, 0]
     sources = [s for _, _, s in photos]
-    thresholds = cfg.thresholds if cfg.task == "multilabel" else None
+    thresholds = cfg.thresholds if multilabel else None
     labels = list(cfg.labels)
     metrics: dict[str, Any] = {}
     confusion: dict[str, Any] = {}
@@ -194,9 +197,7 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
             confusion[key] = cm
     for other, data, fmt in args.leave_out:
         without = zoo.load(str(other), device="cpu").eval()
-        extra = argparse.Namespace(data=[Path(data)], formats=[fmt], preset=None, split="test", limit=None,
-                                   val_fraction=rargs.val_fraction, test_fraction=rargs.test_fraction, seed=rargs.seed)
-        items = load_items(extra, without.config)
+        items = labelled_photos([Path(data)], [fmt], without.config.labels, without.config.task, **test_part)
         if any(it.source in set(without.config.datasets) for it in items):
             raise ValueError(f"--leave-out {other} was trained on {data}")
         out_without, _ = end_to_end(Path(other), [it.image for it in items], progress=not args.quiet)
@@ -264,9 +265,7 @@ def _no_finding(model: Any, outputs: np.ndarray) -> np.ndarray | None:
     None for a model without a no-disease label."""
     import torch
 
-    from zoo.model import no_disease_index
-
-    k = no_disease_index(model.config.labels) if model.config.task == "multilabel" else None
+    k = no_disease_index(model.config.labels) if task_of(model.config.task) is MULTILABEL else None
     if k is None:
         return None
     decided = model.decide(torch.from_numpy(np.asarray(outputs, np.float32))).numpy()
@@ -277,8 +276,6 @@ def _add_healthy_eyes_without_finding(row: dict[str, Any], no_finding: np.ndarra
                                       keep: np.ndarray, cfg: Any) -> None:
     """Specificity per eye: of the healthy eyes (the no-disease label is 1), the share whose answer holds no
     lesion or disease label at all."""
-    from zoo.model import no_disease_index
-
     if no_finding is None:
         return
     healthy = keep & (np.nan_to_num(targets[:, no_disease_index(cfg.labels)], nan=0.0) == 1)
@@ -290,7 +287,7 @@ def _card_row(row: Any, task: str) -> Any:
     """A run's validation row with the numbers the test rows have: for multi-label models the AUCs and the
     micro F1 (per-label sensitivity at the 0.5 threshold was stored as 0 where a label was never known, by runs
     before compute_metrics said None)."""
-    if task != "multilabel" or not isinstance(row, dict):
+    if task_of(task) is not MULTILABEL or not isinstance(row, dict):
         return row
     return {k: v for k, v in row.items() if k.startswith("auc") or k in ("f1_micro", "loss", "n_images")}
 

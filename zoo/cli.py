@@ -115,7 +115,9 @@ def expand_photos(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _print_result(r: dict) -> None:
-    if r["task"] == "grade-regression":
+    from fundus.tasks import task_of
+
+    if task_of(r["task"]).regression:
         answer = f"grade {r['grade']} ({r['grade_label']}), value {r['value']:.3f}"
     else:
         top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":
-        from zoo.evaluate import main as evaluate_main  # the training engineer's module, loaded on demand
+        from zoo.evaluation.cli import main as evaluate_main  # loaded on demand: scikit-learn takes seconds
 
         return evaluate_main(argv[1:])
     args = _parser().parse_args(argv)

@@ -1,0 +1,86 @@
+"""The photos of several data sets with their targets in a model's label space (``labels.sample_target``), split
+the way training splits them: what ``python -m zoo evaluate``, ``python -m explain evaluate --split`` and
+``python -m train ship --also-test`` score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .labels import sample_target
+from .registry import load_dataset
+from .splits import PARTS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION, train_val_test_split
+
+# Formats that are an imagefolder preset: ``srahim-dr600`` = ``imagefolder`` with that preset.
+PRESET_FORMATS = ("srahim-dr600",)
+# Layouts without a train/test split of their own: the whole folder is read.
+WHOLE_FOLDER_FORMATS = ("imagefolder", "yolo", "hrf")
+
+
+@dataclass
+class LabelledPhoto:
+    """A photo with its target in the model's label space (what ``ImageDataset`` reads)."""
+
+    image: Path
+    label: Any  # int class, float grade, or float32 multi-hot (NaN: unknown)
+    patient_id: str  # "<data set folder>:<patient>": patients of two data sets never merge
+    source: str  # the data set's folder name
+
+
+def labelled_photos(data: Sequence[Path], formats: Sequence[str], labels: Sequence[str], task: str, *,
+                    split: str = "all", preset: str | None = None, limit: int | None = None,
+                    val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION,
+                    seed: int = SPLIT_SEED) -> list[LabelledPhoto]:
+    """The photos of every (data folder, format) pair that have a target for these labels, split as asked.
+
+    Args:
+        data, formats: the data set folders and their formats (one format for all, or one per folder).
+        labels, task: the model's (``config.labels``, ``config.task``).
+        split: "all"; "train", "val" or "test" (``PARTS``: each source's part of the patients, as training draws
+            it with ``val_fraction``, ``test_fraction`` and ``seed``); else a split of the layouts' own.
+        preset: an imagefolder preset.
+        limit: only the first N photos (before a ``PARTS`` split).
+
+    Raises:
+        ValueError: data/format counts that do not pair, or no photo with a target.
+    """
+    formats = list(formats) * len(data) if len(formats) == 1 else list(formats)
+    if len(formats) != len(data):
+        raise ValueError(f"{len(data)} --data but {len(formats)} --format: give one, or one per --data")
+    own_split = split not in ("all", *PARTS)
+    photos: list[LabelledPhoto] = []
+    for root, fmt in zip(data, formats):
+        kwargs: dict[str, Any] = {}
+        if fmt in PRESET_FORMATS:
+            fmt, kwargs["preset"] = "imagefolder", fmt
+        elif fmt == "imagefolder" and preset:
+            kwargs["preset"] = preset
+        layout_split = split if own_split else ("all" if fmt in WHOLE_FOLDER_FORMATS else "train")
+        ds = load_dataset(fmt, root, layout_split, **kwargs)
+        name = Path(ds.root).name
+        for s in ds:
+            target = sample_target(s, ds, labels, task)
+            if target is not None:
+                photos.append(LabelledPhoto(Path(s.image), target, f"{name}:{s.patient_id or Path(s.image).stem}",
+                                            name))
+    if limit:
+        photos = photos[:limit]
+    if split in PARTS and len(photos) > 1:
+        parts = train_val_test_split([_Stratified(p) for p in photos], val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed)
+        photos = [s.photo for s in parts[split]]
+    if not photos:
+        raise ValueError(f"no photo in {', '.join(map(str, data))} has a target for this model's labels "
+                         f"({', '.join(labels)})")
+    return photos
+
+
+class _Stratified:
+    """A photo as the split reads it: ``.label`` (NaN: unknown = absent), ``.patient_id`` and ``.source``."""
+
+    def __init__(self, photo: LabelledPhoto) -> None:
+        self.photo, self.patient_id, self.source = photo, photo.patient_id, photo.source
+        self.label = np.nan_to_num(photo.label) if isinstance(photo.label, np.ndarray) else photo.label
