@@ -15,13 +15,17 @@ Each epoch sees every view of every photo (an epoch costs V passes over the phot
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from train.augment import identity
 from train.data import CachedImages
+from train.loop import FitResult, LoopConfig, Stage, fit
+from train.metrics import Metric
 
 
 def lite_parts(model: nn.Module, first_trained: int) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -97,6 +101,32 @@ def cache_features(bottom: FrozenBottom, images: CachedImages, mean, std, views:
     meta = None if images.meta is None else images.meta.repeat(views, 1)
     names = [f"{n}#view{v}" if v else n for v in range(views) for n in images.names] if images.names else []
     return _FeatureSet(features, targets, meta, names)
+
+
+def fit_on_frozen_features(model: nn.Module, loss: nn.Module, train_set: CachedImages, val_set: CachedImages | None,
+                           cfg: LoopConfig, stages: Sequence[Stage], augment: Callable[[torch.Tensor], torch.Tensor],
+                           metric: Metric, blocks: int, cached_views: int, progress: bool = True,
+                           cache: Callable[..., CachedImages] = cache_features) -> FitResult:
+    """``train.loop.fit`` of the trained top of ``model`` on cached features of its frozen bottom (``--frozen-blocks``).
+
+    Args:
+        stages: stages of the whole model; what they train of the bottom stays frozen.
+        augment: drawn into views 1…V−1 of the cache (V = ``cached_views``; one view without augmentation).
+        cache: the training features' cache (``train.frozen_lesions.cache_features_with_lesions`` keeps masks).
+    """
+    bottom, top = FrozenBottom(model, blocks), TrainedTop(model, blocks)
+    views = 1 if augment is identity else max(1, cached_views)  # identical views teach nothing
+    common = dict(mean=model.config.mean, std=model.config.std, progress=progress)
+    train_feats = cache(bottom, train_set, views=views, augment=augment, seed=cfg.seed, **common)
+    val_feats = cache_features(bottom, val_set, **common) if val_set is not None and len(val_set) else val_set
+    return fit(top, loss, train_feats, val_feats, cfg, [trains_in_whole_model(s, model) for s in stages],
+               metric=metric)
+
+
+def trains_in_whole_model(stage: Stage, model: nn.Module) -> Stage:
+    """A stage of the whole model's parameters as a stage of its trained top (the bottom stays frozen)."""
+    choose = stage.trainable
+    return stage if choose is None else dataclasses.replace(stage, trainable=lambda _top: choose(model))
 
 
 class _FeatureSet(CachedImages):

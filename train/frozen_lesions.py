@@ -5,21 +5,19 @@ the recipe's augmentation before the frozen bottom runs. The loop never sees tho
 lesion masks must move when the features are cached: ``cache_features`` calls the augmentation on the
 views in order (view-major, batches of consecutive photos), and ``ViewMasks`` is that augmentation,
 moving each batch's masks with its photos (``train.paired_augment``) and keeping them in the same order.
-The trained top computes the class maps (``head.score`` is in it), so the term works as without K.
+The trained top computes the class maps (``head.score`` is in it), so the term works as without K:
+``train.frozen.fit_on_frozen_features(..., cache=cache_features_with_lesions)``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from train import augment as aug
 from train.data import CachedImages
-from train.frozen import FrozenBottom, TrainedTop, cache_features
-from train.loop import FitResult, LoopConfig, Stage, fit
+from train.frozen import cache_features
 from train.paired_augment import INSIDE, apply_jointly
 
 
@@ -58,24 +56,3 @@ def cache_features_with_lesions(bottom: nn.Module, images: CachedImages, mean, s
     if sum(len(m) for m in moved) != len(images) * (views - 1):
         raise RuntimeError("cache_features did not augment every view once: the masks would not follow")
     return dataclasses.replace(feats, lesions=torch.cat([images.lesions, *moved]))
-
-
-def _trains_in_whole_model(stage: Stage, model: nn.Module) -> Stage:
-    """A stage of the whole model's parameters as a stage of its trained top (the bottom stays frozen)."""
-    choose = stage.trainable
-    return stage if choose is None else dataclasses.replace(stage, trainable=lambda _top: choose(model))
-
-
-def fit_frozen_with_lesions(recipe: Any, args: argparse.Namespace, model: nn.Module, train_set: CachedImages,
-                            val_set: CachedImages | None, stages: list[Stage], cfg: LoopConfig,
-                            augment: Callable[[torch.Tensor], torch.Tensor]) -> FitResult:
-    """``Recipe.fit_sets``' ``--frozen-blocks`` path with ``cfg.localisation`` on: the views keep their masks."""
-    blocks = args.frozen_blocks
-    bottom, top = FrozenBottom(model, blocks), TrainedTop(model, blocks)
-    common = dict(mean=model.config.mean, std=model.config.std, progress=not args.quiet)
-    views = max(1, args.cached_views) if augment is not aug.identity else 1
-    train_feats = cache_features_with_lesions(bottom, train_set, views=views, augment=augment, seed=args.seed,
-                                              **common)
-    val_feats = val_set if val_set is None or len(val_set) == 0 else cache_features(bottom, val_set, **common)
-    return fit(top, recipe.loss(args, train_set.targets.numpy()), train_feats, val_feats, cfg,
-               [_trains_in_whole_model(s, model) for s in stages], metric=recipe.metric(args))

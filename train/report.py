@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from train.loop import FitResult
+from train.run_data import PreparedData, describe_args
 from zoo.evaluate import compute_metrics, confusion_figure, roc_figure, write_html
 
 HEADLINE = ("accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro", "auc_macro",
@@ -80,8 +82,11 @@ def licences(recipe: Any, args: Any) -> str:
     return "; ".join(dict.fromkeys(out))
 
 
-def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> Path:
+def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: PreparedData) -> Path:
     """Write the hub repo into ``args.out`` and push it when ``--push-to-hub`` is given.
+
+    ``recipe`` is the ``train.recipes.Recipe`` that trained the model (its name, paper, description,
+    ``LICENCES`` and ``test_samples`` are read; this module never imports the recipes).
 
     Returns:
         The out folder.
@@ -119,8 +124,6 @@ def publish_run(recipe: Any, args: Any, model: Any, result: Any, data: Any) -> P
                            f"{cfg.metrics['validation_split']}.")
     model.save_pretrained(out)
     (training / "validation.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
-    from train.recipes import describe_args
-
     (training / "args.json").write_text(json.dumps(describe_args(args), indent=1, default=str) + "\n")
     test_samples = getattr(recipe, "test_samples", [])
     split = {part: [{"image": str(x.image), "patient": x.patient_id, "source": x.source} for x in samples]

@@ -1,18 +1,19 @@
 """Recipe API and registry: one class per paper's training recipe, run by ``python -m train RECIPE``.
 
 A recipe is a subclass of :class:`Recipe` registered with ``@register``. It states the paper's
-defaults as class attributes and overrides small hooks; the base class runs the pipeline::
+defaults as class attributes and overrides small steps; the base class runs the pipeline::
 
-    run(args)
-      samples  = self.load_samples(args)          # (FundusDataset, Sample) per photo of each --data/--format
-      labelled = self.labelled(samples, args)     # hook: -> list[LabelledSample] (target per photo)
-      train, val = self.split(labelled, args)     # by patient (fundus.datasets.patient_split)
-      model    = self.build_model(args, labels)   # hook: zoo.create_model(arch, paper, task, labels, head)
-      data     = self.make_datasets(...)          # preprocess once (cache), CachedImages
-      extra    = self.extra_training_data(...)    # hook: e.g. DCGAN images (paper 002)
-      result   = self.fit(args, model, data)      # train.loop.fit with the hooks below
-      self.finalize(args, model, result, data)    # hook: e.g. per-class thresholds (paper 001)
-      self.publish(args, model, result, data)     # out dir = hub repo (+ --push-to-hub)
+    run(args)                                      # DDP set-up, then rank 0 publishes, then DDP teardown: once, here
+      trained = self.train(args, info)             # step: the recipe's training, by default:
+        samples  = self.load_samples(args)         #   (FundusDataset, Sample) per photo of each --data/--format
+        labelled = self.labelled(samples, args)    #   hook: -> list[LabelledSample] (target per photo)
+        train, val = self.split(labelled, args)    #   by patient (fundus.datasets.train_val_test_split)
+        model    = self.build_model(args, labels)  #   hook: zoo.create_model(arch, paper, task, labels, head)
+        data     = self.prepare_data(...)          #   make_datasets (preprocess once, cache) with rank 0 first
+        extra    = self.extra_training_data(...)   #   hook: e.g. DCGAN images (paper 002)
+        result   = self.fit(args, model, data)     #   train.loop.fit with the hooks below
+        self.finalize(args, model, result, data)   #   hook: e.g. per-class thresholds (paper 001)
+      self.publish(args, model, result, data)      # out dir = hub repo (+ --push-to-hub); rank 0 only
 
 Hooks used by ``fit`` (override what differs from the defaults):
     stages(args, model) -> list[Stage]      one stage at --lr by default
@@ -22,7 +23,7 @@ Hooks used by ``fit`` (override what differs from the defaults):
     train_indices(args, train_set) -> list  all by default (undersampling hook)
     loop_config(args) -> LoopConfig         from the common flags and the class defaults
 
-Writing a recipe (the others, e.g. paper 000's ensemble, override ``run`` and reuse the steps)::
+Writing a recipe (the others, e.g. paper 000's ensemble, override ``train`` and reuse the steps)::
 
     @register
     class MyRecipe(Recipe):
@@ -48,7 +49,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,11 +57,14 @@ import numpy as np
 import torch.nn as nn
 
 from train import augment as aug
+from train import ddp
 from fundus.datasets.splits import TEST_FRACTION, VAL_FRACTION
 from train.data import CachedImages, default_cache_dir, preprocess_all
+from train.frozen import fit_on_frozen_features
 from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
 from train.loop import FitResult, LoopConfig, Stage, fit
 from train.metrics import Metric, accuracy_metric, micro_f1_metric
+from train.run_data import LabelledSample, PreparedData, describe_args
 from zoo.helpformat import DefaultsHelpFormatter
 
 RECIPES: dict[str, type["Recipe"]] = {}
@@ -113,33 +117,12 @@ def get_recipe(name: str) -> "Recipe":
 
 
 @dataclass
-class LabelledSample:
-    """One training photo as a recipe sees it."""
+class Trained:
+    """What a recipe's ``train`` step hands to ``publish``."""
 
-    image: Path
-    target: Any  # class index (multiclass), multi-hot float array (multilabel, NaN = unknown), grade value
-    patient_id: str
-    source: str = ""  # data set it came from (for the model card)
-    meta: np.ndarray | None = None  # e.g. (age, sex) for paper 002's metadata input
-
-    @property
-    def label(self) -> Any:
-        """The target as ``fundus.datasets.patient_split`` reads it (unknown labels count as absent)."""
-        t = self.target
-        return np.nan_to_num(np.asarray(t, dtype=np.float32)) if isinstance(t, np.ndarray) else t
-
-
-@dataclass
-class PreparedData:
-    """Everything ``fit`` and ``publish`` need about the data."""
-
-    labels: list[str]
-    train: CachedImages
-    val: CachedImages
-    train_samples: list[LabelledSample]
-    val_samples: list[LabelledSample]
-    unreadable: dict[str, str] = field(default_factory=dict)
-    datasets: list[str] = field(default_factory=list)
+    model: nn.Module
+    result: FitResult
+    data: PreparedData
 
 
 class Recipe:
@@ -427,24 +410,13 @@ class Recipe:
         cfg = cfg or self.loop_config(args, model)
         loss = self.loss(args, train_set.targets.numpy())
         augment = self.training_augment(args) if augment is None else augment
-        k = getattr(args, "frozen_blocks", 0)
-        if not k:
+        if not getattr(args, "frozen_blocks", 0):
             return fit(model, loss, train_set, val_set, cfg, stages, augment=augment,
                        metric=self.metric(args), train_indices=train_indices)
-        from train.frozen import FrozenBottom, TrainedTop, cache_features
-
         if train_indices is not None:
             train_set = train_set.subset(train_indices)
-        bottom, top = FrozenBottom(model, k), TrainedTop(model, k)
-        views = 1 if augment is aug.identity else max(1, args.cached_views)  # identical views teach nothing
-        feats = dict(mean=model.config.mean, std=model.config.std, progress=not args.quiet)
-        train_feats = cache_features(bottom, train_set, views=views, augment=augment,
-                                     seed=cfg.seed, **feats)
-        val_feats = cache_features(bottom, val_set, **feats) if val_set is not None and len(val_set) else val_set
-        # Stages name parameters of the whole model; the bottom is frozen whatever they say.
-        top_stages = [Stage(s.name, s.epochs, s.lr, None if s.trainable is None else
-                            (lambda _top, f=s.trainable: f(model))) for s in stages]
-        return fit(top, loss, train_feats, val_feats, cfg, top_stages, metric=self.metric(args))
+        return fit_on_frozen_features(model, loss, train_set, val_set, cfg, stages, augment, self.metric(args),
+                                      args.frozen_blocks, args.cached_views, progress=not args.quiet)
 
     def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
         """Hook: after training, before publishing (e.g. choose decision thresholds on validation)."""
@@ -456,31 +428,42 @@ class Recipe:
 
         return publish_run(self, args, model, result, data)
 
+    # ------------------------------------------------------------------ the pipeline
     def run(self, args: argparse.Namespace) -> Path:
-        """The whole pipeline (see the module docstring); returns the out folder."""
-        from train import ddp
-
+        """The whole pipeline (see the module docstring): DDP set-up, ``train``, ``publish`` on rank 0, DDP
+        teardown; returns the out folder."""
         info = ddp.init_distributed(args.device)
+        trained = self.train(args, info)
+        out = Path(args.out)
+        if info.is_main:
+            out = self.publish(args, trained.model, trained.result, trained.data)
+        ddp.barrier(info)
+        ddp.cleanup(info)
+        return out
+
+    def train(self, args: argparse.Namespace, info: ddp.DistInfo) -> Trained:
+        """Step: the model trained and finalized, with its data (recipes with more phases override this)."""
         samples = self.labelled(self.load_samples(args), args)
         train_s, val_s = self.split(samples, args)
         labels = list(self.labels)
         model = self.build_model(args, labels)
-        if info.distributed and not info.is_main:
-            ddp.barrier(info)  # under torchrun rank 0 fills the preprocessing cache, the others then read it
-        data = self.make_datasets(args, model.config, train_s, val_s, labels)
-        if info.distributed and info.is_main:
-            ddp.barrier(info)
+        data = self.prepare_data(args, info, model.config, train_s, val_s, labels)
         extra = self.extra_training_data(args, data)
         if extra is not None and len(extra):
             data.train = data.train.concat(extra)
         result = self.fit(args, model, data)
         self.finalize(args, model, result, data)
-        out = Path(args.out)
-        if info.is_main:
-            out = self.publish(args, model, result, data)
-        ddp.barrier(info)
-        ddp.cleanup(info)
-        return out
+        return Trained(model, result, data)
+
+    def prepare_data(self, args: argparse.Namespace, info: ddp.DistInfo, config: Any, train: list[LabelledSample],
+                     val: list[LabelledSample], labels: list[str]) -> PreparedData:
+        """Step: ``make_datasets``; under torchrun rank 0 fills the preprocessing cache, the others then read it."""
+        if info.distributed and not info.is_main:
+            ddp.barrier(info)
+        data = self.make_datasets(args, config, train, val, labels)
+        if info.distributed and info.is_main:
+            ddp.barrier(info)
+        return data
 
     def main(self, argv: Sequence[str]) -> int:
         """CLI entry of one recipe."""
@@ -491,11 +474,5 @@ class Recipe:
         return 0
 
 
-def describe_args(args: argparse.Namespace) -> dict[str, Any]:
-    """JSON-friendly view of parsed flags (for training/args.json)."""
-    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
-            for k, v in vars(args).items()}
-
-
-__all__ = ["Recipe", "LabelledSample", "PreparedData", "register", "get_recipe", "available_recipes",
+__all__ = ["Recipe", "LabelledSample", "PreparedData", "Trained", "register", "get_recipe", "available_recipes",
            "RECIPES", "describe_args", "Stage"]

@@ -41,7 +41,8 @@ import torch.nn as nn
 from train import augment as aug
 from train.loop import FitResult, LoopConfig, Stage
 from train.data import default_cache_dir
-from train.frozen_lesions import fit_frozen_with_lesions
+from train.frozen import fit_on_frozen_features
+from train.frozen_lesions import cache_features_with_lesions
 from train.lesion_masks import ANNOTATED_FORMATS, lesion_masks
 from train.localisation import LocalisationTerm
 from train.metrics import choose_thresholds, probabilities
@@ -147,7 +148,9 @@ class DrLesionsRecipe(Recipe):
         if train_indices is not None:
             train_set = train_set.subset(train_indices)
         augment = self.training_augment(args) if augment is None else augment
-        return fit_frozen_with_lesions(self, args, model, train_set, val_set, stages, cfg, augment)
+        return fit_on_frozen_features(model, self.loss(args, train_set.targets.numpy()), train_set, val_set, cfg,
+                                      stages, augment, self.metric(args), args.frozen_blocks, args.cached_views,
+                                      progress=not args.quiet, cache=cache_features_with_lesions)
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         target = sample_target(sample, dataset, self.labels, self.task)

@@ -34,12 +34,13 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from train import augment as aug
+from train import ddp
 from train.attention_crops import fov_mask_of, saliency_maps
 from train.data import CachedImages
 from train.ellg import classify, generate_lesion_image
-from train.loop import FitResult, Stage, evaluate_outputs
+from train.loop import FitResult, Prepare, Stage, evaluate_outputs
 from train.metrics import Metric, kappa_metric
-from train.recipes import PreparedData, Recipe, register
+from train.recipes import PreparedData, Recipe, Trained, register
 from fundus.datasets.labels import sample_target
 from zoo.papers import DR_GRADES
 
@@ -186,17 +187,9 @@ class EllgRecipe(Recipe):
 
     def _outputs(self, args: argparse.Namespace, model: nn.Module, dataset: CachedImages) -> np.ndarray:
         """The model's regressed severities for every photo of ``dataset``, in order."""
-        from train import ddp
-
         cfg = self.loop_config(args, model)
         info = ddp.init_distributed(args.device)
-        device = next(model.parameters()).device
-        mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
-
-        def prepare(images: torch.Tensor, train: bool) -> torch.Tensor:
-            return (images.to(device).float() / 255.0 - mean) / std
-
+        prepare = Prepare(next(model.parameters()).device, cfg.mean, cfg.std)
         outputs, _ = evaluate_outputs(model, dataset, cfg, info, prepare)
         return outputs.reshape(-1)
 
@@ -256,8 +249,6 @@ class EllgRecipe(Recipe):
         """A few generated photos as PNG under ``--out/training/round<k>/`` (rank 0 only), to look at."""
         from PIL import Image
 
-        from train import ddp
-
         if not ddp.init_distributed(args.device).is_main:
             return
         folder = Path(args.out) / "training" / f"round{round_index}"
@@ -266,14 +257,13 @@ class EllgRecipe(Recipe):
             Image.fromarray(image).save(folder / f"generated-{k}.png")
 
     # ---------------------------------------------------------------- the pipeline
-    def run(self, args: argparse.Namespace) -> Path:
-        from train import ddp
-
+    def train(self, args: argparse.Namespace, info: ddp.DistInfo) -> Trained:
+        """Training on the originals, then ``--rounds`` rounds of generation + training (paper 004, Fig. 1)."""
         samples = self.labelled(self.load_samples(args), args)
         train_s, val_s = self.split(samples, args)
         torch.manual_seed(args.seed)  # reproducible random initialisation (head, or all without ImageNet weights)
         model = self.build_model(args, list(self.labels))
-        data = self.make_datasets(args, model.config, train_s, val_s, list(self.labels))
+        data = self.prepare_data(args, info, model.config, train_s, val_s, list(self.labels))
         history: list[dict[str, Any]] = []
 
         result = self._fit(args, model, data.train, data.val, [Stage("base", args.epochs, args.lr)], "base")
@@ -297,12 +287,11 @@ class EllgRecipe(Recipe):
             f"(t = {args.t:g}, τ ∈ [{args.tau_range[0]:g}, {args.tau_range[1]:g}], r ∈ [{args.r_range[0]:g}, "
             f"{args.r_range[1]:g}], lesions from {args.lesion_sources} photos): {made} generated photos in all.")
         self.round_reports = reports
-        info = ddp.init_distributed(args.device)
-        out = Path(args.out)
-        if info.is_main:
-            out = self.publish(args, model, result, data)
-            (out / "training" / "ellg_rounds.json").write_text(
-                json.dumps([r.__dict__ for r in reports], indent=1, default=str) + "\n")
-        ddp.barrier(info)
-        ddp.cleanup(info)
+        return Trained(model, result, data)
+
+    def publish(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> Path:
+        """The hub repo, with each round's report in ``training/ellg_rounds.json``."""
+        out = super().publish(args, model, result, data)
+        (out / "training" / "ellg_rounds.json").write_text(
+            json.dumps([r.__dict__ for r in getattr(self, "round_reports", [])], indent=1, default=str) + "\n")
         return out

@@ -43,12 +43,13 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from train import augment as aug
+from train import ddp
 from train.attention_crops import attention_crop_images
 from train.data import CachedImages
-from train.loop import FitResult, LoopConfig, Stage, evaluate_outputs, fit
+from train.loop import FitResult, LoopConfig, Prepare, Stage, evaluate_outputs
 from train.losses import FocalLoss, class_counts, inverse_frequency_weights
 from train.metrics import Metric, micro_f1_metric
-from train.recipes import LabelledSample, PreparedData, Recipe, register
+from train.recipes import LabelledSample, PreparedData, Recipe, Trained, register
 from fundus.datasets.labels import is_diagnosis_space, sample_target
 from zoo.model import no_disease_index
 from zoo.papers import RFMID_LABELS
@@ -270,8 +271,8 @@ class RfmidEnsembleRecipe(Recipe):
         return self.fit_sets(args, model, train_set, val_set, self.stages(args, model), cfg=cfg, augment=augment)
 
     # ---------------------------------------------------------------- the pipeline
-    def run(self, args: argparse.Namespace) -> Path:
-        from train import ddp
+    def train(self, args: argparse.Namespace, info: ddp.DistInfo) -> Trained:
+        """Stage 1, the attention crops, stage 2's bagged networks, their fusion evaluated on held-out patients."""
         from zoo.architectures.fusion import assemble
 
         samples = self.labelled(self.load_samples(args), args)
@@ -280,7 +281,7 @@ class RfmidEnsembleRecipe(Recipe):
         labels = list(self.labels)
         name = args.name or self.name
         stage1 = self.build_arch(args, stage1_arch, f"{name}.stage1")
-        data = self.make_datasets(args, stage1.config, pool, holdout, labels)
+        data = self.prepare_data(args, info, stage1.config, pool, holdout, labels)
         if args.stage1_model:
             stage1 = self.load_stage1(args, stage1.config)
             stage1_arch = f"{stage1.config.name} ({stage1.config.arch}, reused)"
@@ -344,14 +345,7 @@ class RfmidEnsembleRecipe(Recipe):
             f"Paper 000 fusion ensemble: {args.lam}·mean({args.folds}× {g1_arch}) + {args.sigma}·mean("
             f"{args.folds}× {g2_arch}) {bagging}, trained on the originals + {crop_note}, with focal loss "
             f"γ = {args.gamma:g}.")
-        result = self.evaluate_ensemble(args, ensemble, data, history)
-        info = ddp.init_distributed(args.device)
-        out = Path(args.out)
-        if info.is_main:
-            out = self.publish(args, ensemble, result, data)
-        ddp.barrier(info)
-        ddp.cleanup(info)
-        return out
+        return Trained(ensemble, self.evaluate_ensemble(args, ensemble, data, history), data)
 
     ablation_rows: dict[str, dict[str, float]] = {}
 
@@ -410,18 +404,10 @@ class RfmidEnsembleRecipe(Recipe):
     def evaluate_ensemble(self, args: argparse.Namespace, ensemble: nn.Module, data: PreparedData,
                           history: list[dict[str, Any]]) -> FitResult:
         """The fused model's outputs on the held-out photos, as a ``FitResult`` for ``publish``."""
-        from train import ddp
-
         cfg = self.loop_config(args, ensemble)
         info = ddp.init_distributed(args.device)
-        device = info.device
-        ensemble.to(device).eval()
-        mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
-
-        def prepare(images: torch.Tensor, train: bool) -> torch.Tensor:
-            return (images.to(device).float() / 255.0 - mean) / std
-
+        ensemble.to(info.device).eval()
+        prepare = Prepare(info.device, cfg.mean, cfg.std)
         outputs, targets = np.zeros((0, len(self.labels))), np.zeros((0, len(self.labels)))
         val_loss = float("nan")
         if len(data.val):
