@@ -15,7 +15,9 @@ import numpy as np
 
 from train.loop import FitResult
 from train.run_data import PreparedData, describe_args
-from zoo.evaluate import compute_metrics, confusion_figure, roc_figure, write_html
+from zoo.evaluation.figures import confusion_figure, roc_figure
+from zoo.evaluation.metrics import compute_metrics
+from zoo.evaluation.report import write_html
 
 HEADLINE = ("accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro", "auc_macro",
             "quadratic_kappa", "auc_per_class", "sensitivity", "specificity")

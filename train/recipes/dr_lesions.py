@@ -15,7 +15,7 @@ Labels come from several data sets at once (repeat ``--data DIR --format FMT``):
 masks (idrid-seg), YOLO lesion boxes (yolo), and DR grading sets such as srahim-dr600 (grade 0: no
 lesion, healthy; mild DR: microaneurysms only, by the International Clinical DR scale; worse grades:
 not healthy, lesion types unknown). A lesion type a data set does not annotate is unknown (NaN) for
-its photos and left out of the loss (``zoo.evaluate.sample_target``). Beware: when the healthy photos
+its photos and left out of the loss (``fundus.datasets.labels.sample_target``). Beware: when the healthy photos
 come from another data set than the lesion photos, a model can learn to tell the data sets apart
 (camera, resolution, compression) instead of the lesions; validation on the same mix will not show it.
 

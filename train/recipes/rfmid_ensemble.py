@@ -379,7 +379,7 @@ class RfmidEnsembleRecipe(Recipe):
         """Paper 000's ablation on the validation patients: each network alone, each structure's bagged mean,
         the fusion. Card rows "validation, ablation: …" (``python -m train ship`` keeps them)."""
         from train.report import card_metrics
-        from zoo.evaluate import compute_metrics
+        from zoo.evaluation.metrics import compute_metrics
 
         def row(outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
             m = compute_metrics(self.task, outputs, targets, list(self.labels), thresholds=ensemble.config.thresholds)
