@@ -131,6 +131,27 @@ def patient_folds(samples: Sequence[LabelledSample], k: int, seed: int) -> list[
             for tr, va in patient_kfold(list(samples), k=k, seed=seed)]
 
 
+@dataclass
+class AttentionCrops:
+    """Stage 1's attention crops of the training photos (paper 000, Fig. 2)."""
+
+    images: CachedImages | None  # None: no crop
+    sources: np.ndarray  # the training photo (index) of each crop
+    note: str  # how they were made, for the card
+
+    def of(self, train_indices: Sequence[int]) -> CachedImages | None:
+        """The crops of these training photos (None: none)."""
+        if self.images is None:
+            return None
+        own = np.flatnonzero(np.isin(self.sources, train_indices))
+        return self.images.subset(own.tolist()) if len(own) else None
+
+
+def log_run(history: list[dict[str, Any]], tag: str, result: FitResult) -> None:
+    """One network's epochs into the ensemble's history, tagged with the network."""
+    history.extend({"model": tag, **row} for row in result.history)
+
+
 # ------------------------------------------------------------------ the recipe
 
 
@@ -273,79 +294,87 @@ class RfmidEnsembleRecipe(Recipe):
     # ---------------------------------------------------------------- the pipeline
     def train(self, args: argparse.Namespace, info: ddp.DistInfo) -> Trained:
         """Stage 1, the attention crops, stage 2's bagged networks, their fusion evaluated on held-out patients."""
-        from zoo.architectures.fusion import assemble
-
         samples = self.labelled(self.load_samples(args), args)
         pool, holdout = self.split(samples, args)  # held-out patients evaluate the fused ensemble
         stage1_arch, g1_arch, g2_arch = self.architectures(args)
-        labels = list(self.labels)
         name = args.name or self.name
         stage1 = self.build_arch(args, stage1_arch, f"{name}.stage1")
-        data = self.prepare_data(args, info, stage1.config, pool, holdout, labels)
+        data = self.prepare_data(args, info, stage1.config, pool, holdout, list(self.labels))
         if args.stage1_model:
             stage1 = self.load_stage1(args, stage1.config)
             stage1_arch = f"{stage1.config.name} ({stage1.config.arch}, reused)"
         history: list[dict[str, Any]] = []
-
-        def log(tag: str, result: FitResult) -> None:
-            history.extend({"model": tag, **row} for row in result.history)
-
-        # Stage 1 and the attention crops (paper 000, Fig. 1–2).
-        crops = None
-        crop_sources = np.zeros(0, dtype=np.int64)
-        crop_note = "no attention crops (ablation)"
-        if args.attention_crops:
-            if not args.stage1_model:
-                log("stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
-            # Crops of "local lesion features" (4.2): a no-disease label (Normal) has none to attend to.
-            lesion_targets = data.train.targets.numpy().copy()
-            normal = no_disease_index(labels)
-            if normal is not None:
-                lesion_targets[:, normal] = 0.0
-            found = attention_crop_images(stage1, data.train.images, lesion_targets, args.theta,
-                                          mean=stage1.config.mean, std=stage1.config.std,
-                                          progress=not args.quiet)
-            crop_sources = np.asarray(found.source_index, dtype=np.int64)
-            if len(found):
-                crops = CachedImages.from_arrays(list(found.images), data.train.targets.numpy()[crop_sources],
-                                                 names=[f"{data.train.names[i]}#crop{found.boxes[k]}"
-                                                        for k, i in enumerate(crop_sources)])
-            crop_note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of the {stage1_arch} "
-                         f"stage-1 model ({found.skipped_no_label} photos without a disease label and "
-                         f"{found.skipped_empty} with no pixel above θ gave none)")
+        crops = self.attention_crops(args, stage1, stage1_arch, data, history)
         del stage1
+        archs = {"g1": g1_arch, "g2": g2_arch}
+        members = self.bagged_members(args, data, crops, archs, name, history)
+        ensemble = self.fuse(args, members, archs, crops.note, name)
+        return Trained(ensemble, self.evaluate_ensemble(args, ensemble, data, history), data)
 
-        # Stage 2: k-fold bagging of G1 and G2 on originals + the crops of the fold's training photos.
-        members: dict[str, list[nn.Module]] = {"g1": [], "g2": []}
+    def attention_crops(self, args: argparse.Namespace, stage1: nn.Module, stage1_arch: str, data: PreparedData,
+                        history: list[dict[str, Any]]) -> "AttentionCrops":
+        """Stage 1 (trained here unless --stage1-model) and its attention crops of the training photos
+        (paper 000, Fig. 1–2); none with --no-attention-crops."""
+        if not args.attention_crops:
+            return AttentionCrops(None, np.zeros(0, dtype=np.int64), "no attention crops (ablation)")
+        if not args.stage1_model:
+            log_run(history, "stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
+        # Crops of "local lesion features" (4.2): a no-disease label (Normal) has none to attend to.
+        lesion_targets = data.train.targets.numpy().copy()
+        normal = no_disease_index(list(self.labels))
+        if normal is not None:
+            lesion_targets[:, normal] = 0.0
+        found = attention_crop_images(stage1, data.train.images, lesion_targets, args.theta,
+                                      mean=stage1.config.mean, std=stage1.config.std, progress=not args.quiet)
+        sources = np.asarray(found.source_index, dtype=np.int64)
+        images = None
+        if len(found):
+            images = CachedImages.from_arrays(list(found.images), data.train.targets.numpy()[sources],
+                                              names=[f"{data.train.names[i]}#crop{found.boxes[k]}"
+                                                     for k, i in enumerate(sources)])
+        note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of the {stage1_arch} "
+                f"stage-1 model ({found.skipped_no_label} photos without a disease label and "
+                f"{found.skipped_empty} with no pixel above θ gave none)")
+        return AttentionCrops(images, sources, note)
+
+    def bagged_members(self, args: argparse.Namespace, data: PreparedData, crops: "AttentionCrops",
+                       archs: dict[str, str], name: str, history: list[dict[str, Any]]) -> dict[str, list[nn.Module]]:
+        """Stage 2: k-fold bagging of G1 and G2 on the originals + the crops of the fold's training photos."""
+        members: dict[str, list[nn.Module]] = {group: [] for group in archs}
         augment = self.training_augment(args)  # stage 2's, + CameraShift with --camera-augment
         # --folds 1: no bagging, each structure once on the whole training part, early-stopped on validation.
         folds = patient_folds(data.train_samples, args.folds, args.seed) if args.folds > 1 \
             else [(list(range(len(data.train))), None)]
         for fold, (train_idx, val_idx) in enumerate(folds):
             train_set = data.train.subset(train_idx)
-            if crops is not None:
-                own = np.flatnonzero(np.isin(crop_sources, train_idx))  # never a crop of a validation photo
-                if len(own):
-                    train_set = train_set.concat(crops.subset(own.tolist()))
+            own = crops.of(train_idx)  # never a crop of a validation photo
+            if own is not None:
+                train_set = train_set.concat(own)
             val_set = data.val if val_idx is None else data.train.subset(val_idx)
-            for group, arch in (("g1", g1_arch), ("g2", g2_arch)):
+            for group, arch in archs.items():
                 tag = f"fold{fold}-{group}-{arch}"
                 seed_offset = 1 + 2 * fold + (group == "g2")
                 model = self.build_arch(args, arch, f"{name}.{group}.{fold}", seed_offset=seed_offset)
-                log(tag, self.train_one(args, model, train_set, val_set, tag, augment, seed_offset=seed_offset))
+                log_run(history, tag, self.train_one(args, model, train_set, val_set, tag, augment,
+                                                     seed_offset=seed_offset))
                 members[group].append(model.cpu().eval())
+        return members
 
-        # Fusion (eq. 6) and its evaluation on the held-out patients.
+    def fuse(self, args: argparse.Namespace, members: dict[str, list[nn.Module]], archs: dict[str, str],
+             crop_note: str, name: str) -> nn.Module:
+        """Fusion (eq. 6): λ · mean(G1) + σ · mean(G2) as one ``fusion_ensemble`` zoo model, described for its card."""
+        from zoo.architectures.fusion import assemble
+
         ensemble = assemble(members["g1"], members["g2"], name=name, lam=args.lam, sigma=args.sigma)
         ensemble.config.theta = int(round(args.theta))
         bagging = (f"by {args.folds}-fold bagging over patients" if args.folds > 1 else
                    "without bagging (one network per structure on the whole training part, early-stopped on the "
                    "validation patients; the paper bags 5 folds)")
         ensemble.config.description = (
-            f"Paper 000 fusion ensemble: {args.lam}·mean({args.folds}× {g1_arch}) + {args.sigma}·mean("
-            f"{args.folds}× {g2_arch}) {bagging}, trained on the originals + {crop_note}, with focal loss "
+            f"Paper 000 fusion ensemble: {args.lam}·mean({args.folds}× {archs['g1']}) + {args.sigma}·mean("
+            f"{args.folds}× {archs['g2']}) {bagging}, trained on the originals + {crop_note}, with focal loss "
             f"γ = {args.gamma:g}.")
-        return Trained(ensemble, self.evaluate_ensemble(args, ensemble, data, history), data)
+        return ensemble
 
     ablation_rows: dict[str, dict[str, float]] = {}
 
