@@ -391,7 +391,7 @@ def checkpoint(run: RunContext, tools: StageTools, state: RunState) -> None:
 # --------------------------------------------------------------------------------------- one step, one epoch
 
 
-def train_step(run: RunContext, tools: StageTools, batch: Sequence[torch.Tensor]):
+def train_step(run: RunContext, tools: StageTools, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
     """One optimizer step on one batch: forward and loss under autocast (+ λ · localisation term), backward
     (scaled for fp16), gradient clipping, step.
 
