@@ -146,10 +146,7 @@ class Multilabel(Task):
         Raises:
             ValueError: a threshold count that is not the label count.
         """
-        n = probabilities.shape[-1]
-        limits = list(thresholds) if thresholds else [DEFAULT_THRESHOLD] * n
-        if len(limits) != n:
-            raise ValueError(f"got {len(limits)} multilabel thresholds for {n} outputs")
+        limits = _thresholds(thresholds, probabilities.shape[-1])
         torch = _torch_of(probabilities)
         if torch is not None:
             return probabilities >= torch.as_tensor(limits, dtype=probabilities.dtype, device=probabilities.device)
@@ -164,8 +161,7 @@ class Multilabel(Task):
         over = self.over_thresholds(probs, thresholds)
         if no_disease is None:
             return over
-        limits = list(thresholds) if thresholds else [DEFAULT_THRESHOLD] * probs.shape[-1]
-        return _exclude_no_disease(probs, limits, over, no_disease)
+        return _exclude_no_disease(probs, _thresholds(thresholds, probs.shape[-1]), over, no_disease)
 
     def decision_rule(self, labels, cutoffs=None, no_disease=None) -> str:
         base = "Each label is predicted when its probability reaches its own threshold (the model's config)."
@@ -180,6 +176,18 @@ class Multilabel(Task):
         over = self.over_thresholds(probabilities, thresholds)
         passing = [i for i in range(len(probabilities)) if bool(over[i])]
         return _ranked(probabilities, passing) or [int(probabilities.argmax())]
+
+
+def _thresholds(thresholds: Sequence[float] | None, n: int) -> list[float]:
+    """One threshold per label (``DEFAULT_THRESHOLD`` each where none are given).
+
+    Raises:
+        ValueError: a threshold count that is not the label count.
+    """
+    limits = list(thresholds) if thresholds else [DEFAULT_THRESHOLD] * n
+    if len(limits) != n:
+        raise ValueError(f"got {len(limits)} multilabel thresholds for {n} outputs")
+    return limits
 
 
 class GradeRegression(Task):
