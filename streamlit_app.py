@@ -20,11 +20,11 @@ Picking another model resets θ, τ and t to that model's defaults. The toolbar'
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep on a shared CPU
+from appcore import server  # imports nothing heavy
+
+server.prepare_process()  # as the Gradio app: no telemetry, idle OpenMP threads sleep, bounded heaps
 
 import streamlit as st  # noqa: E402
 

@@ -6,6 +6,8 @@ It wires library calls together and keeps the app's state in few, small places:
 - ``menu``: the model menu grouped by paper (from each model's config) and its default model (``dr-grading``);
 - ``analysis``: one network pass per (image, model, target) through ``explain.pipeline``, cached in a bounded LRU;
 - ``page``: the page's state and what each of its events does, as {output name: value} (app.py only lays it out);
+- ``gradio_widgets`` / ``gradio_events``: the Gradio widgets and launch settings, and the page's events as Gradio
+  handlers (the only modules that import gradio);
 - ``views``: the download folders (``explain.views`` draws what a slider changes, no network);
 - ``charts``: the plotly probability / grade chart;
 - ``exports``: the PNG grid, raw maps and reproducible JSON downloads;
