@@ -253,3 +253,31 @@ def test_one_fold_means_no_bagging_each_structure_on_the_whole_training_part(tmp
     assert sorted(g1_val) == sorted(g2_val) == sorted(x["image"] for x in split["val"])  # early stopping
     assert g1_seed != g2_seed
     assert "without bagging" in json.loads((out / "config.json").read_text())["description"]
+
+
+def test_ablation_has_a_bagged_row_only_for_a_structure_of_several_networks(monkeypatch):
+    """--folds 1: each structure is one network, whose "fold 0 alone" row says it all (no "bagged (1 folds)")."""
+    from types import SimpleNamespace
+
+    from train.recipes import rfmid_ensemble
+    from train.recipes.rfmid_ensemble import RfmidEnsembleRecipe
+
+    recipe = RfmidEnsembleRecipe()
+    labels = list(recipe.labels)
+    rng = np.random.default_rng(0)
+    targets = (rng.random((8, len(labels))) > 0.7).astype(np.float32)
+    monkeypatch.setattr(rfmid_ensemble, "evaluate_outputs",
+                        lambda model, *rest: (rng.normal(size=targets.shape).astype(np.float32), targets))
+
+    def member(arch):
+        model = torch.nn.Linear(1, 1)
+        model.config = SimpleNamespace(arch=arch)
+        return model
+
+    ensemble = SimpleNamespace(config=SimpleNamespace(thresholds=[0.5] * len(labels)))
+    data, info = SimpleNamespace(val=None), SimpleNamespace(device="cpu")
+    one = recipe.ablation({"g1": [member("a")], "g2": [member("b")]}, ensemble, data, None, info, None)
+    assert sorted(one) == ["validation, ablation: G1 a fold 0 alone", "validation, ablation: G2 b fold 0 alone"]
+    two = recipe.ablation({"g1": [member("a"), member("a")], "g2": [member("b")]}, ensemble, data, None, info, None)
+    assert "validation, ablation: G1 bagged (2 folds)" in two and not any("G2 bagged" in k for k in two)
+    assert all("f1_micro" in row for row in two.values())

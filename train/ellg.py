@@ -24,6 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fundus.tasks import DEFAULT_GRADE_CUTOFFS
+
 __all__ = [
     "LesionPatch",
     "GeneratedImage",
@@ -372,10 +374,10 @@ def mix_labels(source_label: float, other_label: float, r: float) -> float:
     return float(r * source_label + (1.0 - r) * other_label)
 
 
-def classify(value, cutoffs: Sequence[float] = (0.5, 1.5, 2.5, 3.5)):
+def classify(value, cutoffs: Sequence[float] = DEFAULT_GRADE_CUTOFFS):
     """Paper 004 eq. 6's classify(): severity values → grades by cut-offs (grade = cut-offs passed).
 
-    The same rule as a grade-regression zoo model's ``decide`` (``ModelConfig.grade_cutoffs``): the
+    The rule of ``fundus.tasks.GRADE_REGRESSION.decide`` (a model's ``ModelConfig.grade_cutoffs``): the
     grade is the number of cut-offs the value exceeds, so a value equal to a cut-off stays below it.
 
     Args:
@@ -408,7 +410,7 @@ def generate_lesion_image(
     other_fov: np.ndarray | None = None,
     max_tries: int = 100,
     min_area: int = 1,
-    cutoffs: Sequence[float] = (0.5, 1.5, 2.5, 3.5),
+    cutoffs: Sequence[float] = DEFAULT_GRADE_CUTOFFS,
 ) -> GeneratedImage:
     """One ELLG generated image: extract → shift → Reinhard transfer → blend (eq. 5) → label (eq. 6).
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fundus.tasks import MULTICLASS, MULTILABEL, task_of
+
 
 def inverse_frequency_weights(counts: Sequence[float] | np.ndarray) -> torch.Tensor:
     """Per-class weights inversely proportional to the class counts, normalised to mean 1.
@@ -39,7 +41,7 @@ def inverse_frequency_weights(counts: Sequence[float] | np.ndarray) -> torch.Ten
 def class_counts(targets: np.ndarray, num_classes: int, task: str) -> np.ndarray:
     """Positives per class: multi-hot column sums (multilabel) or index histogram (multiclass)."""
     t = np.asarray(targets)
-    if task == "multilabel":
+    if task_of(task) is MULTILABEL:
         return t.reshape(-1, num_classes).sum(0).astype(np.float64)
     return np.bincount(t.astype(np.int64).ravel(), minlength=num_classes).astype(np.float64)
 
@@ -49,7 +51,7 @@ def focal_loss(
     targets: torch.Tensor,
     alpha: torch.Tensor | Sequence[float] | None = None,
     gamma: float = 2.0,
-    task: str = "multilabel",
+    task: str = MULTILABEL.name,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """Focal loss, paper 000 eq. 7: FL(p_c) = -α_c (1 - p_c)^γ log(p_c), with γ = 2 by default.
@@ -63,14 +65,14 @@ def focal_loss(
         targets: (B, C) multi-hot (multilabel; NaN = unknown, left out) or (B,) class indices (multiclass).
         alpha: (C,) per-class weights.
         gamma: focusing parameter, >= 0.
-        task: "multilabel" or "multiclass".
+        task: the ``fundus.tasks`` name of MULTILABEL or MULTICLASS.
         reduction: "mean", "sum" or "none".
 
     Raises:
         ValueError: bad task, reduction, gamma, or shapes that do not match.
     """
-    if task not in ("multilabel", "multiclass"):
-        raise ValueError(f"focal_loss task must be 'multilabel' or 'multiclass', got {task!r}")
+    if task not in (MULTILABEL.name, MULTICLASS.name):
+        raise ValueError(f"focal_loss task must be {MULTILABEL.name!r} or {MULTICLASS.name!r}, got {task!r}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if gamma < 0:
@@ -83,7 +85,7 @@ def focal_loss(
         a = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
         if a.shape != (num_classes,):
             raise ValueError(f"alpha must have one weight per class ({num_classes}), got {tuple(a.shape)}")
-    if task == "multilabel":
+    if task == MULTILABEL.name:
         if targets.shape != logits.shape:
             raise ValueError(f"multilabel targets must match logits {tuple(logits.shape)}, got {tuple(targets.shape)}")
         t = targets.to(logits.dtype)
@@ -115,7 +117,7 @@ class FocalLoss(nn.Module):
     """``focal_loss`` as a module (α kept as a buffer so it follows ``.to(device)``)."""
 
     def __init__(self, alpha: Sequence[float] | torch.Tensor | None = None, gamma: float = 2.0,
-                 task: str = "multilabel") -> None:
+                 task: str = MULTILABEL.name) -> None:
         super().__init__()
         self.gamma, self.task = float(gamma), task
         self.register_buffer("alpha", None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))

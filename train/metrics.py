@@ -12,16 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from fundus.tasks import MULTILABEL, task_of
-
-
-def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """The task's probabilities (``fundus.tasks``) in float64; kept for ``train.recipes.dr_lesions``.
-
-    Raises:
-        ValueError: unknown task.
-    """
-    return task_of(task).probabilities(np.asarray(logits))
+from fundus.tasks import MULTICLASS, MULTILABEL, task_of
 
 
 def predictions(logits: np.ndarray, task: str, thresholds: list[float] | None = None,
@@ -45,7 +36,7 @@ class Metric:
         return float(self.fn(np.asarray(logits), np.asarray(targets)))
 
 
-def accuracy_metric(task: str = "multiclass") -> Metric:
+def accuracy_metric(task: str = MULTICLASS.name) -> Metric:
     """Accuracy: exact class (multiclass/regression) or mean per-label agreement (multilabel)."""
 
     def fn(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -71,7 +62,7 @@ def micro_f1_metric(thresholds: list[float] | None = None) -> Metric:
     return Metric("f1_micro", fn)
 
 
-def kappa_metric(task: str = "multiclass") -> Metric:
+def kappa_metric(task: str = MULTICLASS.name) -> Metric:
     """Quadratic weighted kappa between predicted and true grades (paper 004's score)."""
 
     def fn(logits: np.ndarray, targets: np.ndarray) -> float:

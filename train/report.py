@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fundus.tasks import MULTILABEL, task_of
 from train.loop import FitResult
 from train.run_data import PreparedData, describe_args
 from zoo.evaluation.figures import confusion_figure, roc_figure
@@ -97,9 +98,12 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
     training = out / "training"
     training.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    metrics = compute_metrics(cfg.task, result.val_outputs, result.val_targets, cfg.labels,
-                              thresholds=cfg.thresholds if cfg.task == "multilabel" else None,
-                              grade_cutoffs=cfg.grade_cutoffs)
+
+    def score(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        return compute_metrics(cfg.task, outputs, targets, cfg.labels, grade_cutoffs=cfg.grade_cutoffs,
+                               thresholds=cfg.thresholds if task_of(cfg.task) is MULTILABEL else None)
+
+    metrics = score(result.val_outputs, result.val_targets)
     cfg.metrics = {
         # One nested dict = one split in the card's model-index (zoo.card); text keys are not metrics.
         "validation": card_metrics(metrics, result.best_val_loss),
@@ -112,9 +116,7 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
         # Per data set too: pooled numbers hide a model that fails on one camera.
         for source in sorted(set(sources)):
             keep = np.array([x == source for x in sources])
-            per = compute_metrics(cfg.task, result.val_outputs[keep], result.val_targets[keep], cfg.labels,
-                                  thresholds=cfg.thresholds if cfg.task == "multilabel" else None,
-                                  grade_cutoffs=cfg.grade_cutoffs)
+            per = score(result.val_outputs[keep], result.val_targets[keep])
             cfg.metrics[f"validation: {source}"] = card_metrics(per, None)
     cfg.datasets = dataset_names(args)
     cfg.data_license = licences(recipe, args)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fundus.datasets.labels import DR_GRADES
+from fundus.tasks import GRADE_REGRESSION, MULTICLASS, MULTILABEL
 from zoo.config import Preprocessing
 
 # RFMiD's 28 disease categories (its label columns after Disease_Risk), paper 000.
@@ -18,8 +20,6 @@ RFMID_LABELS = [
 LESION_LABELS = ["BP/MA", "HM", "HEX", "CWS", "healthy"]
 # ODIR-5K, paper 002: normal, diabetes, glaucoma, cataract, AMD, hypertension, myopia, other.
 ODIR_LABELS = ["N", "D", "G", "C", "A", "H", "M", "O"]
-# International clinical DR scale (APTOS 2019 / EyePACS), papers 003 and 004.
-DR_GRADES = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
 
 
 @dataclass(frozen=True)
@@ -39,31 +39,31 @@ class Paper:
 PAPERS: dict[str, Paper] = {
     "000": Paper(
         "000", "Multi-disease fundus classification ensemble with Grad-CAM data augmentation", "RFMiD",
-        "multilabel", RFMID_LABELS, 224, Preprocessing(fov_crop=True, clahe=False),
+        MULTILABEL.name, RFMID_LABELS, 224, Preprocessing(fov_crop=True, clahe=False),
         ("vgg16", "vgg19", "resnet50", "fusion_ensemble"),
         "Guided-Grad-CAM attention crop (θ) augmentation, focal loss, 5-fold bagging, fusion λ=0.6 σ=0.4",
     ),
     "001": Paper(
         "001", "Multi-label DR lesion classification with Guided-Grad-CAM (ResNet50 FCN)",
-        "private + Messidor", "multilabel", LESION_LABELS, 512, Preprocessing(fov_crop=True, clahe=True),
+        "private + Messidor", MULTILABEL.name, LESION_LABELS, 512, Preprocessing(fov_crop=True, clahe=True),
         ("resnet50_fcn",),
         "black-border removal, 512², CLAHE, weighted BCE, two-stage training, per-class thresholds",
     ),
     "002": Paper(
         "002", "Ocular disease recognition on ODIR-5K (simple CNN, VGG13-BN, Inception v3)", "ODIR-5K",
-        "multilabel", ODIR_LABELS, None, Preprocessing(fov_crop=True, clahe=False),
+        MULTILABEL.name, ODIR_LABELS, None, Preprocessing(fov_crop=True, clahe=False),
         ("simple_cnn", "vgg13_bn", "inception_v3"),
         "Gaussian noise, rotation ±π/4, percentile contrast rescale, DCGAN augmentation, BCE + SGD",
     ),
     "003": Paper(
         "003", "Towards the localisation of lesions in DR (GAP + dropout 0.5 + dense)", "APTOS 2019",
-        "multiclass", DR_GRADES, None, Preprocessing(fov_crop=True, clahe=True),
+        MULTICLASS.name, list(DR_GRADES), None, Preprocessing(fov_crop=True, clahe=True),
         ("vgg16", "resnet50", "inception_v3", "inception_resnet_v2"),
         "CLAHE, flips, class-weighted loss, Grad-CAM on the last conv layer",
     ),
     "004": Paper(
         "004", "ELLG: explainable lesion learning and generation (GMSM)", "Kaggle EyePACS 2015, APTOS 2019",
-        "grade-regression", DR_GRADES, 512, Preprocessing(fov_crop=True, clahe=False),
+        GRADE_REGRESSION.name, list(DR_GRADES), 512, Preprocessing(fov_crop=True, clahe=False),
         ("dr_detection_net",),
         "GMSM lesion masks (τ), lesion patch generation with Reinhard transfer + mixup, iterative rounds",
     ),

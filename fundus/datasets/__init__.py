@@ -4,8 +4,9 @@
 aptos, eyepacs, idrid-grading, idrid-seg, rfmid, odir, imagefolder (preset srahim-dr600), yolo, hrf.
 """
 from . import grading, hrf, idrid_seg, imagefolder, odir, rfmid, yolo  # noqa: F401 - registers the formats
-from .base import DR_GRADES, DatasetError, FundusDataset, Sample
+from .base import DatasetError, FundusDataset, Sample
 from .idrid_seg import IDRID_LESIONS, load_mask
+from .labels import DR_GRADES
 from .odir import ODIR_LABEL_NAMES, ODIR_LABELS
 from .registry import FORMATS, load_dataset, register
 from .rfmid import PAPER000_CATEGORIES, RFMID_DISEASES, to_paper000

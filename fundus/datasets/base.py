@@ -15,8 +15,6 @@ import numpy as np
 
 from fundus.tasks import task_of
 
-from .labels import DR_GRADES  # noqa: F401 - the loaders' and fundus.datasets' name for the grades
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 Label = Union[int, np.ndarray, None]

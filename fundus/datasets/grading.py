@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fundus.tasks import SINGLE_LABEL_TASKS
+from fundus.tasks import MULTICLASS, SINGLE_LABEL_TASKS
 
 from .base import DatasetError, FundusDataset, Sample, check_images, check_task, parse_int, read_csv
 from .labels import DR_GRADES
@@ -20,7 +20,7 @@ def _grade(value: str, column: str, path: Path, row: int) -> int:
 
 @register("aptos")
 def load_aptos(
-    root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error"
+    root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:
     """APTOS 2019 Blindness Detection: ``{split}.csv`` (``id_code,diagnosis``) + ``{split}_images/<id_code>.png``.
 
@@ -50,7 +50,7 @@ _EYEPACS_NAME = re.compile(r"^(\d+)_(left|right)$")
 
 @register("eyepacs")
 def load_eyepacs(
-    root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error"
+    root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:
     """Kaggle Diabetic Retinopathy Detection (EyePACS 2015).
 
@@ -88,7 +88,7 @@ _IDRID_GRADING_SPLITS = {
 
 @register("idrid-grading")
 def load_idrid_grading(
-    root: Path, split: str = "train", *, task: str = "multiclass", missing: str = "error"
+    root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:
     """IDRiD disease grading: ``B. Disease Grading/2. Groundtruths/<a|b>. IDRiD_Disease Grading_<Training|Testing> Labels.csv``
     (``Image name,Retinopathy grade,Risk of macular edema `` — the official header's trailing space

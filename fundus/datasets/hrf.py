@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fundus.tasks import MULTICLASS
+
 from .base import DatasetError, FundusDataset, Sample, list_images, require_dir
 from .registry import register
 
@@ -34,4 +36,4 @@ def load_hrf(root: Path, split: str = "train") -> FundusDataset:
                               meta={"number": int(match.group(1))}))
     if not samples:
         raise DatasetError(f"no images in {folder}")
-    return FundusDataset("hrf", root, split, samples, list(HRF_LABELS), "multiclass")
+    return FundusDataset("hrf", root, split, samples, list(HRF_LABELS), MULTICLASS.name)

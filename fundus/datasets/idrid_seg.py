@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fundus.tasks import MULTILABEL
+
 from .base import DatasetError, FundusDataset, Sample, list_images, multi_hot, require_dir
 from .registry import register
 
@@ -61,7 +63,7 @@ def load_idrid_seg(root: Path, split: str = "train", *, verify_masks: bool = Fal
                               patient_id=image.stem, meta={"image_number": int(match.group(1))}))
     if not samples:
         raise DatasetError(f"no IDRiD_NN.jpg images in {image_dir}")
-    return FundusDataset("idrid-seg", root, split, samples, list(IDRID_LESIONS), "multilabel")
+    return FundusDataset("idrid-seg", root, split, samples, list(IDRID_LESIONS), MULTILABEL.name)
 
 
 def load_mask(path: Path) -> np.ndarray:

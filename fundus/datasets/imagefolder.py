@@ -5,7 +5,10 @@ import re
 from pathlib import Path
 from typing import Mapping, Union
 
-from .base import DR_GRADES, DatasetError, FundusDataset, Sample, check_task, list_images, natural_key, patient_from_stem
+from fundus.tasks import MULTICLASS, SINGLE_LABEL_TASKS
+
+from .base import DatasetError, FundusDataset, Sample, check_task, list_images, natural_key, patient_from_stem
+from .labels import DR_GRADES
 from .registry import register
 
 FolderLabel = Union[int, str, None]  # class index, class name, or None = leave the folder out
@@ -49,7 +52,7 @@ def load_imagefolder(
     mapping: Mapping[str, FolderLabel] | None = None,
     labels: list[str] | None = None,
     preset: str | None = None,
-    task: str = "multiclass",
+    task: str = MULTICLASS.name,
 ) -> FundusDataset:
     """Class folders: ``root/<class name>/<image>``; with ``root/<split>/`` used when it exists.
 
@@ -60,14 +63,14 @@ def load_imagefolder(
         labels: class names (needed when ``mapping`` gives indices).
         preset: "srahim-dr600": folders 1–9 → DR grades 0–4, folder 10 (ADED) left out,
             ``meta["maculopathy"]`` from the folder name.
-        task: "multiclass" or "grade-regression".
+        task: a single-label task (``fundus.tasks.SINGLE_LABEL_TASKS``: a classifier or a grade regression).
 
     The patient id is the file stem without an eye marker (``Patient001_L`` → ``Patient001``).
 
     Raises:
         DatasetError: a folder missing from ``mapping``, an unknown class name or index, no images.
     """
-    check_task(task, ("multiclass", "grade-regression"), "imagefolder")
+    check_task(task, SINGLE_LABEL_TASKS, "imagefolder")
     base = root / split if split not in ("train", "all") or (root / split).is_dir() else root
     if not base.is_dir():
         raise FileNotFoundError(f"split folder not found: {base} (no official split here: use split='all' "

@@ -20,6 +20,21 @@ PRESET_FORMATS = ("srahim-dr600",)
 WHOLE_FOLDER_FORMATS = ("imagefolder", "yolo", "hrf")
 
 
+def load_layout(root: Path, fmt: str, split: str | None = None, *, preset: str | None = None) -> Any:
+    """One data set folder in its format (a ``PRESET_FORMATS`` name: imagefolder with that preset).
+
+    Args:
+        split: the layout's own split; None: the whole folder of a ``WHOLE_FOLDER_FORMATS`` layout, else "train".
+        preset: an imagefolder preset (for ``fmt`` "imagefolder").
+    """
+    kwargs: dict[str, Any] = {}
+    if fmt in PRESET_FORMATS:
+        fmt, kwargs["preset"] = "imagefolder", fmt
+    elif fmt == "imagefolder" and preset:
+        kwargs["preset"] = preset
+    return load_dataset(fmt, root, split or ("all" if fmt in WHOLE_FOLDER_FORMATS else "train"), **kwargs)
+
+
 @dataclass
 class LabelledPhoto:
     """A photo with its target in the model's label space (what ``ImageDataset`` reads)."""
@@ -53,13 +68,7 @@ def labelled_photos(data: Sequence[Path], formats: Sequence[str], labels: Sequen
     own_split = split not in ("all", *PARTS)
     photos: list[LabelledPhoto] = []
     for root, fmt in zip(data, formats):
-        kwargs: dict[str, Any] = {}
-        if fmt in PRESET_FORMATS:
-            fmt, kwargs["preset"] = "imagefolder", fmt
-        elif fmt == "imagefolder" and preset:
-            kwargs["preset"] = preset
-        layout_split = split if own_split else ("all" if fmt in WHOLE_FOLDER_FORMATS else "train")
-        ds = load_dataset(fmt, root, layout_split, **kwargs)
+        ds = load_layout(root, fmt, split if own_split else None, preset=preset)
         name = Path(ds.root).name
         for s in ds:
             target = sample_target(s, ds, labels, task)

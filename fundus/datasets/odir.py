@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fundus.tasks import MULTILABEL
+
 from .base import DatasetError, FundusDataset, Sample, check_images, parse_int, read_csv, require_columns, require_dir
 from .registry import register
 
@@ -83,4 +85,4 @@ def load_odir(root: Path, split: str = "train", *, annotations: str | Path | Non
                     "keywords": row[f"{eye}-Diagnostic Keywords"]}
             samples.append(Sample(image_dir / name, label.copy(), patient_id=patient, meta=meta))
     samples, excluded = check_images(samples, missing, table.name)
-    return FundusDataset("odir", root, split, samples, list(ODIR_LABELS), "multilabel", excluded)
+    return FundusDataset("odir", root, split, samples, list(ODIR_LABELS), MULTILABEL.name, excluded)

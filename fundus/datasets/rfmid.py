@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fundus.tasks import MULTILABEL
+
 from .base import DatasetError, FundusDataset, Sample, check_images, parse_int, read_csv
 from .registry import register
 
@@ -62,4 +64,4 @@ def load_rfmid(root: Path, split: str = "train", *, categories: str = "all", mis
                               meta={"disease_risk": parse_int(row["Disease_Risk"], "Disease_Risk", csv_path, i)}))
     samples, excluded = check_images(samples, missing, csv_name)
     labels = PAPER000_CATEGORIES if categories == "paper000" else RFMID_DISEASES
-    return FundusDataset("rfmid", root, split, samples, list(labels), "multilabel", excluded)
+    return FundusDataset("rfmid", root, split, samples, list(labels), MULTILABEL.name, excluded)

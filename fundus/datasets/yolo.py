@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fundus.tasks import MULTILABEL
+
 from .base import DatasetError, FundusDataset, Sample, list_images, multi_hot, patient_from_stem
 from .registry import register
 
@@ -80,4 +82,4 @@ def load_yolo(root: Path, split: str = "train", *, names: str | Path | None = No
                               patient_id=patient_from_stem(image.stem), meta=meta))
     if not samples:
         raise DatasetError(f"no images found in {image_dir}")
-    return FundusDataset("yolo", root, split, samples, classes, "multilabel")
+    return FundusDataset("yolo", root, split, samples, classes, MULTILABEL.name)

@@ -19,7 +19,7 @@ Hooks used by ``fit`` (override what differs from the defaults):
     stages(args, model) -> list[Stage]      one stage at --lr by default
     loss(args, train_targets) -> nn.Module  class-weighted BCE/CE by default
     augment(args) -> batched op             none by default (train.augment)
-    metric(args) -> Metric                  accuracy / micro F1 by default
+    metric(args) -> Metric                  the task's (train.metrics.default_metric) by default
     train_indices(args, train_set) -> list  all by default (undersampling hook)
     loop_config(args) -> LoopConfig         from the common flags and the class defaults
 
@@ -27,7 +27,7 @@ Writing a recipe (the others, e.g. paper 000's ensemble, override ``train`` and 
 
     @register
     class MyRecipe(Recipe):
-        name, paper, task = "my-recipe", "003", "multiclass"
+        name, paper, task = "my-recipe", "003", MULTICLASS.name
         description = "one line for --help"
         labels = ("a", "b")
         archs = {"resnet50": 224, "efficientnet_lite0": 224}   # arch -> default input size
@@ -59,11 +59,12 @@ import torch.nn as nn
 from train import augment as aug
 from train import ddp
 from fundus.datasets.splits import TEST_FRACTION, VAL_FRACTION
+from fundus.tasks import MULTICLASS, MULTILABEL, task_of
 from train.data import CachedImages, default_cache_dir, preprocess_all
 from train.frozen import fit_on_frozen_features
 from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
 from train.loop import FitResult, LoopConfig, Stage, fit
-from train.metrics import Metric, accuracy_metric, micro_f1_metric
+from train.metrics import Metric, default_metric
 from train.run_data import LabelledSample, PreparedData, describe_args
 from zoo.helpformat import DefaultsHelpFormatter
 
@@ -130,7 +131,7 @@ class Recipe:
 
     name: str = ""
     paper: str = ""
-    task: str = "multiclass"
+    task: str = MULTICLASS.name
     description: str = ""
     labels: Sequence[str] = ()
     archs: dict[str, int] = {}
@@ -251,22 +252,14 @@ class Recipe:
         return args
 
     # ------------------------------------------------------------------ data
-    # Formats that are an imagefolder preset: ``--format srahim-dr600`` = ``--format imagefolder --preset srahim-dr600``.
-    PRESET_FORMATS = ("srahim-dr600",)
-
     def load_samples(self, args: argparse.Namespace) -> list[tuple[Any, Any]]:
-        """``(FundusDataset, Sample)`` pairs of every --data/--format pair, in order."""
-        from fundus import datasets
+        """``(FundusDataset, Sample)`` pairs of every --data/--format pair, in order (a preset format such as
+        ``--format srahim-dr600`` is ``--format imagefolder --preset srahim-dr600``)."""
+        from fundus.datasets.labelled import load_layout
 
         out: list[tuple[Any, Any]] = []
         for root, fmt in zip(args.data, args.formats):
-            kwargs: dict[str, Any] = {}
-            if fmt in self.PRESET_FORMATS:
-                fmt, kwargs["preset"] = "imagefolder", fmt
-            elif fmt == "imagefolder" and args.preset:
-                kwargs["preset"] = args.preset
-            split = args.split or ("all" if fmt in ("imagefolder", "yolo", "hrf") else "train")
-            ds = datasets.load_dataset(fmt, root, split, **kwargs)
+            ds = load_layout(root, fmt, args.split, preset=args.preset)
             out += [(ds, s) for s in ds]
         return out
 
@@ -365,7 +358,7 @@ class Recipe:
         n = len(self.labels)
         counts = class_counts(np.nan_to_num(train_targets), n, self.task)
         w = inverse_frequency_weights(counts)
-        return WeightedBCE(w) if self.task == "multilabel" else WeightedCrossEntropy(w)
+        return WeightedBCE(w) if task_of(self.task) is MULTILABEL else WeightedCrossEntropy(w)
 
     def augment(self, args: argparse.Namespace) -> aug.BatchOp:
         """Hook: batched training augmentation (default: none)."""
@@ -373,7 +366,7 @@ class Recipe:
 
     def metric(self, args: argparse.Namespace) -> Metric:
         """Hook: the headline metric in the progress bar and the log."""
-        return micro_f1_metric() if self.task == "multilabel" else accuracy_metric(self.task)
+        return default_metric(self.task)
 
     def train_indices(self, args: argparse.Namespace, train_set: CachedImages) -> list[int] | None:
         """Hook: which training items to draw from (default: all)."""

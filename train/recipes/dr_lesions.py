@@ -45,9 +45,10 @@ from train.frozen import fit_on_frozen_features
 from train.frozen_lesions import cache_features_with_lesions
 from train.lesion_masks import ANNOTATED_FORMATS, lesion_masks
 from train.localisation import LocalisationTerm
-from train.metrics import choose_thresholds, probabilities
+from train.metrics import choose_thresholds
 from train.recipes import PreparedData, Recipe, register
 from fundus.datasets.labels import incompletely_boxed, missing_boxes_unknown, sample_target
+from fundus.tasks import MULTILABEL
 from zoo.papers import LESION_LABELS
 
 
@@ -71,7 +72,7 @@ def head_parameters(model: nn.Module):
 class DrLesionsRecipe(Recipe):
     name = "dr-lesions"
     paper = "001"
-    task = "multilabel"
+    task = MULTILABEL.name
     description = ("multi-label DR lesions (BP/MA, HM, HEX, CWS, healthy): 512 px, CLAHE, FCN head, "
                    "inverse-frequency BCE, two-stage training, per-class thresholds")
     labels = tuple(LESION_LABELS)
@@ -176,5 +177,5 @@ class DrLesionsRecipe(Recipe):
         """Paper 001: one decision threshold per class, chosen on the validation photos."""
         if len(result.val_outputs) == 0:
             return
-        probs = probabilities(result.val_outputs, "multilabel")
+        probs = MULTILABEL.probabilities(result.val_outputs)
         model.config.thresholds = choose_thresholds(probs, result.val_targets, args.threshold_method)

@@ -39,10 +39,9 @@ from train.attention_crops import fov_mask_of, saliency_maps
 from train.data import CachedImages
 from train.ellg import classify, generate_lesion_image
 from train.loop import FitResult, Prepare, Stage, evaluate_outputs
-from train.metrics import Metric, kappa_metric
 from train.recipes import PreparedData, Recipe, Trained, register
-from fundus.datasets.labels import sample_target
-from zoo.papers import DR_GRADES
+from fundus.datasets.labels import DR_GRADES, sample_target
+from fundus.tasks import GRADE_REGRESSION
 
 LITE_INPUT = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
@@ -115,10 +114,10 @@ def select_sources(predicted: np.ndarray, truth: np.ndarray,
 class EllgRecipe(Recipe):
     name = "ellg"
     paper = "004"
-    task = "grade-regression"
+    task = GRADE_REGRESSION.name  # the headline metric: quadratic kappa (paper 004 reports it and accuracy)
     description = ("DR grade regression (DR detection net) with ELLG rounds: GMSM lesion patches (τ), shifted, "
                    "Reinhard-transferred and mixup-blended into normal photos with mixed labels")
-    labels = tuple(DR_GRADES)
+    labels = DR_GRADES
     archs = {"dr_detection_net": 512, **LITE_INPUT}
     head = "gap_linear"  # EfficientNet-Lite only: GAP + one linear output (the severity value)
     preprocessing = {"fov_crop": True, "clahe": False}
@@ -174,9 +173,6 @@ class EllgRecipe(Recipe):
 
     def augment(self, args: argparse.Namespace) -> aug.BatchOp:
         return aug.Compose([aug.RandomFlip(horizontal=True, vertical=True)]) if args.flips else aug.identity
-
-    def metric(self, args: argparse.Namespace) -> Metric:
-        return kappa_metric("grade-regression")  # paper 004 reports quadratic kappa and accuracy
 
     # ---------------------------------------------------------------- helpers
     def _fit(self, args: argparse.Namespace, model: nn.Module, train_set: CachedImages, val_set: CachedImages,

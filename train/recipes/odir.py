@@ -27,11 +27,11 @@ import torch.nn as nn
 from train import augment as aug
 from train.data import CachedImages
 from train.losses import WeightedBCE
-from train.metrics import Metric, micro_f1_metric
 from train.recipes import PreparedData, Recipe, register
 from zoo.architectures import get_spec
 from zoo.architectures.metadata_fusion import METADATA_FIELDS
 from fundus.datasets.labels import DIAGNOSIS_NAMES, is_diagnosis_space, sample_target
+from fundus.tasks import MULTILABEL
 from zoo.papers import ODIR_LABELS
 
 
@@ -83,7 +83,7 @@ def undersample(targets: np.ndarray, factor: float = 2.0, seed: int = 0) -> list
 class OdirRecipe(Recipe):
     name = "odir"
     paper = "002"
-    task = "multilabel"
+    task = MULTILABEL.name
     description = ("ocular diseases (ODIR-5K, N D G C A H M O): Gaussian noise, rotation ±π/4, percentile "
                    "contrast, no flips; BCE + SGD with weight decay; undersampling; optional DCGAN and metadata")
     labels = tuple(ODIR_LABELS)
@@ -148,9 +148,6 @@ class OdirRecipe(Recipe):
     def augment(self, args: argparse.Namespace) -> aug.BatchOp:
         return aug.Compose([aug.GaussianNoise(0.01), aug.RandomAffine(max_rotation=math.pi / 4),
                             aug.PercentileContrast(0.2, 99.8, p=0.5)])
-
-    def metric(self, args: argparse.Namespace) -> Metric:
-        return micro_f1_metric()
 
     def train_indices(self, args: argparse.Namespace, train_set: CachedImages) -> list[int] | None:
         if not args.undersample:

@@ -48,10 +48,9 @@ from train.attention_crops import attention_crop_images
 from train.data import CachedImages
 from train.loop import FitResult, LoopConfig, Prepare, Stage, evaluate_outputs
 from train.losses import FocalLoss, class_counts, inverse_frequency_weights
-from train.metrics import Metric, micro_f1_metric
 from train.recipes import LabelledSample, PreparedData, Recipe, Trained, register
-from fundus.datasets.labels import is_diagnosis_space, sample_target
-from zoo.model import no_disease_index
+from fundus.datasets.labels import is_diagnosis_space, no_disease_index, sample_target
+from fundus.tasks import MULTILABEL
 from zoo.papers import RFMID_LABELS
 
 PAPER_ARCHS = "vgg16+vgg19+resnet50"  # stage 1, G1, G2
@@ -159,7 +158,7 @@ def log_run(history: list[dict[str, Any]], tag: str, result: FitResult) -> None:
 class RfmidEnsembleRecipe(Recipe):
     name = "rfmid-ensemble"
     paper = "000"
-    task = "multilabel"
+    task = MULTILABEL.name
     description = ("RFMiD 28 categories: VGG16 stage 1, Guided Grad-CAM attention crops (θ), VGG19 + ResNet50 "
                    "5-fold bagging with focal loss, fusion 0.6·G1 + 0.4·G2")
     labels = tuple(RFMID_LABELS)  # 27 named diseases of Table 1 + "OTHER"
@@ -269,9 +268,6 @@ class RfmidEnsembleRecipe(Recipe):
         counts = class_counts(np.nan_to_num(train_targets), len(self.labels), self.task)
         alpha = inverse_frequency_weights(counts) if counts.sum() > 0 else None
         return FocalLoss(alpha=alpha, gamma=args.gamma, task=self.task)
-
-    def metric(self, args: argparse.Namespace) -> Metric:
-        return micro_f1_metric()
 
     def loop_config(self, args: argparse.Namespace, model: nn.Module) -> LoopConfig:
         cfg = super().loop_config(args, model)
@@ -426,7 +422,7 @@ class RfmidEnsembleRecipe(Recipe):
                 rows[f"validation, ablation: {group.upper()} {model.config.arch} fold {fold} alone"] = row(out, targets)
         for group, outs in ((g, o) for g, o in logits.items() if len(o) > 1):  # one network: its row says it
             # The bagged mean of one structure, as fusion_ensemble averages its members' probabilities.
-            probs = np.mean([1.0 / (1.0 + np.exp(-o)) for o in outs], axis=0).clip(1e-7, 1 - 1e-7)
+            probs = np.mean([MULTILABEL.probabilities(o) for o in outs], axis=0).clip(1e-7, 1 - 1e-7)
             rows[f"validation, ablation: {group.upper()} bagged ({len(outs)} folds)"] = row(np.log(probs / (1 - probs)), targets)
         return rows
 
