@@ -29,7 +29,7 @@ server.prepare_process()  # as the Gradio app: no telemetry, idle OpenMP threads
 import streamlit as st  # noqa: E402
 
 from appcore import photos, presentation as present  # noqa: E402
-from appcore.analysis import Analyser, image_digest, target_choices  # noqa: E402
+from appcore.analysis import Analyser, image_digest  # noqa: E402
 from appcore.catalogue import ModelCache, ModelUnavailable, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
@@ -38,6 +38,7 @@ from appcore.menu import default_choice  # noqa: E402
 from appcore.page import message_of  # noqa: E402
 from explain.controls import CONTROLS  # noqa: E402
 from explain.methods import get_method  # noqa: E402
+from fundus.tasks import task_of  # noqa: E402
 from explain.views import ViewParams, before_after, render_view  # noqa: E402
 
 NO_EXAMPLE = "— none —"
@@ -166,7 +167,7 @@ def main() -> None:
         config = model.config
         with st.expander("Model card: paper, labels, data, metrics"):
             st.markdown(present.card_markdown(config, model_key))
-        targets = dict(target_choices(config))
+        targets = dict(task_of(config.task).target_menu(config.labels))
         target = targets[st.selectbox("Explain which output", list(targets), key="target")]
         reset_region_defaults(model_key, config)
         values = {control.name: control_widget(control) for control in CONTROLS}

@@ -21,17 +21,13 @@ import numpy as np
 
 from appcore.catalogue import ModelCache
 from explain.methods import panel_methods
-from explain.pipeline import Analysis, analyse, require_rgb, summarise  # noqa: F401 - summarise: re-exported
+from explain.pipeline import Analysis, analyse, require_rgb
 from explain.targets import Classes, Decided, Predicted, Target
-from fundus.check import FundusCheck, NotFundusError, check_fundus  # noqa: F401 - NotFundusError: re-exported
+from fundus.check import FundusCheck, NotFundusError, check_fundus
+from fundus.tasks import ALL_PREDICTED, MULTILABEL, PREDICTED, target_class, task_of
 
 # The page's four panels (the registry's main ones: paper 000's CAM/Grad-CAM/Guided Grad-CAM, paper 004's GMSM).
 PANEL_METHODS = panel_methods("main")
-
-# Target choices besides a class index: the predicted class, or (multi-label) every predicted label
-# integrated into one Guided Grad-CAM (paper 001 eq. 4).
-PREDICTED = "predicted"
-ALL_PREDICTED = "all predicted"
 
 
 def image_digest(rgb: np.ndarray) -> str:
@@ -42,29 +38,14 @@ def image_digest(rgb: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def target_choices(config) -> list[tuple[str, str]]:
-    """(label, value) pairs of the target menu for a model config; the first is the default.
-
-    Multi-label models explain every label over its threshold, integrated (paper 001 eq. 4), by default.
-    """
-    if config.task == "multilabel":
-        choices = [("all predicted labels (integrated)", ALL_PREDICTED)]
-    elif config.task == "grade-regression":
-        choices = [("the predicted grade", PREDICTED)]
-    else:
-        choices = [("the predicted class", PREDICTED)]
-    if config.task != "grade-regression":
-        choices += [(label, f"class:{i}") for i, label in enumerate(config.labels)]
-    return choices
-
-
 def canonical_target(choice: str | None, config) -> str:
     """One menu value per distinct explanation, so equal requests share a cache entry: empty means the
     model's default, and for a multi-label model "predicted" is "all predicted" (every label over its
     threshold, integrated)."""
+    task = task_of(config.task)
     if not choice:
-        return target_choices(config)[0][1]
-    if choice == PREDICTED and config.task == "multilabel":
+        return task.default_target[1]
+    if choice == PREDICTED and task is MULTILABEL:
         return ALL_PREDICTED
     return choice
 
@@ -79,11 +60,11 @@ def engine_target(choice: str, config) -> Target:
     if choice in (None, "", PREDICTED):
         return Predicted()
     if choice == ALL_PREDICTED:
-        if config.task != "multilabel":
+        if task_of(config.task) is not MULTILABEL:
             raise ValueError("'all predicted' needs a multi-label model")
         return Decided(keep_no_disease=True)
-    if isinstance(choice, str) and choice.startswith("class:"):
-        index = int(choice.split(":", 1)[1])
+    index = target_class(choice)
+    if index is not None:
         if not 0 <= index < len(config.labels):
             raise ValueError(f"class index {index} is outside the model's {len(config.labels)} labels")
         return Classes((index,))

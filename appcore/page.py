@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from appcore import photos, presentation as present
-from appcore.analysis import Analyser, image_digest, target_choices
+from appcore.analysis import Analyser, image_digest
 from appcore.catalogue import Catalogue, ModelCache, parse_hub_id
 from appcore.charts import prediction_chart
 from appcore.examples import Example, shipped_examples
@@ -29,6 +29,7 @@ from appcore.views import DownloadFolders
 from explain.controls import CONTROLS, CROP
 from explain.methods import panel_methods
 from explain.views import ViewParams, render_view
+from fundus.tasks import task_of
 
 log = logging.getLogger("fundus_cam_zoo.app")
 PHOTO_GONE = "The photo of this session is no longer on the server: upload it again."
@@ -135,7 +136,7 @@ class Page:
     def default_targets(self) -> list[tuple[str, str]]:
         """The default model's targets, from its config.json (no weights): the page has them before it loads."""
         config = config_of(self.default) if self.default else None
-        return target_choices(config) if config else []
+        return task_of(config.task).target_menu(config.labels) if config else []
 
     def warm_up(self) -> None:
         """Load the default model and analyse the example the page opens on, so the first visitor waits for
@@ -219,7 +220,7 @@ class Page:
             progress(0, desc=f"loading {choice.key}")
         config = self.model(choice.key).config
         session_added = self.catalogue.session_added(session_added, choice.key)
-        options = target_choices(config)
+        options = task_of(config.task).target_menu(config.labels)
         params = ViewParams.from_config(config, **dict(zip(DISPLAY_CONTROLS, display)))
         values = {"model_menu": Menu(self.menu(session_added), choice.key), "target": Menu(options, options[0][1]),
                   "card": present.card_markdown(config, choice.key), "current": choice.key, "added": session_added,

@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fundus.tasks import MULTICLASS, MULTILABEL, task_of
+
 NOTICE = ("⚠️ **Research tool, not a medical device — not for clinical use.** The models and explanations "
           "shown here are not validated for diagnosis, screening or treatment.")
 FOV_COLOUR = (0, 255, 0)
@@ -92,7 +94,7 @@ def card_markdown(config, model_key: str = "") -> str:
         f"**Labels:** {', '.join(config.labels)}",
         f"**Decision rule:** {decision_rule(config)}",
     ]
-    if config.task == "multilabel":
+    if task_of(config.task) is MULTILABEL:
         lines.append("**Thresholds:** " + ", ".join(f"{label} {percent(t)}"
                                                      for label, t in zip(config.labels, config.thresholds)))
     lines += [
@@ -131,14 +133,14 @@ def percent(p: float) -> str:
 # -- the main result -----------------------------------------------------------------------------------------
 
 def answer_line(prediction: dict) -> tuple[str, str]:
-    """(answer, uncertainty) of a prediction (``appcore.analysis.summarise``'s dict), as plain text.
+    """(answer, uncertainty) of a prediction (``explain.pipeline.summarise``'s dict), as plain text.
 
     Grades: the grade and its label, then the value and its distance to the nearest cut-off (borderline when
     closer than ``CLOSE_TO_CUTOFF``). Multi-class: the label and its probability, then the runner-up.
     Multi-label: the decided labels with their probabilities, then their thresholds and any overruled label.
     """
-    task = prediction["task"]
-    if task == "grade-regression":
+    task = task_of(prediction["task"])
+    if task.regression:
         value, cuts, grade = prediction["value"], prediction["grade_cutoffs"], prediction["grade"]
         labels = prediction.get("labels") or []
         answer = f"{prediction['label']} (grade {grade})"
@@ -151,7 +153,7 @@ def answer_line(prediction: dict) -> tuple[str, str]:
             return answer, f"value {value:.2f}, close to the {cut:g} cut-off{between}: borderline"
         return answer, f"value {value:.2f}, {abs(gap):.2f} {'above' if gap > 0 else 'below'} the {cut:g} cut-off"
     probabilities = prediction["probabilities"]
-    if task == "multiclass":
+    if task is MULTICLASS:
         ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
         (top, p), rest = ranked[0], ranked[1:]
         if not rest:

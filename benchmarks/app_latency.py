@@ -86,8 +86,7 @@ def measure_core(size: int, repeats: int, arch: str) -> dict:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     folder = Path(tempfile.mkdtemp()) / arch
-    zoo.create_model(arch, paper="003", task="multiclass", pretrained=False, input_size=size,
-                     labels=["No DR", "Mild", "Moderate", "Severe", "PDR"]).save_pretrained(folder)
+    zoo.create_model(arch, paper="003", pretrained=False, input_size=size).save_pretrained(folder)
     analyser = Analyser(ModelCache(catalogue=Catalogue([folder])), capacity=4)  # the folder, as --models offers it
     key = folder.name
     model, _ = analyser.models.get(key)
@@ -140,8 +139,8 @@ def measure_gradio_roundtrip(size: int, repeats: int) -> dict:
     import app
 
     folder = Path(tempfile.mkdtemp())
-    zoo.create_model("efficientnet_lite0", paper="003", task="multiclass", pretrained=False, input_size=size,
-                     labels=["No DR", "Mild", "Moderate", "Severe", "PDR"], name="bench").save_pretrained(folder / "m")
+    zoo.create_model("efficientnet_lite0", paper="003", pretrained=False, input_size=size,
+                     name="bench").save_pretrained(folder / "m")
     demo = app.build_demo(models=[str(folder / "m")])
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:

@@ -85,8 +85,8 @@ def big_model(folder: Path) -> Path:
     import zoo
 
     out = folder / "resnet50-512"
-    zoo.create_model("resnet50", paper="003", task="multiclass", pretrained=False, input_size=512,
-                     labels=["No DR", "Mild", "Moderate", "Severe", "PDR"], name="resnet50-512").save_pretrained(out)
+    zoo.create_model("resnet50", paper="003", pretrained=False, input_size=512,
+                     name="resnet50-512").save_pretrained(out)
     return out
 
 

@@ -24,6 +24,7 @@ from explain.methods import base as needs, canonical_method, get_method, method_
 from explain.methods.base import Selection
 from explain.methods.formulas import grad_cam_pp_weights, normalise01
 from explain.targets import Target, TargetContext, as_target, probabilities
+from fundus.tasks import MULTICLASS, task_of
 
 ALL_METHODS = method_names()  # every registered method, in display order
 DEFAULT_METHODS = ALL_METHODS
@@ -45,7 +46,7 @@ class Explainer:
             the class score maps, paper 001) or None (CAM undefined; ``cam_reason`` says why).
         cam_classifier: dotted path of the linear layer for cam="linear".
         cam_reason: why CAM is undefined, reported in ``Explanation.unavailable``.
-        task: "multiclass", "multilabel" or "grade-regression" (default: config, else multiclass).
+        task: a ``fundus.tasks.TASKS`` name (default: config, else multiclass).
         thresholds: per-class multilabel decision thresholds (default: config, else 0.5).
         t: default GMSM gate (paper 004 eq. 2; default config.t, else 1.0).
 
@@ -94,9 +95,7 @@ class Explainer:
         self.cam = cam
         self.cam_classifier = cam_classifier or ""
         self.cam_reason = cam_reason or ("CAM is not defined for this model" if cam is None else "")
-        self.task = task or getattr(config, "task", None) or "multiclass"
-        if self.task not in ("multiclass", "multilabel", "grade-regression"):
-            raise ValueError(f"task must be multiclass, multilabel or grade-regression, got {self.task!r}")
+        self.task = task_of(task or getattr(config, "task", None) or MULTICLASS).name  # raises for an unknown task
         self.thresholds = list(thresholds) if thresholds is not None else list(getattr(config, "thresholds", []) or [])
         self.t = float(t if t is not None else getattr(config, "t", 1.0))
         self.labels = list(getattr(config, "labels", []) or [])

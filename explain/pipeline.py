@@ -34,6 +34,8 @@ from explain.explainer import Explainer, Explanation
 from explain.methods import panel_methods
 from explain.targets import Target, as_target
 from explain.views import View, ViewParams, render
+from fundus.datasets.labels import is_no_disease
+from fundus.tasks import MULTILABEL, task_of
 
 DISPLAY_SIDE = 768  # the original photo is kept at most this large, for the preprocessing view
 
@@ -70,7 +72,8 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
     """
     probabilities = np.asarray(probabilities, dtype=float).ravel()
     decision = np.asarray(decision).ravel()
-    if config.task == "grade-regression":
+    task = task_of(config.task)
+    if task.regression:
         grade = int(decision[0])
         label = config.labels[grade] if grade < len(config.labels) else f"grade {grade}"
         return {"task": config.task, "value": float(probabilities[0]), "grade": grade, "label": label,
@@ -79,7 +82,7 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
         "task": config.task,
         "probabilities": {label: float(p) for label, p in zip(config.labels, probabilities)},
     }
-    if config.task == "multilabel":
+    if task is MULTILABEL:
         result["thresholds"] = {label: float(th) for label, th in zip(config.labels, config.thresholds)}
         result["predicted"] = [label for label, yes in zip(config.labels, decision) if yes]
         result["overruled"] = [label for label, p, yes in zip(config.labels, probabilities, decision)
@@ -156,7 +159,7 @@ class Analysis:
     @property
     def explained_labels(self) -> list[str]:
         """The labels whose evidence the maps show (a grade model: its predicted grade's label)."""
-        if self.config.task == "grade-regression":
+        if task_of(self.config.task).regression:
             return [self.prediction["label"]]
         return [_label(self.config, c) for c in self.explanation.targets[0]]
 
@@ -165,8 +168,6 @@ class Analysis:
         """The explained labels that get regions (θ crop, τ lesion mask, outlines): disease labels only, and for a
         target the model chose (``Target.decided_only``) only the decided ones. Empty: no regions
         (``regions_note`` says why)."""
-        from zoo.model import is_no_disease
-
         labels = [label for label in self.explained_labels if not is_no_disease(label)]
         if self.target.decided_only:
             labels = [label for label in labels if label in self.prediction.get("predicted", [])]
@@ -175,8 +176,6 @@ class Analysis:
     @property
     def regions_note(self) -> str:
         """Why no region is drawn ('' when regions are drawn)."""
-        from zoo.model import is_no_disease
-
         if self.region_labels:
             return ""
         explained = self.explained_labels

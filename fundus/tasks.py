@@ -33,6 +33,17 @@ def class_target(index: int) -> str:
     return f"{_CLASS_PREFIX}{index}"
 
 
+def target_class(value: str) -> int | None:
+    """The class index of a ``class_target`` value, None for another value.
+
+    Raises:
+        ValueError: a class value whose index is not an integer.
+    """
+    if isinstance(value, str) and value.startswith(_CLASS_PREFIX):
+        return int(value[len(_CLASS_PREFIX):])
+    return None
+
+
 def _torch_of(x: Any):
     """The torch module when ``x`` is a tensor (torch is then imported already), else None."""
     torch = sys.modules.get("torch")

@@ -63,11 +63,14 @@ def test_analysis_rejects_bad_photos_and_targets(analyser, tiny, photo):
 def test_target_menu_follows_the_task(tiny):
     import zoo
 
-    from appcore.analysis import target_choices
+    from fundus.tasks import task_of
 
-    multilabel = target_choices(zoo.load(str(tiny["multilabel"])).config)
+    def menu(config):
+        return task_of(config.task).target_menu(config.labels)
+
+    multilabel = menu(zoo.load(str(tiny["multilabel"])).config)
     assert multilabel[0][1] == "all predicted" and ("HEX", "class:2") in multilabel
-    assert [v for _, v in target_choices(zoo.load(str(tiny["grade"])).config)] == ["predicted"]
+    assert [v for _, v in menu(zoo.load(str(tiny["grade"])).config)] == ["predicted"]
 
 
 def test_views_follow_theta_and_tau_and_reuse_drawings(analyser, tiny, photo):
@@ -321,7 +324,8 @@ def test_a_no_disease_label_and_the_disease_labels_exclude_each_other(labels, no
 def test_models_without_a_no_disease_label_decide_by_threshold_alone():
     import torch
     import zoo
-    from zoo.model import decision_rule, no_disease_index
+    from fundus.datasets.labels import no_disease_index
+    from zoo.model import decision_rule
 
     model = zoo.create_model("efficientnet_lite0", paper="", task="multilabel", labels=["DR", "glaucoma", "AMD"],
                              pretrained=False, input_size=64, thresholds=[0.5, 0.2, 0.9])

@@ -77,7 +77,7 @@ def test_all_predicted_never_explains_a_no_disease_label(tmp_path, capsys):
     from appcore import Analyser, ModelCache
     from appcore.catalogue import Catalogue
     from support import make_biased_lesion_model
-    from zoo.model import is_no_disease
+    from fundus.datasets.labels import is_no_disease
 
     photo = tmp_path / "eye.png"
     write_photo(photo, seed=4)

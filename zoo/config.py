@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fundus.tasks import TASKS  # noqa: F401 - zoo.factory's name for the task names
 from fundus.tasks import DEFAULT_GRADE_CUTOFFS, DEFAULT_THRESHOLD, MULTILABEL, task_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from fundus.tasks import task_of
 from zoo import hub
 from zoo.architectures.registry import ARCHITECTURES, get_spec
-from zoo.config import TASKS, ModelConfig
+from zoo.config import ModelConfig
 from zoo.errors import UnknownModelError, WeightsError
 from zoo.ood import attach
 from zoo.papers import get_paper
@@ -74,7 +75,7 @@ def create_model(
     Args:
         arch: a key of ``zoo.architectures.ARCHITECTURES`` (``python -m zoo list`` shows them).
         paper: "000" … "004" or "" — fills task, labels, input size and preprocessing defaults.
-        task: one of ``zoo.config.TASKS``; default: the paper's.
+        task: one of ``fundus.tasks.TASKS``; default: the paper's.
         labels: class/label names; default: the paper's (required when no paper is given).
         pretrained: try ImageNet weights for the backbone; falls back to random init with a warning.
         head: for backbone architectures, "gap_linear" | "gap_dropout_dense" | "fcn" (| "vgg_classifier"
@@ -96,9 +97,7 @@ def create_model(
     for fixed in ("arch", "paper", "task", "labels"):
         if fixed in config_overrides:
             raise TypeError(f"pass {fixed!r} as create_model's own argument, not as a config override")
-    task = task or (paper_defaults.task if paper_defaults else None)
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    task = task_of(task or (paper_defaults.task if paper_defaults else None)).name  # raises for an unknown task
     if labels is None:
         if paper_defaults is None:
             raise ValueError("labels are required when no paper is given")

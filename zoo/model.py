@@ -11,12 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fundus.datasets.labels import HEALTHY_NAMES, is_no_disease, no_disease_index  # noqa: F401 - re-exported
+from fundus.datasets.labels import no_disease_index
 from fundus.tasks import task_of
 from zoo.config import ModelConfig
-
-# Labels that mean "no disease found" (compared case-insensitively), written once with the label rules.
-NO_DISEASE_LABELS = HEALTHY_NAMES
 
 
 def decision_rule(config: ModelConfig) -> str:
@@ -59,7 +56,7 @@ class FundusNet(nn.Module):
         Returns:
             multiclass: ``(B,)`` predicted class index; multilabel: ``(B, N)`` bool, probability >=
             the label's threshold (paper 001's per-class thresholds), where a no-disease label
-            (``NO_DISEASE_LABELS``: "healthy", "normal", …) and the disease labels exclude each other:
+            (``fundus.datasets.labels.is_no_disease``: "healthy", "normal", …) and the disease labels exclude each other:
             when both sides reach their thresholds, the side whose best label lies further above its
             threshold in log-odds is kept (a tie keeps the disease side); grade regression: ``(B,)``
             grade = number of ``grade_cutoffs`` the value exceeds.

@@ -13,6 +13,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from fundus.tasks import MULTICLASS, MULTILABEL, task_of
 from zoo.architectures.registry import ArchSpec, Built, get_spec, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
@@ -56,9 +57,10 @@ class FusionEnsemble(FundusNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = self.lam * self._mean_probability(self.g1, x) + self.sigma * self._mean_probability(self.g2, x)
-        if self.config.task == "multilabel":
+        task = task_of(self.config.task)
+        if task is MULTILABEL:
             return torch.logit(fused, eps=_EPS)
-        if self.config.task == "multiclass":
+        if task is MULTICLASS:
             return fused.clamp_min(_EPS).log()
         return fused  # regression: the fused grade value
 

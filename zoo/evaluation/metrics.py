@@ -63,7 +63,7 @@ def compute_metrics(
         targets: (N,) class indices / grades, or (N, C) multi-hot (NaN = unknown).
         labels: class names (for regression: the grade names).
         thresholds: multilabel per-class decision thresholds (default 0.5).
-        grade_cutoffs: regression value -> grade cutoffs (default 0.5, 1.5, 2.5, 3.5).
+        grade_cutoffs: regression value -> grade cutoffs (default ``fundus.tasks.DEFAULT_GRADE_CUTOFFS``).
         grading: add quadratic weighted kappa (default: regression, or multiclass DR grades).
 
     Returns:
