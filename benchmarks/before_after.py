@@ -22,10 +22,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RATIO_WORDS = ("/", "ratio", "speedup", "x_")
+ID_FIELDS = ("arch", "name", "variant", "size", "input_size", "side")  # what names a list item of a result
 
 
 def leaves(value, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a JSON value by path; list items by their "arch"/"name"/"size" field when they have one."""
+    """Numeric leaves of a JSON value by path; a list item by its ID_FIELDS (e.g. "resnet50@512") when it has them."""
     if isinstance(value, bool):
         return {}
     if isinstance(value, (int, float)):
@@ -36,8 +37,8 @@ def leaves(value, prefix: str = "") -> dict[str, float]:
             found.update(leaves(item, f"{prefix}.{key}" if prefix else str(key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            name = next((str(item[k]) for k in ("arch", "name", "size", "variant") if isinstance(item, dict)
-                         and k in item), str(index))
+            ids = [str(item[k]) for k in ID_FIELDS if isinstance(item, dict) and k in item]
+            name = "@".join(ids) if ids else str(index)
             found.update(leaves(item, f"{prefix}[{name}]"))
     return found
 
