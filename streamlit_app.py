@@ -29,8 +29,8 @@ server.prepare_process()  # as the Gradio app: no telemetry, idle OpenMP threads
 import streamlit as st  # noqa: E402
 
 from appcore import photos, presentation as present  # noqa: E402
-from appcore.analysis import Analyser, image_digest  # noqa: E402
-from appcore.catalogue import ModelCache, ModelUnavailable, parse_hub_id  # noqa: E402
+from appcore.analysis import Analyser, image_digest, server_analyser  # noqa: E402
+from appcore.catalogue import ModelUnavailable, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
 from appcore.examples import ensure_examples  # noqa: E402
 from appcore.exports import MIME_TYPES, downloads  # noqa: E402
@@ -47,7 +47,7 @@ NO_EXAMPLE = "— none —"
 @st.cache_resource
 def shared_core() -> tuple[Analyser, list]:
     """One analyser (model cache + analysis cache) and the example photos for every session."""
-    return Analyser(ModelCache(capacity=3), capacity=12), ensure_examples()
+    return server_analyser(), ensure_examples()
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -14,7 +14,9 @@ only; regions (θ crop, τ lesion mask, lesion outlines) are drawn only for dise
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+from contextlib import nullcontext
 from collections import OrderedDict
 
 import numpy as np
@@ -72,12 +74,17 @@ def engine_target(choice: str, config) -> Target:
 
 
 class AnalysisCache:
-    """A bounded, thread-safe LRU of Analysis objects."""
+    """A thread-safe LRU of Analysis objects, bounded by count and by the bytes they hold (``Analysis.nbytes``:
+    from ~15 MB for a 320 px model to ~40 MB with many drawn pictures, so a count alone does not bound memory).
+    The newest analysis always stays, whatever its size."""
 
-    def __init__(self, capacity: int = 16) -> None:
+    def __init__(self, capacity: int = 16, max_mb: float | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"analysis cache capacity must be >= 1, got {capacity}")
+        if max_mb is not None and max_mb <= 0:
+            raise ValueError(f"analysis cache budget must be > 0 MB, got {max_mb}")
         self.capacity = capacity
+        self.max_bytes = None if max_mb is None else int(max_mb * 2**20)
         self._items: OrderedDict[tuple, Analysis] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -94,6 +101,13 @@ class AnalysisCache:
             self._items.move_to_end(analysis.key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
+            # Measured at each put: the analyses kept grow as sliders draw pictures.
+            while self.max_bytes is not None and len(self._items) > 1 and self.nbytes() > self.max_bytes:
+                self._items.popitem(last=False)
+
+    def nbytes(self) -> int:
+        """The bytes the kept analyses hold now."""
+        return sum(item.nbytes for item in list(self._items.values()))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -104,16 +118,22 @@ class Analyser:
 
     VERDICTS_SIZE = 256  # fundus-check verdicts kept by photo digest (a few hundred bytes each)
 
-    def __init__(self, models: ModelCache | None = None, capacity: int = 16, fundus_check: bool = True) -> None:
+    def __init__(self, models: ModelCache | None = None, capacity: int = 16, fundus_check: bool = True,
+                 max_mb: float | None = None, passes: int | None = None) -> None:
         """
         Args:
             models: the model cache (default: a new one).
             capacity: analyses kept.
             fundus_check: refuse photos that are not fundus photographs (``fundus.check_fundus``) before
                 any classification. Off only for experiments on arbitrary images.
+            max_mb: the most the kept analyses may hold (None: bounded by ``capacity`` only).
+            passes: network passes run at once, over all models (None: one per model at a time). Each pass
+                uses every core torch has and holds its activations and gradients (~0.2-0.5 GB) until it ends,
+                so on a small server more at once add memory, not speed.
         """
         self.models = models or ModelCache()
-        self.cache = AnalysisCache(capacity)
+        self.cache = AnalysisCache(capacity, max_mb)
+        self._pass_slots = threading.BoundedSemaphore(passes) if passes else nullcontext()
         self.fundus_check = fundus_check
         self.passes = 0  # explanation runs (network passes) so far; tests and benchmarks read it
         self._count_lock = threading.Lock()
@@ -178,10 +198,24 @@ class Analyser:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        analysis = analyse(rgb, model, engine_target(target, config), model_key=model_key, request=target, key=key,
-                           lock=run_lock)  # one call per model at a time
+        with self._pass_slots:
+            analysis = analyse(rgb, model, engine_target(target, config), model_key=model_key, request=target,
+                               key=key, lock=run_lock)  # one call per model at a time
+            analysis.maps(config.t)  # the default gate's maps, computed once here rather than on a slider move
         with self._count_lock:
             self.passes += 1
-        analysis.maps(config.t)  # the default gate's maps, computed once here rather than on a slider move
         self.cache.put(analysis)
         return analysis
+
+
+def server_analyser(catalogue=None) -> Analyser:
+    """The analyser of a web app (Gradio or Streamlit), bounded so that the server stays under 2 GB
+    (``benchmarks/app_soak.py --probe``): at most 3 loaded models; at most 12 cached analyses holding at most
+    160 MB (~15 MB each for the shipped 320 px models, more at 512 px and with many drawn pictures); one network
+    pass at a time (each holds ~0.2-0.5 GB of activations and gradients while it runs and uses every core: a
+    second one at once adds memory, not speed). ``FUNDUS_APP_MODELS_CACHED``, ``FUNDUS_APP_ANALYSES_CACHED``,
+    ``FUNDUS_APP_ANALYSES_MB`` and ``FUNDUS_APP_PASSES`` change them."""
+    models = ModelCache(int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3)), catalogue=catalogue)
+    return Analyser(models, int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12)),
+                    max_mb=float(os.environ.get("FUNDUS_APP_ANALYSES_MB", 160)),
+                    passes=int(os.environ.get("FUNDUS_APP_PASSES", 1)))

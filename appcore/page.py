@@ -13,14 +13,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appcore import photos, presentation as present
-from appcore.analysis import Analyser, image_digest
-from appcore.catalogue import Catalogue, ModelCache, parse_hub_id
+from appcore.analysis import Analyser, image_digest, server_analyser
+from appcore.catalogue import Catalogue, parse_hub_id
 from appcore.charts import prediction_chart
 from appcore.examples import Example, shipped_examples
 from appcore.exports import write_downloads
@@ -114,11 +113,7 @@ class Page:
     def __init__(self, models: list[str] | None = None, analyser: Analyser | None = None,
                  examples: tuple[list[Example], int] | None = None) -> None:
         self.catalogue = Catalogue(models)
-        # At most 3 loaded models and 12 cached analyses (~15 MB each for the shipped 320 px models, ~35 MB at
-        # 512 px) keep the server under 2 GB (benchmarks/app_soak.py).
-        models_cached = int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3))
-        analyses_cached = int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12))
-        self.analyser = analyser or Analyser(ModelCache(models_cached, catalogue=self.catalogue), analyses_cached)
+        self.analyser = analyser or server_analyser(self.catalogue)
         self.analyser.models.catalogue = self.catalogue
         self.examples, self.start = examples if examples is not None else shipped_examples()
         # An example is recognised by its pixels, whichever way it reached the server (click or upload).

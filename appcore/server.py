@@ -43,7 +43,7 @@ def bound_heaps(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
     return _LIBC is not None
 
 
-def trim_heaps_every(seconds: float = 10.0) -> bool:
+def trim_heaps_every(seconds: float = 5.0) -> bool:
     """A daemon thread that hands the heaps' free pages back to the system every ``seconds`` (``malloc_trim``):
     what requests freed (decoded photos, gradients, encoded pictures) otherwise stays resident, ~0.4 GB."""
     if _LIBC is None:
@@ -116,5 +116,5 @@ def serve(build_demo, argv: list[str] | None = None, **launch_options) -> None:
         parser.error(str(exc))
     if not args.no_preload:
         warm_up_later(demo.fundus_app)
-    trim_heaps_every(float(os.environ.get("FUNDUS_APP_TRIM_SECONDS", 10)))
+    trim_heaps_every(float(os.environ.get("FUNDUS_APP_TRIM_SECONDS", 5)))
     demo.launch(server_name=args.host, server_port=args.port, **launch_options)

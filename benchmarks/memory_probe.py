@@ -44,6 +44,21 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _resident_mb() -> dict[str, float]:
+    """Resident memory by kind of mapping (/proc/self/smaps): glibc's main heap, other anonymous memory (the
+    second arena's heaps, Python's object arenas, large mapped buffers), and files (libraries)."""
+    kinds = {"main_heap_rss_mb": 0, "anon_rss_mb": 0, "file_rss_mb": 0}
+    kind = "anon_rss_mb"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            name = fields[5] if len(fields) > 5 else ""
+            kind = "main_heap_rss_mb" if name == "[heap]" else "file_rss_mb" if name.startswith("/") else "anon_rss_mb"
+        elif fields and fields[0] == "Rss:":
+            kinds[kind] += int(fields[1])
+    return {k: round(v / 1024, 1) for k, v in kinds.items()}
+
+
 def _array_bytes() -> dict[str, float]:
     """Bytes of the distinct storages of live torch tensors and of numpy arrays that own their data."""
     import numpy as np
@@ -63,26 +78,6 @@ def _array_bytes() -> dict[str, float]:
     return {"torch_mb": round(sum(storages.values()) / 2**20, 1), "numpy_mb": round(numpy_bytes / 2**20, 1)}
 
 
-def _deep_bytes(obj, seen: set[int]) -> int:
-    import numpy as np
-    import torch
-
-    if id(obj) in seen:
-        return 0
-    seen.add(id(obj))
-    if isinstance(obj, np.ndarray):
-        return obj.nbytes if obj.base is None else 0
-    if isinstance(obj, torch.Tensor):
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, dict):
-        return sum(_deep_bytes(k, seen) + _deep_bytes(v, seen) for k, v in obj.items())
-    if isinstance(obj, (list, tuple, set)):
-        return sum(_deep_bytes(v, seen) for v in obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        return sum(_deep_bytes(getattr(obj, name, None), seen) for name in obj.__dataclass_fields__)
-    return 0
-
-
 def _app_caches() -> dict[str, float]:
     from appcore.analysis import AnalysisCache
     from appcore.catalogue import ModelCache
@@ -90,16 +85,15 @@ def _app_caches() -> dict[str, float]:
     found: dict[str, float] = {}
     for obj in gc.get_objects():
         if isinstance(obj, AnalysisCache):
-            items = list(obj._items.values())
-            found["analyses"] = found.get("analyses", 0) + len(items)
-            found["analyses_mb"] = round(found.get("analyses_mb", 0) + _deep_bytes(items, set()) / 2**20, 1)
+            found["analyses"] = found.get("analyses", 0) + len(obj)
+            found["analyses_mb"] = round(found.get("analyses_mb", 0) + obj.nbytes() / 2**20, 1)
         elif isinstance(obj, ModelCache):
             models = [model for model, _lock in list(obj._models.values())]
             found["models"] = found.get("models", 0) + len(models)
             found["model_params_mb"] = round(found.get("model_params_mb", 0) + sum(
                 p.numel() * p.element_size() for m in models for p in m.parameters()) / 2**20, 1)
         elif type(obj).__name__ == "StateHolder" and hasattr(obj, "session_data"):
-            found["gradio_sessions"] = len(obj.session_data)
+            found["gradio_sessions"] = max(found.get("gradio_sessions", 0), len(obj.session_data))
     return found
 
 
@@ -108,7 +102,7 @@ def probe(out: Path, seconds: float) -> None:
         start = time.monotonic()
         while True:
             time.sleep(seconds)
-            line = {"s": round(time.monotonic() - start), "rss_mb": _rss_mb(), **_heap_mb()}
+            line = {"s": round(time.monotonic() - start), "rss_mb": _rss_mb(), **_heap_mb(), **_resident_mb()}
             try:
                 line.update(_app_caches())
                 line.update(_array_bytes())

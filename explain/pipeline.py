@@ -29,6 +29,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from explain.explainer import Explainer, Explanation
 from explain.methods import panel_methods
@@ -92,6 +93,31 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
     return result
 
 
+
+def held_bytes(value: Any, seen: set | None = None) -> int:
+    """Bytes of the numpy arrays and torch tensors reachable through dataclasses, dicts, lists and tuples (each
+    buffer once; a view counts as its base). Written here because sys.getsizeof sees neither kind's buffer."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return held_bytes(value.base, seen) if isinstance(value.base, np.ndarray) else value.nbytes
+    if isinstance(value, torch.Tensor):
+        storage = value.untyped_storage()
+        key = ("storage", storage.data_ptr())  # views of one tensor share it
+        if key in seen:
+            return 0
+        seen.add(key)
+        return storage.nbytes()
+    if isinstance(value, dict):
+        return sum(held_bytes(item, seen) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(held_bytes(item, seen) for item in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(held_bytes(getattr(value, name, None), seen) for name in value.__dataclass_fields__)
+    return 0
+
 @dataclass
 class Analysis:
     """The result of one network pass, and the maps derived from it per GMSM gate t (thread-safe)."""
@@ -130,6 +156,14 @@ class Analysis:
             while len(self._memo) > self.MEMO_SIZE:
                 self._memo.popitem(last=False)
         return value
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the arrays and tensors this analysis holds now (photo, pass, maps, drawn pictures): what
+        a cache of analyses budgets (``appcore.analysis.AnalysisCache``). It grows as sliders draw new pictures."""
+        with self._lock:
+            return held_bytes([self.photo, self.pre, self.explanation, self._maps, self._by_label,
+                               list(self._memo.values())])
 
     def maps(self, t: float) -> dict[str, np.ndarray]:
         """{method: (S, S) float32 map in [0, 1]} for GMSM gate t; no network pass (a few t's cached)."""

@@ -48,6 +48,79 @@ def test_analysis_is_cached_per_image_model_and_target(analyser, tiny, photo):
     assert analyser.passes == passes + 3 and len(analyser.cache) == 2  # bounded LRU: the oldest went
 
 
+def test_analysis_bytes_count_every_buffer_once_and_bound_the_cache(analyser, tiny, photo):
+    from appcore import AnalysisCache
+    from explain.pipeline import held_bytes
+
+    a = analyser.analyse(photo, "tiny-lesions", "all predicted")
+    size = a.nbytes
+    # At least the display photo, the model's input tensor and the explanation's input and maps.
+    assert size >= a.photo.nbytes + a.pre.tensor.numel() * 4 + a.pre.image.nbytes + sum(
+        m.nbytes for m in a.maps(a.config.t).values())
+    drawn = np.zeros((256, 256, 3), np.uint8)
+    a.memo(("test picture",), lambda: drawn)
+    assert a.nbytes == size + drawn.nbytes  # drawn pictures count
+    view = drawn[10:20]
+    assert held_bytes([drawn, view, {"again": drawn}]) == drawn.nbytes  # a view and a repeat: once
+    b = analyser.analyse(np.clip(photo.astype(int) + 3, 0, 255).astype(np.uint8), "tiny-lesions", "all predicted")
+    cache = AnalysisCache(capacity=10, max_mb=(a.nbytes + b.nbytes - 1) / 2**20)  # room for one of the two
+    cache.put(a)
+    cache.put(b)
+    assert len(cache) == 1 and cache.get(b.key) is b and cache.get(a.key) is None  # the older one went
+    tight = AnalysisCache(capacity=10, max_mb=1e-6)
+    tight.put(a)
+    assert tight.get(a.key) is a  # the newest stays, whatever its size
+    with pytest.raises(ValueError, match="budget"):
+        AnalysisCache(max_mb=0)
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_analyser_runs_at_most_passes_network_passes_at_once(tiny, photo, monkeypatch, passes):
+    import appcore.analysis as core
+    from appcore import Analyser, ModelCache
+    from appcore.catalogue import Catalogue
+
+    real = core.analyse
+    inside, most, lock = [0], [0], threading.Lock()
+    # Each pass waits for the other to come in too: with passes=2 both do; with passes=1 the second must wait
+    # outside, so the first gives up after 2 s (without the limit both would meet here and ``most`` be 2).
+    together = threading.Barrier(2, timeout=60 if passes == 2 else 2)
+
+    def counted(*args, **kwargs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            try:
+                together.wait()
+            except threading.BrokenBarrierError:
+                pass
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(core, "analyse", counted)
+    catalogue = Catalogue([tiny["multilabel"], tiny["grade"]])
+    analyser = Analyser(ModelCache(capacity=2, catalogue=catalogue), capacity=4, passes=passes)
+    jobs = [(photo, "tiny-lesions"), (photo, "tiny-grading")]  # two models: their own run locks allow overlap
+    errors = []
+
+    def run(rgb, key):
+        try:
+            analyser.analyse(rgb, key)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and analyser.passes == 2
+    assert most[0] == passes
+
+
 def test_analysis_rejects_bad_photos_and_targets(analyser, tiny, photo):
     key = "tiny-lesions"
     with pytest.raises(TypeError, match="uint8 RGB"):
