@@ -11,11 +11,14 @@ a reload, another person) and mixes uploads of new photos (synthetic fundus phot
 examples, slider moves, model and target changes, downloads, rejected uploads and bogus model ids.
 Goal (issue: 3.3–3.4 GB after 30 minutes before the fix): flat, under 2 GB. Progress goes to stderr.
 
-Measured on 2 shared cores, 4 minutes, 3 visitors, the shipped models (RSS from 0.71 GB at start):
-before the fix 2.43 GB at the end, still rising (2.5 GB after 1 minute without the bounded heaps);
-after it 1.27–1.79 GB, medians 1.45 GB (first half) and 1.53 GB (second half): glibc's heaps bounded
-and trimmed, Gradio's sessions capped. The rest of the swing is the requests' own working set (a
-network pass with gradients to the input, photos of up to 1536 px decoded, two passes at once).
+Measured on 2 shared cores, 3 visitors, the five shipped models (RSS from 0.69 GB at start), with --probe:
+15 minutes before the byte-bounded analysis cache and the one-pass limit: peak 2.22 GB, medians 1.74 GB (first
+half) and 2.01 GB (second half), rising; 10 minutes: peak 2.17 GB, medians 1.71 → 1.86 GB. The probe showed what
+held it: ~0.5 GB in use in glibc's heaps (12 analyses ~0.2 GB, 3 models ~0.06 GB, a pass in flight up to
+0.5 GB), the rest free heap pages touched again between trims, and 0.44 GB of libraries. After (appcore.analysis.
+server_analyser: analyses ≤ 160 MB, one network pass at a time; heaps trimmed every 5 s), 15 minutes, 2,138
+actions, 180 sessions: peak 1.94 GB, medians 1.68 and 1.68 GB: flat, under 2 GB. Gradio's temp folder grows
+~23 MB a minute on disk (pictures and uploads; deleted after an hour, app.py's delete_cache).
 
 The machine may be shared: this measures memory, not speed; the actions per minute depend on the load.
 """
