@@ -13,8 +13,9 @@ engine ≥ 3; re-threshold (θ, τ, t) ≤ 30 ms at 512; 5-class integrated ≤ 
 The last goal is out of reach for exact maps (measured 0.65-0.68 for ResNet50 at 224 and 512): integrating
 shares only the forward pass. Each class still needs its own backward to the layers (GMSM's low layer is near
 the input) and its own guided backward to the input, because the guided ReLU rule keeps only positive
-gradients and so does not add up over classes. With a forward F and the two backwards ≈ 0.8 F and 1 F, 5
-classes cost F + 5·1.8 F against 5·2.8 F: ≥ 0.71 of sequential in theory. Batching the five backwards (one
+gradients and so does not add up over classes. With a forward F and the two backwards roughly 0.8 F and 1 F,
+5 classes cost F + 5·1.8 F against 5·2.8 F: about 0.7 of sequential, what is measured; 0.5 would need the
+backwards themselves shared. Batching the five backwards (one
 vmap'd backward, ``is_grads_batched``) was slower on CPU (explain.explainer._grad).
 """
 from __future__ import annotations
