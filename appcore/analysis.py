@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from contextlib import nullcontext
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -101,9 +101,14 @@ class AnalysisCache:
             self._items.move_to_end(analysis.key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
+            if self.max_bytes is None:
+                return
             # Measured at each put: the analyses kept grow as sliders draw pictures.
-            while self.max_bytes is not None and len(self._items) > 1 and self.nbytes() > self.max_bytes:
-                self._items.popitem(last=False)
+            sizes = {key: item.nbytes for key, item in self._items.items()}
+            total = sum(sizes.values())
+            while total > self.max_bytes and len(self._items) > 1:
+                oldest, _ = self._items.popitem(last=False)
+                total -= sizes[oldest]
 
     def nbytes(self) -> int:
         """The bytes the kept analyses hold now."""

@@ -93,7 +93,6 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
     return result
 
 
-
 def held_bytes(value: Any, seen: set | None = None) -> int:
     """Bytes of the numpy arrays and torch tensors reachable through dataclasses, dicts, lists and tuples (each
     buffer once; a view counts as its base). Written here because sys.getsizeof sees neither kind's buffer."""
@@ -117,6 +116,7 @@ def held_bytes(value: Any, seen: set | None = None) -> int:
     if hasattr(value, "__dataclass_fields__"):
         return sum(held_bytes(getattr(value, name, None), seen) for name in value.__dataclass_fields__)
     return 0
+
 
 @dataclass
 class Analysis:

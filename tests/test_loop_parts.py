@@ -158,23 +158,19 @@ class Recorder(Callback):
         self.events.append(("end", row["epoch"], len(state.history)))
 
 
-def tiny_fit(tmp_path, progress: bool, monkeypatch=None, recorder=None):
+def tiny_fit(tmp_path, progress: bool, recorder=None):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.randint(0, 255, (12, 3, 8, 8), dtype=torch.uint8)
     y = torch.arange(12) % 2
     ds = torch.utils.data.TensorDataset(x, y)
-    if recorder is not None:
-        import train.loop
-
-        monkeypatch.setattr(train.loop, "default_callbacks", lambda *a: [recorder, *default_callbacks(*a)])
     return fit(model, nn.CrossEntropyLoss(), ds, ds, LoopConfig(out_dir=tmp_path, batch_size=4, progress=progress),
-               [Stage("all", 2, 0.01)], metric=accuracy_metric())
+               [Stage("all", 2, 0.01)], metric=accuracy_metric(), callbacks=[recorder] if recorder else ())
 
 
-def test_fit_calls_the_callbacks_in_order_and_logs_csv(tmp_path, monkeypatch, capsys):
+def test_fit_calls_the_callbacks_in_order_and_logs_csv(tmp_path, capsys):
     rec = Recorder()
-    res = tiny_fit(tmp_path, progress=True, monkeypatch=monkeypatch, recorder=rec)
+    res = tiny_fit(tmp_path, progress=True, recorder=rec)
     epoch1 = [("start", "all epoch 1/2", 0, 3), ("batch", 1), ("batch", 2), ("batch", 3), ("train_end",), ("end", 1, 1)]
     assert rec.events[:6] == epoch1 and rec.events[6][:2] == ("start", "all epoch 2/2") and rec.events[-1] == ("end", 2, 2)
     rows = list(csv.DictReader((tmp_path / CSV_LOG).open()))

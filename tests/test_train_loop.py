@@ -21,7 +21,9 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset, TensorDataset
 
 from train import augment as aug
-from train.loop import Checkpointer, LoopConfig, ResumableBatchSampler, Stage, fit, write_csv
+from train.callbacks import write_csv
+from train.checkpoint import Checkpointer
+from train.loop import LoopConfig, ResumableBatchSampler, Stage, fit
 from train.losses import FocalLoss, WeightedBCE, focal_loss, inverse_frequency_weights
 from train.metrics import accuracy_metric, choose_thresholds, micro_f1_metric
 

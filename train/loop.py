@@ -44,14 +44,13 @@ from tqdm.auto import tqdm
 
 from train import ddp
 from train.augment import identity
-from train.callbacks import CSV_LOG, Callback, default_callbacks, write_csv
-from train.checkpoint import BEST_WEIGHTS, LATEST, Checkpointer, atomic_write_text, unwrap
+from train.callbacks import Callback, default_callbacks
+from train.checkpoint import Checkpointer, unwrap
 from train.loop_state import EpochTally, RunState, end_of_epoch
 from train.metrics import Metric
 
 __all__ = ["Stage", "LoopConfig", "FitResult", "fit", "evaluate_outputs", "Prepare", "ResumableBatchSampler",
-           "seed_everything", "cpu_has_fast_bf16", "Checkpointer", "RunState", "write_csv", "unwrap",
-           "atomic_write_text", "LATEST", "BEST_WEIGHTS", "CSV_LOG"]
+           "seed_everything", "cpu_has_fast_bf16"]
 
 
 @dataclass
@@ -543,6 +542,7 @@ def fit(
     augment: Callable[[torch.Tensor], torch.Tensor] = identity,
     metric: Metric | None = None,
     train_indices: Sequence[int] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train ``model`` through ``stages``; return the history and the best model's validation outputs.
 
@@ -555,6 +555,8 @@ def fit(
         augment: batched augmentation on float images in [0, 1] (training only).
         metric: headline score logged next to the loss (higher is better).
         train_indices: indices of ``train_set`` to draw from (e.g. after undersampling; default: all).
+        callbacks: more ``train.callbacks.Callback`` objects, called after the bar, the epoch line and the CSV
+            log (on rank 0 only, as those).
 
     Raises:
         ValueError: no stage, a stage without epochs, or an empty training set.
@@ -567,18 +569,19 @@ def fit(
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         if cfg.localisation is None:
-            return _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices)
+            return _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices, callbacks)
         # Items carry their index (for their masks); the augmentation moves the masks with the photos.
         with cfg.localisation.training(train_set, augment) as (indexed, follow):
-            return _fit(model, loss_fn, indexed, val_set, cfg, stages, follow, metric, train_indices)
+            return _fit(model, loss_fn, indexed, val_set, cfg, stages, follow, metric, train_indices, callbacks)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices) -> FitResult:
+def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices, extra) -> FitResult:
     run = RunContext.start(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train_indices)
     state, training_state, resumed_from = resume(run, model)
     callbacks = default_callbacks(cfg.out_dir, cfg.progress, run.info.is_main, metric)
+    callbacks += list(extra) if run.info.is_main else []
     totals = CallTotals()
     for index in range(state.stage, len(stages)):
         if state.finished:
