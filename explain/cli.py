@@ -2,11 +2,14 @@
 
     python -m explain MODEL IMAGE [IMAGE ...] [--target predicted] [--methods cam,gradcam,guided-gradcam,gmsm]
                       [--theta 128] [--tau 0.6] [--t 1.0] [--alpha 0.5] [--colormap jet] [--no-outlines] --out DIR
+                      [--overwrite]
     python -m explain evaluate MODEL --data DIR --format idrid-seg|yolo --lesions HE,EX[,MA,SE] [--json]
                       [--split all|train|val|test] [--tau TAU] [--html REPORT.html | --out DIR]
 
 Each photo's outputs in ``--out`` are prefixed with its name (``eye_cam.npy``, ``eye_panel.png``,
-``eye_prediction.json`` …), so photos never overwrite each other. The pictures are drawn by the one pipeline
+``eye_prediction.json`` …), so photos never overwrite each other. A folder that is not empty is refused (exit status 2)
+unless ``--overwrite`` is given: then each explained photo's earlier outputs are removed before its new ones are
+written, so no stale file of an earlier run (an ``eye_attention_crop.png`` this run does not draw) sits among them. The pictures are drawn by the one pipeline
 (``explain.pipeline``) the web apps use: ``eye_panel.png`` is the app's panel download for the same model,
 target, methods and controls. The view's flags (``--theta``, ``--tau``, ``--t``, ``--alpha``, ``--colormap``,
 ``--outlines``) are built from ``explain.controls``. A photo must pass the fundus check
@@ -125,7 +128,11 @@ def _explain_parser() -> argparse.ArgumentParser:
     add_control_flags(parser)
     parser.add_argument("--on-original", action="store_true", help="also write overlays on the original photo")
     parser.add_argument("--revision", default=None, help="hub revision of MODEL")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder: new or empty, unless --overwrite is given")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a --out folder that is not empty: each explained photo's earlier outputs "
+                             "(same name prefix) are removed first; other files stay")
     return parser
 
 
@@ -214,6 +221,9 @@ def run_explain(args: argparse.Namespace) -> int:
     """The photo command (see ``_explain_parser``): each photo checked, explained and written apart."""
     import zoo
 
+    problem = out_folder_problem(args.out, args.overwrite)
+    if problem:  # before the model is loaded: a second run must not mix its files with the first's
+        return _fail(problem)
     start = time.perf_counter()
     try:
         methods = parse_methods(args.methods)
@@ -245,6 +255,31 @@ def run_explain(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return SKIPPED_STATUS
     return 0
+
+
+def out_folder_problem(out: Path, overwrite: bool) -> str | None:
+    """Why ``--out`` cannot be written to, or None: it is a file, or a folder with files in it and no
+    ``--overwrite`` (the files of two runs would mix)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        return (f"--out {out} is not empty: choose a new or empty folder, or pass --overwrite to replace the "
+                "earlier outputs of these photos")
+    return None
+
+
+def output_names(prefix: str) -> set[str]:
+    """Every file name this command may write for a photo with this prefix (any method, any flag)."""
+    names = {f"{prefix}_attention_crop.png", f"{prefix}_panel.png", f"{prefix}_prediction.json"}
+    for method in method_names():
+        names |= {f"{prefix}_{method}.npy", f"{prefix}_{method}_overlay.png", f"{prefix}_{method}_overlay_original.png"}
+    return names
+
+
+def remove_earlier_outputs(out: Path, prefix: str) -> None:
+    """Remove an earlier run's outputs for this prefix (``--overwrite``), so none of them is left among the new."""
+    for name in output_names(prefix):
+        (out / name).unlink(missing_ok=True)
 
 
 class PhotoSkipped(Exception):
@@ -296,6 +331,8 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
     timings["maps + pictures"] = time.perf_counter() - start
 
     prefix = output_prefix(image, prefixes)
+    if args.overwrite:
+        remove_earlier_outputs(out, prefix)
     written: list[Path] = []
     for name, saliency in analysis.maps(params.t).items():
         np.save(out / f"{prefix}_{name}.npy", saliency)

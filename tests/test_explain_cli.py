@@ -45,7 +45,7 @@ def test_explain_one_photo_writes_maps_overlays_panel(model_dir, tmp_path, capsy
     assert code == 0
     for name in ("cam", "gradcam", "guided_gradcam", "gmsm"):  # every output is prefixed with the photo's name
         saliency = np.load(out / f"eye_{name}.npy")
-        assert saliency.shape == (SIZE, SIZE) and 0 <= saliency.min() and saliency.max() <= 1
+        assert saliency.shape == (SIZE, SIZE) and saliency.min() >= 0 and saliency.max() <= 1
         assert cv2.imread(str(out / f"eye_{name}_overlay.png")).shape == (SIZE, SIZE, 3)
         assert cv2.imread(str(out / f"eye_{name}_overlay_original.png")).shape == (128, 128, 3)
     assert cv2.imread(str(out / "eye_panel.png")) is not None and (out / "eye_attention_crop.png").is_file()
@@ -60,8 +60,8 @@ def test_explain_one_photo_writes_maps_overlays_panel(model_dir, tmp_path, capsy
     assert record["parameters"]["theta"] == 100 and record["parameters"]["tau"] == 0.5
     assert record["not_for_clinical_use"] is True and "eye_panel.png" in record["files"]
     assert all((out / name).is_file() for name in record["files"])
-    assert main([str(model_dir), str(photo), "--methods", "lime", "--out", str(out)]) == 2
-    assert main([str(model_dir), str(photo), "--target", "Blindness", "--out", str(out)]) == 2
+    assert main([str(model_dir), str(photo), "--methods", "lime", "--out", str(tmp_path / "lime")]) == 2
+    assert main([str(model_dir), str(photo), "--target", "Blindness", "--out", str(tmp_path / "blind")]) == 2
 
 
 def explained_by_cli(model: Path, photo: Path, out: Path) -> dict:
@@ -112,7 +112,8 @@ def test_all_predicted_never_explains_a_no_disease_label(tmp_path, capsys):
 
 
 def test_a_second_photo_does_not_overwrite_the_first(model_dir, tmp_path, capsys):
-    """Two photos into one --out (in one run or two): each keeps its own maps, panel and prediction."""
+    """Two photos into one --out (in one run, or two with --overwrite): each keeps its own maps, panel and
+    prediction."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second, twin = tmp_path / "a" / "left.png", tmp_path / "a" / "right.png", tmp_path / "b" / "right.png"
@@ -122,13 +123,48 @@ def test_a_second_photo_does_not_overwrite_the_first(model_dir, tmp_path, capsys
     out = tmp_path / "out"
     assert main([str(model_dir), str(first), "--methods", "gradcam", "--out", str(out)]) == 0
     kept = np.load(out / "left_gradcam.npy")
-    assert main([str(model_dir), str(second), str(twin), "--methods", "gradcam", "--out", str(out)]) == 0
+    assert main([str(model_dir), str(second), str(twin), "--methods", "gradcam", "--out", str(out),
+                 "--overwrite"]) == 0
     capsys.readouterr()
     np.testing.assert_array_equal(np.load(out / "left_gradcam.npy"), kept)  # the first run's files are intact
     for prefix, photo in (("left", first), ("right", second), ("right-2", twin)):  # same name in one run: -2
         record = json.loads((out / f"{prefix}_prediction.json").read_text())
         assert record["image"] == str(photo) and (out / f"{prefix}_panel.png").is_file()
     assert not np.array_equal(np.load(out / "right_gradcam.npy"), kept)
+
+
+def test_a_folder_with_files_is_refused_unless_overwrite(model_dir, tmp_path, capsys):
+    """A second run into the same --out is refused (exit status 2, nothing written); with --overwrite the photo's
+    earlier outputs go first, so a stale file of the first run (its θ crop) does not stay among the new ones."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "eye.png"
+    write_photo(photo)
+    out = tmp_path / "out"
+    assert main([str(model_dir), str(photo), "--methods", "gradcam,guided-gradcam", "--out", str(out)]) == 0
+    assert (out / "eye_attention_crop.png").is_file() and (out / "eye_guided_gradcam.npy").is_file()
+    (out / "mine.txt").write_text("the user's own file")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([str(model_dir), str(photo), "--methods", "cam", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} is not empty" in err and "--overwrite" in err and "Traceback" not in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written, nothing removed
+    # --overwrite: only this run's files for the photo, plus files that are not this command's outputs.
+    assert main([str(model_dir), str(photo), "--methods", "cam", "--out", str(out), "--overwrite"]) == 0
+    record = json.loads((out / "eye_prediction.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*record["files"], "mine.txt"])
+    assert not (out / "eye_attention_crop.png").exists() and not (out / "eye_guided_gradcam.npy").exists()
+    # A file given as --out is refused too; the real process exits with 2 and the help names the flag.
+    assert main([str(model_dir), str(photo), "--out", str(out / "mine.txt")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "explain", str(model_dir), str(photo), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "is not empty" in done.stderr and "Traceback" not in done.stderr
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--overwrite" in capsys.readouterr().out
 
 
 def test_photos_that_are_not_fundus_photos_get_no_prediction(model_dir, tmp_path, capsys):
