@@ -4,6 +4,7 @@ allocate (gradio, huggingface_hub, torch)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import threading
@@ -91,10 +92,9 @@ def warm_up_later(page, delay: float = 1.0) -> None:
 
     def preload() -> None:
         time.sleep(delay)
-        try:
+        # Any failure is left for the page: it reports load errors when the model is used.
+        with contextlib.suppress(Exception):
             page.warm_up()
-        except Exception:  # noqa: BLE001 - the page reports load errors when the model is used
-            pass
 
     threading.Thread(target=preload, daemon=True).start()
 

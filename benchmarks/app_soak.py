@@ -25,6 +25,7 @@ The machine may be shared: this measures memory, not speed; the actions per minu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -59,10 +60,8 @@ def rss_mb(pid: int) -> float:
 def folder_mb(folder: Path) -> float:
     total = 0
     for path in folder.rglob("*"):
-        try:
+        with contextlib.suppress(OSError):  # deleted meanwhile
             total += path.stat().st_size if path.is_file() else 0
-        except OSError:  # deleted meanwhile
-            pass
     return total / 2**20
 
 

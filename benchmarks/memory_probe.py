@@ -106,7 +106,7 @@ def probe(out: Path, seconds: float) -> None:
             try:
                 line.update(_app_caches())
                 line.update(_array_bytes())
-            except Exception as exc:  # the probe must not take the app down
+            except Exception as exc:  # noqa: BLE001 - the probe must not take the app down
                 line["probe_error"] = repr(exc)
             log.write(json.dumps(line) + "\n")
             log.flush()

@@ -182,16 +182,16 @@ def lesion_outlines(maps_by_label: Mapping[str, np.ndarray], thresholds=0.5, *, 
     """
     labels = list(maps_by_label)
     if isinstance(thresholds, Mapping):
-        missing = [l for l in labels if l not in thresholds]
+        missing = [label for label in labels if label not in thresholds]
         if missing:
             raise ValueError(f"thresholds missing for labels: {missing}")
-        per_label = {l: float(thresholds[l]) for l in labels}
+        per_label = {label: float(thresholds[label]) for label in labels}
     elif isinstance(thresholds, Sequence) and not isinstance(thresholds, str):
         if len(thresholds) != len(labels):
             raise ValueError(f"got {len(thresholds)} thresholds for {len(labels)} labels")
         per_label = dict(zip(labels, map(float, thresholds)))
     else:
-        per_label = {l: float(thresholds) for l in labels}
+        per_label = {label: float(thresholds) for label in labels}
     contours, colours, legend = {}, {}, []
     for index, label in enumerate(labels):
         mask = lesion_mask(maps_by_label[label], per_label[label], fov_mask=fov_mask).mask

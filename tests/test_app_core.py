@@ -1,6 +1,7 @@
 """appcore, the UI-independent core of both front ends: caches, targets, views, charts, examples, photos."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -91,10 +92,8 @@ def test_analyser_runs_at_most_passes_network_passes_at_once(tiny, photo, monkey
             inside[0] += 1
             most[0] = max(most[0], inside[0])
         try:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 together.wait()
-            except threading.BrokenBarrierError:
-                pass
             return real(*args, **kwargs)
         finally:
             with lock:

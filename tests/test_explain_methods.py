@@ -19,7 +19,7 @@ from test_explain_reference import normalised
 
 
 def test_every_method_declares_name_title_needs_and_panel():
-    assert ALL_METHODS == tuple(m.name for m in registered())
+    assert tuple(m.name for m in registered()) == ALL_METHODS
     assert panel_methods("main") == ("cam", "gradcam", "guided_gradcam", "gmsm")
     assert panel_methods("optional") == ("layercam",)
     for method in registered():

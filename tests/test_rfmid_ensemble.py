@@ -57,7 +57,7 @@ def test_stage2_augmentation_is_random_per_sample_and_keeps_range():
     x = torch.rand(4, 3, 32, 32)
     x[1] = x[0]
     out = RandomPhotometric()(x)
-    assert out.shape == x.shape and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert not torch.allclose(out[0], out[1])  # same image, different draws
     identity = RandomPhotometric(brightness=(1, 1), gamma=(1, 1), saturation=(1, 1))(x)
     assert torch.allclose(identity, x, atol=1e-6)

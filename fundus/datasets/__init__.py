@@ -47,4 +47,5 @@ __all__ = [
     "train_val_test_split",
     "register",
     "target_tensor",
+    "to_paper000",
 ]

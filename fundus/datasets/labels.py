@@ -211,9 +211,7 @@ def _lesions_of_dr_grade(grade: int, model_labels: list[str], healthy: list[int]
         aliases = _alias_set(name)
         if aliases & _alias_set("MA"):
             out[k] = 1.0
-        elif aliases & _alias_set("HE"):
-            out[k] = 0.0
-        elif aliases & (_alias_set("EX") | _alias_set("SE")) and not maculopathy:
+        elif aliases & _alias_set("HE") or (aliases & (_alias_set("EX") | _alias_set("SE")) and not maculopathy):
             out[k] = 0.0
     return out
 

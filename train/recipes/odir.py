@@ -186,7 +186,7 @@ class OdirRecipe(Recipe):
             return None
         meta = torch.cat(metas) if metas else None
         return CachedImages(torch.cat(images), torch.from_numpy(np.concatenate(labels)), meta,
-                            [f"dcgan:{self.labels[int(np.argmax(l))]}" for l in np.concatenate(labels)])
+                            [f"dcgan:{self.labels[int(np.argmax(row))]}" for row in np.concatenate(labels)])
 
     def fit(self, args: argparse.Namespace, model: nn.Module, data: PreparedData):
         if args.metadata and data.train.meta is not None and hasattr(model, "meta_default"):

@@ -71,7 +71,7 @@ def load_torchvision_weights(parts: dict[str, nn.Module], weights_enum, what: st
         return warn_random(what, f"{filename} not in the torch hub cache and download.pytorch.org not reachable")
     try:
         state = weights_enum.get_state_dict(progress=False, check_hash=True)
-    except Exception as err:  # any download/verification failure is the same situation for the user
+    except Exception as err:  # noqa: BLE001 - any download/verification failure is the same for the user
         return warn_random(what, f"{type(err).__name__}: {err}")
     for prefix, module in parts.items():
         own = module.state_dict()
@@ -98,11 +98,11 @@ def load_timm_weights(module: nn.Module, timm_name: str, what: str) -> str:
     path = None
     try:  # the local cache first: instant, works offline
         path = hf_hub_download(repo, "model.safetensors", local_files_only=True)
-    except Exception:
+    except OSError:  # not cached: LocalEntryNotFoundError is a FileNotFoundError
         if _reachable(constants.ENDPOINT):
             try:
                 path = hf_hub_download(repo, "model.safetensors")
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - any hub/network failure means random weights, with a warning
                 return warn_random(what, f"{repo}: {type(err).__name__}")
     if path is None:
         return warn_random(what, f"{repo} not in the hub cache and the hub not reachable")
