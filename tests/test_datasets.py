@@ -140,6 +140,67 @@ def test_aptos(tmp_path):
         load_dataset("aptos", tmp_path)
 
 
+def test_aptos_reads_jpeg_and_keeps_near_duplicates_in_one_part(tmp_path):
+    from fundus.datasets import train_val_test_split
+
+    # The official set is PNG; a redistribution as JPEG. Photo "b" is photo "a" again, resized and re-encoded
+    # (a near-duplicate of one eye); the others are different synthetic eyes.
+    codes = [f"{k:012x}" for k in range(12)]
+    _write_csv(tmp_path / "train.csv", ["id_code", "diagnosis"], [[c, k % 5] for k, c in enumerate(codes)])
+    for k, code in enumerate(codes):
+        _photo(tmp_path / "train_images" / f"{code}.jpg", seed=k, size=160)
+    a = Image.open(tmp_path / "train_images" / f"{codes[0]}.jpg")
+    a.resize((128, 128)).save(tmp_path / "train_images" / f"{codes[7]}.jpg", quality=70)
+    ds = load_dataset("aptos", tmp_path)
+    assert [s.image.suffix for s in ds] == [".jpg"] * 12 and ds.samples[3].image.stem == codes[3]
+    assert ds.samples[7].patient_id == ds.samples[0].patient_id == codes[0]
+    assert ds.samples[0].meta["duplicates"] == [codes[0], codes[7]]
+    assert len({s.patient_id for s in ds}) == 11
+    for seed in range(4):  # whatever the draw, the two copies share a part
+        parts = train_val_test_split(ds.samples, seed=seed)
+        part_of = {s.image.stem: part for part, samples in parts.items() for s in samples}
+        assert part_of[codes[0]] == part_of[codes[7]]
+    # Without grouping, each photo is its own patient; a PNG next to a JPEG is read first (the official name).
+    assert len({s.patient_id for s in load_dataset("aptos", tmp_path, group_duplicates=False)}) == 12
+    _photo(tmp_path / "train_images" / f"{codes[1]}.png", seed=1, size=160)
+    assert load_dataset("aptos", tmp_path).samples[1].image.suffix == ".png"
+
+
+def test_near_duplicate_groups_link_transitively():
+    from fundus.datasets.duplicates import group_by_distance, group_sizes
+
+    base = np.zeros(256, bool)
+    near = base.copy()
+    near[:8] = True  # 8 bits from base
+    nearer = near.copy()
+    nearer[8:16] = True  # 8 bits from near, 16 from base: linked through near
+    far = ~base
+    groups = group_by_distance(np.stack([base, far, near, nearer]), max_distance=10)
+    assert groups.tolist() == [0, 1, 0, 0] and group_sizes(groups) == {1: 1, 3: 1}
+    assert group_by_distance(np.stack([base, nearer]), max_distance=10).tolist() == [0, 1]
+
+
+def test_aptos2019_near_duplicates_on_the_real_photos():
+    root = shared_dataset("aptos2019")
+    ds = load_dataset("aptos", root)
+    assert len(ds) == 3041 and {s.image.suffix for s in ds} == {".jpg"}
+    groups = [s.meta["duplicates"] for s in ds if s.patient_id == s.image.stem and "duplicates" in s.meta]
+    # The count `python -m fundus.datasets aptos ../shared/data/aptos2019` reports (docs: fundus.datasets.duplicates).
+    assert len(groups) == 89 and sum(map(len, groups)) == 183
+
+
+def test_eyepacs_5k_reads_as_eyepacs_split_by_patient():
+    from fundus.datasets import train_val_test_split
+
+    root = shared_dataset("eyepacs-5k")
+    ds = load_dataset("eyepacs", root)
+    assert len(ds) == 4516 and np.bincount(ds.targets()).tolist() == [2996, 406, 863, 140, 111]
+    parts = train_val_test_split(ds.samples)
+    patients = [{s.patient_id for s in parts[p]} for p in ("train", "val", "test")]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert sum(len(p) for p in parts.values()) == len(ds)
+
+
 def test_eyepacs_patient_from_name(tmp_path):
     rows = [["10_left", 0], ["10_right", 1], ["13_left", 3], ["13_right", 2], ["15_left", 4]]
     _write_csv(tmp_path / "trainLabels.csv", ["image", "level"], rows)

@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.format} {ds.split}: {len(ds)} photos of {len(ds.patients())} patients, task {ds.task}")
     for name, count in ds.class_counts().items():
         print(f"  {name:<24} {count}")
+    grouped = {s.patient_id: len(s.meta["duplicates"]) for s in ds.samples if "duplicates" in s.meta}
+    if grouped:
+        sizes = Counter(grouped.values())
+        print(f"  near-duplicate groups: {len(grouped)} ({sum(grouped.values())} photos; "
+              + ", ".join(f"{n} of {size}" for size, n in sorted(sizes.items())) + ")")
     if ds.excluded:
         reasons = Counter(reason for _, reason in ds.excluded)
         for reason, count in reasons.items():

@@ -18,19 +18,37 @@ def _grade(value: str, column: str, path: Path, row: int) -> int:
     return grade
 
 
+APTOS_EXTENSIONS = (".png", ".jpg", ".jpeg")  # the official set is PNG; redistributions are often JPEG
+
+
+def _aptos_image(folder: Path, id_code: str) -> Path:
+    """``<id_code>.png``, else the first of ``APTOS_EXTENSIONS`` present (the PNG path when none is)."""
+    for ext in APTOS_EXTENSIONS:
+        path = folder / f"{id_code}{ext}"
+        if path.is_file():
+            return path
+    return folder / f"{id_code}{APTOS_EXTENSIONS[0]}"
+
+
 @register("aptos")
 def load_aptos(
-    root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
+    root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error",
+    group_duplicates: bool = True,
 ) -> FundusDataset:
-    """APTOS 2019 Blindness Detection: ``{split}.csv`` (``id_code,diagnosis``) + ``{split}_images/<id_code>.png``.
+    """APTOS 2019 Blindness Detection: ``{split}.csv`` (``id_code,diagnosis``) + ``{split}_images/<id_code>.png``
+    (or ``.jpg`` / ``.jpeg``: ``APTOS_EXTENSIONS``).
 
     Args:
         split: "train" or "test" (test.csv has no ``diagnosis``: labels are None).
         task: a single-label task (``fundus.tasks.SINGLE_LABEL_TASKS``: a grader or a grade regression; the
             same labels, the grade).
         missing: "error" or "skip" for images listed but absent.
+        group_duplicates: near-duplicate photos share a patient id (``fundus.datasets.duplicates``).
 
-    APTOS gives no patient ids: each image is its own patient.
+    APTOS gives no patient ids, and holds near-duplicate photos of one eye: each group of near-duplicates
+    (perceptual hashes, ``near_duplicate_groups``; reads every photo once per process) is one patient, named by
+    its first ``id_code`` in sorted order and listed in ``meta["duplicates"]``; a photo without one is its own
+    patient.
     """
     check_task(task, SINGLE_LABEL_TASKS, "aptos")
     if split not in ("train", "test"):
@@ -40,9 +58,27 @@ def load_aptos(
     samples = []
     for i, row in enumerate(rows, start=2):
         label = _grade(row["diagnosis"], "diagnosis", csv_path, i) if row.get("diagnosis", "") != "" else None
-        samples.append(Sample(root / f"{split}_images" / f"{row['id_code']}.png", label, patient_id=row["id_code"]))
+        samples.append(Sample(_aptos_image(root / f"{split}_images", row["id_code"]), label,
+                              patient_id=row["id_code"]))
     samples, excluded = check_images(samples, missing, csv_path.name)
+    if group_duplicates:
+        _group_near_duplicates(samples)
     return FundusDataset("aptos", root, split, samples, list(DR_GRADES), task, excluded)
+
+
+def _group_near_duplicates(samples: list[Sample]) -> None:
+    """Give each group of near-duplicate photos one patient id (in place; ``load_aptos``)."""
+    from .duplicates import near_duplicate_groups
+
+    groups = near_duplicate_groups([s.image for s in samples])
+    members: dict[int, list[str]] = {}
+    for sample, group in zip(samples, groups.tolist()):
+        members.setdefault(group, []).append(sample.patient_id)
+    for sample, group in zip(samples, groups.tolist()):
+        ids = sorted(members[group])
+        if len(ids) > 1:
+            sample.patient_id = ids[0]
+            sample.meta["duplicates"] = ids
 
 
 _EYEPACS_NAME = re.compile(r"^(\d+)_(left|right)$")
