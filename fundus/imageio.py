@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import IO, Union
@@ -61,10 +62,10 @@ def load_image(
         return _from_array(src, max_pixels)
     if isinstance(src, Image.Image):
         _check_dimensions(src.size, max_pixels)
-        return _to_rgb(_decode(src))
-    with _open(src, max_bytes) as img:
+        return _to_rgb(_decode(src, max_pixels))
+    with _open(src, max_bytes, max_pixels) as img:
         _check_dimensions(img.size, max_pixels)
-        return _to_rgb(_decode(img))
+        return _to_rgb(_decode(img, max_pixels))
 
 
 def _writable(rgb: np.ndarray) -> np.ndarray:
@@ -72,7 +73,7 @@ def _writable(rgb: np.ndarray) -> np.ndarray:
     return np.require(rgb, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])
 
 
-def _open(src: ImageSource, max_bytes: int) -> Image.Image:
+def _open(src: ImageSource, max_bytes: int, max_pixels: int) -> Image.Image:
     """Open (lazily: header only) an encoded image after checking its byte size."""
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
@@ -106,30 +107,48 @@ def _open(src: ImageSource, max_bytes: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError("the file is not a readable image (expected JPEG, PNG, TIFF, BMP or WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image is too large to be opened safely ({exc})") from None
+        raise ImageError(_bomb_message(exc, max_pixels)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"the image file is corrupt: {exc}") from None
+
+
+def _megapixels(pixels: int) -> str:
+    """A pixel count in megapixels as people write it: "81", "51.2", "0.0092"."""
+    return f"{pixels / 1e6:.1f}".removesuffix(".0") if pixels >= 1e6 else f"{pixels / 1e6:.2g}"
+
+
+def _too_large(pixels: int | None, max_pixels: int, size: tuple[int, int] | None = None) -> str:
+    """The plain-language "too large" message: the photo's megapixels (and pixels, where known) and the limit."""
+    limit = f"at most {_megapixels(max_pixels)} megapixels"
+    if pixels is None:
+        return f"the image is too large ({limit})"
+    shape = f", {size[0]}×{size[1]} px" if size else ""
+    return f"the image is too large ({_megapixels(pixels)} megapixels{shape}; {limit})"
+
+
+def _bomb_message(exc: Exception, max_pixels: int) -> str:
+    """PIL's decompression-bomb guard in the user's words: its own text ("could be decompression bomb DOS
+    attack") never reaches the page; the pixel count is read from it where it is there."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return _too_large(int(found.group(1)) if found else None, max_pixels)
 
 
 def _check_dimensions(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise ImageError(
-            f"the image is too large: {width}×{height} px = {width * height / 1e6:.1f} MP "
-            f"(limit {max_pixels / 1e6:.1f} MP)"
-        )
+        raise ImageError(_too_large(width * height, max_pixels, (width, height)))
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"the image is too small: {width}×{height} px (at least {MIN_SIDE} px on each side)")
 
 
-def _decode(img: Image.Image) -> Image.Image:
+def _decode(img: Image.Image, max_pixels: int) -> Image.Image:
     """Decode all pixels (turning PIL's failures into ImageError) and apply EXIF orientation."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image is too large to be opened safely ({exc})") from None
+        raise ImageError(_bomb_message(exc, max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(f"the image file is {reason} and cannot be decoded ({exc})") from None
