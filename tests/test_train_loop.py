@@ -127,8 +127,13 @@ def test_batch_sampler_shards_resumes_and_drops_single_tail():
     s = ResumableBatchSampler(list(range(10)), batch_size=3, seed=0)
     s.set_epoch(2)
     full = list(s)
-    assert sorted(sum(full, [])) == list(range(9)) or len(full[-1]) > 1  # tail of 1 dropped
-    assert all(len(b) > 1 for b in full)
+    # 10 = 3 + 3 + 3 + 1: the tail of one is dropped, the other nine are nine different indices, shuffled.
+    assert [len(b) for b in full] == [3, 3, 3] and len(s) == s.batches_per_epoch() == 3
+    seen = sum(full, [])
+    assert len(set(seen)) == 9 and set(seen) < set(range(10)) and seen != sorted(seen)
+    assert list(s) == full  # the same (seed, epoch), the same batches
+    s11 = ResumableBatchSampler(list(range(11)), batch_size=3, seed=0)
+    assert [len(b) for b in s11] == [3, 3, 3, 2]  # a tail of two trains (BatchNorm can), so it stays
     s.set_epoch(2, start_batch=2)
     assert list(s) == full[2:]
     a = ResumableBatchSampler(list(range(7)), 2, seed=1, rank=0, world_size=2)
