@@ -167,14 +167,14 @@ class Page:
     # -- what the events show -----------------------------------------------------------------------------
 
     @staticmethod
-    def view_values(view, params: ViewParams, unchanged: frozenset[str] = frozenset()) -> dict:
+    def view_values(view, params: ViewParams, unchanged: frozenset[str] = frozenset(), grid: str = "") -> dict:
         """The panels, crop, regions, summary, before/after and colour bar of a view (``unchanged`` ones skipped;
         an optional panel not asked for is empty). Plain pictures: API clients get the file paths the API docs
         promise (an unavailable method's reason is written on its picture)."""
         values = {m: SKIP if m in unchanged else view.panels.get(m) for m in PANELS}
         return {**values, CROP: SKIP if CROP in unchanged else view.crop, "regions": view.regions,
                 "legend": present.legend_html(view.legend, view.regions), "before_after": view.compare,
-                "colorbar": present.colorbar_html(params.colormap)}
+                "colorbar": present.colorbar_html(params.colormap, grid)}
 
     def cleared_view(self, exc=None, *_args) -> dict:
         values = {**dict.fromkeys(VIEW_OUTPUTS), "legend": "", "colorbar": SKIP}
@@ -197,7 +197,8 @@ class Page:
                 "preprocessing": present.preprocessing_markdown(analysis, photos.describe_file(source["path"])),
                 "timings": present.timings_line(analysis, view.render_seconds),
                 "chart": prediction_chart(analysis.prediction), "prediction": analysis.prediction,
-                "status": present.status_warnings(notes), **self.view_values(view, params)}
+                "status": present.status_warnings(notes),
+                **self.view_values(view, params, grid=present.map_grid_caption(analysis.config))}
 
     def model_failed(self, exc, key, previous, session_added, *_args, **_kwargs) -> dict:
         """The menu goes back to the session's last working model (the view still shows it)."""
@@ -260,7 +261,9 @@ class Page:
             if not source:
                 return SKIP
             params = view_params(controls)
-            return page.view_values(render_view(page.analysis(source, model_key, target), params), params, unchanged)
+            analysis = page.analysis(source, model_key, target)
+            return page.view_values(render_view(analysis, params), params, unchanged,
+                                    grid=present.map_grid_caption(analysis.config))
 
         return functools.partial(event, self)
 

@@ -102,6 +102,7 @@ def card_markdown(config, model_key: str = "") -> str:
         f"**Data licence:** {config.data_license or 'not stated'}",
         f"**Weights:** {config.pretrained}",
         f"**Region defaults:** θ = {config.theta}, τ = {config.tau:g}, t = {config.t:g}",
+        f"**Map grid:** {map_grid_caption(config) or 'not stated'}",
     ]
     text = "  \n".join(lines)
     metrics = "\n".join(f"- {k}: {_fmt(v)}" for k, v in config.metrics.items()) or "- not reported"
@@ -240,15 +241,28 @@ def timings_line(analysis, render_seconds: float | None = None) -> str:
     return line
 
 
-def colorbar_html(colormap: str = "jet") -> str:
-    """A colour bar for the heat maps: the colormap from 0 (no evidence) to 1 (the map's strongest)."""
+def map_grid_caption(config) -> str:
+    """The model's map grid ("20 × 20 at 320 px"): how coarse the maps are before they are upsampled."""
+    from zoo.architectures import map_grid_text
+
+    try:
+        return map_grid_text(config)
+    except ValueError:  # an architecture this installation does not know
+        return ""
+
+
+def colorbar_html(colormap: str = "jet", grid: str = "") -> str:
+    """A colour bar for the heat maps: the colormap from 0 (no evidence) to 1 (the map's strongest); ``grid``: the
+    model's map grid (``map_grid_caption``), said under the panels."""
     from explain.overlay import heatmap
 
     ramp = heatmap(np.linspace(0, 1, 11, dtype=np.float32)[None].repeat(2, 0), colormap)[0]
     stops = ", ".join(f"rgb({r},{g},{b}) {i * 10}%" for i, (r, g, b) in enumerate(ramp.tolist()))
     return ('<div class="colorbar"><span>low</span>'
             f'<span class="bar" style="background: linear-gradient(to right, {stops})"></span>'
-            '<span>high evidence for the explained output (each map scaled to its maximum)</span></div>')
+            '<span>high evidence for the explained output (each map scaled to its maximum)</span>'
+            + (f'<span>· each map is a {grid} grid, upsampled to the photo</span>' if grid else "")
+            + '</div>')
 
 
 def warnings_of(analysis) -> list[str]:

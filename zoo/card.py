@@ -7,6 +7,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from fundus.tasks import task_of
+from zoo.architectures.registry import map_grid_text
 from zoo.config import ModelConfig
 from zoo.papers import PAPERS
 
@@ -56,6 +57,18 @@ def card_data(config: ModelConfig) -> ModelCardData:
     )
 
 
+def _grid_line(config: ModelConfig) -> list[str]:
+    try:
+        grid = map_grid_text(config)
+    except ValueError:  # an architecture this installation does not know
+        return []
+    if not grid:
+        return []
+    dilated = (f" (output stride {config.output_stride}: the last stages dilated instead of strided)"
+               if config.output_stride != 32 else "")
+    return [f"- map grid: {grid}{dilated}; the maps are upsampled from it to the input size"]
+
+
 def card_text(config: ModelConfig) -> str:
     """The card's Markdown body."""
     paper = PAPERS.get(config.paper)
@@ -84,6 +97,7 @@ def card_text(config: ModelConfig) -> str:
         f"local average colour subtraction {config.preprocessing.graham}",
         f"- explanation layers: target `{config.target_layer}`, low `{config.low_layer}`; plain CAM: "
         + (f"{config.cam}" if config.cam else f"undefined ({config.cam_reason})"),
+        *_grid_line(config),
         f"- initial weights (pretrained status): {config.pretrained}",
         "",
         "## Training data and licence",

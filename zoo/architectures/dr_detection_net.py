@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from zoo.architectures.registry import ArchSpec, Built, register
+from zoo.architectures.registry import ArchSpec, Built, check_output_stride, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -84,6 +84,7 @@ class DRDetectionNet(FundusNet):
 
 
 def _build(config: ModelConfig, pretrained: bool) -> Built:
+    check_output_stride(config)  # valid convolutions and max-pools: nothing to dilate
     explain = dict(
         target_layer="features.block3", low_layer="features.block2", cam=None, cam_classifier="",
         cam_reason="the DR detection net ends in fully connected layers (paper 004 keeps them instead of "
@@ -101,4 +102,5 @@ register(ArchSpec(
     input_size=PAPER_INPUT,
     fixed_input=True,
     dropout=0.5,
+    grid=lambda config: None,  # not a whole stride (valid convolutions): 6 × 6 at 512
 ))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fundus.tasks import MULTICLASS, MULTILABEL, task_of
-from zoo.architectures.registry import ArchSpec, Built, get_spec, register
+from zoo.architectures.registry import ArchSpec, Built, get_spec, map_grid, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -137,4 +137,5 @@ register(ArchSpec(
     build=_build,
     papers=("000",),
     description="Paper 000's ensemble: λ·mean(VGG19 folds) + σ·mean(ResNet50 folds), λ=0.6, σ=0.4",
+    grid=lambda config: map_grid(member_config(config, "g1", 0)),  # the explained layers are in g1.0
 ))

@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from zoo.architectures.registry import ArchSpec, Built, get_spec, register
+from zoo.architectures.registry import ArchSpec, Built, get_spec, map_grid, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -79,4 +79,5 @@ register(ArchSpec(
     build=_build,
     papers=("002",),
     description="a backbone + paper 002's metadata head (GAP features ⊕ age, sex → 2 dense layers)",
+    grid=lambda config: map_grid(_base_config(config)),  # the base backbone's, at config.output_stride
 ))

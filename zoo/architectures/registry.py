@@ -40,6 +40,8 @@ class ArchSpec:
     dropout: float = 0.0  # default config.dropout (heads that have dropout override it: 0.5)
     heads: tuple[str, ...] = ()  # choosable heads ("" = the architecture has its own)
     default_head: Callable[[str], str] = field(default=lambda paper: "")
+    # The explained layer's grid side for a config (map_grid); None: input_size / output_stride, rounded up.
+    grid: Callable[[ModelConfig], int | None] | None = None
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}
@@ -71,3 +73,36 @@ def get_spec(arch: str) -> ArchSpec:
         raise ValueError(
             f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
         ) from None
+
+
+def check_output_stride(config: ModelConfig, allowed: tuple[int, ...] = (32,)) -> int:
+    """``config.output_stride`` if the architecture can be built at it, else a clear error.
+
+    Raises:
+        ValueError: a stride the architecture cannot run at (32 is the architecture as designed; 16 and 8 need a
+            backbone whose last stages can be dilated instead of strided).
+    """
+    stride = config.output_stride
+    if stride not in allowed:
+        raise ValueError(
+            f"architecture {config.arch!r} cannot run at output_stride {stride!r}; it supports "
+            f"{', '.join(str(s) for s in allowed)} (a finer stride needs a backbone whose last stages can be "
+            "dilated instead of strided: EfficientNet-Lite, ResNet50)")
+    return stride
+
+
+def map_grid(config: ModelConfig) -> int | None:
+    """The side of the explained layer's grid (the map's cells before upsampling), from the config alone.
+
+    EfficientNet-Lite0 at 320 px: 10 at output stride 32, 20 at 16. None where the architecture states none.
+    """
+    spec = get_spec(config.arch)
+    if spec.grid is not None:
+        return spec.grid(config)
+    return -(-config.input_size // config.output_stride)
+
+
+def map_grid_text(config: ModelConfig) -> str:
+    """"20 × 20 at 320 px", or "" where the grid is not known from the config."""
+    side = map_grid(config)
+    return f"{side} × {side} at {config.input_size} px" if side else ""

@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from zoo.architectures.registry import ArchSpec, Built, register
+from zoo.architectures.registry import ArchSpec, Built, check_output_stride, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -63,6 +63,7 @@ class SimpleCNN(FundusNet):
 
 
 def _build(config: ModelConfig, pretrained: bool) -> Built:
+    check_output_stride(config)  # Table 1's layers exactly: nothing to dilate
     explain = dict(
         target_layer="features.relu4", low_layer="features.relu2", cam=None, cam_classifier="",
         cam_reason="four dense layers follow the convolutions (paper 002 Table 1); plain CAM needs GAP + "
@@ -82,4 +83,5 @@ register(ArchSpec(
     input_size=TABLE_1_INPUT,
     fixed_input=True,
     dropout=0.25,  # Table 1 has Dropout_1/_2 but the text gives no rate
+    grid=lambda config: (config.input_size - 12) // 4 - 5,  # features.relu4: 120 × 120 at 512
 ))
