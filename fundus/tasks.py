@@ -79,18 +79,22 @@ class Task:
         raise NotImplementedError
 
     def decide(self, outputs: Any, *, thresholds: Sequence[float] | None = None,
-               cutoffs: Sequence[float] | None = None, no_disease: int | None = None) -> Any:
-        """Decisions from ``(B, num_outputs)`` raw outputs; each task reads the rule's part it needs.
+               cutoffs: Sequence[float] | None = None, no_disease: int | None = None,
+               expected_cutoffs: Sequence[float] | None = None) -> Any:
+        """Decisions from ``(B, num_outputs)`` raw outputs; each task reads the rule's part it needs
+        (``grade_rule(config)`` gives a config's grade parts).
 
         Args:
             thresholds: multilabel: one per label (default ``DEFAULT_THRESHOLD``).
             cutoffs: grade regression: value -> grade cut-offs (default ``DEFAULT_GRADE_CUTOFFS``).
             no_disease: multilabel: the index of the no-disease label to make exclusive, or None.
+            expected_cutoffs: multiclass grader: cut-offs of the expected grade (``expected_grade``); empty or
+                None: the most probable class.
         """
         raise NotImplementedError
 
     def decision_rule(self, labels: Sequence[str], cutoffs: Sequence[float] | None = None,
-                      no_disease: int | None = None) -> str:
+                      no_disease: int | None = None, expected_cutoffs: Sequence[float] | None = None) -> str:
         """The decision rule in one or two sentences, for model cards and the app."""
         raise NotImplementedError
 
@@ -128,13 +132,20 @@ class Multiclass(Task):
         e = np.exp(z - z.max(-1, keepdims=True))  # shifted by the row's maximum: no overflow
         return e / e.sum(-1, keepdims=True)
 
-    def decide(self, outputs: Any, **rule: Any) -> Any:
-        """``(B,)`` the most probable class (the argmax of the raw outputs: softmax keeps the order)."""
+    def decide(self, outputs: Any, *, expected_cutoffs=None, **rule: Any) -> Any:
+        """``(B,)`` the most probable class (the argmax of the raw outputs: softmax keeps the order); with
+        ``expected_cutoffs`` (ordered classes: DR grades) the number of them the expected grade exceeds."""
+        if expected_cutoffs:
+            return _cut(expected_grade(self.probabilities(outputs)), expected_cutoffs)
         if _torch_of(outputs) is not None:
             return outputs.argmax(dim=-1)
         return np.asarray(outputs).argmax(-1)
 
-    def decision_rule(self, labels, cutoffs=None, no_disease=None) -> str:
+    def decision_rule(self, labels, cutoffs=None, no_disease=None, expected_cutoffs=None) -> str:
+        if expected_cutoffs:
+            cuts = ", ".join(f"{c:.3g}" for c in expected_cutoffs)
+            return (f"One grade: the number of cut-offs ({cuts}, fitted on validation photos) the expected grade "
+                    "(the grades weighted by their softmax probabilities) exceeds; the grades exclude each other.")
         return "One label: the most probable (softmax argmax); the labels exclude each other."
 
     def predicted_cells(self, probabilities, thresholds=None, *, every=False) -> list[int]:
@@ -174,7 +185,7 @@ class Multilabel(Task):
             return over
         return _exclude_no_disease(probs, _thresholds(thresholds, probs.shape[-1]), over, no_disease)
 
-    def decision_rule(self, labels, cutoffs=None, no_disease=None) -> str:
+    def decision_rule(self, labels, cutoffs=None, no_disease=None, expected_cutoffs=None) -> str:
         base = "Each label is predicted when its probability reaches its own threshold (the model's config)."
         if no_disease is None:
             return base
@@ -215,21 +226,44 @@ class GradeRegression(Task):
 
     def decide(self, outputs: Any, *, cutoffs=None, **rule: Any) -> Any:
         """``(B,)`` grade: the number of cut-offs the value exceeds (a value on a cut-off keeps the lower grade)."""
-        cuts = list(cutoffs) if cutoffs else list(DEFAULT_GRADE_CUTOFFS)
-        torch = _torch_of(outputs)
-        if torch is not None:
-            limits = torch.as_tensor(cuts, dtype=outputs.dtype, device=outputs.device)
-            return (outputs.reshape(-1, 1) > limits).sum(dim=-1)
-        values = np.asarray(outputs, dtype=np.float64).reshape(-1, 1)
-        return (values > np.asarray(cuts, dtype=np.float64)).sum(-1)
+        return _cut(outputs, list(cutoffs) if cutoffs else list(DEFAULT_GRADE_CUTOFFS))
 
-    def decision_rule(self, labels, cutoffs=None, no_disease=None) -> str:
+    def decision_rule(self, labels, cutoffs=None, no_disease=None, expected_cutoffs=None) -> str:
         cuts = ", ".join(f"{c:g}" for c in (cutoffs or DEFAULT_GRADE_CUTOFFS))
         return (f"One grade: the number of cut-offs ({cuts}) the regression value exceeds; "
                 "the grades exclude each other.")
 
     def predicted_cells(self, probabilities, thresholds=None, *, every=False) -> list[int]:
         return [0]  # paper 004: the output cell is the "class" explained
+
+
+def expected_grade(probabilities: Any) -> Any:
+    """``(B,)`` the expected grade Σ_k k·p_k of ``(B, K)`` class probabilities over ordered grades 0…K−1."""
+    torch = _torch_of(probabilities)
+    if torch is not None:
+        return probabilities @ torch.arange(probabilities.shape[-1], dtype=probabilities.dtype,
+                                            device=probabilities.device)
+    p = np.asarray(probabilities, dtype=np.float64)
+    return p @ np.arange(p.shape[-1], dtype=np.float64)
+
+
+def _cut(values: Any, cutoffs: Sequence[float]) -> Any:
+    """``(B,)`` the number of cut-offs each value exceeds (a value on a cut-off keeps the lower grade)."""
+    torch = _torch_of(values)
+    if torch is not None:
+        limits = torch.as_tensor(list(cutoffs), dtype=values.dtype, device=values.device)
+        return (values.reshape(-1, 1) > limits).sum(dim=-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+    return (values > np.asarray(list(cutoffs), dtype=np.float64)).sum(-1)
+
+
+def grade_rule(config: Any) -> dict[str, list[float]]:
+    """The grade decision a model config holds, as ``Task.decide`` / ``decision_rule`` keywords: ``cutoffs``
+    (grade regression: value cut-offs, ``config.grade_cutoffs``) and ``expected_cutoffs`` (multiclass grader:
+    expected-grade cut-offs, ``config.expected_grade_cutoffs``; empty: argmax). Both are fitted on validation
+    photos by the DR recipes (``train.metrics.fit_grade_cutoffs``); every decision on a model reads them here."""
+    return {"cutoffs": list(getattr(config, "grade_cutoffs", None) or DEFAULT_GRADE_CUTOFFS),
+            "expected_cutoffs": list(getattr(config, "expected_grade_cutoffs", None) or [])}
 
 
 MULTICLASS = Multiclass("multiclass", "single-label classification (softmax)", default_metric="accuracy",

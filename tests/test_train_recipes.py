@@ -144,6 +144,11 @@ def test_aptos_end_to_end_split_by_patient_and_pushed(data, tmp_path, monkeypatc
     assert "srahim-dr600" in cfg["datasets"] and "academic" in cfg["data_license"]
     val = cfg["metrics"]["validation"]
     assert 0.0 <= val["accuracy"] <= 1.0 and "quadratic_kappa" in val
+    # The decision (argmax, or the expected grade at fitted cut-offs) chosen on validation, kept in the config.
+    rule = json.loads((out / "training" / "grade_rule.json").read_text())
+    assert cfg["expected_grade_cutoffs"] == rule["expected_cutoffs"]
+    assert rule["rule"] == ("expected grade" if rule["expected_cutoffs"] else "argmax")
+    assert val["quadratic_kappa"] == pytest.approx(max(rule["kappa_argmax"], rule["kappa_expected_grade"]))
     split = json.loads((out / "training" / "split.json").read_text())
     train_p = {x["patient"] for x in split["train"]}
     val_p = {x["patient"] for x in split["val"]}

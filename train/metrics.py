@@ -8,11 +8,11 @@ Probabilities and decisions are the task's (``fundus.tasks``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fundus.tasks import MULTICLASS, MULTILABEL, task_of
+from fundus.tasks import DEFAULT_GRADE_CUTOFFS, GRADE_REGRESSION, MULTICLASS, MULTILABEL, expected_grade, task_of
 
 
 def predictions(logits: np.ndarray, task: str, thresholds: list[float] | None = None,
@@ -66,13 +66,7 @@ def kappa_metric(task: str = MULTICLASS.name) -> Metric:
     """Quadratic weighted kappa between predicted and true grades (paper 004's score)."""
 
     def fn(logits: np.ndarray, targets: np.ndarray) -> float:
-        from sklearn.metrics import cohen_kappa_score  # lazy: sklearn takes seconds to import
-
-        pred = predictions(logits, task)
-        true = targets.reshape(-1).astype(np.int64)
-        if len(np.unique(np.concatenate([pred, true]))) < 2:
-            return 1.0 if np.array_equal(pred, true) else 0.0
-        return float(cohen_kappa_score(true, pred, weights="quadratic"))
+        return quadratic_kappa(predictions(logits, task), targets)
 
     return Metric("quadratic_kappa", fn)
 
@@ -126,3 +120,99 @@ def choose_thresholds(probs: np.ndarray, targets: np.ndarray, method: str = "you
         below = pc[pc < best]
         out.append(float(np.clip((best + below.max()) / 2 if below.size else best, 0.0, 1.0)))
     return out
+
+
+def quadratic_kappa(grades: np.ndarray, truth: np.ndarray) -> float:
+    """Quadratic weighted kappa between decided and true grades, as ``sklearn.metrics.cohen_kappa_score(truth,
+    grades, weights="quadratic")`` (weights by the rank among the grades present) in numpy, fast enough for the
+    cut-off search; 1 where both agree on one grade, 0 where only one grade occurs and they differ."""
+    pred, true = np.asarray(grades).reshape(-1).astype(np.int64), np.asarray(truth).reshape(-1).astype(np.int64)
+    present = np.unique(np.concatenate([pred, true]))
+    n = len(present)
+    if n < 2:
+        return 1.0 if np.array_equal(pred, true) else 0.0
+    i, j = np.searchsorted(present, true), np.searchsorted(present, pred)
+    observed = np.bincount(i * n + j, minlength=n * n).reshape(n, n).astype(np.float64)
+    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
+    weights = (np.arange(n)[:, None] - np.arange(n)[None, :]) ** 2
+    return float(1.0 - (weights * observed).sum() / (weights * expected).sum())
+
+
+def fit_grade_cutoffs(values: np.ndarray, truth: np.ndarray,
+                      start: Sequence[float] = DEFAULT_GRADE_CUTOFFS) -> tuple[list[float], float, float]:
+    """Grade cut-offs of a value (paper 004's regression output, or a grader's expected grade) that maximise the
+    quadratic weighted kappa on validation photos: the APTOS 2019 winners' ``OptimizedRounder`` (Nelder–Mead from
+    0.5 / 1.5 / 2.5 / 3.5, ``scipy.optimize.minimize``) with the cut-offs kept in order, then each cut-off in turn
+    moved to the best midpoint between neighbouring values (kappa is a step function of the cut-offs: the simplex
+    alone can stall on a plateau). A fit that does not beat the start keeps the start.
+
+    Args:
+        values: ``(N,)`` or ``(N, 1)`` values.
+        truth: ``(N,)`` true grades 0…len(start).
+        start: the cut-offs the search starts from (and falls back to).
+
+    Returns:
+        (cut-offs, kappa at the start, kappa at the cut-offs).
+
+    Raises:
+        ValueError: values and grades that differ in number, or none.
+    """
+    from scipy.optimize import minimize
+
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    y = np.asarray(truth).reshape(-1).astype(np.int64)
+    if len(v) != len(y) or not len(v):
+        raise ValueError(f"need as many values as grades (and some), got {len(v)} and {len(y)}")
+    start = np.asarray(start, dtype=np.float64)
+
+    def kappa(cuts: np.ndarray) -> float:
+        return quadratic_kappa(GRADE_REGRESSION.decide(v, cutoffs=np.sort(cuts).tolist()), y)
+
+    cuts = np.sort(minimize(lambda c: -kappa(c), start, method="Nelder-Mead",
+                            options={"xatol": 1e-3, "fatol": 1e-6, "maxiter": 400}).x)
+    candidates = np.unique(v)
+    midpoints = (candidates[1:] + candidates[:-1]) / 2 if len(candidates) > 1 else candidates
+    for _ in range(2):  # coordinate passes over the midpoints between neighbouring cut-offs
+        for k in range(len(cuts)):
+            low = cuts[k - 1] if k else -np.inf
+            high = cuts[k + 1] if k + 1 < len(cuts) else np.inf
+            options = midpoints[(midpoints > low) & (midpoints < high)]
+            if not len(options):
+                continue
+            scores = [kappa(np.concatenate([cuts[:k], [m], cuts[k + 1:]])) for m in options]
+            if max(scores) > kappa(cuts):
+                cuts[k] = options[int(np.argmax(scores))]
+    before, after = kappa(start), kappa(cuts)
+    if after <= before or np.any(np.diff(cuts) <= 0):
+        return start.tolist(), before, before
+    return [float(c) for c in cuts], before, after
+
+
+@dataclass(frozen=True)
+class GradeRule:
+    """A multiclass grader's decision chosen on validation photos (``choose_grade_rule``)."""
+
+    expected_cutoffs: list[float]  # [] = argmax; else the expected grade's cut-offs (config.expected_grade_cutoffs)
+    kappa_argmax: float
+    kappa_expected: float  # the expected grade at its fitted cut-offs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": "expected grade" if self.expected_cutoffs else "argmax",
+                "expected_cutoffs": self.expected_cutoffs, "kappa_argmax": self.kappa_argmax,
+                "kappa_expected_grade": self.kappa_expected}
+
+
+def choose_grade_rule(logits: np.ndarray, truth: np.ndarray) -> GradeRule:
+    """Paper 003's grader decided by the argmax or by the expected grade Σ k·p_k cut at cut-offs fitted on these
+    validation photos (``fit_grade_cutoffs``), whichever gives the higher quadratic kappa here (a tie keeps the
+    argmax: the paper's rule).
+
+    Args:
+        logits: ``(N, K)`` raw outputs over ordered grades.
+        truth: ``(N,)`` true grades.
+    """
+    probs = MULTICLASS.probabilities(np.asarray(logits))
+    argmax = quadratic_kappa(MULTICLASS.decide(np.asarray(logits)), truth)
+    cuts, _, fitted = fit_grade_cutoffs(expected_grade(probs), truth,
+                                        start=np.arange(probs.shape[-1] - 1, dtype=np.float64) + 0.5)
+    return GradeRule(cuts if fitted > argmax else [], argmax, fitted)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fundus.tasks import MULTILABEL, task_of
+from fundus.tasks import MULTILABEL, grade_rule, task_of
 from train.loop import FitResult
 from train.run_data import PreparedData, describe_args
 from zoo.evaluation.figures import confusion_figure, roc_figure
@@ -100,7 +100,9 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
     cfg = model.config
 
     def score(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
-        return compute_metrics(cfg.task, outputs, targets, cfg.labels, grade_cutoffs=cfg.grade_cutoffs,
+        rule = grade_rule(cfg)
+        return compute_metrics(cfg.task, outputs, targets, cfg.labels, grade_cutoffs=rule["cutoffs"],
+                               expected_cutoffs=rule["expected_cutoffs"],
                                thresholds=cfg.thresholds if task_of(cfg.task) is MULTILABEL else None)
 
     metrics = score(result.val_outputs, result.val_targets)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fundus.datasets.labels import no_disease_index
-from fundus.tasks import MULTILABEL, task_of
+from fundus.tasks import MULTILABEL, grade_rule, task_of
 from zoo.helpformat import DefaultsHelpFormatter
 
 PREDICTIONS = "test_predictions.json"
@@ -60,12 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.ndarray,
-                 cutoffs: Sequence[float], thresholds: Sequence[float] | None = None) -> tuple[dict, dict | None]:
-    """(the card's numbers, the confusion matrix) of one split, from ``zoo.evaluation.metrics.compute_metrics``."""
+                 cutoffs: Sequence[float], thresholds: Sequence[float] | None = None,
+                 expected_cutoffs: Sequence[float] | None = None) -> tuple[dict, dict | None]:
+    """(the card's numbers, the confusion matrix) of one split, from ``zoo.evaluation.metrics.compute_metrics``
+    (``cutoffs`` / ``expected_cutoffs``: the model's grade rule, ``fundus.tasks.grade_rule``)."""
     from zoo.evaluation.metrics import compute_metrics, is_grading
 
     grading = is_grading(task, labels)
-    m = compute_metrics(task, outputs, targets, labels, thresholds=thresholds, grade_cutoffs=cutoffs, grading=grading)
+    m = compute_metrics(task, outputs, targets, labels, thresholds=thresholds, grade_cutoffs=cutoffs, grading=grading,
+                        expected_cutoffs=expected_cutoffs)
     if task_of(task) is MULTILABEL:
         out = {f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None}
         aucs = list(out.values())
@@ -182,15 +185,16 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     confusion: dict[str, Any] = {}
     pooled = np.array([s in trained_on for s in sources])
-    metrics["test"], cm = card_metrics(cfg.task, labels, outputs[pooled], task_targets[pooled], cfg.grade_cutoffs,
-                                       thresholds)
+    rule = grade_rule(cfg)
+    metrics["test"], cm = card_metrics(cfg.task, labels, outputs[pooled], task_targets[pooled], rule["cutoffs"],
+                                       thresholds, rule["expected_cutoffs"])
     _add_unlike_training_share(metrics["test"], distance, pooled, cfg)
     _add_healthy_eyes_without_finding(metrics["test"], no_finding, task_targets, pooled, cfg)
     for source in sorted(set(sources)):
         keep = np.array([s == source for s in sources])
         key = f"test: {source}" + ("" if source in trained_on else " (not trained on)")
-        metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], cfg.grade_cutoffs,
-                                        thresholds)
+        metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], rule["cutoffs"],
+                                        thresholds, rule["expected_cutoffs"])
         _add_unlike_training_share(metrics[key], distance, keep, cfg)
         _add_healthy_eyes_without_finding(metrics[key], no_finding, task_targets, keep, cfg)
         if cm is not None:
@@ -203,7 +207,9 @@ def ship(args: argparse.Namespace) -> dict[str, Any]:
         out_without, _ = end_to_end(Path(other), [it.image for it in items], progress=not args.quiet)
         y = np.array([it.label for it in items], np.float32)
         key = f"test: {items[0].source}, the same recipe trained without it"
-        metrics[key], cm = card_metrics(cfg.task, labels, out_without, y, without.config.grade_cutoffs, thresholds)
+        other_rule = grade_rule(without.config)
+        metrics[key], cm = card_metrics(cfg.task, labels, out_without, y, other_rule["cutoffs"], thresholds,
+                                        other_rule["expected_cutoffs"])
         if cm is not None:
             confusion[key] = cm
     cfg.metrics = {**metrics, "test_split": f"each data set's test patients ({rargs.test_fraction:.0%}, seed "

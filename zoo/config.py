@@ -59,6 +59,8 @@ class ModelConfig:
     # Decision rules.
     thresholds: list[float] = field(default_factory=list)  # multilabel: one per label (paper 001)
     grade_cutoffs: list[float] = field(default_factory=lambda: list(DEFAULT_GRADE_CUTOFFS))  # regression
+    # Multiclass grader: [] = the most probable grade; else the expected grade's cut-offs (fundus.tasks.grade_rule).
+    expected_grade_cutoffs: list[float] = field(default_factory=list)
     # Region-tool defaults: θ attention crop (paper 000 eq. 5), τ lesion mask (paper 004 eq. 4), GMSM gate t.
     theta: int = 128
     tau: float = 0.6

@@ -12,13 +12,15 @@ import torch
 from torch import nn
 
 from fundus.datasets.labels import no_disease_index
-from fundus.tasks import task_of
+from fundus.tasks import grade_rule, task_of
 from zoo.config import ModelConfig
 
 
 def decision_rule(config: ModelConfig) -> str:
     """The model's decision rule in one or two sentences, for model cards and the app."""
-    return task_of(config.task).decision_rule(config.labels, config.grade_cutoffs, no_disease_index(config.labels))
+    rule = grade_rule(config)
+    return task_of(config.task).decision_rule(config.labels, rule["cutoffs"], no_disease_index(config.labels),
+                                              expected_cutoffs=rule["expected_cutoffs"])
 
 
 class FundusNet(nn.Module):
@@ -54,7 +56,8 @@ class FundusNet(nn.Module):
                 over its threshold, contradictions included.
 
         Returns:
-            multiclass: ``(B,)`` predicted class index; multilabel: ``(B, N)`` bool, probability >=
+            multiclass: ``(B,)`` predicted class index (the most probable, or the expected grade cut at
+            ``expected_grade_cutoffs``: ``fundus.tasks.grade_rule``); multilabel: ``(B, N)`` bool, probability >=
             the label's threshold (paper 001's per-class thresholds), where a no-disease label
             (``fundus.datasets.labels.is_no_disease``: "healthy", "normal", …) and the disease labels exclude each other:
             when both sides reach their thresholds, the side whose best label lies further above its
@@ -66,7 +69,7 @@ class FundusNet(nn.Module):
         """
         c = self.config
         no_disease = no_disease_index(c.labels) if exclusive else None
-        return task_of(c.task).decide(out, thresholds=c.thresholds, cutoffs=c.grade_cutoffs, no_disease=no_disease)
+        return task_of(c.task).decide(out, thresholds=c.thresholds, no_disease=no_disease, **grade_rule(c))
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` into ``folder``.

@@ -414,12 +414,41 @@ class Recipe:
     def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
         """Hook: after training, before publishing (e.g. choose decision thresholds on validation)."""
 
+    def fit_grade_decision(self, args: argparse.Namespace, model: nn.Module, result: FitResult) -> None:
+        """The DR graders' decision fitted on the best epoch's validation outputs, into the model's config
+        (``fundus.tasks.grade_rule`` reads it wherever the model decides): a grade regression's cut-offs
+        (``train.metrics.fit_grade_cutoffs``, instead of 0.5 / 1.5 / 2.5 / 3.5), a multiclass grader's argmax or
+        expected grade at fitted cut-offs (``train.metrics.choose_grade_rule``), by quadratic kappa. Nothing with
+        ``--fixed-decision`` or without validation photos; the fit goes to ``training/grade_rule.json``."""
+        from train.metrics import choose_grade_rule, fit_grade_cutoffs
+
+        outputs, targets = np.asarray(result.val_outputs), np.asarray(result.val_targets).reshape(-1)
+        if getattr(args, "fixed_decision", False) or not len(targets):
+            return
+        cfg = model.config
+        if task_of(cfg.task).regression:
+            start = list(cfg.grade_cutoffs)
+            cfg.grade_cutoffs, before, after = fit_grade_cutoffs(outputs, targets, start)
+            self.decision_fit = {"rule": "regression cut-offs", "start": start, "cutoffs": cfg.grade_cutoffs,
+                                 "kappa_start": before, "kappa_fitted": after, "validation_photos": len(targets)}
+        else:
+            rule = choose_grade_rule(outputs, targets)
+            cfg.expected_grade_cutoffs = rule.expected_cutoffs
+            self.decision_fit = {**rule.to_dict(), "validation_photos": len(targets)}
+        if not args.quiet:
+            print(f"grade decision fitted on validation: {self.decision_fit}")
+
     # ------------------------------------------------------------------ publishing
     def publish(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> Path:
         """Make ``--out`` a hub repo (config.json, model.safetensors, README.md, report) and push it on request."""
+        import json
+
         from train.report import publish_run
 
-        return publish_run(self, args, model, result, data)
+        out = publish_run(self, args, model, result, data)
+        if getattr(self, "decision_fit", None):
+            (out / "training" / "grade_rule.json").write_text(json.dumps(self.decision_fit, indent=1) + "\n")
+        return out
 
     # ------------------------------------------------------------------ the pipeline
     def run(self, args: argparse.Namespace) -> Path:

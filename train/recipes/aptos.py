@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import torch.nn as nn
+
 from train import augment as aug
-from train.recipes import Recipe, register
+from train.loop import FitResult
+from train.recipes import PreparedData, Recipe, register
 from fundus.datasets.labels import DR_GRADES, sample_target
 from fundus.tasks import MULTICLASS
 
@@ -36,6 +39,9 @@ class AptosRecipe(Recipe):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-flips", dest="flips", action="store_false",
                             help="turn off the horizontal and vertical flips")
+        parser.add_argument("--fixed-decision", action="store_true",
+                            help="decide by the argmax (the paper) instead of choosing on validation between it "
+                                 "and the expected grade at fitted cut-offs (by quadratic kappa)")
 
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> int | None:
         # The grade, from any layout whose classes are the five DR grades (zoo.evaluate does the same).
@@ -43,3 +49,7 @@ class AptosRecipe(Recipe):
 
     def augment(self, args: argparse.Namespace) -> aug.BatchOp:
         return aug.Compose([aug.RandomFlip(horizontal=True, vertical=True)]) if args.flips else aug.identity
+
+    def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
+        """The decision (argmax or the expected grade at fitted cut-offs) chosen on validation photos."""
+        self.fit_grade_decision(args, model, result)

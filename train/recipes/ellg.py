@@ -139,6 +139,9 @@ class EllgRecipe(Recipe):
                        help="generated photos per round (0: one per lesion source photo)")
         g.add_argument("--lesion-sources", choices=("correct", "all"), default="correct",
                        help="take lesions from correctly classified photos (the paper) or from every photo with DR")
+        g.add_argument("--fixed-decision", action="store_true",
+                       help="keep the cut-offs 0.5 / 1.5 / 2.5 / 3.5 (the paper) instead of fitting them on "
+                            "validation photos after the last round (quadratic kappa)")
         g.add_argument("--flips", action="store_true",
                        help="random horizontal and vertical flips of the training photos (not in paper 004; "
                             "against over-fitting on small data sets)")
@@ -166,7 +169,8 @@ class EllgRecipe(Recipe):
         return zoo.create_model(args.arch, paper=self.paper, task=self.task, labels=list(labels),
                                 pretrained=args.pretrained, head=head, name=args.name or self.name,
                                 input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing_of(args)),
-                                t=args.t, tau=round(float(np.mean(args.tau_range)), 3))
+                                t=args.t, tau=round(float(np.mean(args.tau_range)), 3),
+                                output_stride=getattr(args, "output_stride", 32))
 
     def loss(self, args: argparse.Namespace, train_targets: np.ndarray) -> nn.Module:
         return GradeMSE()
@@ -276,6 +280,7 @@ class EllgRecipe(Recipe):
             result = self._fit(args, model, train_set, data.val, stages, f"round{k}")
             history += [{"phase": f"round{k}", "generated": report.generated, **row} for row in result.history]
         result.history = history
+        self.fit_grade_decision(args, model, result)  # after the rounds: they pick sources by the fixed cut-offs
         made = sum(r.generated for r in reports)
         model.config.description = (
             f"Paper 004 ELLG: {args.arch} grade regression, {args.epochs} epochs on the originals, then "

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fundus.datasets.splits import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
-from fundus.tasks import MULTILABEL, task_of
+from fundus.tasks import MULTILABEL, grade_rule, task_of
 from zoo.evaluation.figures import confusion_figure, roc_figure
 from zoo.evaluation.metrics import compute_metrics, is_grading
 from zoo.evaluation.outputs import collect_outputs, ensemble_members
@@ -74,13 +74,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     multilabel = task_of(cfg.task) is MULTILABEL
     thresholds = cfg.thresholds if multilabel else None
     grading = is_grading(cfg.task, cfg.labels, cfg.paper)
-    result = compute_metrics(cfg.task, outputs["model"], targets, cfg.labels, thresholds, cfg.grade_cutoffs, grading)
+    rule = grade_rule(cfg)
+    result = compute_metrics(cfg.task, outputs["model"], targets, cfg.labels, thresholds, rule["cutoffs"], grading,
+                             rule["expected_cutoffs"])
     result.update(model=args.model, name=cfg.name, split=args.split, n_unreadable=int(n_bad))
     sources = [it.source for it in items]
     if getattr(args, "by_source", False) and n_bad == 0:
         result["by_source"] = {
             src: compute_metrics(cfg.task, outputs["model"][keep], targets[keep], cfg.labels, thresholds,
-                                 cfg.grade_cutoffs, grading)
+                                 rule["cutoffs"], grading, rule["expected_cutoffs"])
             for src in sorted(set(sources)) for keep in [np.array([x == src for x in sources])]}
     members = {}
     for name, m in ensemble_members(model):

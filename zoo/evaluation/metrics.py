@@ -54,6 +54,7 @@ def compute_metrics(
     thresholds: Sequence[float] | None = None,
     grade_cutoffs: Sequence[float] | None = None,
     grading: bool | None = None,
+    expected_cutoffs: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """All evaluation metrics from raw model outputs and targets.
 
@@ -65,6 +66,8 @@ def compute_metrics(
         thresholds: multilabel per-class decision thresholds (default 0.5).
         grade_cutoffs: regression value -> grade cutoffs (default ``fundus.tasks.DEFAULT_GRADE_CUTOFFS``).
         grading: add quadratic weighted kappa (default: regression, or multiclass DR grades).
+        expected_cutoffs: multiclass grader: decide by the expected grade cut at these instead of the argmax
+            (a config's ``expected_grade_cutoffs``; ``fundus.tasks.grade_rule``).
 
     Returns:
         dict with accuracy, precision/recall/f1 micro and macro, auc_per_class, auc_macro,
@@ -88,7 +91,7 @@ def compute_metrics(
     if task is MULTILABEL:
         counts, aucs = _multilabel(result, out, tgt, labels, thresholds)
     else:
-        counts, aucs = _single_label(result, task, out, tgt, labels, grade_cutoffs, grading)
+        counts, aucs = _single_label(result, task, out, tgt, labels, grade_cutoffs, grading, expected_cutoffs)
     result.setdefault("quadratic_kappa", None)
     result.update(_rates(counts, labels))
     result["auc_per_class"] = aucs
@@ -123,7 +126,8 @@ def _multilabel(result: dict[str, Any], out: np.ndarray, tgt: np.ndarray, labels
 
 
 def _single_label(result: dict[str, Any], task, out: np.ndarray, tgt: np.ndarray, labels: list[str],
-                  grade_cutoffs: Sequence[float] | None, grading: bool) -> tuple[list[Counts], dict[str, float | None]]:
+                  grade_cutoffs: Sequence[float] | None, grading: bool,
+                  expected_cutoffs: Sequence[float] | None = None) -> tuple[list[Counts], dict[str, float | None]]:
     """One class (or grade) per photo: one-vs-rest counts and AUCs; accuracy, the confusion matrix and (grading)
     quadratic kappa with the screening AUCs into ``result``."""
     n, c = len(out), len(labels)
@@ -135,7 +139,7 @@ def _single_label(result: dict[str, Any], task, out: np.ndarray, tgt: np.ndarray
         if out.ndim != 2 or out.shape[1] != c:
             raise ValueError(f"multiclass outputs must be (N, {c}), got {out.shape}")
         scores = task.probabilities(out)
-        pred = task.decide(out)
+        pred = task.decide(out, expected_cutoffs=expected_cutoffs)
     y = tgt.reshape(-1).astype(np.int64)
     if y.min() < 0 or y.max() >= c:
         raise ValueError(f"targets must be class indices in [0, {c}), got range [{y.min()}, {y.max()}]")
