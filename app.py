@@ -85,7 +85,7 @@ def build_demo(models: list[str] | None = None, analyser=None, examples=None) ->
                 controls.update({c.name: widget(c) for c in CONTROLS if c.group == "display"})
             with gr.Tab("Model card", elem_id="tab-card"):
                 named["card"] = gr.Markdown(present.card_markdown(None), elem_id="model-card")
-                with gr.Row():
+                with gr.Row(visible=page.catalogue.hub.enabled):  # FUNDUS_APP_HUB=off: no hub box at all
                     hub_id = gr.Textbox(label="Another model from the Hugging Face hub", scale=3,
                                         placeholder="org/name[@revision]")
                     hub_load = gr.Button("Load", scale=1)

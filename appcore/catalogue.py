@@ -10,10 +10,17 @@ A running app loads only three kinds of model (``Catalogue.resolve``):
 
 Any other text is refused with one message, whatever exists on the server's disk, and no message of
 this module names a file or folder of the server (details go to the server log).
+
+What a visitor may have a public server download is the operator's choice (``HubPolicy``, from ``FUNDUS_APP_HUB``,
+``FUNDUS_APP_HUB_ALLOW`` and ``FUNDUS_APP_HUB_MAX_MB``): a switch that turns typed hub ids off, an allow-list of
+repo ids (on a Space, by default, only the app's own: the registry's hub repos and ``--models``), and a size limit
+checked on the hub's file list before anything is downloaded.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -79,6 +86,77 @@ def not_offered_message(key: object) -> str:
             "(org/name or org/name@revision).")
 
 
+class HubRepoTooLarge(ModelUnavailable):
+    """A hub repo whose model files are over the server's size limit (``HubPolicy.max_mb``); nothing downloaded."""
+
+
+_OFF = ("0", "off", "false", "no")
+
+
+@dataclass(frozen=True)
+class HubPolicy:
+    """Which hub repos a visitor may make this server download by typing a repo id (``load_hub_model``, or
+    ``select_model`` with any ``org/name``). The app's own models (shipped, the registry's hub names, the operator's
+    ``--models``) are not limited by it.
+
+    Args:
+        enabled: False: no typed hub repo id is loaded at all.
+        allow: repo id patterns (``fnmatch``, case-insensitive: ``"fundus-org/*"``); ``("*",)`` any repo; ``()``
+            none beyond the app's own hub repos.
+        max_mb: the most a repo's model files (``HUB_FILES``) may hold, read from the hub's file list before any
+            download; None: no limit.
+    """
+
+    enabled: bool = True
+    allow: tuple[str, ...] = ("*",)
+    max_mb: float | None = 200.0
+
+    @classmethod
+    def from_environment(cls, environ=None) -> "HubPolicy":
+        """The operator's settings: ``FUNDUS_APP_HUB=off`` turns typed hub ids off; ``FUNDUS_APP_HUB_ALLOW`` a comma
+        list of repo ids or patterns (unset: any repo, except on a Hugging Face Space, ``SPACE_ID`` set, where only
+        the app's own); ``FUNDUS_APP_HUB_MAX_MB`` the size limit in MB (default 200; ``none``: no limit).
+
+        Raises:
+            ValueError: a size limit that is not a positive number (the operator's console shows it).
+        """
+        environ = os.environ if environ is None else environ
+        enabled = environ.get("FUNDUS_APP_HUB", "on").strip().lower() not in _OFF
+        listed = environ.get("FUNDUS_APP_HUB_ALLOW")
+        if listed is None:
+            allow = () if environ.get("SPACE_ID") else ("*",)  # a public Space: only what its operator deployed
+        else:
+            allow = tuple(item.strip() for item in listed.split(",") if item.strip())
+        text = environ.get("FUNDUS_APP_HUB_MAX_MB", "200").strip().lower()
+        if text in ("none", ""):
+            return cls(enabled, allow, None)
+        try:
+            max_mb = float(text)
+        except ValueError:
+            max_mb = -1.0
+        if not max_mb > 0:
+            raise ValueError(f"FUNDUS_APP_HUB_MAX_MB must be a positive number of MB or 'none', got {text!r}")
+        return cls(enabled, allow, max_mb)
+
+    def allows(self, repo_id: str) -> bool:
+        """Whether the allow-list takes this repo id."""
+        return any(fnmatch.fnmatchcase(repo_id.lower(), pattern.lower()) for pattern in self.allow)
+
+    @property
+    def max_bytes(self) -> int | None:
+        return None if self.max_mb is None else int(self.max_mb * 1e6)
+
+
+def hub_off_message(key: object) -> str:
+    return (f"This server does not load models from the hub, so `{shown(key)}` cannot be loaded: pick a model from "
+            "the menu.")
+
+
+def hub_not_allowed_message(repo_id: object) -> str:
+    return (f"Hub repo `{shown(repo_id)}` is not one of the hub models this server may load: pick a model from the "
+            "menu.")
+
+
 def _registry() -> dict:
     from zoo import registry
 
@@ -112,12 +190,14 @@ class Catalogue:
     Args:
         operator: folders or hub repo ids (``org/name[@revision]``) or registry names the operator listed at
             start-up; folders are offered under their folder's name (made unique), never under their path.
+        hub: which typed hub repo ids visitors may load (default ``HubPolicy.from_environment()``).
 
     Raises:
         ValueError: an operator entry that is none of these (the operator's console may name the path).
     """
 
-    def __init__(self, operator: Iterable[str] | None = None) -> None:
+    def __init__(self, operator: Iterable[str] | None = None, hub: HubPolicy | None = None) -> None:
+        self.hub = hub if hub is not None else HubPolicy.from_environment()
         self._operator: list[ModelChoice] = []
         registry = _registry()
         taken = set(registry)
@@ -178,9 +258,38 @@ class Catalogue:
         if key in registry:
             return _registry_choice(key, registry[key])
         try:
-            return parse_hub_id(key)
+            choice = parse_hub_id(key)
         except ModelNotOffered:
             raise ModelNotOffered(not_offered_message(key)) from None
+        return self._hub_allowed(choice, registry)
+
+    def is_own(self, choice: ModelChoice, registry: dict | None = None) -> bool:
+        """Whether a hub choice is one of the app's own hub repos (the operator's ``--models``, the registry's hub
+        names: the deploy's list), which ``hub`` does not limit."""
+        registry = _registry() if registry is None else registry
+        own = {c.id.lower() for c in self._operator if c.kind == "hub"}
+        own |= {entry.location.lower() for entry in registry.values() if entry.source == "hub"}
+        return choice.id.lower() in own
+
+    def download_limit(self, choice: ModelChoice) -> int | None:
+        """The most a load of this choice may download (bytes): ``hub.max_bytes`` for a visitor's hub repo, None for
+        the app's own models."""
+        return None if choice.kind != "hub" or self.is_own(choice) else self.hub.max_bytes
+
+    def _hub_allowed(self, choice: ModelChoice, registry: dict) -> ModelChoice:
+        """A typed hub id, if ``hub`` lets visitors load it: the app's own hub repos always, others when hub loading
+        is on and the allow-list takes them (checked before anything is downloaded).
+
+        Raises:
+            ModelNotOffered: hub loading is off, or the repo is not on the allow-list.
+        """
+        if self.is_own(choice, registry):
+            return choice
+        if not self.hub.enabled:
+            raise ModelNotOffered(hub_off_message(choice.key))
+        if not self.hub.allows(choice.id):
+            raise ModelNotOffered(hub_not_allowed_message(choice.id))
+        return choice
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -238,7 +347,7 @@ class ModelCache:
                 with self._lock:
                     if key in self._models:
                         return self._models[key]
-                model = _load(choice, self.device)
+                model = _load(choice, self.device, self.catalogue.download_limit(choice))
                 with self._lock:
                     self._models[key] = (model, threading.Lock())
                     self.loads += 1
@@ -252,23 +361,57 @@ class ModelCache:
                     del self._loading[key]
 
 
-def _hub_folder(choice: ModelChoice) -> Path:
-    """The local snapshot of a hub repo id (downloaded unless cached); never a local folder of that name."""
+def hub_download_size(choice: ModelChoice) -> int | None:
+    """The bytes ``_hub_folder`` would download at most: the sizes of the repo's ``HUB_FILES`` in the hub's file
+    list (``model_info(files_metadata=True)``, nothing downloaded); None where the hub cannot be reached (offline:
+    only the hub cache can serve it, and nothing is downloaded).
+
+    Raises:
+        whatever the hub answers for a repo or revision that is not there (``_explain_failure`` says it).
+    """
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(choice.id, revision=choice.revision, files_metadata=True)
+    except Exception as exc:  # noqa: BLE001 - offline goes on to the cache; anything else is the hub's answer
+        if {type(e).__name__ for e in _chain(exc)} & set(_OFFLINE):
+            return None
+        raise
+    sizes = {s.rfilename: s.size if s.size is not None else (s.lfs.size if s.lfs else 0)
+             for s in info.siblings or []}
+    return sum(sizes.get(name) or 0 for name in HUB_FILES)
+
+
+def _hub_folder(choice: ModelChoice, max_bytes: int | None = None) -> Path:
+    """The local snapshot of a hub repo id (downloaded unless cached); never a local folder of that name.
+
+    Raises:
+        HubRepoTooLarge: its model files are over ``max_bytes`` (checked before any download).
+    """
     from huggingface_hub import snapshot_download
 
+    if max_bytes is not None:
+        size = hub_download_size(choice)
+        if size is not None and size > max_bytes:
+            raise HubRepoTooLarge(
+                f"Hub repo `{shown(choice.key)}` holds {size / 1e6:.0f} MB of model files, over this server's "
+                f"limit of {max_bytes / 1e6:g} MB: nothing was downloaded. Pick a model from the menu.")
     return Path(snapshot_download(choice.id, revision=choice.revision, allow_patterns=HUB_FILES))
 
 
-def _load(choice: ModelChoice, device: str):
+def _load(choice: ModelChoice, device: str, max_bytes: int | None = None):
     import zoo
 
     try:
         if choice.kind == "folder":
             model = zoo.load(Path(choice.location), device=device)
         elif choice.kind == "hub" and choice.id not in _registry():
-            model = zoo.load(_hub_folder(choice), device=device)
+            model = zoo.load(_hub_folder(choice, max_bytes), device=device)
         else:  # a registry name: zoo resolves it (a shipped folder, or its configured hub id)
             model = zoo.load(choice.id, revision=choice.revision, device=device)
+    except HubRepoTooLarge:
+        log.warning("hub model %r refused: over the size limit", choice.key)
+        raise
     except Exception as exc:  # every failure becomes one clear message in the page
         log.warning("model %r could not be loaded: %s: %s", choice.key, type(exc).__name__, exc,
                     exc_info=not isinstance(exc, (OSError, ValueError)))
