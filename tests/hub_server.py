@@ -15,13 +15,17 @@ It answers the calls ``HfApi.create_repo`` + ``HfApi.upload_folder`` make, for m
   uploaded objects, ``deletedFile``\\ s);
 - ``GET /api/{models,spaces}/<repo>/tree/<rev>`` (``upload_folder(delete_patterns=…)`` lists the repo first);
 - ``POST /api/spaces/<repo>/variables`` (``add_space_variable``) and ``POST /api/spaces/<repo>/hardware``
-  (``request_space_hardware``).
+  (``request_space_hardware``);
+- and what a download needs: ``GET /api/{models,spaces}/<repo>[/revision/<rev>]`` (repo info: the commit and the
+  files with their sizes, ``model_info(files_metadata=True)``) and ``HEAD``/``GET [spaces/]<repo>/resolve/<rev>/<path>``
+  (``hf_hub_download`` / ``snapshot_download``) of what ``server.files`` holds (tests may fill it directly).
 
 It records them: ``server.calls`` (method, path, JSON body), ``server.repos`` (created repo ids),
 ``server.repo_types[repo_id]`` ("model" / "space", and the Space's ``sdk``), ``server.files[repo_id][path] =
 bytes``, ``server.inline[repo_id]`` / ``server.lfs[repo_id]`` (the paths that came inline in a commit / as LFS
 objects), ``server.variables[repo_id][key] = value``, ``server.hardware[repo_id]`` (the flavour requested).
-Anything else gets a 404 and is recorded too.
+Anything else gets a 404 and is recorded too; ``server.requested(repo_id)`` lists the (method, path) of every request
+that named a repo.
 
     with HubServer() as hub:
         zoo.push_to_hub(model, "org/name", endpoint=hub.url, token="test")
@@ -45,6 +49,8 @@ _TREE = re.compile(rf"^/api/{_REPO}/tree/(?P<rev>[^/?]+)")
 _VARIABLES = re.compile(r"^/api/spaces/(?P<repo>[^/]+/[^/]+)/variables$")
 _HARDWARE = re.compile(r"^/api/spaces/(?P<repo>[^/]+/[^/]+)/hardware$")
 _BATCH = re.compile(r"^/(?:(?:spaces|datasets)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch$")
+_INFO = re.compile(rf"^/api/{_REPO}(?:/revision/(?P<rev>[^?]+))?$")
+_RESOLVE = re.compile(r"^/(?:(?P<kind>spaces|datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _OBJECT = re.compile(r"^/lfs-objects/(?P<oid>[0-9a-f]{64})$")
 BINARY_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npy", ".npz", ".jpg", ".jpeg", ".png", ".gif",
                    ".webp", ".tif", ".tiff", ".bmp", ".ico", ".pdf", ".zip", ".gz", ".onnx")
@@ -78,10 +84,51 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _resolve(self, head: bool) -> bool:
+        """A file download (``/<repo>/resolve/<rev>/<path>``), any revision: the repo's current files."""
+        match = _RESOLVE.match(unquote(self.path.split("?")[0]))
+        if not match:
+            return False
+        data = self.server.files.get(match["repo"], {}).get(match["file"])
+        if data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound" if match["repo"] in self.server.files
+                             else "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", self.server.commit_of(match["repo"]))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+        return True
+
+    def do_HEAD(self) -> None:
+        self.server.record("HEAD", self.path, None)
+        if not self._resolve(head=True):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
     def do_GET(self) -> None:
         path = unquote(self.path.split("?")[0])
         hub = self.server
         hub.record("GET", self.path, None)
+        if self._resolve(head=False):
+            return None
+        if (match := _INFO.match(path)) and match["repo"] in hub.files:
+            files = hub.files[match["repo"]]
+            siblings = [{"rfilename": name, "size": len(data),
+                         **({"lfs": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                     "pointerSize": 134}} if is_binary(name, data[:512]) else {})}
+                        for name, data in sorted(files.items())]
+            return self._reply(200, {"id": match["repo"], "_id": match["repo"], "sha": hub.commit_of(match["repo"]),
+                                     "private": False, "siblings": siblings, "tags": [], "downloads": 0,
+                                     "likes": 0})
         if match := _TREE.match(path):
             files = hub.files.get(match["repo"])
             if files is None:
@@ -196,6 +243,20 @@ class HubServer(ThreadingHTTPServer):
         self.hardware: dict[str, str] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def commit_of(self, repo_id: str) -> str:
+        """The repo's "commit": a hash of its current files."""
+        digest = hashlib.sha1()
+        for name, data in sorted(self.files.get(repo_id, {}).items()):
+            digest.update(name.encode() + b"\0" + hashlib.sha1(data).digest())
+        return digest.hexdigest()
+
+    def requested(self, repo_id: str) -> list[tuple[str, str]]:
+        """(method, path) of every request so far that named this repo."""
+        with self._lock:
+            calls = list(self.calls)
+        pattern = re.compile(rf"(^|/){re.escape(repo_id)}(/|\.git/|$|\?)")
+        return [(method, path) for method, path, _ in calls if pattern.search(unquote(path.split("?")[0]))]
 
     @property
     def url(self) -> str:
