@@ -194,6 +194,61 @@ class CameraShift:
 
 
 @dataclass
+class AspectScale:
+    """Squashed and small photos: the field of view squashed or stretched, and the photo at a low resolution.
+
+    Not from the papers: redistributions of APTOS 2019 and EyePACS squash every photo to a square at 224–256 px
+    (``../shared/data/README.md``), while clinics send 3:2 photos at full size; a grader should grade both alike
+    (``zoo.evaluation.agreement`` measures it). Per sample, with probability ``p_aspect`` the width : height of the
+    photo is multiplied by a factor drawn log-uniformly in [``min_aspect``, ``max_aspect``] and the result fitted
+    back into the square as the preprocessing's crop does with a squashed photo (a factor below 1 narrows the field,
+    above 1 flattens it; the freed border is black); with probability ``p_scale`` the photo is downscaled to a
+    side drawn in [``min_side``, ``max_side``] px (area) and scaled back up (bilinear), when that is smaller than
+    the batch's side. With ``--frozen-blocks`` it is drawn into the cached views, as every augmentation.
+    """
+
+    min_aspect: float = 0.67
+    max_aspect: float = 1.5
+    p_aspect: float = 0.5
+    min_side: int = 224
+    max_side: int = 256
+    p_scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_aspect <= self.max_aspect:
+            raise ValueError(f"need 0 < min_aspect <= max_aspect, got {self.min_aspect}, {self.max_aspect}")
+        if not 8 <= self.min_side <= self.max_side:
+            raise ValueError(f"need 8 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch(x)
+        b, dev = x.shape[0], x.device
+        apply = _per_sample(self.p_aspect, x)
+        low, high = math.log(self.min_aspect), math.log(self.max_aspect)
+        aspect = torch.exp(low + (high - low) * torch.rand(b, device=dev))
+        aspect = torch.where(apply, aspect, torch.ones_like(aspect))
+        # The field's width and height as shares of the square's side: the longer one fills it.
+        width, height = aspect.clamp(max=1.0), (1.0 / aspect).clamp(max=1.0)
+        zero = torch.zeros_like(aspect)
+        # affine_grid maps output to input coordinates: content shrunk by w is read at x / w.
+        theta = torch.stack([torch.stack([1.0 / width, zero, zero], 1), torch.stack([zero, 1.0 / height, zero], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        squashed = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = torch.where(apply.view(-1, 1, 1, 1), squashed, x)
+        size = x.shape[-1]
+        out = []
+        for i in range(b):  # each sample at its own resolution
+            img = x[i]
+            if float(torch.rand(())) < self.p_scale:
+                side = int(round(self.min_side + (self.max_side - self.min_side) * float(torch.rand(()))))
+                if side < size:
+                    img = F.interpolate(img[None], size=(side, side), mode="area")
+                    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)[0]
+            out.append(img)
+        return torch.stack(out).clamp_(0.0, 1.0)
+
+
+@dataclass
 class Compose:
     """Apply ops in order; ``describe()`` is what the model card lists."""
 

@@ -215,6 +215,9 @@ class Recipe:
                             "(local average colour subtraction)")
         g.add_argument("--camera-augment", action="store_true",
                        help="add train.augment.CameraShift (exposure, colour, gamma, blur, scale, JPEG quality)")
+        g.add_argument("--aspect-augment", action="store_true",
+                       help="add train.augment.AspectScale: the field squashed or stretched (width : height × "
+                            "0.67–1.5) and the photo downscaled to 224–256 px, as redistributed data sets are")
         g.add_argument("--frozen-blocks", type=int, default=0, metavar="K",
                        help="EfficientNet-Lite: keep the stem and blocks[:K] at ImageNet and train on their cached "
                             "outputs (train.frozen; 0: fine-tune everything)")
@@ -384,9 +387,14 @@ class Recipe:
                           cpu_channels_last=getattr(args, "channels_last", False))
 
     def training_augment(self, args: argparse.Namespace) -> aug.BatchOp:
-        """The recipe's augmentation, followed by ``CameraShift`` with --camera-augment."""
-        op = self.augment(args)
-        return aug.Compose([op, aug.CameraShift()]) if getattr(args, "camera_augment", False) else op
+        """The recipe's augmentation, followed by ``AspectScale`` with --aspect-augment and ``CameraShift`` with
+        --camera-augment."""
+        ops = [self.augment(args)]
+        if getattr(args, "aspect_augment", False):
+            ops.append(aug.AspectScale())
+        if getattr(args, "camera_augment", False):
+            ops.append(aug.CameraShift())
+        return ops[0] if len(ops) == 1 else aug.Compose(ops)
 
     def fit(self, args: argparse.Namespace, model: nn.Module, data: PreparedData) -> FitResult:
         """Run ``train.loop.fit`` with this recipe's hooks."""
