@@ -6,6 +6,8 @@ other processes hits all variants alike), warm-up, medians, and ratios measured 
     python benchmarks/explain_speed.py            # ResNet50 + VGG16 at 224 and 512
     python benchmarks/explain_speed.py --quick    # fewer repetitions, 224 + 512 on ResNet50 only
     python benchmarks/explain_speed.py --json     # figures and ratios as one JSON object
+    python benchmarks/explain_speed.py --archs efficientnet_lite0 --sizes 320 --output-strides 32,16
+                                                  # the shipped backbone at its designed and its dilated stride
 
 Goals (ratios): four maps ≤ 1.5 × (forward + full backward to the input); pytorch-grad-cam / this
 engine ≥ 3; re-threshold (θ, τ, t) ≤ 30 ms at 512; 5-class integrated ≤ 0.5 × 5 sequential.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import statistics
@@ -37,13 +40,14 @@ FOUR = ["cam", "gradcam", "guided_gradcam", "gmsm"]
 CLASSES = 5
 
 
-def build(arch: str, size: int):
+def build(arch: str, size: int, output_stride: int = 32):
     """A zoo model (GAP + linear head, 5 DR grades) at random init; torchvision when the zoo is absent."""
     torch.manual_seed(0)
     try:
         import zoo
 
-        model = zoo.create_model(arch, paper="003", pretrained=False, input_size=size).eval()
+        extra = {"output_stride": output_stride} if output_stride != 32 else {}
+        model = zoo.create_model(arch, paper="003", pretrained=False, input_size=size, **extra).eval()
         c = model.config
         return model, dict(target_layer=c.target_layer, low_layer=c.low_layer, cam=c.cam, cam_classifier=c.cam_classifier)
     except ImportError:
@@ -131,8 +135,8 @@ def rethreshold_ms(model, layers, x, repeats: int) -> dict:
     return {"wall": round(1000 * statistics.median(wall), 2), "cpu": round(1000 * statistics.median(cpu), 2)}
 
 
-def measure(arch: str, size: int, repeats: int, device: str) -> dict:
-    model, layers = build(arch, size)
+def measure(arch: str, size: int, repeats: int, device: str, output_stride: int = 32) -> dict:
+    model, layers = build(arch, size, output_stride)
     model.to(device)
     x = torch.randn(1, 3, size, size, device=device)
     runs = variants(model, layers, x, device)
@@ -152,7 +156,7 @@ def measure(arch: str, size: int, repeats: int, device: str) -> dict:
                 torch.cuda.synchronize()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    result = {"arch": arch, "size": size, "device": device, "repeats": repeats}
+    result = {"arch": arch, "size": size, "output_stride": output_stride, "device": device, "repeats": repeats}
     for label, series in (("wall", wall), ("cpu", cpu)):
         medians = {name: statistics.median(v) for name, v in series.items()}
         result[f"median_{label}_s"] = {k: round(v, 4) for k, v in medians.items()}
@@ -183,6 +187,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default="resnet50,vgg16", help="comma list of zoo architectures (default resnet50,vgg16)")
     parser.add_argument("--sizes", default="224,512", help="comma list of input sides (default 224,512)")
+    parser.add_argument("--output-strides", default="32",
+                        help="comma list of zoo output strides (16: the last stage dilated; default 32)")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repetitions per variant (default 7)")
     parser.add_argument("--quick", action="store_true", help="3 repetitions, ResNet50 only")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
@@ -196,22 +202,23 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = []
-    for arch in archs:
-        for size in sizes:
-            result = measure(arch, size, repeats, args.device)
-            results.append(result)
-            if not args.json:
-                print(f"\n{arch} @ {size} ({args.device}, {repeats} interleaved repeats, medians: wall / process CPU)")
-                for name, seconds in result["median_wall_s"].items():
-                    print(f"  {name:<32} {seconds * 1000:9.1f} ms / {result['median_cpu_s'][name] * 1000:9.1f} ms")
-                for name, value in result["ratios_wall"].items():
-                    goal = GOALS.get(name)
-                    verdict = "" if goal is None else (
-                        "  ok" if (value <= goal[1] if goal[0] == "<=" else value >= goal[1]) else f"  MISSES goal {goal[0]} {goal[1]}")
-                    print(f"  ratio {name:<40} {value:6.3f} (CPU {result['ratios_cpu'][name]:6.3f}){verdict}")
-                if "rethreshold_ms" in result:
-                    r = result["rethreshold_ms"]
-                    print(f"  re-threshold θ/τ/t at {size}: {r['wall']:.1f} ms wall, {r['cpu']:.1f} ms CPU (goal ≤ 30 ms)")
+    strides = [int(s) for s in args.output_strides.split(",")]
+    for arch, size, stride in itertools.product(archs, sizes, strides):
+        result = measure(arch, size, repeats, args.device, stride)
+        results.append(result)
+        if not args.json:
+            print(f"\n{arch} @ {size}, output stride {stride} ({args.device}, {repeats} interleaved repeats, "
+                  "medians: wall / process CPU)")
+            for name, seconds in result["median_wall_s"].items():
+                print(f"  {name:<32} {seconds * 1000:9.1f} ms / {result['median_cpu_s'][name] * 1000:9.1f} ms")
+            for name, value in result["ratios_wall"].items():
+                goal = GOALS.get(name)
+                verdict = "" if goal is None else (
+                    "  ok" if (value <= goal[1] if goal[0] == "<=" else value >= goal[1]) else f"  MISSES goal {goal[0]} {goal[1]}")
+                print(f"  ratio {name:<40} {value:6.3f} (CPU {result['ratios_cpu'][name]:6.3f}){verdict}")
+            if "rethreshold_ms" in result:
+                r = result["rethreshold_ms"]
+                print(f"  re-threshold θ/τ/t at {size}: {r['wall']:.1f} ms wall, {r['cpu']:.1f} ms CPU (goal ≤ 30 ms)")
     summary = {"load_average_1min_at_start": load, "threads": torch.get_num_threads(), "results": results}
     if args.json:
         print(json.dumps(summary))

@@ -188,6 +188,10 @@ class Recipe:
         p.add_argument("--input-size", type=int, default=None,
                        help="input side in px (default: per architecture: "
                             + ", ".join(f"{a} {s}" for a, s in sorted(self.archs.items())) + ")")
+        p.add_argument("--output-stride", type=int, choices=(32, 16, 8), default=32,
+                       help="the explained layer's stride: 16 / 8 dilate the backbone's last stage(s) instead of "
+                            "striding them (DeepLab), a 2× / 4× finer map grid (EfficientNet-Lite, ResNet50; "
+                            "--frozen-blocks 4 keeps its cache at 16); default 32, the architecture as designed")
         p.add_argument("--seed", type=int, default=0, help="seeds the split, initialisation and augmentation")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
         p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (quick runs)")
@@ -340,7 +344,7 @@ class Recipe:
         model = zoo.create_model(args.arch, paper=self.paper, task=self.task, labels=list(labels),
                                  pretrained=args.pretrained, head=self.head, name=args.name or self.name,
                                  input_size=args.input_size, preprocessing=Preprocessing(**self.preprocessing_of(args)),
-                                 **self.model_kwargs(args))
+                                 output_stride=getattr(args, "output_stride", 32), **self.model_kwargs(args))
         return model
 
     def preprocessing_of(self, args: argparse.Namespace) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class OdirRecipe(Recipe):
         return zoo.create_model(
             "metadata_fusion", paper=self.paper, task=self.task, labels=list(labels), pretrained=args.pretrained,
             name=args.name or f"{self.name}-metadata", input_size=args.input_size,
+            output_stride=getattr(args, "output_stride", 32),
             preprocessing=Preprocessing(**self.preprocessing_of(args)), mean=get_spec(args.arch).mean, std=get_spec(args.arch).std,
             arch_kwargs={"base_arch": args.arch, "base_kwargs": {"head": "gap_linear"},
                          "metadata": list(METADATA_FIELDS), "hidden": 256})

@@ -244,7 +244,8 @@ class RfmidEnsembleRecipe(Recipe):
         torch.manual_seed(args.seed * 1000 + seed_offset)
 
         model = zoo.create_model(arch, paper=self.paper, task=self.task, labels=list(self.labels),
-                                 pretrained=args.pretrained, head=self.head)
+                                 pretrained=args.pretrained, head=self.head,
+                                 output_stride=getattr(args, "output_stride", 32))
         model.config.name = name
         model.config.input_size = args.input_size
         model.config.preprocessing = Preprocessing(**self.preprocessing_of(args))
