@@ -22,8 +22,9 @@ from contextlib import nullcontext
 import numpy as np
 
 from appcore.catalogue import ModelCache
+from appcore.gpu import model_device, network_pass
 from explain.methods import panel_methods
-from explain.pipeline import Analysis, analyse, require_rgb
+from explain.pipeline import Analysis, require_rgb
 from explain.targets import Classes, Decided, Predicted, Target
 from fundus.check import FundusCheck, NotFundusError, check_fundus
 from fundus.tasks import ALL_PREDICTED, MULTILABEL, PREDICTED, target_class, task_of
@@ -203,10 +204,11 @@ class Analyser:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        with self._pass_slots:
-            analysis = analyse(rgb, model, engine_target(target, config), model_key=model_key, request=target,
-                               key=key, lock=run_lock)  # one call per model at a time
-            analysis.maps(config.t)  # the default gate's maps, computed once here rather than on a slider move
+        with self._pass_slots, run_lock:  # one call per model at a time
+            # appcore.gpu: on the GPU where there is one (ZeroGPU: inside @spaces.GPU), CPU tensors back; the
+            # default gate's maps computed there too, rather than on a slider move
+            analysis = network_pass(rgb, model, engine_target(target, config), model_key=model_key, request=target,
+                                    key=key)
         with self._count_lock:
             self.passes += 1
         self.cache.put(analysis)
@@ -220,7 +222,7 @@ def server_analyser(catalogue=None) -> Analyser:
     pass at a time (each holds ~0.2-0.5 GB of activations and gradients while it runs and uses every core: a
     second one at once adds memory, not speed). ``FUNDUS_APP_MODELS_CACHED``, ``FUNDUS_APP_ANALYSES_CACHED``,
     ``FUNDUS_APP_ANALYSES_MB`` and ``FUNDUS_APP_PASSES`` change them."""
-    models = ModelCache(int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3)), catalogue=catalogue)
+    models = ModelCache(int(os.environ.get("FUNDUS_APP_MODELS_CACHED", 3)), device=model_device(), catalogue=catalogue)
     return Analyser(models, int(os.environ.get("FUNDUS_APP_ANALYSES_CACHED", 12)),
                     max_mb=float(os.environ.get("FUNDUS_APP_ANALYSES_MB", 160)),
                     passes=int(os.environ.get("FUNDUS_APP_PASSES", 1)))

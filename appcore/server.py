@@ -11,6 +11,7 @@ import threading
 import time
 
 _LIBC = None  # glibc, where the heaps could be bounded
+log = logging.getLogger(__name__)
 
 
 def prepare_process() -> None:
@@ -84,10 +85,44 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def warm_up_later(page, delay: float = 1.0) -> None:
+def fetch_hub_models(environ=None) -> dict[str, float]:
+    """Download the registry's hub models (``FUNDUS_ZOO_MODELS``: on a Space, the deploy's list) before the page is
+    built, or find them in the hub cache (``HF_HOME``): the menu then knows every model's task, and no visitor waits
+    for a download. Each model's progress goes to the log (huggingface_hub's progress bars on stderr, one line per
+    model here); one that cannot be fetched is logged and left for the page to report. ``FUNDUS_APP_PREFETCH=off``
+    skips it (the models then download when first picked).
+
+    Returns:
+        ``{name: seconds}`` for each model fetched or found.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("FUNDUS_APP_PREFETCH", "on").strip().lower() in ("0", "off", "false", "no"):
+        return {}
+    from zoo import hub, registry
+
+    entries = [entry for entry in registry.known().values() if entry.source == "hub"]
+    fetched = {}
+    for number, entry in enumerate(entries, 1):
+        where = entry.location + (f"@{entry.revision}" if entry.revision else "")
+        log.info("hub model %d/%d: %s from %s …", number, len(entries), entry.name, where)
+        start = time.perf_counter()
+        try:
+            folder = hub.resolve(entry.name)
+        except Exception as exc:  # noqa: BLE001 - the page reports it when the model is picked
+            log.warning("hub model %s (%s) could not be fetched: %s: %s", entry.name, where, type(exc).__name__, exc)
+            continue
+        fetched[entry.name] = time.perf_counter() - start
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+        log.info("hub model %d/%d: %s ready (%.1f MB, %.1f s)", number, len(entries), entry.name, size,
+                 fetched[entry.name])
+    return fetched
+
+
+def warm_up_later(page, delay: float = 1.0, hub_fetched: bool = False) -> None:
     """Load the default model and analyse the start example once the server is up, so that the first visitor's
-    page opens without waiting for either (a hub default is left for the page; errors too)."""
-    if page.default is None or page.default.kind == "hub":
+    page opens without waiting for either (a hub default only once ``fetch_hub_models`` has fetched it; errors are
+    left for the page)."""
+    if page.default is None or (page.default.kind == "hub" and not hub_fetched):
         return
 
     def preload() -> None:
@@ -100,8 +135,9 @@ def warm_up_later(page, delay: float = 1.0) -> None:
 
 
 def serve(build_demo, argv: list[str] | None = None, **launch_options) -> None:
-    """``python app.py``: read the command line, build the app on its ``--models`` (a bad entry: a usage error that
-    names it), warm the default model up in the background, trim the heaps, and serve until stopped.
+    """``python app.py``: read the command line, fetch the registry's hub models (``fetch_hub_models``), build the app
+    on its ``--models`` (a bad entry: a usage error that names it), warm the default model up in the background,
+    trim the heaps, and serve until stopped.
 
     Args:
         build_demo: ``models -> app`` with ``fundus_app`` (the ``Page``) and ``launch(server_name, server_port, …)``.
@@ -110,11 +146,13 @@ def serve(build_demo, argv: list[str] | None = None, **launch_options) -> None:
     parser = argument_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fetched = fetch_hub_models()
     try:
         demo = build_demo(models=args.models)
     except ValueError as exc:  # a bad --models entry: the operator's console may name it
         parser.error(str(exc))
     if not args.no_preload:
-        warm_up_later(demo.fundus_app)
+        page = demo.fundus_app
+        warm_up_later(page, hub_fetched=page.default is not None and page.default.key in fetched)
     trim_heaps_every(float(os.environ.get("FUNDUS_APP_TRIM_SECONDS", 5)))
     demo.launch(server_name=args.host, server_port=args.port, **launch_options)

@@ -1,4 +1,4 @@
-"""The zoo's command line: ``python -m zoo list | info | predict | evaluate``.
+"""The zoo's command line: ``python -m zoo list | info | predict | evaluate | publish | space deploy``.
 
 Expected failures (an unknown name, a hub that cannot be reached) print one clear line on stderr and
 exit with status 2 (1 for a model or hub that fails to load) — no traceback.
@@ -41,7 +41,58 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=8, help="photos per forward pass (default 8)")
     sub.add_parser("evaluate", help="metrics on a labelled data set (python -m zoo evaluate --help)",
                    add_help=False)
+    pub = sub.add_parser("publish", help="push the shipped models to hub model repos ORG/<name> (zoo.publish)")
+    pub.add_argument("org", metavar="ORG", help="hub user or organisation")
+    pub.add_argument("names", nargs="*", metavar="NAME", help="shipped model names (default: every one)")
+    _hub_options(pub)
+    space = sub.add_parser("space", help="deploy the web app as a Hugging Face Space (zoo.space)")
+    space_sub = space.add_subparsers(dest="space_command", required=True, metavar="SPACE_COMMAND")
+    dep = space_sub.add_parser("deploy", help="create/update the Space, upload the app, set its models and hardware")
+    dep.add_argument("space_id", metavar="ORG/NAME", help="the Space's repo id")
+    from zoo.space import HARDWARE
+
+    dep.add_argument("--hardware", required=True, choices=list(HARDWARE),
+                     help="Space hardware: cpu-basic (free CPU), zero-a10g (ZeroGPU), t4-small, …")
+    dep.add_argument("--models", nargs="+", metavar="ORG/NAME",
+                     help="hub model repos the Space loads (default: ORG/<name> for every shipped model, "
+                          "as `publish ORG` pushes them)")
+    dep.add_argument("--dry-run", metavar="DIR", help="write the folder it would upload into DIR and send nothing")
+    _hub_options(dep)
     return parser
+
+
+def _hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--private", action="store_true", help="create the repos private")
+    parser.add_argument("--token", help="hub token (default: HF_TOKEN or the logged-in one)")
+    parser.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+
+
+def _cmd_publish(args) -> int:
+    from zoo.publish import publish
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        done = publish(args.org, args.names, token=args.token, endpoint=args.endpoint, private=args.private)
+    except HfHubHTTPError as err:  # refused by the hub (token, rights, name): its answer, no traceback
+        print(f"error: the hub refused: {err}", file=sys.stderr)
+        return 1
+    print(f"published {len(done)} model(s) to {args.org}")
+    return 0
+
+
+def _cmd_space(args) -> int:
+    from zoo.space import deploy
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        deploy(args.space_id, args.hardware, args.models, token=args.token, endpoint=args.endpoint,
+               private=args.private, dry_run=args.dry_run)
+    except HfHubHTTPError as err:
+        print(f"error: the hub refused: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_list(args) -> int:
@@ -185,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from zoo.errors import HubUnavailableError, WeightsError
 
-    commands = {"list": _cmd_list, "info": _cmd_info, "predict": _cmd_predict}
+    commands = {"list": _cmd_list, "info": _cmd_info, "predict": _cmd_predict, "publish": _cmd_publish,
+                "space": _cmd_space}
     try:
         return commands[args.command](args)
     except (WeightsError, HubUnavailableError) as err:  # the model exists but cannot be used now
