@@ -32,7 +32,7 @@ from appcore import photos, presentation as present  # noqa: E402
 from appcore.analysis import Analyser, image_digest, server_analyser  # noqa: E402
 from appcore.catalogue import ModelUnavailable, parse_hub_id  # noqa: E402
 from appcore.charts import prediction_chart  # noqa: E402
-from appcore.examples import ensure_examples  # noqa: E402
+from appcore.examples import Example, shipped_examples  # noqa: E402
 from appcore.exports import MIME_TYPES, downloads  # noqa: E402
 from appcore.menu import default_choice  # noqa: E402
 from appcore.page import message_of  # noqa: E402
@@ -41,13 +41,11 @@ from explain.methods import get_method  # noqa: E402
 from fundus.tasks import task_of  # noqa: E402
 from explain.views import ViewParams, before_after, render_view  # noqa: E402
 
-NO_EXAMPLE = "— none —"
-
-
 @st.cache_resource
-def shared_core() -> tuple[Analyser, list]:
-    """One analyser (model cache + analysis cache) and the example photos for every session."""
-    return server_analyser(), ensure_examples()
+def shared_core() -> tuple[Analyser, tuple[list[Example], int]]:
+    """One analyser (model cache + analysis cache), and the Gradio app's example photos (the real ones in
+    ``assets/examples``, with their known diagnoses) and the one the page opens on, for every session."""
+    return server_analyser(), shipped_examples()
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -151,6 +149,7 @@ def offer_downloads(analysis, params: ViewParams, view, name: str) -> None:
 def main() -> None:
     st.set_page_config(page_title="Fundus CAM Zoo", layout="wide")
     st.set_option("client.toolbarMode", "minimal")  # no Deploy / Rerun / Clear cache for visitors
+    st.markdown(f"<style>{present.CSS}</style>", unsafe_allow_html=True)  # the colour bar's and result's styles
     st.title("Fundus CAM Zoo")
     st.warning(present.NOTICE.replace("⚠️ ", ""))
     analyser, examples = shared_core()
@@ -172,15 +171,19 @@ def main() -> None:
         reset_region_defaults(model_key, config)
         values = {control.name: control_widget(control) for control in CONTROLS}
 
-    upload = st.file_uploader("Fundus photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
+    examples, start = examples
+    upload = st.file_uploader("Your own photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
                               type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"], key="upload")
-    example = st.selectbox("…or an example (generated fundus-like images, scikit-image's CC0 retina)",
-                           [NO_EXAMPLE] + [p.name for p in examples], key="example")
+    by_name = {e.path.name: e for e in examples}
+    # As the Gradio page: it opens on the start example, analysed; an upload takes its place.
+    picked = st.selectbox("…or an example with a known diagnosis", list(by_name), index=start if examples else None,
+                          format_func=lambda n: by_name[n].caption, key="example")
+    example = None
     if upload is not None:
         data, name = upload.getvalue(), upload.name
-    elif example != NO_EXAMPLE:
-        path = next(p for p in examples if p.name == example)
-        data, name = path.read_bytes(), path.name
+    elif picked in by_name:
+        example = by_name[picked]
+        data, name = example.path.read_bytes(), example.path.name
     else:
         st.info("Upload a fundus photo or pick an example.")
         return
@@ -194,7 +197,8 @@ def main() -> None:
         return
     for note in present.warnings_of(analysis):
         st.warning(note)
-    st.markdown(present.main_result(analysis), unsafe_allow_html=True)  # the Gradio page's main result line
+    # the Gradio page's main result line, with an example's known diagnosis
+    st.markdown(present.main_result(analysis, example), unsafe_allow_html=True)
 
     left, right = st.columns([1, 2])
     with left:
@@ -204,8 +208,11 @@ def main() -> None:
         st.markdown(present.preprocessing_markdown(analysis, photos.describe_file(data)))
         st.plotly_chart(prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
                         key="prediction-chart")
-    for column, method in zip(st.columns(len(view.panels)), view.panels):
-        column.image(view.panels[method], caption=view.captions[method], width="stretch")
+    for column, method in zip(st.columns(len(view.panels)), view.panels):  # the Gradio page's panel heads
+        column.image(view.panels[method], caption=f"{view.captions[method]}: {get_method(method).help}",
+                     width="stretch")
+    st.markdown(present.colorbar_html(params.colormap, present.map_grid_caption(analysis.config), notes=view.notes),
+                unsafe_allow_html=True)
     crop_col, compare_col, info_col = st.columns(3)
     crop_col.image(view.crop, caption=f"θ = {params.theta} crop, enlarged (paper 000 Fig. 2f)")
     with compare_col:

@@ -58,6 +58,7 @@ class ModelChoice:
     kind: str = "shipped"  # "shipped" | "folder" | "hub"
     location: str | None = field(default=None, repr=False, compare=False)  # an operator folder's path
     paper: str | None = field(default=None, compare=False)  # from its config ("" none, None unknown): appcore.menu
+    answers: str | None = field(default=None, compare=False)  # what it answers, from its config's labels (None unknown)
 
     @property
     def key(self) -> str:
@@ -66,11 +67,12 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
-        """The menu text: its paper's group, then the model ("Paper 004 · ELLG — dr-grading"); a model that is
-        not shipped says its kind ("org/name (hub)")."""
+        """The menu text: what the model answers, the model, then its paper ("DR grade 0–4 — dr-grading · paper
+        004"), short enough for a narrow menu; a model that is not shipped says its kind ("org/name (hub)")."""
         name = self.key if self.kind == "shipped" else f"{self.key} ({self.kind})"
         group = heading(self.paper)
-        return f"{group} — {name}" if group else name
+        text = f"{self.answers} — {name}" if self.answers else name
+        return f"{text} · {group}" if group else text
 
 
 def shown(text: object) -> str:

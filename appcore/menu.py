@@ -1,4 +1,6 @@
-"""The model menu's order and labels: the models grouped by paper (``zoo.papers``), and the default model.
+"""The model menu's order and labels: the models grouped by paper (``zoo.papers``), each labelled by what it answers
+first ("DR grade 0–4 — dr-grading · paper 004": a clinician picks by task, the paper is the provenance), and
+the default model.
 
 Everything comes from each model's own config.json (its ``paper`` field), read without loading any weights.
 The only model named here is the preferred default, ``dr-grading``. Models without a paper follow the papers'
@@ -9,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFERRED_DEFAULT = "dr-grading"
-NO_PAPER = "No paper"
+NO_PAPER = "no paper"
 
 
 def config_file(choice: ModelChoice, registry: dict) -> Path | None:
@@ -42,17 +43,34 @@ def config_file(choice: ModelChoice, registry: dict) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def paper_of(choice: ModelChoice, registry: dict) -> str | None:
-    """The paper id in a model's config ("" when it has none); None when its config is not at hand or unreadable."""
+def _config_json(choice: ModelChoice, registry: dict) -> dict | None:
+    """A model's config.json as a dict; None when it is not at hand or unreadable."""
     path = config_file(choice, registry)
     if path is None:
         return None
     try:
-        paper = json.loads(path.read_text()).get("paper")
-    except (OSError, ValueError, AttributeError) as exc:  # a broken model still gets a menu entry; loading says why
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # a broken model still gets a menu entry; loading says why
         log.warning("model %r: config.json unreadable for the menu: %s", choice.key, exc)
         return None
+    return data if isinstance(data, dict) else None
+
+
+def paper_of(choice: ModelChoice, registry: dict) -> str | None:
+    """The paper id in a model's config ("" when it has none); None when its config is not at hand or unreadable."""
+    paper = (_config_json(choice, registry) or {}).get("paper")
     return paper if isinstance(paper, str) else None
+
+
+def answers_of(choice: ModelChoice, registry: dict) -> str | None:
+    """What a model answers, in a clinician's words ("DR grade 0–4", "DR lesions": ``what_it_answers``), from its
+    config's labels; None when its config is not at hand."""
+    from fundus.datasets.labels import what_it_answers
+
+    labels = (_config_json(choice, registry) or {}).get("labels")
+    if not isinstance(labels, list) or not labels:
+        return None
+    return what_it_answers([str(label) for label in labels])
 
 
 def config_of(choice: ModelChoice):
@@ -69,30 +87,18 @@ def config_of(choice: ModelChoice):
         return None
 
 
-def short_title(paper_id: str) -> str:
-    """A paper's title in a few words ("" for an id ``zoo.papers`` does not know): its ``extra["short_title"]``,
-    else its title up to a colon, a parenthesis or "with …" ("ELLG", "Multi-label DR lesion classification")."""
-    from zoo.papers import PAPERS
-
-    paper = PAPERS.get(paper_id)
-    if paper is None:
-        return ""
-    return re.split(r": | \(| with ", paper.extra.get("short_title") or paper.title, maxsplit=1)[0].strip()
-
-
 def heading(paper: str | None) -> str:
-    """The group a model is listed under: "Paper 004 · ELLG", "No paper", or "" (paper unknown)."""
+    """A model's paper in the menu, after the task: "paper 004", "no paper", or "" (paper unknown). The title is
+    the card's: a menu cut at a laptop's width must still show the task and the model."""
     if paper is None:
         return ""
-    if not paper:
-        return NO_PAPER
-    title = short_title(paper)
-    return f"Paper {paper} · {title}" if title else f"Paper {paper}"
+    return f"paper {paper}" if paper else NO_PAPER
 
 
 def with_papers(choices: Iterable[ModelChoice], registry: dict) -> list[ModelChoice]:
-    """The choices with their ``paper`` read from their configs."""
-    return [dataclasses.replace(choice, paper=paper_of(choice, registry)) for choice in choices]
+    """The choices with their ``paper`` and ``answers`` read from their configs."""
+    return [dataclasses.replace(choice, paper=paper_of(choice, registry), answers=answers_of(choice, registry))
+            for choice in choices]
 
 
 def grouped(choices: Iterable[ModelChoice]) -> list[ModelChoice]:

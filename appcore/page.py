@@ -174,7 +174,7 @@ class Page:
         values = {m: SKIP if m in unchanged else view.panels.get(m) for m in PANELS}
         return {**values, CROP: SKIP if CROP in unchanged else view.crop, "regions": view.regions,
                 "legend": present.legend_html(view.legend, view.regions), "before_after": view.compare,
-                "colorbar": present.colorbar_html(params.colormap, grid)}
+                "colorbar": present.colorbar_html(params.colormap, grid, notes=view.notes)}
 
     def cleared_view(self, exc=None, *_args) -> dict:
         values = {**dict.fromkeys(VIEW_OUTPUTS), "legend": "", "colorbar": SKIP}

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fundus.tasks import MULTICLASS, MULTILABEL, task_of
+from fundus.datasets.labels import DR_ONLY, is_dr_grader, spelled_out
+from fundus.tasks import FINDING_FLOOR, MULTICLASS, MULTILABEL, finding_thresholds, task_of
 
 NOTICE = ("⚠️ **Research tool, not a medical device — not for clinical use.** The models and explanations "
           "shown here are not validated for diagnosis, screening or treatment.")
@@ -29,7 +30,9 @@ CSS = """
 #main-result .answer { font-weight: 700; }
 #main-result .model { color: var(--body-text-color-subdued); }
 #main-result .low-resolution { color: #b45309; }
-#main-result .unlike-training { color: #b45309; font-weight: 600; }
+#main-result .unlike-training, #main-result .no-field { color: #b45309; font-weight: 600; }
+#main-result .scope { font-size: 0.9rem; margin-top: 4px; color: var(--body-text-color-subdued); }
+.panel-notes { font-size: 0.85rem; color: var(--body-text-color-subdued); margin-top: 4px; }
 #main-result .known { font-size: 0.9rem; margin-top: 4px; }
 #main-result .credit { color: var(--body-text-color-subdued); }
 #examples .grid-wrap { height: auto !important; max-height: none !important; min-height: 0 !important;
@@ -75,8 +78,9 @@ def example_caption(path: str | Path) -> str:
 
 
 def card_markdown(config, model_key: str = "") -> str:
-    """The model card's key facts, one per line (readable in a narrow column): paper, labels, decision rule and
-    thresholds, data and licence, metrics, provenance, intended use."""
+    """The model card: a short plain summary first (what it answers, how well, what it cannot do), then the key
+    facts one per line (readable in a narrow column): paper, labels, decision rule and thresholds, data and licence,
+    metrics, provenance, intended use."""
     if config is None:
         return "No model loaded."
     from zoo.model import decision_rule
@@ -91,12 +95,17 @@ def card_markdown(config, model_key: str = "") -> str:
     lines = [
         f"**Model:** `{model_key or config.name}` — {config.arch}, {config.task}, input {config.input_size} px",
         f"**Paper:** {paper_text}",
-        f"**Labels:** {', '.join(config.labels)}",
+        f"**Labels:** {', '.join(spelled_out(label) for label in config.labels)}",
         f"**Decision rule:** {decision_rule(config)}",
     ]
     if task_of(config.task) is MULTILABEL:
-        lines.append("**Thresholds:** " + ", ".join(f"{label} {percent(t)}"
-                                                     for label, t in zip(config.labels, config.thresholds)))
+        lines.append("**Thresholds:** " + ", ".join(f"{label} {percent(t)}" for label, t in
+                                                    zip(config.labels, finding_thresholds(config.thresholds)))
+                     + f" (none below {FINDING_FLOOR:.0%}: a lower probability is never a finding)")
+    if config.gradcam_is_cam:
+        from zoo.config import GRADCAM_IS_CAM
+
+        lines.append(f"**Grad-CAM:** {GRADCAM_IS_CAM}")
     lines += [
         f"**Training data:** {', '.join(config.datasets) or 'not stated'}",
         f"**Data licence:** {config.data_license or 'not stated'}",
@@ -104,7 +113,7 @@ def card_markdown(config, model_key: str = "") -> str:
         f"**Region defaults:** θ = {config.theta}, τ = {config.tau:g}, t = {config.t:g}",
         f"**Map grid:** {map_grid_caption(config) or 'not stated'}",
     ]
-    text = "  \n".join(lines)
+    text = card_summary(config) + "\n\n" + "  \n".join(lines)
     metrics = "\n".join(f"- {k}: {_fmt(v)}" for k, v in config.metrics.items()) or "- not reported"
     text += f"\n\n**Metrics**\n\n{metrics}"
     if config.description:
@@ -113,6 +122,27 @@ def card_markdown(config, model_key: str = "") -> str:
         text += f"\n\n**Reproduce**\n\n```\n{config.reproduce}\n```"
     return text + ("\n\n**Not for clinical use.** A research model: its outputs and explanations must not be used "
                    "to diagnose, screen or treat anyone.")
+
+
+def card_summary(config) -> str:
+    """The card's opening in plain words: the model card's summary (``zoo.card.summary``: what it answers, what it
+    cannot do) and its headline test result."""
+    from zoo.card import summary
+
+    headline = _headline(config.metrics)
+    return summary(config) + (f" On held-out photos: {headline}." if headline else "")
+
+
+def _headline(metrics: dict) -> str:
+    """The headline figure of a card's metrics (the test split's, else the first): quadratic kappa, mean AUC or
+    accuracy, in words ('' when there is none)."""
+    names = {"quadratic_kappa": "quadratic kappa", "auc_mean": "mean AUC", "accuracy": "accuracy"}
+    splits = [metrics.get("test"), metrics.get("held-out"), metrics]
+    for split in (s for s in splits if isinstance(s, dict)):
+        found = [f"{names[k]} {split[k]:.2f}" for k in names if isinstance(split.get(k), (int, float))]
+        if found:
+            return found[0]
+    return ""
 
 
 def _fmt(value) -> str:
@@ -167,13 +197,14 @@ def answer_line(prediction: dict) -> tuple[str, str]:
     if not chosen:
         top = max(probabilities, key=probabilities.get)
         return ("no label reached its threshold",
-                f"most probable: {top} {percent(probabilities[top])} (threshold {percent(thresholds[top])})")
-    answer = ", ".join(f"{label} {percent(probabilities[label])}" for label in chosen)
+                f"most probable: {spelled_out(top)} {percent(probabilities[top])} (threshold "
+                f"{percent(thresholds[top])})")
+    answer = ", ".join(f"{spelled_out(label)} {percent(probabilities[label])}" for label in chosen)
     detail = ("thresholds " if len(chosen) > 1 else "threshold ") + ", ".join(percent(thresholds[label])
                                                                              for label in chosen)
     overruled = prediction.get("overruled") or []
     if overruled:
-        detail += "; overruled: " + ", ".join(f"{label} {percent(probabilities[label])} (threshold "
+        detail += "; overruled: " + ", ".join(f"{spelled_out(label)} {percent(probabilities[label])} (threshold "
                                               f"{percent(thresholds[label])})" for label in overruled)
     return answer, detail
 
@@ -187,6 +218,12 @@ def low_resolution_note(analysis) -> str:
         return ""
     return (f"low resolution: the eye is {side} px across, the model's input {size} px "
             f"(enlarged {size / side:.1f}×): fine lesions may be lost")
+
+
+# No field of view found: the photo is still graded (a tightly cropped fundus photo has no dark border to find, and
+# the fundus check decides what is a fundus photo), but the answer is marked as unreliable on its own line, since the
+# crop, CLAHE and field-of-view normalisation the model was trained with did not happen as in training.
+NO_FIELD = "no field of view found: cropped and normalised unlike the training photos, so the answer is unreliable"
 
 
 def unlike_training_caution() -> str:
@@ -216,6 +253,8 @@ def main_result(analysis, example=None) -> str:
     says about it."""
     answer, detail = answer_line(analysis.prediction)
     parts = [f'<span class="answer">{html.escape(answer)}</span>', f'<span class="detail">{html.escape(detail)}</span>']
+    if not analysis.pre.fov_found:
+        parts.append(f'<span class="no-field">⚠️ {html.escape(NO_FIELD)}</span>')
     note = low_resolution_note(analysis)
     if note:
         parts.append(f'<span class="low-resolution">⚠️ {html.escape(note)}</span>')
@@ -223,6 +262,8 @@ def main_result(analysis, example=None) -> str:
         parts.append(f'<span class="unlike-training">{html.escape(unlike_training_caution())}</span>')
     model = html.escape(analysis.model_key)
     text = f'<div class="main-line"><span class="model">{model}:</span> ' + " · ".join(parts) + "</div>"
+    if is_dr_grader(analysis.config.labels):
+        text += f'<div class="scope">{html.escape(DR_ONLY)}</div>'
     if example is not None:
         seen = (f" This model was trained on {example.credit.split(' (')[0]} photos: it may have seen this one."
                 if example.trained_on_by(analysis.config) else "")
@@ -251,9 +292,10 @@ def map_grid_caption(config) -> str:
         return ""
 
 
-def colorbar_html(colormap: str = "jet", grid: str = "") -> str:
+def colorbar_html(colormap: str = "jet", grid: str = "", notes: dict[str, str] | None = None) -> str:
     """A colour bar for the heat maps: the colormap from 0 (no evidence) to 1 (the map's strongest); ``grid``: the
-    model's map grid (``map_grid_caption``), said under the panels."""
+    model's map grid (``map_grid_caption``), said under the panels; ``notes``: the panels' notes (``View.notes``: a
+    panel that repeats another, one with no map), below it, where the panels are seen."""
     from explain.overlay import heatmap
 
     ramp = heatmap(np.linspace(0, 1, 11, dtype=np.float32)[None].repeat(2, 0), colormap)[0]
@@ -262,7 +304,14 @@ def colorbar_html(colormap: str = "jet", grid: str = "") -> str:
             f'<span class="bar" style="background: linear-gradient(to right, {stops})"></span>'
             '<span>high evidence for the explained output (each map scaled to its maximum)</span>'
             + (f'<span>· each map is a {grid} grid, upsampled to the photo</span>' if grid else "")
-            + '</div>')
+            + '</div>' + panel_notes_html(notes))
+
+
+def panel_notes_html(notes: dict[str, str] | None) -> str:
+    """The panels' notes as one small block ('' for none)."""
+    if not notes:
+        return ""
+    return '<div class="panel-notes">' + "<br>".join(f"ℹ️ {html.escape(note)}" for note in notes.values()) + "</div>"
 
 
 def warnings_of(analysis) -> list[str]:
@@ -333,10 +382,17 @@ def legend_html(legend: list[tuple[str, str]], regions: dict | None = None) -> s
     if legend:
         items = "".join(
             f'<span style="margin-right:1em"><span style="display:inline-block;width:1em;height:1em;'
-            f'background:{html.escape(colour)};vertical-align:middle;margin-right:.3em"></span>{html.escape(label)}</span>'
-            for label, colour in legend)
-        lines.append(f'<span class="outline-legend"><b>Outlines:</b> {items}</span>')
+            f'background:{html.escape(colour)};vertical-align:middle;margin-right:.3em"></span>'
+            f'{html.escape(outline_label(label))}</span>' for label, colour in legend)
+        lines.append(f'<span class="outline-legend"><b>Outlines (the map above τ):</b> {items}</span>')
     return "<div class=\"region-summary\">" + "<br>".join(lines) + "</div>" if lines else ""
+
+
+def outline_label(label: str) -> str:
+    """What an outline's colour stands for: a lesion by name ("haemorrhages (HM)"); for any other label (a grade,
+    a disease) the evidence for it, not the thing itself ("evidence for Severe", not "Severe")."""
+    named = spelled_out(label)
+    return named if named != label else f"evidence for {label}"
 
 
 # -- the page's status line --------------------------------------------------------------------------

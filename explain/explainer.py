@@ -23,8 +23,9 @@ from explain.capture import GuidedReluMode, GuidedState, LayerCapture
 from explain.methods import base as needs, canonical_method, get_method, method_names, needs_of
 from explain.methods.base import Selection
 from explain.methods.formulas import grad_cam_pp_weights, normalise01
+from explain.methods.gmsm import GATE
 from explain.targets import Target, TargetContext, as_target, probabilities
-from fundus.tasks import MULTICLASS, task_of
+from fundus.tasks import MULTICLASS, finding_thresholds, task_of
 
 ALL_METHODS = method_names()  # every registered method, in display order
 DEFAULT_METHODS = ALL_METHODS
@@ -48,7 +49,7 @@ class Explainer:
         cam_reason: why CAM is undefined, reported in ``Explanation.unavailable``.
         task: a ``fundus.tasks.TASKS`` name (default: config, else multiclass).
         thresholds: per-class multilabel decision thresholds (default: config, else 0.5).
-        t: default GMSM gate (paper 004 eq. 2; default config.t, else 1.0).
+        t: default GMSM gate (paper 004 eq. 2; default config.t, else GMSM's default).
 
     Raises:
         ValueError: a missing or unknown layer name, an unknown cam kind or task.
@@ -96,8 +97,9 @@ class Explainer:
         self.cam_classifier = cam_classifier or ""
         self.cam_reason = cam_reason or ("CAM is not defined for this model" if cam is None else "")
         self.task = task_of(task or getattr(config, "task", None) or MULTICLASS).name  # raises for an unknown task
-        self.thresholds = list(thresholds) if thresholds is not None else list(getattr(config, "thresholds", []) or [])
-        self.t = float(t if t is not None else getattr(config, "t", 1.0))
+        self.thresholds = (list(thresholds) if thresholds is not None
+                           else finding_thresholds(getattr(config, "thresholds", None)))  # as the model decides
+        self.t = float(t if t is not None else getattr(config, "t", GATE.default))
         self.labels = list(getattr(config, "labels", []) or [])
 
     def __enter__(self) -> "Explainer":

@@ -36,7 +36,7 @@ from explain.methods import panel_methods
 from explain.targets import Target, as_target
 from explain.views import View, ViewParams, render
 from fundus.datasets.labels import is_no_disease
-from fundus.tasks import MULTILABEL, task_of
+from fundus.tasks import MULTILABEL, finding_thresholds, task_of
 
 DISPLAY_SIDE = 768  # the original photo is kept at most this large, for the preprocessing view
 
@@ -84,7 +84,8 @@ def summarise(config, probabilities, decision) -> dict[str, Any]:
         "probabilities": {label: float(p) for label, p in zip(config.labels, probabilities)},
     }
     if task is MULTILABEL:
-        result["thresholds"] = {label: float(th) for label, th in zip(config.labels, config.thresholds)}
+        # the thresholds the decision used (``fundus.tasks.finding_thresholds``: floored), as the page shows them
+        result["thresholds"] = {label: th for label, th in zip(config.labels, finding_thresholds(config.thresholds))}
         result["predicted"] = [label for label, yes in zip(config.labels, decision) if yes]
         result["overruled"] = [label for label, p, yes in zip(config.labels, probabilities, decision)
                                if not yes and p >= result["thresholds"][label]]

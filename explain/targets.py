@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from fundus.datasets.labels import is_no_disease
-from fundus.tasks import task_of
+from fundus.tasks import finding_thresholds, task_of
 
 TARGET_WORDS = ("predicted", "all-predicted")
 
@@ -215,5 +215,5 @@ def decided_targets(model, x: torch.Tensor, *, keep_no_disease: bool = True) -> 
     with torch.no_grad():
         out = model(x)
         probs = model.probabilities(out)
-    context = TargetContext(out, probs, model.config.task, model.config.thresholds, model)
+    context = TargetContext(out, probs, model.config.task, finding_thresholds(model.config.thresholds), model)
     return Decided(keep_no_disease).resolve(context)[0]

@@ -20,6 +20,7 @@ from explain.controls import BY_NAME, CONTROLS
 from explain.methods import get_method, panel_methods
 from explain.overlay import draw_boxes, overlay, panel_grid
 from explain.regions import attention_crop, lesion_mask, lesion_outlines
+from zoo.config import GRADCAM_IS_CAM
 
 CROP_COLOUR = (0, 255, 0)  # θ attention box
 PATCH_COLOUR = (0, 255, 255)  # τ lesion patches
@@ -73,6 +74,8 @@ class View:
     crop: np.ndarray  # θ crop enlarged, its longer side the input size, aspect kept (paper 000 Fig. 2f)
     regions: dict[str, Any]  # JSON-ready: crop box, lesion patches, areas
     legend: list[tuple[str, str]] = field(default_factory=list)  # (label, "#rrggbb") of drawn outlines
+    # method -> a sentence for under the panels: why its panel repeats another's or shows no map
+    notes: dict[str, str] = field(default_factory=dict)
     compare: tuple[np.ndarray, np.ndarray] | None = None  # (photo as the model sees it, overlay)
     render_seconds: float = 0.0
 
@@ -130,6 +133,7 @@ def render(analysis, params: ViewParams, panels: tuple[str, ...] | None = None) 
     unavailable = analysis.unavailable
     pictures: dict[str, np.ndarray] = {}
     captions: dict[str, str] = {}
+    notes: dict[str, str] = {}
     for method in panels:
         title = get_method(method).title
         if method in maps:
@@ -140,11 +144,16 @@ def render(analysis, params: ViewParams, panels: tuple[str, ...] | None = None) 
                 ("overlay", method, own, params.alpha, params.colormap),
                 lambda m=method: overlay(image, maps[m], params.alpha, params.colormap, mask=fov))
             captions[method] = title  # the timings are in one line of the details, not in every title
+            if method == "gradcam" and "cam" in maps and getattr(analysis.config, "gradcam_is_cam", False):
+                captions[method] = f"{title} (= CAM for this model)"
+                notes[method] = GRADCAM_IS_CAM
         else:
             reason = unavailable.get(method, "not computed for this model")
             pictures[method] = analysis.memo(("unavailable", method),
-                                             lambda: unavailable_picture(image.shape[:2], f"{title} unavailable: {reason}"))
+                                             lambda: unavailable_picture(image.shape[:2], f"No {title} for this model",
+                                                                         background=image))
             captions[method] = f"{title} — unavailable: {reason}"
+            notes[method] = f"No {title} map for this model: {reason}."
     regions: dict[str, Any] = {"theta": int(params.theta), "tau": float(params.tau), "t": float(params.t)}
     legend: list[tuple[str, str]] = []
     drawn = analysis.region_labels
@@ -186,7 +195,7 @@ def render(analysis, params: ViewParams, panels: tuple[str, ...] | None = None) 
     if crop is None:
         crop = image
     compare = pictures.get(params.compare)
-    view = View(panels=pictures, captions=captions, crop=crop, regions=regions, legend=legend,
+    view = View(panels=pictures, captions=captions, crop=crop, regions=regions, legend=legend, notes=notes,
                 compare=None if compare is None else (image, compare))
     view.render_seconds = time.perf_counter() - start
     return view
@@ -254,10 +263,15 @@ def draw_outlines_with_halo(image: np.ndarray, outlines, thickness: int = 2) -> 
     return canvas
 
 
-def unavailable_picture(shape: tuple[int, int], message: str) -> np.ndarray:
-    """A dark tile with the reason a method is undefined written on it."""
+def unavailable_picture(shape: tuple[int, int], message: str, background: np.ndarray | None = None) -> np.ndarray:
+    """A dark tile with a short message written on it (the reason goes in the caption and the view's notes): over
+    ``background`` (the photo as the model sees it), greyed and darkened, so that the panel reads as "this photo,
+    no map" rather than as a placeholder."""
     height, width = shape
     tile = np.full((height, width, 3), 40, np.uint8)
+    if background is not None and background.shape[:2] == (height, width):
+        grey = cv2.cvtColor(np.ascontiguousarray(background), cv2.COLOR_RGB2GRAY)
+        tile = np.repeat((grey.astype(np.float32) * 0.35)[..., None], 3, axis=2).astype(np.uint8)
     scale = max(0.35, width / 700)  # about 32 characters a line, whatever the size
     chars = max(12, int((width - 16) / (20 * scale)))
     step = int(round(40 * scale))

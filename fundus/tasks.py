@@ -19,6 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.5  # a multi-label model's threshold where its config gives none
+# The least probability a multi-label finding needs, whatever threshold validation chose: a threshold fitted on
+# few positives can fall to a fraction of a percent (dr-lesions' HM: 0.4 %), and a label at 0.5 % is noise, not a
+# finding to show a clinician, let alone one that overrules "healthy 85 %". Evaluation keeps the raw thresholds
+# (the card's metrics are the fitted rule's); what a model decides for a photo (``finding_thresholds``) floors them.
+FINDING_FLOOR = 0.05
 DEFAULT_GRADE_CUTOFFS = (0.5, 1.5, 2.5, 3.5)  # regression value -> grade: the number of cut-offs it exceeds
 # The target menu's words (besides one class, ``class_target(index)``): the model's predicted class, or (multi-label)
 # every decided label integrated into one map (paper 001 eq. 4).
@@ -210,6 +215,12 @@ def _thresholds(thresholds: Sequence[float] | None, n: int) -> list[float]:
     if len(limits) != n:
         raise ValueError(f"got {len(limits)} multilabel thresholds for {n} outputs")
     return limits
+
+
+def finding_thresholds(thresholds: Sequence[float] | None) -> list[float]:
+    """The thresholds a multi-label model's findings are decided at: each at least ``FINDING_FLOOR`` (empty stays
+    empty: ``DEFAULT_THRESHOLD`` each)."""
+    return [max(float(t), FINDING_FLOOR) for t in thresholds or ()]
 
 
 class GradeRegression(Task):

@@ -476,8 +476,8 @@ def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(served, tmp_
     # The served app: its models grouped by paper (001, then 003), the first offered model the default.
     demo = served[0]
     labels = [label for label, _ in demo.fundus_app.menu()]
-    assert [label.split(" · ")[0] for label in labels] == ["Paper 001"] * 3 + ["Paper 003"] * 3
-    assert labels[0] == "Paper 001 · Multi-label DR lesion classification — tiny-lesions (folder)"
+    assert [label.rsplit(" · ", 1)[1] for label in labels] == ["paper 001"] * 3 + ["paper 003"] * 3
+    assert labels[0].endswith(" — tiny-lesions (folder) · paper 001")  # what it answers, the model, the paper
     assert demo.fundus_app.default.key == "tiny-lesions"
     # With dr-grading shipped, a new page opens on it, wherever its paper puts it in the menu.
     papers = {"dr-grade-classifier": "003", "dr-grading": "004", "dr-lesions": "001", "multi-disease": ""}
@@ -486,7 +486,7 @@ def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(served, tmp_
     menu = next(block for block in built.blocks.values() if getattr(block, "elem_id", None) == "model-menu")
     assert menu.value == "dr-grading" and built.fundus_app.default.key == "dr-grading"
     assert [value for _, value in menu.choices] == ["dr-lesions", "dr-grade-classifier", "dr-grading", "multi-disease"]
-    assert menu.choices[2][0] == "Paper 004 · ELLG — dr-grading"
+    assert menu.choices[2][0] == "dr-grading · paper 004"
 
 
 def test_switching_model_and_target_keeps_the_session_photo(served, client, tmp_path):

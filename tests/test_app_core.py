@@ -246,11 +246,12 @@ def test_the_menu_groups_models_by_paper_and_opens_on_dr_grading(tmp_path, monke
     assert [c.key for c in menu] == ["eye-diseases-ensemble", "dr-lesions", "eye-diseases", "dr-grade-classifier",
                                      "dr-grading", "odd", "multi-disease", "org/not-downloaded"]
     labels = {c.key: c.label for c in menu}
-    assert labels["dr-grading"] == "Paper 004 · ELLG — dr-grading"
-    assert labels["dr-lesions"] == "Paper 001 · Multi-label DR lesion classification — dr-lesions"
-    assert labels["eye-diseases"] == "Paper 002 · Ocular disease recognition on ODIR-5K — eye-diseases"
-    assert labels["odd"] == "Paper 042 — odd"
-    assert labels["multi-disease"] == "No paper — multi-disease"
+    # what a model answers comes first where its config has labels (these have none), the paper last
+    assert labels["dr-grading"] == "dr-grading · paper 004"
+    assert labels["dr-lesions"] == "dr-lesions · paper 001"
+    assert labels["eye-diseases"] == "eye-diseases · paper 002"
+    assert labels["odd"] == "odd · paper 042"
+    assert labels["multi-disease"] == "multi-disease · no paper"
     assert labels["org/not-downloaded"] == "org/not-downloaded (hub)"
     assert len(set(labels.values())) == len(labels)  # one label per model
     assert default_choice(menu).key == "dr-grading"  # not the first in the menu
@@ -261,7 +262,7 @@ def test_the_menu_groups_models_by_paper_and_opens_on_dr_grading(tmp_path, monke
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"name": "x", "paper": "000"}))
     put_in_hub_cache(tmp_path / "hub", "org/cached-hub", files=["config.json"])
     menu = available_models()
-    assert [c.key for c in menu] == ["x", "a", "b"] and menu[0].label.startswith("Paper 000 · ")
+    assert [c.key for c in menu] == ["x", "a", "b"] and menu[0].label.endswith(" · paper 000")
     assert default_choice(menu).key == "a" and default_choice([]) is None
 
 
@@ -367,13 +368,13 @@ def test_a_no_disease_label_and_the_disease_labels_exclude_each_other(labels, no
 
     n = len(labels)
     k = labels.index(no_disease)
-    thresholds = [0.024] * n
+    thresholds = [0.06] * n  # above fundus.tasks.FINDING_FLOOR, so that the fitted thresholds decide
     thresholds[k] = 0.565
     model = zoo.create_model("efficientnet_lite0", paper="", task="multilabel", labels=labels, pretrained=False,
                              input_size=64, thresholds=thresholds)
     other = next(i for i in range(n) if i != k)
     rows = []
-    for healthy_p, other_p in [(0.964, 0.031), (0.813, 0.172), (0.30, 0.97), (0.96, 0.99), (0.2, 0.01)]:
+    for healthy_p, other_p in [(0.964, 0.08), (0.813, 0.30), (0.30, 0.97), (0.96, 0.99), (0.2, 0.01)]:
         row = [0.001] * n
         row[k], row[other] = healthy_p, other_p
         rows.append(row)
@@ -384,8 +385,8 @@ def test_a_no_disease_label_and_the_disease_labels_exclude_each_other(labels, no
         assert not (got[k] and any(got[i] for i in range(n) if i != k))  # never both sides
         assert all(over[i] or not got[i] for i in range(n))  # nothing below its threshold is ever added
     # Both sides over their thresholds: the side further above its threshold in log-odds stays.
-    assert decided[0][k] and not decided[0][other]  # healthy 96 % (t 57 %) beats 3.1 % (t 2.4 %)
-    assert decided[1][other] and not decided[1][k]  # 17 % against 2.4 % is further above than 81 % against 57 %
+    assert decided[0][k] and not decided[0][other]  # healthy 96 % (t 57 %) beats 8 % (t 6 %)
+    assert decided[1][other] and not decided[1][k]  # 30 % against 6 % is further above than 81 % against 57 %
     assert decided[2][other] and not decided[2][k]  # no conflict: the disease label alone
     assert decided[3][other] and not decided[3][k]
     assert not any(decided[4])  # nothing over its threshold: nothing decided
@@ -429,7 +430,7 @@ def test_the_main_result_says_how_sure_the_answer_is():
     multilabel = {"task": "multilabel", "probabilities": {"BP/MA": 0.031, "HM": 0.001, "healthy": 0.964},
                   "thresholds": {"BP/MA": 0.024, "HM": 0.084, "healthy": 0.5653}}
     assert answer_line({**multilabel, "predicted": ["healthy"], "overruled": ["BP/MA"]}) == (
-        "healthy 96 %", "threshold 57 %; overruled: BP/MA 3.1 % (threshold 2.4 %)")
+        "healthy 96 %", "threshold 57 %; overruled: microaneurysms (BP/MA) 3.1 % (threshold 2.4 %)")
     assert answer_line({**multilabel, "predicted": [], "overruled": []})[0] == "no label reached its threshold"
 
 
@@ -453,7 +454,8 @@ def test_the_model_card_is_lines_not_a_table(tiny):
 
     card = card_markdown(zoo.load(str(tiny["multilabel"])).config, "tiny-lesions")
     assert "|---|" not in card and "**Decision rule:**" in card and "**Thresholds:** BP/MA 50 %" in card
-    assert "**Labels:** BP/MA, HM, HEX, CWS, healthy" in card and "Not for clinical use" in card
+    assert "**Labels:** microaneurysms (BP/MA), haemorrhages (HM), hard exudates (HEX), cotton-wool spots (CWS), healthy" \
+        in card and "Not for clinical use" in card
 
 
 # -- the shipped example photos ------------------------------------------------------------------------------

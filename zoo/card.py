@@ -6,9 +6,10 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from fundus.tasks import task_of
+from fundus.datasets.labels import DR_ONLY, is_dr_grader, spelled_out, what_it_answers
+from fundus.tasks import FINDING_FLOOR, MULTILABEL, task_of
 from zoo.architectures.registry import map_grid_text
-from zoo.config import ModelConfig
+from zoo.config import GRADCAM_IS_CAM, ModelConfig
 from zoo.papers import PAPERS
 
 LIBRARY_NAME = "fundus-cam-zoo"
@@ -72,7 +73,7 @@ def _grid_line(config: ModelConfig) -> list[str]:
 def card_text(config: ModelConfig) -> str:
     """The card's Markdown body."""
     paper = PAPERS.get(config.paper)
-    lines = [f"# {config.name}", ""]
+    lines = [f"# {config.name}", "", summary(config), ""]
     if config.description:
         lines += [config.description, ""]
     lines += [
@@ -91,7 +92,7 @@ def card_text(config: ModelConfig) -> str:
         "",
         f"- architecture: `{config.arch}` {('(arch_kwargs ' + repr(config.arch_kwargs) + ')') if config.arch_kwargs else ''}".rstrip(),
         f"- paper: {config.paper} — {paper.title}" if paper else "- paper: none",
-        f"- task: {config.task}; labels: {', '.join(config.labels)}",
+        f"- task: {config.task}; labels: {', '.join(spelled_out(label) for label in config.labels)}",
         f"- input: {config.input_size}×{config.input_size} RGB, mean {list(config.mean)}, std {list(config.std)}; "
         f"field-of-view crop {config.preprocessing.fov_crop}, CLAHE {config.preprocessing.clahe}, "
         f"local average colour subtraction {config.preprocessing.graham}",
@@ -99,6 +100,10 @@ def card_text(config: ModelConfig) -> str:
         + (f"{config.cam}" if config.cam else f"undefined ({config.cam_reason})"),
         *_grid_line(config),
         f"- initial weights (pretrained status): {config.pretrained}",
+        *([f"- {GRADCAM_IS_CAM}"] if config.gradcam_is_cam else []),
+        *([f"- findings: a label is a finding when its probability reaches its threshold, and never below "
+           f"{FINDING_FLOOR:.0%} whatever the threshold (`fundus.tasks.FINDING_FLOOR`); the metrics below use the "
+           "thresholds as fitted"] if task_of(config.task) is MULTILABEL else []),
         "",
         "## Training data and licence",
         "",
@@ -150,6 +155,14 @@ def card_text(config: ModelConfig) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def summary(config: ModelConfig) -> str:
+    """The card's first paragraph in plain words: what the model answers and what it cannot do, before the details
+    and the metrics."""
+    text = (f"**What it answers:** {what_it_answers(config.labels)} from one colour fundus photograph "
+            f"({', '.join(spelled_out(label) for label in config.labels)}). A research model, not for clinical use.")
+    return f"{text} {DR_ONLY}" if is_dr_grader(config.labels) else text
 
 
 def make_card(config: ModelConfig) -> ModelCard:

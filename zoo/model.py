@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fundus.datasets.labels import no_disease_index
-from fundus.tasks import grade_rule, task_of
+from fundus.tasks import finding_thresholds, grade_rule, task_of
 from zoo.config import ModelConfig
 
 
@@ -58,7 +58,8 @@ class FundusNet(nn.Module):
         Returns:
             multiclass: ``(B,)`` predicted class index (the most probable, or the expected grade cut at
             ``expected_grade_cutoffs``: ``fundus.tasks.grade_rule``); multilabel: ``(B, N)`` bool, probability >=
-            the label's threshold (paper 001's per-class thresholds), where a no-disease label
+            the label's threshold (paper 001's per-class thresholds, each at least
+            ``fundus.tasks.FINDING_FLOOR``), where a no-disease label
             (``fundus.datasets.labels.is_no_disease``: "healthy", "normal", …) and the disease labels exclude each other:
             when both sides reach their thresholds, the side whose best label lies further above its
             threshold in log-odds is kept (a tie keeps the disease side); grade regression: ``(B,)``
@@ -69,7 +70,8 @@ class FundusNet(nn.Module):
         """
         c = self.config
         no_disease = no_disease_index(c.labels) if exclusive else None
-        return task_of(c.task).decide(out, thresholds=c.thresholds, no_disease=no_disease, **grade_rule(c))
+        return task_of(c.task).decide(out, thresholds=finding_thresholds(c.thresholds), no_disease=no_disease,
+                                      **grade_rule(c))
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` into ``folder``.

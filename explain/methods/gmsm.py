@@ -6,7 +6,7 @@ from explain.methods.base import HIGH_GRADIENTS, LOW_GRADIENTS, Method, Param
 from explain.methods.formulas import gmsm
 from explain.methods.gradcam_pp import pp_saliency
 
-GATE = Param("t", "t gate: higher hides weak evidence in the GMSM map (paper 004, eq. 2)", default=1.0, config="t",
+GATE = Param("t", "t gate: higher hides weak evidence in the GMSM map (paper 004, eq. 2)", default=0.0, config="t",
              minimum=0.0, maximum=5.0, step=0.05, bounded=False)
 
 

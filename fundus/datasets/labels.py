@@ -32,6 +32,9 @@ LESION_ALIASES = {
     "SE": ("se", "soft_exudates", "soft exudates", "cotton_wool_spots", "cws"),
 }
 
+# What the codes stand for, in the words a clinician reads on the page and in the cards.
+LESION_NAMES = {"MA": "microaneurysms", "HE": "haemorrhages", "EX": "hard exudates", "SE": "cotton-wool spots"}
+
 
 def _norm(name: str) -> str:
     return str(name).strip().lower()
@@ -72,6 +75,37 @@ def lesion_code(name: str) -> str | None:
     "HE", "EX"), None for other names ("healthy", "optic_disc")."""
     n = _norm(name)
     return next((key for key, names in LESION_ALIASES.items() if n == key.lower() or n in names), None)
+
+
+def spelled_out(label: str) -> str:
+    """A label as the page shows it: a lesion code with its name ("HM" → "haemorrhages (HM)", "BP/MA" →
+    "microaneurysms (BP/MA)"), any other label as it is."""
+    code = lesion_code(label)
+    if code is None or _norm(label) == LESION_NAMES[code]:
+        return label
+    return f"{LESION_NAMES[code]} ({label})"
+
+
+# A DR grader answers with a DR grade whatever the eye has (issue 18: two of two cataract eyes got "Proliferative
+# DR"): the page and the card say so wherever such a model is shown.
+DR_ONLY = ("It knows diabetic retinopathy only: it gives every photo a DR grade, also an eye with another disease "
+           "(cataract, glaucoma, …), where the grade means nothing.")
+
+
+def is_dr_grader(labels: Sequence[str]) -> bool:
+    """Whether a label space is the DR severity scale (``DR_GRADES``): such a model knows DR only."""
+    return tuple(_norm(label) for label in labels) == DR_GRADE_NAMES
+
+
+def what_it_answers(labels: Sequence[str]) -> str:
+    """A model's question in a few words, from its labels: "DR grade 0–4", "DR lesions", or its disease labels
+    ("diabetes / glaucoma / cataract")."""
+    if is_dr_grader(labels):
+        return f"DR grade 0–{len(DR_GRADES) - 1}"
+    diseases = [label for label in labels if not is_no_disease(label)]
+    if diseases and all(lesion_code(label) for label in diseases):
+        return "DR lesions"
+    return " / ".join(label.lower() for label in diseases) or "no disease labels"
 
 
 def diagnosis_key(name: str) -> str | None:
