@@ -2,8 +2,8 @@
 
 Each event returns ``{output name: value}``: the names are ``MODEL_OUTPUTS`` / ``PHOTO_OUTPUTS`` /
 ``VIEW_OUTPUTS`` (the panels are named by their methods), ``SKIP`` leaves an output (or, returned alone, every
-output) as it is, ``Menu`` updates a menu's choices, and ``"notes"`` holds warnings for a passing message. app.py
-turns the names into its widgets; the front end holds layout and wiring only.
+output) as it is, ``Menu`` updates a menu's choices, and ``"notes"`` holds the photo's warnings (the status line
+shows them). app.py turns the names into its widgets; the front end holds layout and wiring only.
 
 Errors a visitor can cause stay on the page as one status line (every event's last output), never as an "Error"
 in every output: ``reports_errors`` turns them into the status line plus the event's own clean-up values.
@@ -32,6 +32,7 @@ from fundus.tasks import task_of
 
 log = logging.getLogger("fundus_cam_zoo.app")
 PHOTO_GONE = "The photo of this session is no longer on the server: upload it again."
+PAGE_KEPT = "Nothing on the page was changed."
 EXPORT_FIRST = "Upload a photo or click an example first."
 PANELS = panel_methods("main") + panel_methods("optional")
 CONTROL_NAMES = tuple(c.name for c in CONTROLS)
@@ -80,23 +81,27 @@ def reports_errors(on_error):
     return wrap
 
 
-def named_event(event, names, adapt, **keywords):
+def named_event(event, names, adapt, optional=(), **keywords):
     """``event`` as a function of these parameter names (a front end's API docs read them), its results passed
-    through ``adapt``; ``keywords``: trailing parameters with these defaults (a progress tracker), passed to
-    ``event`` by name."""
+    through ``adapt``; ``optional``: the trailing names that default to None (an API client may leave them out);
+    ``keywords``: trailing parameters with these defaults (a progress tracker), passed to ``event`` by name."""
     def handler(*args):
         given = dict(zip(keywords, args[len(names):]))
         return adapt(event(*args[:len(names)], **given))
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    handler.__signature__ = inspect.Signature([inspect.Parameter(n, kind) for n in names]
-                                              + [inspect.Parameter(k, kind, default=v) for k, v in keywords.items()])
+    handler.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, kind, **({"default": None} if n in optional else {})) for n in names]
+        + [inspect.Parameter(k, kind, default=v) for k, v in keywords.items()])
     return handler
 
 
-def view_params(values) -> ViewParams:
-    """The controls' values, in ``CONTROLS`` order, as ViewParams (checked)."""
-    return ViewParams(**dict(zip(CONTROL_NAMES, values)))
+def view_params(values, config=None) -> ViewParams:
+    """The controls' values, in ``CONTROLS`` order, as ViewParams (checked). An empty value (None: an API call that
+    leaves θ, τ or t out) is the model's own default from its ``config``, as the page shows it: one source of
+    defaults for the page and the API."""
+    given = {name: value for name, value in zip(CONTROL_NAMES, values) if value is not None}
+    return ViewParams.from_config(config, **given)
 
 
 class Page:
@@ -186,9 +191,12 @@ class Page:
         return {**self.cleared_view(), "session": None, "main_result": "", "photo_view": None, "model_input": None,
                 "preprocessing": "", "timings": "", "chart": None, "prediction": None}
 
-    def explained(self, source: dict, model_key: str, target: str, params: ViewParams, rgb=None) -> dict:
-        """Everything about the session's photo: one network pass unless cached, then the view."""
+    def explained(self, source: dict, model_key: str, target: str, params, rgb=None) -> dict:
+        """Everything about the session's photo: one network pass unless cached, then the view. ``params``: a
+        ViewParams, or the controls' values (``view_params``: empty ones are the model's defaults)."""
         analysis = self.analysis(source, model_key, target, rgb)
+        if not isinstance(params, ViewParams):
+            params = view_params(params, analysis.config)
         view = render_view(analysis, params)
         notes = present.warnings_of(analysis)
         return {"notes": notes, "session": source,
@@ -236,19 +244,25 @@ class Page:
 
     @reports_errors(cleared_photo)
     def photo(self, path, model_key, target, *controls) -> dict:
-        """A new photo (upload or example): validate, preprocess, one network pass, draw everything."""
+        """A new photo (upload or example): validate, preprocess, one network pass, draw everything. An emptied
+        photo box (its ×, or an upload the browser refused) and a photo over the size limits leave the page as it
+        was: the last result stays, and for a photo too large the status line says why until the next action."""
         if not path:
-            return {**self.cleared_photo(), "status": ""}
-        rgb = photos.load_photo(path)
+            return SKIP
+        view_params(controls)  # a bad value is refused before the network pass
+        try:
+            rgb = photos.load_photo(path)
+        except photos.PhotoTooLarge as exc:
+            return {"status": present.status_error(f"{exc} {PAGE_KEPT}")}
         source = {"path": str(path), "name": Path(path).name, "digest": image_digest(rgb)}
-        return self.explained(source, model_key, target, view_params(controls), rgb)
+        return self.explained(source, model_key, target, controls, rgb)
 
     @reports_errors(cleared_view)
     def target(self, source, model_key, target, *controls) -> dict:
         """Another target for the session's photo: one network pass (unless cached)."""
         if not source:
             return SKIP
-        return self.explained(source, model_key, target, view_params(controls))
+        return self.explained(source, model_key, target, controls)
 
     def redraw(self, control: str | None = None):
         """The event of a control (None: every control): redraw from the cached maps (no network pass), sending
@@ -260,8 +274,8 @@ class Page:
         def event(page, source, model_key, target, *controls) -> dict:
             if not source:
                 return SKIP
-            params = view_params(controls)
             analysis = page.analysis(source, model_key, target)
+            params = view_params(controls, analysis.config)
             return page.view_values(render_view(analysis, params), params, unchanged,
                                     grid=present.map_grid_caption(analysis.config))
 
@@ -273,7 +287,7 @@ class Page:
         if not source:
             return {"downloads": None, "status": present.status_error(EXPORT_FIRST)}
         analysis = self.analysis(source, model_key, target)
-        params = view_params(controls)
+        params = view_params(controls, analysis.config)
         files = write_downloads(analysis, params, render_view(analysis, params), self.downloads.new(),
                                 image_name=source["name"])
         return {"downloads": [str(p) for p in files], "status": SKIP}

@@ -27,17 +27,25 @@ class PhotoRejected(ValueError):
     """An upload that cannot be used; the message is meant for the page."""
 
 
+class PhotoTooLarge(PhotoRejected):
+    """An upload over the size limits (20 MB, 50 megapixels)."""
+
+
 def load_photo(source: str | Path | bytes) -> np.ndarray:
     """The upload (a file path or its bytes) as ``(H, W, 3) uint8`` RGB, validated by ``fundus.load_image``
     (size limits, EXIF orientation, pixel modes).
 
     Raises:
-        PhotoRejected: not an image, truncated or corrupt, over 20 MB or 50 megapixels, too small.
+        PhotoTooLarge: (a PhotoRejected) over 20 MB or 50 megapixels.
+        PhotoRejected: not an image, truncated or corrupt, too small.
     """
     from fundus import ImageError, load_image
+    from fundus.imageio import ImageTooLarge
 
     try:
         return load_image(source if isinstance(source, bytes) else Path(source))
+    except ImageTooLarge as exc:
+        raise PhotoTooLarge(f"This file cannot be used: {exc}.") from None
     except ImageError as exc:
         raise PhotoRejected(f"This file cannot be used: {exc}.") from None
 

@@ -1,19 +1,24 @@
 """The page's views: ``explain.views`` draws them (the one pipeline, shared with ``python -m explain``); here the
-server's side of them, the download folders.
+server's side of them, the download folders and the picture files.
 """
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import tempfile
 import threading
 from collections import deque
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from explain.controls import COLORMAPS
 from explain.views import (View, ViewParams, before_after, crop_picture, draw_outlines_with_halo, render, render_view,
                            unavailable_picture)
 
-__all__ = ["COLORMAPS", "DownloadFolders", "View", "ViewParams", "before_after", "crop_picture",
+__all__ = ["COLORMAPS", "DownloadFolders", "PictureFiles", "View", "ViewParams", "before_after", "crop_picture",
            "draw_outlines_with_halo", "render", "render_view", "unavailable_picture"]
 
 
@@ -47,3 +52,43 @@ class DownloadFolders:
 
     def __len__(self) -> int:
         return len(self._folders)
+
+
+class PictureFiles:
+    """Each picture of a result as a file of its own, written once and never rewritten, for a web server to serve.
+
+    Handed a picture as an array, Gradio encodes it and writes it to a path named by its content, rewriting that
+    file in place whenever another request makes the same picture (the same example photo on two pages): a
+    transfer of the file in progress then finds it shorter than the size it announced ("Too little data for
+    declared Content-Length"). Handed a file, Gradio copies it into its cache once, under a temporary name renamed
+    into place, and serves that copy unchanged. So every picture becomes a new file here (JPEG, as Gradio would
+    encode it). Only the newest ``keep`` stay on disk (Gradio has copied them by then), all go at exit.
+    """
+
+    def __init__(self, keep: int = 512, root: str | Path | None = None, format: str = "jpeg") -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.keep, self.format = keep, format
+        # In the system's temp folder: Gradio serves output files from there (as the downloads).
+        self._temporary = None if root is not None else tempfile.TemporaryDirectory(prefix="fundus-cam-zoo-pictures-")
+        self.root = Path(root) if root is not None else Path(self._temporary.name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._files: deque[Path] = deque()
+        self._lock = threading.Lock()
+
+    def save(self, picture: np.ndarray, name: str = "picture") -> str:
+        """A new file holding the picture ((H, W, 3) or (H, W) uint8), complete before its path is returned."""
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8)).save(buffer, self.format)
+        fd, path = tempfile.mkstemp(dir=self.root, prefix=f"{name}-", suffix=f".{self.format}")
+        with os.fdopen(fd, "wb") as file:
+            file.write(buffer.getvalue())
+        with self._lock:
+            self._files.append(Path(path))
+            old = [self._files.popleft() for _ in range(len(self._files) - self.keep)]
+        for stale in old:
+            stale.unlink(missing_ok=True)
+        return path
+
+    def __len__(self) -> int:
+        return len(self._files)

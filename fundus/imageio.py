@@ -33,6 +33,10 @@ class ImageError(ValueError):
     """A photo that cannot be used; the message is meant for the end user."""
 
 
+class ImageTooLarge(ImageError):
+    """A photo over the size limits (bytes or pixels): the app keeps the page as it was and says why."""
+
+
 def load_image(
     src: ImageSource,
     *,
@@ -81,18 +85,18 @@ def _open(src: ImageSource, max_bytes: int, max_pixels: int) -> Image.Image:
             raise ImageError(f"no such image file: {path}")
         size = path.stat().st_size
         if size > max_bytes:
-            raise ImageError(f"the file is too large: {_mib(size)} (limit {_mib(max_bytes)})")
+            raise ImageTooLarge(f"the file is too large: {_mib(size)} (limit {_mib(max_bytes)})")
         data = path.read_bytes()
     elif isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         if len(data) > max_bytes:
-            raise ImageError(f"the file is too large: {_mib(len(data))} (limit {_mib(max_bytes)})")
+            raise ImageTooLarge(f"the file is too large: {_mib(len(data))} (limit {_mib(max_bytes)})")
     elif hasattr(src, "read"):
         data = src.read(max_bytes + 1)  # one byte more tells "too large" without reading it all
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"file-like src must be opened in binary mode, read() gave {type(data).__name__}")
         if len(data) > max_bytes:
-            raise ImageError(f"the file is too large: over {_mib(max_bytes)}")
+            raise ImageTooLarge(f"the file is too large: over {_mib(max_bytes)}")
     else:
         raise TypeError(
             "src must be a path, bytes, a binary file-like object, a PIL image or a numpy array, "
@@ -107,7 +111,7 @@ def _open(src: ImageSource, max_bytes: int, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError("the file is not a readable image (expected JPEG, PNG, TIFF, BMP or WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(_bomb_message(exc, max_pixels)) from None
+        raise ImageTooLarge(_bomb_message(exc, max_pixels)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"the image file is corrupt: {exc}") from None
 
@@ -136,7 +140,7 @@ def _bomb_message(exc: Exception, max_pixels: int) -> str:
 def _check_dimensions(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise ImageError(_too_large(width * height, max_pixels, (width, height)))
+        raise ImageTooLarge(_too_large(width * height, max_pixels, (width, height)))
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"the image is too small: {width}×{height} px (at least {MIN_SIDE} px on each side)")
 
@@ -148,7 +152,7 @@ def _decode(img: Image.Image, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(_bomb_message(exc, max_pixels)) from None
+        raise ImageTooLarge(_bomb_message(exc, max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(f"the image file is {reason} and cannot be decoded ({exc})") from None

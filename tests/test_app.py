@@ -457,6 +457,76 @@ def test_the_api_docs_say_what_the_endpoints_take_and_give(served, client, tmp_p
     assert names["model-menu"] == names["target"] == "dropdown"
 
 
+def test_the_api_and_the_page_take_their_defaults_from_the_model(served, client, tmp_path):
+    """θ, τ and t left out of an API call are the model's own defaults (its config), the values the page sets when
+    the model is selected, not the controls' fixed numbers (θ 128, τ 0.6, t 1.0)."""
+    from explain.controls import BY_NAME
+
+    folder = make_grader_at(tmp_path, "tiny-tuned", 1.5)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(theta=48, tau=0.65, t=0.5)  # each unlike the controls' own defaults
+    (folder / "config.json").write_text(json.dumps(config))
+    assert all(config[name] != BY_NAME[name].default for name in ("theta", "tau", "t"))
+    config = type("Config", (), config)
+    key = "someone/tiny-tuned"
+    put_in_hub_cache(folder, key)  # a hub model (the hub itself is offline): any model's config, not the app's own
+    page_values = client.predict(key, api_name="/load_hub_model")  # what the page shows for it
+    assert page_values[STATUS] == ""
+    assert (page_values[THETA], page_values[TAU], page_values[GATE]) == (config.theta, config.tau, config.t)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for endpoint in ("/analyse", "/explain_target", "/view", "/downloads"):
+        params = {p["parameter_name"]: p for p in api[endpoint]["parameters"]}
+        for name in ("theta", "tau", "t"):
+            assert params[name]["parameter_has_default"] and params[name]["parameter_default"] is None, endpoint
+            assert "model's own default" in params[name]["python_type"]["description"]
+    from gradio_client import handle_file
+
+    out = client.predict(handle_file(str(synthetic_photo(tmp_path, seed=41))), key, "predicted", api_name="/analyse")
+    assert out[STATUS] == "" and all(panels_of(out))
+    files, _ = client.predict(key, "predicted", api_name="/downloads")
+    record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
+    used = record["parameters"]
+    assert (used["theta"], used["tau"], used["t"]) == (config.theta, config.tau, config.t)
+    # Given values still win.
+    files, _ = client.predict(key, "predicted", 40, 0.3, 2.0, api_name="/downloads")
+    used = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())["parameters"]
+    assert (used["theta"], used["tau"], used["t"]) == (40, 0.3, 2.0)
+
+
+def test_served_pictures_are_never_rewritten_while_sent(served, tmp_path, monkeypatch):
+    """Six clients analysing the same photo make the same pictures. Handed arrays, Gradio wrote each picture to a path
+    named by its content, in place, again for every request that made it: a transfer of that file in progress found
+    it shorter than announced ("h11 LocalProtocolError: Too little data for declared Content-Length", 1 of 144
+    requests). The page hands Gradio a new file per picture, which Gradio copies into its cache once, atomically."""
+    import gradio.processing_utils as processing
+
+    rewrites = []
+    writer = processing.save_pil_to_cache
+    monkeypatch.setattr(processing, "save_pil_to_cache",
+                        lambda *args, **kwargs: rewrites.append(args) or writer(*args, **kwargs))
+    demo, url, _ = served
+    key = model_key(demo, "lesions")
+    photo = synthetic_photo(tmp_path, seed=42)
+    clients = [new_client(url, tmp_path / f"c{i}") for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(lambda c: analyse(c, photo, key, "all predicted"), clients))
+    assert all(out[STATUS] == "" and all(panels_of(out)) for out in outs)
+    assert rewrites == []  # no picture went through Gradio's write-in-place path
+    for index in [PHOTO, MODEL_INPUT, *range(PANELS.start, PANELS.stop), CROP]:
+        assert len({Path(out[index]).read_bytes() for out in outs}) == 1  # the same pictures, each complete
+
+
+def test_picture_files_are_new_complete_files_and_bounded(tmp_path):
+    from appcore.views import PictureFiles
+
+    store = PictureFiles(keep=3, root=tmp_path)
+    picture = np.full((32, 48, 3), 200, np.uint8)
+    paths = [store.save(picture, "panel") for _ in range(5)]
+    assert len(set(paths)) == 5 and len(store) == 3  # a new file every time; only the newest stay
+    assert [Path(p).exists() for p in paths] == [False, False, True, True, True]
+    assert np.asarray(Image.open(paths[-1])).shape == (32, 48, 3)
+
+
 def test_server_address_follows_space_and_port(monkeypatch):
     from appcore.server import server_address
 
@@ -519,11 +589,51 @@ def test_bad_inputs_get_a_message(client, served, tmp_path, maker, message):
     assert str(tmp_path) not in out[STATUS] and "/tmp" not in out[STATUS]
 
 
-def test_over_20_megabytes_is_refused(client, served, tmp_path):
+def test_over_20_megabytes_is_refused_and_the_last_result_stays(client, served, tmp_path):
+    """A photo over the size limit leaves the page as it was (the last photo's result) with a lasting reason on the
+    status line, not a passing toast over an emptied page; an emptied photo box keeps the result too."""
+    key = model_key(served[0], "lesions")
+    good = analyse(client, synthetic_photo(tmp_path, seed=23), key, "all predicted")
+    assert all(panels_of(good)) and good[STATUS] == ""
     path = tmp_path / "huge.jpg"
     path.write_bytes(_jpeg_bytes() + b"\0" * (21 * 2**20))
-    with pytest.raises(Exception, match="(?i)size|large"):  # Gradio refuses the upload itself
-        analyse(client, path, model_key(served[0], "lesions"))
+    out = analyse(client, path, key, "all predicted")
+    assert out[STATUS] == ("❌ This file cannot be used: the file is too large: 21.0 MiB (limit 20.0 MiB). Nothing on "
+                           "the page was changed.")
+    kept = [value for index, value in enumerate(out) if index != len(out) - 1]
+    assert all(isinstance(v, dict) and v.get("__type__") == "update" and "value" not in v for v in kept)
+    # The session still has the earlier photo: a slider redraws it.
+    moved = view(client, key, "all predicted", theta=30)
+    assert all(panel_path(p) for p in moved[:4])
+    # Gradio's own limit (a passing toast in the browser) is far above ours: the server says why, and stays.
+    from appcore.gradio_widgets import LAUNCH_OPTIONS
+    from gradio.utils import _parse_file_size
+
+    assert _parse_file_size(LAUNCH_OPTIONS["max_file_size"]) > 21 * 2**20
+    # An emptied photo box (its ×, or an upload the browser refused) changes nothing either.
+    demo = served[0]
+    assert demo.fundus_app.photo(None, key, "all predicted", *DEFAULTS.values()) is SKIP_OUTPUT()
+
+
+def SKIP_OUTPUT():
+    from appcore.page import SKIP
+
+    return SKIP
+
+
+def test_a_photos_warning_is_on_the_status_line_not_a_toast_that_outlives_it(served, monkeypatch):
+    """The status line carries a photo's warnings and the next result replaces it; a toast would stay (20 s) over the
+    next photo's result."""
+    import gradio as gr
+
+    from appcore.gradio_events import PageEvents
+
+    toasts = []
+    monkeypatch.setattr(gr, "Warning", lambda *args, **kwargs: toasts.append(args))
+    monkeypatch.setattr(gr, "Info", lambda *args, **kwargs: toasts.append(args))
+    events = PageEvents(served[0].fundus_app, {"status": "status-widget"})
+    shown = events.shown({"notes": ["No fundus field of view was found"], "status": "⚠️ **No fundus field**"})
+    assert shown == {"status-widget": "⚠️ **No fundus field**"} and toasts == []
 
 
 def _jpeg_bytes() -> bytes:
