@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 _LIBC = None  # glibc, where the heaps could be bounded
 log = logging.getLogger(__name__)
@@ -58,6 +59,16 @@ def trim_heaps_every(seconds: float = 5.0) -> bool:
 
     threading.Thread(target=trim, name="heap-trim", daemon=True).start()
     return True
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (from /proc; 0.0 where that cannot be read)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def server_address() -> tuple[str, int]:
@@ -127,9 +138,12 @@ def warm_up_later(page, delay: float = 1.0, hub_fetched: bool = False) -> None:
 
     def preload() -> None:
         time.sleep(delay)
+        start = time.perf_counter()
         # Any failure is left for the page: it reports load errors when the model is used.
         with contextlib.suppress(Exception):
             page.warm_up()
+            log.info("warm-up: %s loaded and the start example analysed in %.1f s (%.1f s after the process "
+                     "started)", page.default.key, time.perf_counter() - start, process_seconds())
 
     threading.Thread(target=preload, daemon=True).start()
 
