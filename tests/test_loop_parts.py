@@ -72,9 +72,121 @@ def test_run_state_round_trips_as_the_checkpoint_json():
                      history=[{"epoch": 1, "val_loss": 0.25}], finished=False)
     saved = json.loads(json.dumps(state.to_dict()))
     assert list(saved) == ["epoch", "batch", "global_step", "stage", "best_val_loss", "best_epoch", "bad_epochs",
-                           "history", "finished"]  # the keys (and order) of state.json before RunState
+                           "history", "finished",  # the keys (and order) of state.json before RunState
+                           "best_score"]  # selection on a metric (issue 19)
     assert RunState.from_dict(saved) == state
-    assert RunState.from_dict(json.loads(json.dumps(RunState().to_dict()))).best_val_loss == math.inf
+    fresh = RunState.from_dict(json.loads(json.dumps(RunState().to_dict())))
+    assert fresh.best_val_loss == math.inf and fresh.best_score == -math.inf
+    del saved["best_score"]  # a state.json written before the field
+    assert RunState.from_dict(saved).best_score == -math.inf
+
+
+def scored(val_losses, scores, patience, total=99):
+    """``end_of_epoch`` over validation losses and selection scores (higher is better)."""
+    state, seen = RunState(), []
+    for loss, score in zip(val_losses, scores):
+        outcome = end_of_epoch(state, loss, False, patience, 99, total, score=score)
+        seen.append(outcome)
+        if outcome.stopped_early or state.finished:
+            break
+    return state, seen
+
+
+def test_selecting_on_a_score_picks_its_epoch_where_the_loss_disagrees():
+    # The loss falls throughout (its best: epoch 5), kappa peaks at epoch 2: the epoch, the patience and the
+    # early stop follow kappa; best_val_loss is the loss *of that epoch*.
+    state, seen = scored([1.0, 0.9, 0.8, 0.7, 0.6], [0.2, 0.6, 0.5, 0.4, 0.3], patience=3)
+    assert [o.improved for o in seen] == [True, True, False, False, False]
+    assert seen[-1].stopped_early and (state.best_epoch, state.best_score, state.best_val_loss) == (2, 0.6, 0.9)
+    # A tie in the score goes to the lower loss; a NaN score is never best.
+    state, seen = scored([1.0, 0.9, 0.8], [0.5, 0.5, float("nan")], patience=5, total=3)
+    assert [o.improved for o in seen] == [True, True, False] and state.best_epoch == 2 and state.bad_epochs == 1
+    # Without a score (None) the loss decides, as before.
+    state, _ = scored([1.0, 0.9, 0.8], [None] * 3, patience=5, total=3)
+    assert state.best_epoch == 3 and state.best_score == -math.inf
+
+
+class ScriptedScore:
+    """A 'kappa' whose validation values follow a script, one per call (one call per epoch)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.calls = 0
+
+    def metric(self) -> Metric:
+        def fn(outputs, targets):
+            self.calls += 1
+            return self.values[self.calls - 1]
+
+        return Metric("quadratic_kappa", fn)
+
+
+def disagreeing_fit(out, epochs, scores, resume=False, max_steps=None, select_on="metric"):
+    """Trained on one labelling, validated on the opposite: the validation loss only rises (best by loss: epoch
+    1), while the scripted validation kappa peaks later."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(24) % 2
+    x = (torch.where(y.bool(), 170.0, 80.0).view(-1, 1, 1, 1) + torch.randn(24, 3, 8, 8, generator=g) * 20)
+    x = x.clamp(0, 255).to(torch.uint8)
+    train, val = torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(x, 1 - y)
+    cfg = LoopConfig(out_dir=out, batch_size=8, progress=False, patience=3, resume=resume, max_steps=max_steps,
+                     select_on=select_on, select_metric=scores.metric() if select_on == "metric" else None)
+    res = fit(model, nn.CrossEntropyLoss(), train, val, cfg, [Stage("all", epochs, 0.05)], metric=accuracy_metric())
+    return model, res
+
+
+def test_fit_selects_the_kappa_epoch_keeps_its_weights_and_resumes_it(tmp_path):
+    from safetensors.torch import load_file
+
+    kappas = [0.1, 0.7, 0.3, 0.5, 0.2, 0.1, 0.1]
+    by_loss = disagreeing_fit(tmp_path / "loss", 6, ScriptedScore(kappas), select_on="loss")[1]
+    assert by_loss.best_epoch == 1 and by_loss.selected_on == "val_loss"  # the loss only rises
+    model, res = disagreeing_fit(tmp_path / "full", 6, ScriptedScore(kappas))
+    losses = [r["val_loss"] for r in res.history]
+    assert losses[1] > losses[0]  # loss and kappa disagree: kappa's epoch 2 is not the loss's best
+    assert [r["val_quadratic_kappa"] for r in res.history] == kappas[:5]  # logged next to val_accuracy
+    assert "val_accuracy" in res.history[0]
+    assert (res.best_epoch, res.selected_on, res.best_score) == (2, "val_quadratic_kappa", 0.7)
+    assert res.stopped_early and len(res.history) == 5  # patience 3 counted from kappa's best
+    assert res.best_val_loss == pytest.approx(losses[1])
+    best = load_file(str(tmp_path / "full" / "checkpoints" / "best.safetensors"))
+    for name, tensor in model.state_dict().items():  # the kappa epoch's weights restored
+        assert torch.equal(best[name], tensor)
+    v_loss = nn.functional.cross_entropy(torch.from_numpy(res.val_outputs), torch.from_numpy(res.val_targets))
+    assert v_loss.item() == pytest.approx(losses[1], rel=1e-4)
+
+    # Interrupted after epoch 3 (max_steps), resumed: the best stays kappa's epoch 2, and the run ends as the
+    # uninterrupted one did.
+    scores = ScriptedScore(kappas)
+    _, first = disagreeing_fit(tmp_path / "resumed", 6, scores, max_steps=9)
+    assert first.best_epoch == 2 and len(first.history) == 3
+    _, second = disagreeing_fit(tmp_path / "resumed", 6, scores, resume=True)
+    assert second.resumed_from["epoch"] == 3
+    assert (second.best_epoch, second.best_score, len(second.history)) == (2, 0.7, 5) and second.stopped_early
+    assert second.best_val_loss == pytest.approx(res.best_val_loss)
+
+
+def test_an_old_state_json_without_the_score_resumes_at_its_logged_best(tmp_path):
+    from train.checkpoint import Checkpointer
+
+    kappas = [0.1, 0.7, 0.3, 0.5, 0.2, 0.1]
+    scores = ScriptedScore(kappas)
+    disagreeing_fit(tmp_path, 6, scores, max_steps=9)
+    state_file = Checkpointer(tmp_path).latest() / "state.json"
+    saved = json.loads(state_file.read_text())
+    del saved["best_score"]  # as written before RunState.best_score
+    state_file.write_text(json.dumps(saved))
+    _, res = disagreeing_fit(tmp_path, 6, scores, resume=True)
+    # The best epoch's kappa comes back from its logged row (0.7), so epoch 4's 0.5 does not replace it.
+    assert (res.best_epoch, res.best_score) == (2, 0.7) and len(res.history) == 5
+
+
+def test_select_on_is_checked():
+    with pytest.raises(ValueError, match="select_on"):
+        LoopConfig(out_dir=".", select_on="kappa")
 
 
 # ------------------------------------------------------------------------------------ the epoch tally

@@ -110,6 +110,25 @@ def test_registry_and_cli_help(capsys):
     assert "data set folder not found" in capsys.readouterr().err
 
 
+def test_the_dr_graders_select_the_epoch_on_validation_kappa_and_the_others_on_loss():
+    import torch.nn as nn
+
+    class Configured(nn.Module):
+        config = type("C", (), {"mean": (0.5,) * 3, "std": (0.5,) * 3})()
+
+    flags = ["--data", ".", "--format", "imagefolder"]
+    for name, select, metric in (("aptos", "metric", "quadratic_kappa"), ("ellg", "metric", "quadratic_kappa"),
+                                 ("odir", "loss", None), ("dr-lesions", "loss", None)):
+        recipe = get_recipe(name)
+        args = recipe.parse_args(flags)
+        cfg = recipe.loop_config(args, Configured())
+        assert (args.select_on, cfg.select_on) == (select, select), name
+        assert (cfg.select_metric.name if cfg.select_metric else None) == metric, name
+    aptos = get_recipe("aptos")
+    assert aptos.metric(aptos.parse_args(flags)).name == "accuracy"  # the logged headline stays the paper's
+    assert aptos.loop_config(aptos.parse_args(flags + ["--select-on", "loss"]), Configured()).select_metric is None
+
+
 def test_preset_format_and_imagefolder_preset_load_the_same(data):
     recipe = get_recipe("aptos")
     a = recipe.parse_args(["--data", str(data["srahim"]), "--format", "srahim-dr600"])

@@ -3,7 +3,7 @@
 ``step-N-eE-bB/`` holds the weights (safetensors), the optimizer, scheduler and scaler state (``torch.save``,
 our own local file, read back with ``weights_only=True``) and ``state.json`` (``train.loop_state.RunState``);
 it is built under a temporary name, then renamed, and ``latest.json`` is replaced last. ``best.safetensors``
-holds the weights of the best validation loss. Rank 0 writes, every rank can read.
+holds the weights of the best epoch (validation loss, or ``LoopConfig.select_on``'s metric). Rank 0 writes, every rank can read.
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Features (see docs/ARCHITECTURE.md):
 - seeds and deterministic algorithms on CPU; AMP (bf16, or fp16 + GradScaler) and channels-last on CUDA;
 - stages (e.g. paper 001: frozen backbone at lr 0.01, then everything at 0.001), each with its own
   optimizer and ReduceLROnPlateau on the validation loss;
-- early stopping and a best checkpoint on the validation loss (the best weights are restored at the end);
+- early stopping and a best checkpoint on the validation loss, or with ``select_on="metric"`` on a validation
+  metric (higher is better: the DR graders' quadratic kappa); the best weights are restored at the end;
 - a checkpoint at the end of each epoch and optionally every N steps, written atomically
   (``train.checkpoint``); ``resume=True`` continues mid-epoch at the exact batch;
 - the same code under ``torchrun --nproc_per_node=N`` (a sharded sampler, gradients all-reduced by DDP,
@@ -83,7 +84,13 @@ class LoopConfig:
     optimizer: str = "adam"  # "adam", "adamw" or "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    patience: int = 10  # early stopping: epochs without a better validation loss
+    patience: int = 10  # early stopping: epochs without a better validation loss (or score)
+    # What picks the best epoch (its weights are kept and restored) and counts patience: "loss" (the lowest
+    # validation loss) or "metric" (the highest validation value of ``select_metric``, default fit's ``metric``;
+    # a tie goes to the lower loss). Without validation photos the training loss decides either way. The plateau
+    # scheduler follows the validation loss in both cases.
+    select_on: str = "loss"
+    select_metric: Metric | None = None
     plateau_patience: int = 3  # ReduceLROnPlateau
     plateau_factor: float = 0.1
     min_lr: float = 0.0
@@ -108,6 +115,8 @@ class LoopConfig:
             raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.select_on not in ("loss", "metric"):
+            raise ValueError(f"select_on must be 'loss' or 'metric', got {self.select_on!r}")
 
 
 @dataclass
@@ -115,7 +124,7 @@ class FitResult:
     """What ``fit`` returns: the history and the best model's validation outputs."""
 
     history: list[dict[str, Any]]
-    best_val_loss: float
+    best_val_loss: float  # the best epoch's validation loss
     best_epoch: int
     global_step: int
     steps_run: int  # optimizer steps taken by this call (less than global_step after a resume)
@@ -124,6 +133,8 @@ class FitResult:
     val_outputs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     val_targets: np.ndarray = field(default_factory=lambda: np.zeros((0,)))
     images_per_s: float = float("nan")
+    selected_on: str = "val_loss"  # the row's column that chose the best epoch (e.g. "val_quadratic_kappa")
+    best_score: float = float("nan")  # its value at the best epoch (selecting on a metric)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -266,6 +277,7 @@ class RunContext:
     stages: Sequence[Stage]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     metric: Metric | None
+    select: Metric | None  # the metric whose validation value picks the best epoch (None: the loss)
     val_set: Dataset | None
     prepare: Prepare
     amp_dtype: torch.dtype | None
@@ -287,11 +299,25 @@ class RunContext:
     def total_epochs(self) -> int:
         return self.stage_start[-1]
 
+    @property
+    def select_key(self) -> str:
+        """The log row's column that picks the best epoch."""
+        return "val_loss" if self.select is None else f"val_{self.select.name}"
+
     @classmethod
     def start(cls, model: nn.Module, loss_fn: Callable, train_set: Dataset, val_set: Dataset | None,
               cfg: LoopConfig, stages: Sequence[Stage], augment: Callable, metric: Metric | None,
               train_indices: Sequence[int] | None) -> "RunContext":
-        """Join the DDP group, seed, move the model (and loss) to the device, choose the precision, batch the data."""
+        """Join the DDP group, seed, move the model (and loss) to the device, choose the precision, batch the data.
+
+        Raises:
+            ValueError: ``select_on="metric"`` without a metric to select on.
+        """
+        select = None
+        if cfg.select_on == "metric":
+            select = cfg.select_metric or metric
+            if select is None:
+                raise ValueError("select_on='metric' needs a metric (LoopConfig.select_metric or fit's metric)")
         info = ddp.init_distributed(cfg.device)
         device = info.device
         cuda = device.type == "cuda"
@@ -314,7 +340,7 @@ class RunContext:
                             persistent_workers=cfg.workers > 0)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16) if cuda else None
         prepare = Prepare(device, cfg.mean, cfg.std, augment, channels_last)
-        return cls(cfg, info, stages, loss_fn, metric, val_set, prepare, amp_dtype, scaler, sampler, loader,
+        return cls(cfg, info, stages, loss_fn, metric, select, val_set, prepare, amp_dtype, scaler, sampler, loader,
                    Checkpointer(cfg.out_dir), np.cumsum([0] + [s.epochs for s in stages]).tolist())
 
 
@@ -373,6 +399,12 @@ def resume(run: RunContext, model: nn.Module) -> tuple[RunState, dict[str, Any] 
         return RunState(), None, None
     saved, training_state = Checkpointer.load(latest, model, run.device)
     state = RunState.from_dict(saved)
+    if run.select is not None and state.best_score == -math.inf and state.best_epoch > 0:
+        # A state.json from before RunState.best_score, or from a run that selected on the loss: the best epoch so
+        # far (whose weights best.safetensors holds) keeps its place, scored by the value its row logged.
+        row = next((r for r in state.history if r.get("epoch") == state.best_epoch), {})
+        logged = row.get(run.select_key)
+        state.best_score = float(logged) if logged is not None else -math.inf
     # "Finished" depends on this call's budget: a resumed run may be given more epochs or steps.
     state.finished = state.epoch >= run.total_epochs or (
         run.cfg.max_steps is not None and state.global_step >= run.cfg.max_steps)
@@ -460,7 +492,8 @@ def train_one_epoch(run: RunContext, tools: StageTools, state: RunState, callbac
 
 
 def validate(run: RunContext, net: nn.Module) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` over the whole validation set (gathered from every rank); {} without one."""
+    """``val_loss``, ``val_<metric>`` and the selection metric's ``val_<name>`` over the whole validation set
+    (gathered from every rank); {} without one."""
     if run.val_set is None or len(run.val_set) == 0:
         return {}
     v_out, v_tgt = evaluate_outputs(net, run.val_set, run.cfg, run.info, run.prepare, run.amp_dtype)
@@ -468,6 +501,8 @@ def validate(run: RunContext, net: nn.Module) -> dict[str, float]:
     row = {"val_loss": float(loss)}
     if run.metric is not None:
         row[f"val_{run.metric.name}"] = run.metric(v_out, v_tgt)
+    if run.select is not None and run.select_key not in row:
+        row[run.select_key] = run.select(v_out, v_tgt)
     return row
 
 
@@ -500,8 +535,9 @@ def finish_epoch(run: RunContext, tools: StageTools, state: RunState, row: dict[
     state.history.append(row)
     partial = bool(row.get("partial_epoch"))
     val_loss = row.get("val_loss", row["train_loss"])
+    score = row.get(run.select_key) if run.select is not None else None  # None: by the loss (also without validation)
     outcome = end_of_epoch(state, val_loss, partial, run.cfg.patience, run.stage_start[state.stage + 1],
-                           run.total_epochs)
+                           run.total_epochs, score=None if score is None else float(score))
     if outcome.improved and run.info.is_main:
         run.ckpt.save_best(tools.net)
     if not partial:
@@ -593,8 +629,8 @@ def _fit(model, loss_fn, train_set, val_set, cfg, stages, augment, metric, train
 
 def _best_result(run: RunContext, model: nn.Module, state: RunState, totals: CallTotals,
                  resumed_from: dict[str, int] | None) -> FitResult:
-    """The best weights by validation loss back in ``model`` (paper 000: "saving the best model"), every
-    parameter trainable again, and their validation outputs."""
+    """The best weights (by validation loss, or ``select_on``'s metric) back in ``model`` (paper 000: "saving the
+    best model"), every parameter trainable again, and their validation outputs."""
     ddp.barrier(run.info)
     run.ckpt.load_best(model, run.device)
     for p in unwrap(model).parameters():
@@ -606,7 +642,10 @@ def _best_result(run: RunContext, model: nn.Module, state: RunState, totals: Cal
     return FitResult(history=state.history, best_val_loss=float(state.best_val_loss), best_epoch=int(state.best_epoch),
                      global_step=int(state.global_step), steps_run=totals.steps_run, resumed_from=resumed_from,
                      stopped_early=totals.stopped_early, val_outputs=v_out, val_targets=v_tgt,
-                     images_per_s=totals.images * world / totals.seconds if totals.seconds else float("nan"))
+                     images_per_s=totals.images * world / totals.seconds if totals.seconds else float("nan"),
+                     selected_on=run.select_key if run.select is not None and run.val_set is not None
+                     and len(run.val_set) else "val_loss",
+                     best_score=float(state.best_score) if math.isfinite(state.best_score) else float("nan"))
 
 
 @torch.no_grad()

@@ -2,7 +2,9 @@
 decisions, and one epoch's tally of losses and outputs.
 
 ``end_of_epoch`` is the loop's only branching on validation values (best epoch, patience, early stop, the
-run's end) as a function of the state: a scripted sequence of validation losses is enough to test it.
+run's end) as a function of the state: a scripted sequence of validation losses (and scores) is enough to test it.
+The best epoch is the lowest validation loss, or with a selection score (``LoopConfig.select_on = "metric"``:
+e.g. the DR graders' validation quadratic kappa) the highest score, ties going to the lower loss.
 ``EpochTally`` keeps an epoch's outputs for its figures and gives running ones on the way at the cost of
 what the new batches add: outputs move to a host buffer once, never re-concatenated.
 """
@@ -26,11 +28,14 @@ class RunState:
     batch: int = 0  # batches done of that epoch (a resumed run starts at the next one)
     global_step: int = 0  # optimizer steps in all
     stage: int = 0  # index of the stage being trained
-    best_val_loss: float = math.inf
-    best_epoch: int = -1  # 1-based epoch of the best validation loss (-1: none yet)
+    best_val_loss: float = math.inf  # the best epoch's validation loss (selecting on the loss: the lowest)
+    best_epoch: int = -1  # 1-based best epoch (-1: none yet)
     bad_epochs: int = 0  # whole epochs since the best one: early stopping's patience counter
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch (metrics.csv)
     finished: bool = False
+    # The best epoch's selection score where the run selects on a metric (higher is better); -inf: none yet, or
+    # the run selects on the loss. A state.json from before this field resumes with -inf (train.loop.resume).
+    best_score: float = -math.inf
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready values (the history shared, not copied)."""
@@ -46,12 +51,12 @@ class RunState:
 class EpochOutcome:
     """What the loop does after an epoch, besides logging it."""
 
-    improved: bool  # a new best validation loss: save the best weights
+    improved: bool  # a new best epoch (validation loss, or score): save the best weights
     stopped_early: bool  # patience ran out: on to the next stage, if any
 
 
 def end_of_epoch(state: RunState, val_loss: float, partial: bool, patience: int, stage_end: int,
-                 total_epochs: int) -> EpochOutcome:
+                 total_epochs: int, score: float | None = None) -> EpochOutcome:
     """Update ``state`` after the epoch ``state.epoch``: best epoch, patience counter, next epoch, finished.
 
     Args:
@@ -61,10 +66,17 @@ def end_of_epoch(state: RunState, val_loss: float, partial: bool, patience: int,
         patience: whole epochs without a better loss that end the stage.
         stage_end: the first epoch of the next stage (where an early stop continues).
         total_epochs: the run's length; reaching it finishes the run.
+        score: the epoch's validation score to select on (higher is better; a tie goes to the lower loss, NaN is
+            never best); None: select on ``val_loss`` (lower is better).
     """
-    improved = val_loss < state.best_val_loss
+    if score is None:
+        improved = val_loss < state.best_val_loss
+    else:
+        improved = score > state.best_score or (score == state.best_score and val_loss < state.best_val_loss)
     if improved:
         state.best_val_loss, state.best_epoch = val_loss, state.epoch + 1
+        if score is not None:
+            state.best_score = score
         if not partial:
             state.bad_epochs = 0
     elif not partial:

@@ -111,7 +111,8 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
         "validation": card_metrics(metrics, result.best_val_loss),
         "validation_split": f"{metrics['n_images']} photos of held-out patients ({args.val_fraction:.0%} of "
                             f"patients, seed {args.seed}); {len(data.train)} training photos; "
-                            f"{len(data.unreadable)} unreadable; best epoch {result.best_epoch}",
+                            f"{len(data.unreadable)} unreadable; best epoch {result.best_epoch} "
+                            f"(by {getattr(result, 'selected_on', 'val_loss')})",
     }
     sources = [x.source for x in data.val_samples]
     if len(set(sources)) > 1 and len(sources) == len(result.val_outputs):

@@ -20,6 +20,7 @@ Hooks used by ``fit`` (override what differs from the defaults):
     loss(args, train_targets) -> nn.Module  class-weighted BCE/CE by default
     augment(args) -> batched op             none by default (train.augment)
     metric(args) -> Metric                  the task's (train.metrics.default_metric) by default
+    selection_metric(args) -> Metric        what --select-on metric selects on: metric(args) by default
     train_indices(args, train_set) -> list  all by default (undersampling hook)
     loop_config(args) -> LoopConfig         from the common flags and the class defaults
 
@@ -41,7 +42,7 @@ Writing a recipe (the others, e.g. paper 000's ensemble, override ``train`` and 
 Common flags of every recipe: --data/--format (repeatable pairs), --preset, --split, --arch, --out,
 --push-to-hub, --hub-endpoint, --epochs, --batch-size, --lr, --optimizer, --weight-decay, --input-size,
 --seed, --resume, --max-steps, --checkpoint-every, --workers, --loader-workers, --device,
---val-fraction, --patience, --limit, --cache-dir, --no-pretrained, --name, --quiet.
+--val-fraction, --patience, --select-on, --limit, --cache-dir, --no-pretrained, --name, --quiet.
 ``python -m train RECIPE --help`` prints them with the paper's defaults.
 """
 from __future__ import annotations
@@ -206,6 +207,9 @@ class Recipe:
                        help="share of each data set's patients held out for the test (never trained on nor "
                             "used for choices; `python -m train ship` measures the shipped model on it)")
         p.add_argument("--patience", type=int, default=d("patience", 10), help="early stopping patience (epochs)")
+        p.add_argument("--select-on", choices=("metric", "loss"), default=d("select_on", "loss"),
+                       help="what picks the best epoch (the weights kept) and counts the patience: the validation "
+                            f"loss, or the validation {self.selection_metric_name()} (higher is better)")
         p.add_argument("--limit", type=int, default=None, help="use only the first N photos (quick runs)")
         p.add_argument("--cache-dir", type=Path, default=None,
                        help="preprocessed-image cache (default: $FCZ_CACHE_DIR or ~/.cache/fundus-cam-zoo)")
@@ -375,6 +379,17 @@ class Recipe:
         """Hook: the headline metric in the progress bar and the log."""
         return default_metric(self.task)
 
+    def selection_metric(self, args: argparse.Namespace | None = None) -> Metric:
+        """Hook: the metric ``--select-on metric`` picks the best epoch by (default: the headline ``metric``)."""
+        return self.metric(args)
+
+    def selection_metric_name(self) -> str:
+        """The selection metric's name for --help (a recipe whose ``metric`` needs its flags: "metric")."""
+        try:
+            return self.selection_metric(None).name
+        except Exception:  # noqa: BLE001 - a hook that reads the flags: only --help's wording depends on it
+            return "metric"
+
     def train_indices(self, args: argparse.Namespace, train_set: CachedImages) -> list[int] | None:
         """Hook: which training items to draw from (default: all)."""
         return None
@@ -388,7 +403,10 @@ class Recipe:
                           weight_decay=args.weight_decay, patience=args.patience,
                           momentum=self.default("momentum", 0.9), mean=c.mean, std=c.std,
                           progress=not args.quiet, cpu_bf16=getattr(args, "cpu_bf16", False),
-                          cpu_channels_last=getattr(args, "channels_last", False))
+                          cpu_channels_last=getattr(args, "channels_last", False),
+                          select_on=getattr(args, "select_on", "loss"),
+                          select_metric=self.selection_metric(args) if getattr(args, "select_on", "loss") == "metric"
+                          else None)
 
     def training_augment(self, args: argparse.Namespace) -> aug.BatchOp:
         """The recipe's augmentation, followed by ``AspectScale`` with --aspect-augment and ``CameraShift`` with

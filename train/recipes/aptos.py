@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from train import augment as aug
 from train.loop import FitResult
+from train.metrics import Metric, kappa_metric
 from train.recipes import PreparedData, Recipe, register
 from fundus.datasets.labels import DR_GRADES, sample_target
 from fundus.tasks import MULTICLASS
@@ -34,7 +35,9 @@ class AptosRecipe(Recipe):
              "efficientnet_lite1": 240, "efficientnet_lite2": 260}
     head = "gap_dropout_dense"  # zoo sets dropout 0.5 for it
     preprocessing = {"fov_crop": True, "clahe": True}
-    defaults = dict(arch="inception_v3", epochs=15, batch_size=16, lr=1e-4, optimizer="adam", patience=5)
+    # The best epoch by validation quadratic kappa (issue 19: the graders are judged by it), not by loss.
+    defaults = dict(arch="inception_v3", epochs=15, batch_size=16, lr=1e-4, optimizer="adam", patience=5,
+                    select_on="metric")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-flips", dest="flips", action="store_false",
@@ -49,6 +52,10 @@ class AptosRecipe(Recipe):
 
     def augment(self, args: argparse.Namespace) -> aug.BatchOp:
         return aug.Compose([aug.RandomFlip(horizontal=True, vertical=True)]) if args.flips else aug.identity
+
+    def selection_metric(self, args: argparse.Namespace | None = None) -> Metric:
+        """Quadratic kappa of the argmax grade (the logged headline stays the paper's accuracy)."""
+        return kappa_metric(self.task)
 
     def finalize(self, args: argparse.Namespace, model: nn.Module, result: FitResult, data: PreparedData) -> None:
         """The decision (argmax or the expected grade at fitted cut-offs) chosen on validation photos."""

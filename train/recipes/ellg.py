@@ -121,7 +121,9 @@ class EllgRecipe(Recipe):
     archs = {"dr_detection_net": 512, **LITE_INPUT}
     head = "gap_linear"  # EfficientNet-Lite only: GAP + one linear output (the severity value)
     preprocessing = {"fov_crop": True, "clahe": False}
-    defaults = dict(arch="dr_detection_net", epochs=30, batch_size=64, lr=8e-5, optimizer="adam", patience=10)
+    # The best epoch of each phase by validation quadratic kappa (at the fixed cut-offs; issue 19), not by loss.
+    defaults = dict(arch="dr_detection_net", epochs=30, batch_size=64, lr=8e-5, optimizer="adam", patience=10,
+                    select_on="metric")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("paper 004 (ELLG)")
