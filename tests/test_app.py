@@ -33,6 +33,8 @@ STATUS = -1
 MENU, TARGETS, CARD, THETA, TAU, GATE = range(6)
 AFTER_MODEL = 6
 HUB_REPO = "someone/tiny-hub-grading"
+# Every test talks to a real Gradio server (started once for the module, ~4 s of CPU); each costs 0.5-6 s of CPU.
+pytestmark = pytest.mark.slow
 LEAN_THRESHOLDS = [0.001, 0.5, 0.5, 0.5, 0.5]  # BP/MA's threshold as low as the shipped lesion model's
 
 

@@ -180,6 +180,7 @@ def test_near_duplicate_groups_link_transitively():
     assert group_by_distance(np.stack([base, nearer]), max_distance=10).tolist() == [0, 1]
 
 
+@pytest.mark.slow
 def test_aptos2019_near_duplicates_on_the_real_photos():
     root = shared_dataset("aptos2019")
     ds = load_dataset("aptos", root)

@@ -69,6 +69,7 @@ def explained_by_cli(model: Path, photo: Path, out: Path) -> dict:
     return json.loads((out / f"{photo.stem}_prediction.json").read_text())
 
 
+@pytest.mark.slow
 def test_all_predicted_never_explains_a_no_disease_label(tmp_path, capsys):
     """`--target all-predicted` explains the model's decided disease labels (the app's exclusive decision,
     FundusNet.decide), never healthy / normal / No DR / N, even where they reach their thresholds."""
@@ -133,6 +134,7 @@ def test_a_second_photo_does_not_overwrite_the_first(model_dir, tmp_path, capsys
     assert not np.array_equal(np.load(out / "right_gradcam.npy"), kept)
 
 
+@pytest.mark.slow
 def test_a_folder_with_files_is_refused_unless_overwrite(model_dir, tmp_path, capsys):
     """A second run into the same --out is refused (exit status 2, nothing written); with --overwrite the photo's
     earlier outputs go first, so a stale file of the first run (its θ crop) does not stay among the new ones."""
@@ -189,6 +191,7 @@ def test_photos_that_are_not_fundus_photos_get_no_prediction(model_dir, tmp_path
     assert "photo: " + str(eye) in captured.out
 
 
+@pytest.mark.slow
 def test_the_real_process_refuses_a_non_fundus_photo(model_dir, tmp_path):
     import subprocess
     import sys
@@ -279,6 +282,7 @@ def test_evaluate_json_and_report(model_dir, tmp_path, capsys, fmt):
     assert main(["evaluate", str(model_dir), "--data", str(data), "--format", fmt, "--lesions", "XX"]) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_writes_html_only_where_asked(model_dir, tmp_path, capsys, monkeypatch):
     data = make_yolo(tmp_path / "boxes")
     work = tmp_path / "work"
@@ -352,6 +356,7 @@ def test_tau_patches_on_the_optic_disc():
     assert optic_disc_patches(off, disc, tau=0.5, fov_mask=fov) is None  # the disc is outside the field
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("place, share", [(DISC, 1.0), (MIRRORED, 0.0)])
 def test_evaluate_reports_the_share_of_tau_patches_on_the_optic_disc(model_dir, tmp_path, capsys, monkeypatch,
                                                                       place, share):
@@ -408,6 +413,7 @@ def evaluated_photos(monkeypatch, argv) -> list[str]:
     return read
 
 
+@pytest.mark.slow
 def test_evaluate_split_test_scores_the_photos_zoo_evaluate_scores(tmp_path, capsys, monkeypatch):
     import zoo.evaluation.cli
 
@@ -435,6 +441,7 @@ def test_evaluate_split_test_scores_the_photos_zoo_evaluate_scores(tmp_path, cap
     assert len(other) > len(tested)  # zoo evaluate's --seed and --test-fraction
 
 
+@pytest.mark.slow
 def test_evaluate_split_of_a_model_whose_labels_do_not_apply(model_dir, tmp_path, capsys, monkeypatch):
     """A DR grader on lesion boxes: zoo evaluate has no target to score; the split uses the data set's labels."""
     data = make_yolo(tmp_path / "boxes", count=10)

@@ -188,6 +188,7 @@ def test_the_engine_imports_no_ui_library():
     assert bad == []
 
 
+@pytest.mark.slow
 def test_the_checks_catch_an_upward_import_anywhere():
     files = module_files()
     hub = files["zoo.hub"].read_text()

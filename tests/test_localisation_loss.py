@@ -262,6 +262,7 @@ def run_fit(tmp_path: Path, name: str, weight: float | None):
     return model, result
 
 
+@pytest.mark.slow
 def test_weight_zero_is_the_plain_classification_loss(tmp_path):
     plain, a = run_fit(tmp_path, "plain", None)
     zero, b = run_fit(tmp_path, "zero", 0.0)

@@ -53,6 +53,7 @@ def test_distance_is_the_rms_z_score_and_the_threshold_a_validation_quantile(mod
         fit_reference(model, train, val[:, :4])
 
 
+@pytest.mark.slow
 def test_the_reference_travels_with_the_weights_and_predict_flags_unlike_photos(model, tmp_path):
     import zoo
     from zoo.ood import fit_reference

@@ -181,6 +181,7 @@ def test_rfmid_ensemble_end_to_end(tmp_path, monkeypatch):
     assert _find(validation, "n_images") == 3  # 25 % of 12 single-photo patients held out
 
 
+@pytest.mark.slow
 def test_bagging_never_trains_on_crops_of_a_fold_s_validation_photos(tmp_path, monkeypatch):
     """The networks' training is replaced by a recorder: the data each fold model would see is checked."""
     from train.loop import FitResult
@@ -255,6 +256,7 @@ def test_one_fold_means_no_bagging_each_structure_on_the_whole_training_part(tmp
     assert "without bagging" in json.loads((out / "config.json").read_text())["description"]
 
 
+@pytest.mark.slow
 def test_ablation_has_a_bagged_row_only_for_a_structure_of_several_networks(monkeypatch):
     """--folds 1: each structure is one network, whose "fold 0 alone" row says it all (no "bagged (1 folds)")."""
     from types import SimpleNamespace

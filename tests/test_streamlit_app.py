@@ -14,6 +14,8 @@ from PIL import Image
 from test_app import SIZE, make_tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
+# Every test runs the Streamlit script in an AppTest session: 1-3 s of CPU each.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()

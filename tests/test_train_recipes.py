@@ -273,6 +273,7 @@ def test_dr_lesions_missing_box_unknown_masks_unboxed_classes(data):
     assert np.isnan(got[1]) and got[[2, 4]].tolist() == [1, 0]
 
 
+@pytest.mark.slow
 def test_odir_with_dcgan_metadata_and_undersampling(data, tmp_path):
     out = run_recipe(["odir", "--data", str(data["odir"]), "--format", "odir", "--epochs", "1", "--max-steps", "2",
                       "--dcgan", "--dcgan-epochs", "2", "--dcgan-per-class", "3", "--dcgan-min-images", "4",

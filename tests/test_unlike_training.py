@@ -35,6 +35,7 @@ def zoo_distance(model_folder, photo) -> dict:
     return zoo.predict(zoo.load(str(model_folder)), str(photo))[0]["unlike_training"]
 
 
+@pytest.mark.slow
 def test_the_analysis_reuses_its_one_pass_and_matches_zoo_predict(models, photos):
     import zoo
     from explain.pipeline import analyse, load
@@ -64,6 +65,7 @@ def test_the_analysis_reuses_its_one_pass_and_matches_zoo_predict(models, photos
     assert CAUTION not in html.unescape(main_result(plain)) and "Unlike-training" not in preprocessing_markdown(plain)
 
 
+@pytest.mark.slow
 def test_the_gradio_app_shows_the_caution_and_the_distance(models, photos, tmp_path_factory, monkeypatch):
     from test_app import MAIN, PREDICTION, PREPROCESSING, analyse, model_key, new_client
     from zoo.ood import CAUTION
@@ -90,6 +92,7 @@ def test_the_gradio_app_shows_the_caution_and_the_distance(models, photos, tmp_p
         demo.close()
 
 
+@pytest.mark.slow
 def test_streamlit_shows_the_caution_and_the_distance(models, photos, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -16,8 +16,9 @@ from zoo.architectures.simple_cnn import _flat_size
 CASES = [
     ("vgg16", "000", 64, {}),
     ("vgg19", "000", 64, {}),
-    ("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 1}}),  # G1 VGG19 + G2 ResNet50 (GAP + linear)
-    ("resnet50_fcn", "001", 64, {}),
+    # G1 VGG19 + G2 ResNet50 (GAP + linear)
+    pytest.param("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 1}}, marks=pytest.mark.slow),
+    pytest.param("resnet50_fcn", "001", 64, {}, marks=pytest.mark.slow),
     ("simple_cnn", "002", 96, {}),
     ("vgg13_bn", "002", 64, {"arch_kwargs": {"fc_width": 64}}),  # the FC width (4096) is the only change
     ("inception_v3", "002", 75, {}),
@@ -159,6 +160,7 @@ def test_paper_004_blocks_are_27_13_6_at_512():
     assert isinstance(model, DRDetectionNet) and model.config.cam is None
 
 
+@pytest.mark.slow
 def test_fusion_ensemble_fuses_probabilities_with_lambda_sigma():
     torch.manual_seed(0)
     default = _make("fusion_ensemble", "000", 64, {"arch_kwargs": {"folds": 1}})

@@ -105,6 +105,7 @@ def test_cli_info_and_predict_json(lesion_model, photo, monkeypatch, capsys):
     assert "predicted" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_errors_exit_2_without_traceback(photo, lesion_model, monkeypatch, capsys):
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(lesion_model.parent))
     assert main(["predict", "no-such-model", str(photo)]) == 2
@@ -139,6 +140,7 @@ def write_image(path: Path, rgb) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_predict_skips_unreadable_and_non_fundus_photos_and_exits_3(lesion_model, photo, tmp_path, monkeypatch,
                                                                       capsys):
     data = pytest.importorskip("skimage.data")
@@ -188,6 +190,7 @@ def test_predict_accepts_a_folder(lesion_model, tmp_path, monkeypatch, capsys):
     assert "no photos" in captured.err and str(extra) in captured.out
 
 
+@pytest.mark.slow
 def test_predict_process_refuses_a_non_fundus_photo(lesion_model, tmp_path):
     wall = write_image(tmp_path / "wall.png", np.full((96, 96, 3), 128, np.uint8))
     env = {**os.environ, "FUNDUS_ZOO_ASSETS": str(lesion_model.parent), "HF_HUB_OFFLINE": "1"}
