@@ -1,7 +1,7 @@
 """One network pass per (image, model, target), cached: everything a slider changes is computed from it.
 
 ``Analyser.analyse`` loads nothing itself: it takes an RGB array (from ``fundus.load_image``), checks
-that it is a fundus photograph (``fundus.check_fundus``: a photo that is not gets ``NotFundusError``, a
+that it is a fundus photograph (``zoo.fundus_check``: a photo that is not gets ``NotFundusError``, a
 ValueError the front ends show, and no classification), preprocesses it for the model, runs the
 explanation engine once, and keeps the result in a bounded LRU keyed by the image's hash, the model
 and the target. Moving a slider reads the cached result.
@@ -26,8 +26,9 @@ from appcore.gpu import model_device, network_pass
 from explain.methods import panel_methods
 from explain.pipeline import Analysis, require_rgb
 from explain.targets import Classes, Decided, Predicted, Target
-from fundus.check import FundusCheck, NotFundusError, check_fundus
+from fundus.check import FundusCheck, NotFundusError
 from fundus.tasks import ALL_PREDICTED, MULTILABEL, PREDICTED, target_class, task_of
+from zoo.fundus_check import check_fundus_photo
 
 # The page's four panels (the registry's main ones: paper 000's CAM/Grad-CAM/Guided Grad-CAM, paper 004's GMSM).
 PANEL_METHODS = panel_methods("main")
@@ -130,7 +131,7 @@ class Analyser:
         Args:
             models: the model cache (default: a new one).
             capacity: analyses kept.
-            fundus_check: refuse photos that are not fundus photographs (``fundus.check_fundus``) before
+            fundus_check: refuse photos that are not fundus photographs (``zoo.fundus_check``) before
                 any classification. Off only for experiments on arbitrary images.
             max_mb: the most the kept analyses may hold (None: bounded by ``capacity`` only).
             passes: network passes run at once, over all models (None: one per model at a time). Each pass
@@ -157,7 +158,7 @@ class Analyser:
             if verdict is not None:
                 self._verdicts.move_to_end(digest)
         if verdict is None:
-            verdict = check_fundus(rgb)
+            verdict = check_fundus_photo(rgb)
             with self._count_lock:
                 self._verdicts[digest] = verdict
                 while len(self._verdicts) > self.VERDICTS_SIZE:

@@ -13,7 +13,7 @@ written, so no stale file of an earlier run (an ``eye_attention_crop.png`` this 
 (``explain.pipeline``) the web apps use: ``eye_panel.png`` is the app's panel download for the same model,
 target, methods and controls. The view's flags (``--theta``, ``--tau``, ``--t``, ``--alpha``, ``--colormap``,
 ``--outlines``) are built from ``explain.controls``. A photo must pass the fundus check
-(``fundus.check_fundus``) first: one that is not a fundus photograph, or cannot be read, gets no
+(``zoo.fundus_check``) first: one that is not a fundus photograph, or cannot be read, gets no
 prediction and no maps, the reason on stderr, and the exit status is 3 at the end (0 when every photo
 was explained; 2 for a bad argument or model). ``evaluate`` writes its HTML report only where asked.
 

@@ -48,10 +48,11 @@ def load(source) -> tuple[np.ndarray, Any]:
         fundus.ImageError: (a ValueError) not a usable image.
         fundus.NotFundusError: (a ValueError) not a fundus photograph.
     """
-    from fundus import load_image, require_fundus
+    from fundus import load_image
+    from zoo.fundus_check import require_fundus_photo
 
     rgb = load_image(source)
-    return rgb, require_fundus(rgb, source=str(source) if not isinstance(source, (bytes, np.ndarray)) else "photo")
+    return rgb, require_fundus_photo(rgb, source=str(source) if not isinstance(source, (bytes, np.ndarray)) else "photo")
 
 
 def require_rgb(rgb) -> None:

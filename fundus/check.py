@@ -33,7 +33,6 @@ rejected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
@@ -141,12 +140,12 @@ def check_fundus(rgb: np.ndarray) -> FundusCheck:
         if stats["surround"] > SURROUND_MAX:  # a field, but not on a dark surround: try the next variant
             first_failure = first_failure or FundusCheck(False, _surround_reason(stats), True, False, variant, stats)
             continue
-        reason = _content_failure(stats, circle_on_photo=variant in ("photo", "working size"))
+        reason = field_failure(stats, circle_on_photo=variant in ("photo", "working size"))
         return FundusCheck(not reason, reason, True, False, variant, stats)
     # A tight crop: the field is cut by all four sides of the frame and only the corners are dark.
     stats = _field_stats(small, _frame_distance(small.shape), min(small.shape[:2]) / 2, corners=True)
     if stats["surround"] <= CORNERS_MAX:
-        reason = _content_failure(stats, circle_on_photo=False)
+        reason = field_failure(stats, circle_on_photo=False)
         return FundusCheck(not reason, reason, True, False, "field cut by the frame, dark corners", stats)
     if first_failure is not None:
         return first_failure
@@ -181,8 +180,8 @@ def _surround_reason(stats: dict[str, float]) -> str:
             f"at most {SURROUND_MAX:.0%} in fundus photos")
 
 
-def _content_failure(stats: dict[str, float], circle_on_photo: bool) -> str:
-    """Why the field's colours or texture are not a retina's, or ``""``."""
+def field_failure(stats: dict[str, float], circle_on_photo: bool) -> str:
+    """Why the field's colours or texture are not a retina's, or ``""`` (``stats`` as ``FundusCheck.stats``)."""
     chroma, variety, blue_red = stats["chroma"], stats["hue_variety"], stats["blue_red"]
     texture, fine = stats["texture"], stats["fine_share"]
     if np.isnan(chroma):

@@ -18,6 +18,7 @@ from), and the decision and reason for every non-fundus image. Runs at low prior
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -209,10 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=None, help="write every image's statistics here")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
-    try:
+    with contextlib.suppress(OSError):  # not allowed everywhere
         os.nice(10)
-    except OSError:
-        pass
     cv2.setNumThreads(1)
 
     rows: list[dict] = []

@@ -109,22 +109,25 @@ def test_bad_arrays_raise_like_the_detector():
 SAMPLE_PER_FOLDER = 12
 
 
-def test_a_sample_of_real_photos_passes_from_every_data_set():
-    """Real photos from each folder of ../shared/data (the calibration script runs all 3,626)."""
+def test_a_sample_of_real_photos_passes_or_fails_only_softly_from_every_data_set():
+    """Real photos from each fundus folder of ../shared/data: accepted by stage 1, or refused only by one of the
+    two tests that real low-resolution photos fail (a lit haze around the field, JPEG texture at 224-256 px),
+    which ``zoo.fundus_check`` hands to its content stage (tests/test_zoo_fundus_check.py checks the whole)."""
     shared_dataset("srahim-dr600")  # skip cleanly without the data
     from conftest import SHARED_DATA
+    from zoo.fundus_check import SOFT_REASONS
 
     rejected, checked = [], 0
     rng = random.Random(0)
-    for folder in sorted(p for p in SHARED_DATA.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in SHARED_DATA.iterdir() if p.is_dir() and p.name != "not-fundus"):
         photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
                         and "Groundtruth" not in str(p))
         for path in rng.sample(photos, min(SAMPLE_PER_FOLDER, len(photos))):
             checked += 1
             check = check_fundus(load_image(path))
-            if not check.is_fundus:
+            if not check.is_fundus and not check.reason.startswith(SOFT_REASONS):
                 rejected.append((str(path), check.reason))
-    assert checked >= SAMPLE_PER_FOLDER and rejected == []
+    assert checked >= 8 * SAMPLE_PER_FOLDER and rejected == []
 
 
 @pytest.mark.parametrize("relative", [
@@ -142,7 +145,8 @@ def test_hard_real_photos_pass(relative):
 
 
 def test_the_app_core_refuses_a_non_fundus_photo_before_any_model(monkeypatch):
-    """appcore.Analyser (the Gradio app's and Streamlit's pipeline): NotFundusError, no model loaded, no pass;
+    """appcore.Analyser (the Gradio app's and Streamlit's pipeline) runs the whole check (zoo.fundus_check):
+    NotFundusError, no model loaded, no pass;
     the verdict is remembered, so a slider move does not check the photo again."""
     import appcore.analysis as analysis
 
@@ -153,8 +157,8 @@ def test_the_app_core_refuses_a_non_fundus_photo_before_any_model(monkeypatch):
             raise AssertionError("a model was loaded for a photo that is not a fundus photograph")
 
     checks = []
-    original = analysis.check_fundus
-    monkeypatch.setattr(analysis, "check_fundus", lambda rgb: checks.append(1) or original(rgb))
+    original = analysis.check_fundus_photo
+    monkeypatch.setattr(analysis, "check_fundus_photo", lambda rgb: checks.append(1) or original(rgb))
     analyser = analysis.Analyser(NoModels())
     coffee = np.ascontiguousarray(data.coffee())
     for _ in range(2):

