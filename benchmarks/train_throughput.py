@@ -6,6 +6,16 @@ ratio loop / raw >= 0.9: the loop must not starve the model. Runs are interleave
 loop, …) and the medians compared, because the machine may be shared.
 
     python benchmarks/train_throughput.py --arch efficientnet_lite0 --input-size 128 --json
+
+``--grid`` measures what a frozen-prefix run (``--frozen-blocks K``, ``train.frozen``) costs per image on the CPU —
+the trained top's step, its validation forward, the frozen bottom's one-time cache pass — over frozen depth, input
+size, output stride, bf16 autocast and channels-last, and plans the epochs each configuration fits in a budget
+(issue 19; the table in docs/MODELS.md):
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_throughput.py --grid --threads 1 --batch-size 8 --steps 2 \
+        --repeats 1 --depths 4 3 2 --sizes 256 --strides 16 32 --variants channels-last --views 2
+
+Each measurement is also printed to stderr as it comes, so a run cut short (a shared machine) keeps what it measured.
 """
 from __future__ import annotations
 
@@ -167,6 +177,132 @@ def bottom_images_per_s(arch: str, size: int, batch_size: int, k: int) -> float:
     return 2 * batch_size / (time.perf_counter() - t0)
 
 
+GRID_VARIANTS = {  # --grid: name -> (bf16 autocast, channels-last), measured at each depth, size and stride
+    "fp32": (False, False),
+    "channels-last": (False, True),
+    "bf16": (True, False),
+    "bf16 + channels-last": (True, True),
+}
+
+
+def grid_model(arch: str, size: int, output_stride: int) -> nn.Module:
+    import zoo
+
+    torch.manual_seed(0)
+    return zoo.create_model(arch, paper="003", pretrained=False, input_size=size, name="bench",
+                            output_stride=output_stride)
+
+
+def grid_step(arch: str, size: int, batch_size: int, steps: int, k: int, output_stride: int, bf16: bool,
+              channels_last: bool) -> dict[str, float]:
+    """One configuration of ``--grid``: per image, the CPU seconds (this process, all its threads) and wall
+    seconds of a training step of the trained top on cached ``blocks[:k]`` features (forward + backward + Adam,
+    after one warm-up step), of the top's forward in eval mode (validation), and of the frozen bottom's forward
+    (building the cache: once per photo and view)."""
+    from train.frozen import FrozenBottom, TrainedTop
+
+    g = torch.Generator().manual_seed(0)
+    model = grid_model(arch, size, output_stride).train()
+    bottom, top = FrozenBottom(model, k).eval(), TrainedTop(model, k)
+    x = torch.randn(batch_size, 3, size, size, generator=g)
+    y = torch.randint(0, 5, (batch_size,), generator=g)
+    if channels_last:
+        bottom, top = bottom.to(memory_format=torch.channels_last), top.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    out: dict[str, float] = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        feats = bottom(x)  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        feats = bottom(x)
+        out["cache_wall"], out["cache_cpu"] = ((time.perf_counter() - t0) / batch_size,
+                                               (time.process_time() - c0) / batch_size)
+    feats = feats.to(torch.bfloat16).float()  # as cached (bf16 storage), computed in fp32 by the loop
+    if channels_last:
+        feats = feats.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(top.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    for i in range(steps + 1):
+        if i == 1:  # the first step is warm-up
+            t0, c0 = time.perf_counter(), time.process_time()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(top(feats).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    n = steps * batch_size
+    out["step_wall"], out["step_cpu"] = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
+    top.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        t0, c0 = time.perf_counter(), time.process_time()
+        top(feats)
+        out["eval_wall"], out["eval_cpu"] = ((time.perf_counter() - t0) / batch_size,
+                                             (time.process_time() - c0) / batch_size)
+    return out
+
+
+def grid_plan(train_photos: int, val_photos: int, views: int, budget_s: float, fixed_s: float,
+              per_image: dict[str, float]) -> dict[str, float]:
+    """Epochs of one run in ``budget_s`` seconds: the cache (``views`` per training photo, one per validation
+    photo) and ``fixed_s`` (preprocessing, start, publishing) once, then per epoch ``views`` steps per training
+    photo and one validation forward per validation photo."""
+    cache = (train_photos * views + val_photos) * per_image["cache"]
+    epoch = train_photos * views * per_image["step"] + val_photos * per_image["eval"]
+    return {"cache_min": cache / 60, "epoch_min": epoch / 60,
+            "epochs": max(0.0, (budget_s - fixed_s - cache) / epoch)}
+
+
+def compare_grid(args) -> int:
+    """``--grid``: frozen depth × size × output stride × (bf16, channels-last), interleaved, medians of
+    ``--repeats``; then the epochs each configuration fits in ``--budget-min`` for ``--photos``."""
+    from train.loop import cpu_has_fast_bf16
+
+    configs = [(k, s, os_, v) for k in args.depths for s in args.sizes for os_ in args.strides
+               for v in args.variants]
+    runs: dict[tuple, list[dict[str, float]]] = {}
+    for _ in range(args.repeats):
+        for c in configs:
+            bf16, cl = GRID_VARIANTS[c[3]]
+            runs.setdefault(c, []).append(grid_step(args.arch, c[1], args.batch_size, args.steps, c[0], c[2],
+                                                    bf16, cl))
+            print(json.dumps({"config": c, **{k: round(v, 5) for k, v in runs[c][-1].items()}}), file=sys.stderr,
+                  flush=True)  # each measurement as it comes (a run cut short keeps them)
+    train_photos = round(args.photos * args.train_share)
+    val_photos = round(args.photos * args.val_share)
+    rows = []
+    for c, r in runs.items():
+        med = {key: statistics.median(x[key] for x in r) for key in r[0]}
+        spread = {key: (min(x[key] for x in r), max(x[key] for x in r)) for key in ("step_cpu", "step_wall")}
+        per_image = {p: med[f"{p}_{args.clock}"] for p in ("cache", "step", "eval")}
+        plan = grid_plan(train_photos, val_photos, args.views, args.budget_min * 60, args.fixed_min * 60, per_image)
+        rows.append({"frozen_blocks": c[0], "input_size": c[1], "output_stride": c[2], "variant": c[3],
+                     "step_img_per_cpu_s": round(1 / med["step_cpu"], 2),
+                     "step_img_per_s": round(1 / med["step_wall"], 2),
+                     "step_img_per_cpu_s_range": [round(1 / spread["step_cpu"][1], 2),
+                                                  round(1 / spread["step_cpu"][0], 2)],
+                     "cache_img_per_cpu_s": round(1 / med["cache_cpu"], 1),
+                     "eval_img_per_cpu_s": round(1 / med["eval_cpu"], 1),
+                     **{key: round(v, 2) for key, v in plan.items()}})
+    result = {"arch": args.arch, "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+              "threads": torch.get_num_threads(), "cpu_has_fast_bf16": cpu_has_fast_bf16(), "clock": args.clock,
+              "photos": args.photos, "train_photos": train_photos, "val_photos": val_photos, "views": args.views,
+              "budget_min": args.budget_min, "fixed_min": args.fixed_min, "rows": rows}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.arch}, batch {args.batch_size}, {torch.get_num_threads()} thread(s), AVX512-BF16/AMX: "
+          f"{result['cpu_has_fast_bf16']}; images per CPU second (median of {args.repeats}, [min, max]); plan for "
+          f"{train_photos} training + {val_photos} validation photos, {args.views} views, {args.budget_min:g} min "
+          f"({args.fixed_min:g} fixed), by {args.clock} time")
+    print(f"  {'k':>2} {'px':>4} {'os':>3} {'variant':<21} {'step':>7} {'[range]':>15} {'cache':>7} {'eval':>7}"
+          f" {'cache min':>9} {'epoch min':>9} {'epochs':>6}")
+    for r in rows:
+        lo, hi = r["step_img_per_cpu_s_range"]
+        print(f"  {r['frozen_blocks']:>2} {r['input_size']:>4} {r['output_stride']:>3} {r['variant']:<21} "
+              f"{r['step_img_per_cpu_s']:>7.2f} {f'[{lo:.1f}, {hi:.1f}]':>15} {r['cache_img_per_cpu_s']:>7.1f} "
+              f"{r['eval_img_per_cpu_s']:>7.1f} {r['cache_min']:>9.1f} {r['epoch_min']:>9.1f} {r['epochs']:>6.1f}")
+    return 0
+
+
 def compare_cpu_options(args) -> int:
     """Every CPU option at every --sizes, interleaved, as images/s and the ratio to fp32 at the first size."""
     from train.loop import cpu_has_fast_bf16
@@ -211,9 +347,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-options", action="store_true",
                    help="compare bf16 autocast, channels-last and frozen cached blocks side by side (CPU)")
     p.add_argument("--sizes", type=int, nargs="+", default=[320, 256], help="input sizes for --cpu-options")
+    g = p.add_argument_group("--grid: frozen depth x size x output stride x bf16/channels-last, and a plan")
+    g.add_argument("--grid", action="store_true",
+                   help="measure the trained top's step, its validation forward and the frozen bottom's cache "
+                        "pass per image for every combination, and the epochs each fits in --budget-min")
+    g.add_argument("--depths", type=int, nargs="+", default=[4, 3, 2], help="--frozen-blocks values")
+    g.add_argument("--strides", type=int, nargs="+", default=[32, 16], help="--output-stride values")
+    g.add_argument("--variants", nargs="+", default=list(GRID_VARIANTS), choices=list(GRID_VARIANTS))
+    g.add_argument("--photos", type=int, default=9248, help="photos of the run (all sources)")
+    g.add_argument("--train-share", type=float, default=0.65)
+    g.add_argument("--val-share", type=float, default=0.15)
+    g.add_argument("--views", type=int, default=3, help="--cached-views")
+    g.add_argument("--budget-min", type=float, default=75.0, help="wall minutes of the whole run")
+    g.add_argument("--fixed-min", type=float, default=8.0,
+                   help="minutes of the run that do not depend on the configuration (loading and near-duplicate "
+                        "hashing, preprocessing ~9,000 photos with 2 workers, publishing): about 8 on this machine")
+    g.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="plan by CPU seconds of this process (robust on a shared machine) or wall seconds")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.grid:
+        return compare_grid(args)
     if args.cpu_options:
         return compare_cpu_options(args)
     device = resolve_device(args.device)
