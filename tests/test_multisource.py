@@ -195,6 +195,14 @@ def test_cache_features_keeps_view_zero_plain_and_augments_the_others():
     with torch.no_grad():
         torch.testing.assert_close(feats.images[:3], bottom.eval()((x - m) / s))
         torch.testing.assert_close(feats.images[3:], bottom((x.flip(-1) - m) / s))
+    # The bottom runs on a few photos at a time (CPU caches); the features and the augmentation's draws (per
+    # batch_size batch) are those of one pass over the whole batch.
+    noisy = lambda x: x + 0.05 * torch.rand_like(x)  # noqa: E731
+    one_pass = cache_features(bottom, images, model.config.mean, model.config.std, views=3, augment=noisy,
+                              progress=False, dtype=torch.float32, forward_batch=32, seed=5)
+    in_twos = cache_features(bottom, images, model.config.mean, model.config.std, views=3, augment=noisy,
+                             progress=False, dtype=torch.float32, forward_batch=2, seed=5)
+    torch.testing.assert_close(in_twos.images, one_pass.images, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ a run on two sources, shipped

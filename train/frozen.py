@@ -62,7 +62,8 @@ class TrainedTop(nn.Sequential):
 @torch.no_grad()
 def cache_features(bottom: FrozenBottom, images: CachedImages, mean, std, views: int = 1,
                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0,
-                   batch_size: int = 32, dtype: torch.dtype = torch.bfloat16, progress: bool = True) -> CachedImages:
+                   batch_size: int = 32, dtype: torch.dtype = torch.bfloat16, progress: bool = True,
+                   forward_batch: int = 4) -> CachedImages:
     """The frozen bottom's outputs for every photo and view, as a data set the loop trains on.
 
     Args:
@@ -72,6 +73,10 @@ def cache_features(bottom: FrozenBottom, images: CachedImages, mean, std, views:
         views: views per photo: view 0 as it is, the others through ``augment`` (float [0, 1] batches).
         seed: seeds the augmentation draws (the cache is reproducible).
         dtype: storage type of the features (bf16 halves the memory; the loop computes in fp32).
+        batch_size: photos augmented together (the augmentation's draws depend on it).
+        forward_batch: photos per forward pass of the bottom: its early, wide activations of 32 photos outgrow the
+            CPU's caches (EfficientNet-Lite0 blocks[:4] at 256 px: 0.12 CPU s a photo in batches of 32, 0.05 in
+            fours, benchmarks/train_throughput.py; docs/MODELS.md); each photo's features are its own (eval mode).
 
     Returns:
         ``CachedImages`` whose "images" are feature maps: ``len(images) × views`` items, view-major.
@@ -91,7 +96,8 @@ def cache_features(bottom: FrozenBottom, images: CachedImages, mean, std, views:
             x = images.images[start:start + batch_size].float().div_(255.0)
             if view > 0:
                 x = augment(x)
-            chunks.append(bottom((x - m) / s).to(dtype))
+            x = (x - m) / s
+            chunks += [bottom(x[i:i + forward_batch]).to(dtype) for i in range(0, len(x), max(1, forward_batch))]
             bar.update(len(x))
     bar.close()
     torch.random.set_rng_state(generator_state)
