@@ -91,6 +91,20 @@ def headline(config, outputs: np.ndarray, targets: np.ndarray) -> dict:
     return {k: round(float(metrics[k]), 3) for k in HEADLINE if isinstance(metrics.get(k), (int, float))}
 
 
+@torch.no_grad()
+def stored_drift(name: str, models: dict, n: int = 6) -> dict:
+    """Largest |raw output − the shipped held-out output| (``test_predictions.json``) on n of its photos, per stride:
+    what ``tests/test_default_models.py`` checks (tolerance 0.02)."""
+    photos = json.loads((ROOT / "assets" / name / "test_predictions.json").read_text())["photos"]
+    picked = photos[:: max(1, len(photos) // n)][:n]
+    drift = dict.fromkeys(models, 0.0)
+    for p in picked:
+        x = preprocess(load_image(ROOT.parent / "shared" / "data" / p["path"]), models[32].config).tensor
+        for stride, model in models.items():
+            drift[stride] = max(drift[stride], float(np.abs(model(x)[0].numpy() - p["output"]).max()))
+    return {f"stored_output_drift_{s}": round(v, 3) for s, v in drift.items()}
+
+
 def predictions(name: str, n: int) -> dict:
     m32 = zoo.load(name).eval()
     config = m32.config
@@ -113,6 +127,7 @@ def predictions(name: str, n: int) -> dict:
         "max_abs_prob_change": round(float(np.abs(p32 - p16).max()), 3),
         "mean_abs_prob_change": round(float(np.abs(p32 - p16).mean()), 4),
         "metrics_32": headline(config, out32, targets), "metrics_16": headline(config, out16, targets),
+        **stored_drift(name, {32: m32, 16: m16}),
     }
 
 
