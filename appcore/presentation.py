@@ -83,6 +83,7 @@ def card_markdown(config, model_key: str = "") -> str:
     metrics, provenance, intended use."""
     if config is None:
         return "No model loaded."
+    from zoo.localisation import card_lines
     from zoo.model import decision_rule
 
     try:
@@ -116,6 +117,9 @@ def card_markdown(config, model_key: str = "") -> str:
     text = card_summary(config) + "\n\n" + "  \n".join(lines)
     metrics = "\n".join(f"- {k}: {_fmt(v)}" for k, v in config.metrics.items()) or "- not reported"
     text += f"\n\n**Metrics**\n\n{metrics}"
+    localisation = card_lines(getattr(config, "localisation", None) or {})
+    if localisation:  # the model card's table, its heading in this card's style
+        text += "\n\n**Localisation**\n\n" + "\n".join(localisation[2:])
     if config.description:
         text += f"\n\n{config.description}"
     if config.reproduce:

@@ -3,8 +3,9 @@
     python -m explain MODEL IMAGE [IMAGE ...] [--target predicted] [--methods cam,gradcam,guided-gradcam,gmsm]
                       [--theta 128] [--tau 0.6] [--t 1.0] [--alpha 0.5] [--colormap jet] [--no-outlines] --out DIR
                       [--overwrite]
-    python -m explain evaluate MODEL --data DIR --format idrid-seg|yolo --lesions HE,EX[,MA,SE] [--json]
+    python -m explain evaluate MODEL [MODEL ...] --data DIR --format idrid-seg|yolo --lesions HE,EX[,MA,SE] [--json]
                       [--split all|train|val|test] [--tau TAU] [--html REPORT.html | --out DIR]
+                      [--table DIR] [--road-percentiles 20,40,60,80|none] [--write-config MODEL_FOLDER ...]
 
 Each photo's outputs in ``--out`` are prefixed with its name (``eye_cam.npy``, ``eye_panel.png``,
 ``eye_prediction.json`` …), so photos never overwrite each other. A folder that is not empty is refused (exit status 2)
@@ -24,6 +25,14 @@ photos (a DR grader on lesion boxes: ``zoo evaluate`` has nothing to score there
 data set's own labels. Where the photos carry the optic disc (``optic_disc`` boxes in a YOLO layout, IDRiD's OD masks),
 every method with τ region tools (GMSM's lesion patches, Guided Grad-CAM's outlines) and the baselines also get the
 share of their τ lesion patches whose centroid lies on the disc, and the share of photos with such a patch.
+
+Beside the methods, ``evaluate`` scores the trivial maps (uniform over the field of view, a centred Gaussian) and a
+map drawn from the photo alone (``explain.spot_filter``); per (model, method, lesion) it reports the energy pointing
+game, its ratio to the best trivial map, the pointing game and the PR-AUC of the map's pixels, and per (model,
+method) ROAD (``explain.faithfulness``). ``--table DIR`` writes them as ``localisation.json`` / ``.csv`` / ``.md``
+(``explain.localisation_table``); ``--write-config FOLDER`` stores the row of the model loaded from that folder in
+its ``config.json`` (``ModelConfig.localisation``) and card, which the app's panels then quote. A DR grader's maps
+explain its predicted grade (``--target predicted``); the lesion types are the data set's masks or boxes.
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ import numpy as np
 
 from explain.controls import CONTROLS
 from explain.explainer import Explainer
+from explain.faithfulness import ROAD_PERCENTILES
 from explain.methods import canonical_method, method_names, panel_methods
 from explain.metrics import (DEFAULT_TAUS, OPTIC_DISC, LocalisationSummary, boxes_to_mask, centred_gaussian,
                              uniform_map)
@@ -139,10 +149,12 @@ def _explain_parser() -> argparse.ArgumentParser:
 def _evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m explain evaluate",
-        description="Localisation of each method against lesion annotations: mean pointing game, energy pointing "
-                    "game and best-τ IoU/Dice, with chance baselines; a plotly HTML report of IoU vs τ with --html "
-                    "or --out.")
-    parser.add_argument("model", help="anything zoo.load accepts")
+        description="Localisation of each method of each model against lesion annotations: mean pointing game, "
+                    "energy pointing game (and its ratio to the best trivial map), PR-AUC and best-τ IoU/Dice, "
+                    "beside the trivial maps and an image-only spot filter; ROAD faithfulness per method; a "
+                    "localisation table with --table, the model's config and card with --write-config; a plotly "
+                    "HTML report of IoU vs τ with --html or --out.")
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="anything zoo.load accepts; several: one table")
     parser.add_argument("--data", required=True, type=Path, help="data set root folder")
     parser.add_argument("--format", required=True, choices=("idrid-seg", "yolo"), help="annotation layout")
     parser.add_argument("--lesions", default="HE,EX", help="comma list of lesion codes: MA, HE, EX, SE (default HE,EX)")
@@ -164,7 +176,17 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"write the HTML report into this folder as {REPORT_NAME} (when --html is not given)")
     parser.add_argument("--json", action="store_true",
-                        help=f"print one JSON object {{method: {{lesion: {{...}}, '{OPTIC_DISC}': {{...}}}}}}")
+                        help=f"print one JSON object {{method: {{lesion: {{...}}, '{OPTIC_DISC}': {{...}}}}}} "
+                             "({model name: that} for several models)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="write the localisation table (every model, method and lesion: EPG, × best trivial map, "
+                             "PG, PR-AUC, ROAD) into this folder as localisation.json, .csv and .md")
+    parser.add_argument("--road-percentiles", default=",".join(str(p) for p in ROAD_PERCENTILES),
+                        help="ROAD's removal percentiles (default %(default)s; 'none': no ROAD, it costs a few "
+                             "sparse solves per map and photo)")
+    parser.add_argument("--write-config", action="append", type=Path, default=[], metavar="MODEL_FOLDER",
+                        help="store the localisation row of the model loaded from MODEL_FOLDER (one of the MODELs) "
+                             "in its config.json and README.md card; repeat for several")
     parser.add_argument("--revision", default=None, help="hub revision of MODEL")
     return parser
 
@@ -451,12 +473,9 @@ def split_samples(args: argparse.Namespace, dataset, config) -> tuple[list, str]
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """The data-set command (see ``_evaluate_parser``)."""
-    from tqdm import tqdm
-
+    """The data-set command (see ``_evaluate_parser``): each model in turn over the same data set."""
     import zoo
-    from explain.methods import get_method
-    from fundus import load_image, preprocess
+    from explain.localisation_table import table_rows, write_config, write_table
     from fundus.datasets import load_dataset
 
     try:
@@ -465,21 +484,134 @@ def run_evaluate(args: argparse.Namespace) -> int:
         unknown = [code for code in lesions if code not in ("MA", "HE", "EX", "SE")]
         if unknown or not lesions:
             raise ValueError(f"--lesions takes MA, HE, EX, SE; got {args.lesions!r}")
-        model = zoo.load(args.model, revision=args.revision, device="cpu")
-        target = parse_target(args.target, list(model.config.labels))
-        tau = float(model.config.tau if args.tau is None else args.tau)
-        if not 0 <= tau <= 1:
-            raise ValueError(f"--tau must be in [0, 1], got {tau}")
+        percentiles = parse_percentiles(args.road_percentiles)
+        models = [(source, zoo.load(source, revision=args.revision, device="cpu")) for source in args.models]
+        for _, model in models:
+            parse_target(args.target, list(model.config.labels))
+            tau = float(model.config.tau if args.tau is None else args.tau)
+            if not 0 <= tau <= 1:
+                raise ValueError(f"--tau must be in [0, 1], got {tau}")
+        written = {folder: config_model(folder, models) for folder in args.write_config}
         dataset = load_dataset(args.format, args.data)
-        samples, part = split_samples(args, dataset, model.config)
     except (ValueError, OSError) as error:
         return _fail(str(error))
+    rows, results, notes = [], {}, []
+    for index, (source, model) in enumerate(models):
+        try:
+            summary, road, described, skipped = evaluate_model(model, dataset, args, methods, lesions, percentiles)
+        except ValueError as error:  # invalid split fractions, a target the model cannot explain
+            return _fail(str(error))
+        name = model.config.name
+        result = results[name] = summary.result()
+        model_rows = table_rows(name, result, road, data=args.data.name, fmt=args.format, split=args.split)
+        rows += model_rows
+        notes.append(f"{name}: {described}")
+        report = report_path(args, name if len(models) > 1 else None)
+        if report is not None:  # only where asked: never into the working directory by default
+            write_report(summary, report, title=f"{name} on {args.data.name} ({args.format}, {args.split})",
+                         note=described)
+        for folder in (f for f, chosen in written.items() if chosen == index):
+            print(f"wrote the localisation row of {name} into {write_config(folder, config_entry_of(model_rows))}",
+                  file=sys.stderr)
+        if not args.json:
+            print(f"model {name} ({source}): {described}")
+            print(result_table(result))
+            print("ROAD (higher: more faithful): " + ", ".join(f"{m} {v:.3f}" for m, v in road.items() if v is not None)
+                  if road else "ROAD not measured (--road-percentiles none)")
+            print("; ".join([f"report: {report}" if report is not None else "no HTML report (--html PATH or --out DIR)"]
+                            + ([f"{skipped} unreadable images skipped"] if skipped else [])))
+            print()
+    if args.table is not None:
+        road_text = f"ROAD: pytorch-grad-cam's ROADCombined at percentiles {', '.join(map(str, percentiles))}" \
+            if percentiles else "ROAD not measured"
+        paths = write_table(rows, args.table, note=f"{args.data.name} ({args.format}), {args.split} split. "
+                                                  + " ".join(notes) + f" {road_text}.")
+        print(f"localisation table: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(next(iter(results.values())) if len(models) == 1 else results))
+    else:
+        from explain.localisation_table import markdown_table
+
+        print(markdown_table(rows))
+    return 0
+
+
+def parse_percentiles(text: str) -> tuple[int, ...]:
+    """--road-percentiles: a comma list of integers in (0, 100), or 'none' (no ROAD)."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    values = tuple(int(part) for part in text.split(",") if part.strip())
+    if not values or any(not 0 < v < 100 for v in values):
+        raise ValueError(f"--road-percentiles takes integers in (0, 100) or 'none', got {text!r}")
+    return values
+
+
+def config_model(folder: Path, models: list) -> int:
+    """Which of the loaded (source, model) pairs ``--write-config FOLDER`` means: the one loaded from that folder,
+    else the one of the same config name.
+
+    Raises:
+        ValueError: no such folder, or no single model that matches it.
+    """
+    from zoo.config import ModelConfig
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"--write-config {folder}: no config.json there")
+    same = [i for i, (source, _) in enumerate(models) if Path(source).is_dir() and Path(source).resolve() == folder.resolve()]
+    if not same:
+        name = ModelConfig.load(folder / "config.json").name
+        same = [i for i, (_, model) in enumerate(models) if model.config.name == name]
+    if len(same) != 1:
+        raise ValueError(f"--write-config {folder}: it is not (or not just one) of the models evaluated")
+    return same[0]
+
+
+def config_entry_of(model_rows: list[dict]) -> dict:
+    """``localisation_table.config_entry`` with the methods' titles."""
+    from explain.localisation_table import config_entry
+    from explain.methods import get_method
+    from explain.spot_filter import SPOT_FILTER
+
+    titles = {name: get_method(name).title for name in method_names()}
+    titles[SPOT_FILTER] = "spot filter (photo only, no model)"
+    return config_entry(model_rows, titles)
+
+
+def report_path(args: argparse.Namespace, model_name: str | None) -> Path | None:
+    """Where the HTML report goes (None: nowhere); with several models (``model_name``) one report each."""
+    path = args.html if args.html is not None else (args.out / REPORT_NAME if args.out is not None else None)
+    if path is None or model_name is None:
+        return path
+    safe = re.sub(r"[^\w.-]+", "_", model_name)
+    return path.with_name(f"{path.stem}-{safe}{path.suffix}")
+
+
+def evaluate_model(model, dataset, args: argparse.Namespace, methods: list[str], lesions: list[str],
+                   percentiles: tuple[int, ...]) -> tuple[LocalisationSummary, dict[str, float], str, int]:
+    """One model over the ``--split`` photos: (the localisation summary of every method, trivial map and the spot
+    filter; the mean ROAD per map, empty without ``percentiles``; which photos; how many were unreadable).
+
+    Raises:
+        ValueError: invalid split fractions, or a target the model cannot explain.
+    """
+    from tqdm import tqdm
+
+    from explain.faithfulness import road_scores
+    from explain.methods import get_method
+    from explain.spot_filter import SPOT_FILTER, spot_map
+    from fundus import load_image, preprocess
+
+    samples, part = split_samples(args, dataset, model.config)
     samples = samples[: args.limit] if args.limit else samples
+    target = parse_target(args.target, list(model.config.labels))
+    tau = float(model.config.tau if args.tau is None else args.tau)
     on_disc = [m for m in methods if TAU_REGIONS & get_method(m).regions] + list(BASELINES)
     explainer = Explainer(model)
     summary = LocalisationSummary(taus=DEFAULT_TAUS, tolerance=args.tolerance)
+    road: dict[str, list[float]] = {}
     skipped = 0
-    for sample in tqdm(samples, desc="evaluate", unit="image", file=sys.stderr):
+    for sample in tqdm(samples, desc=model.config.name, unit="photo", file=sys.stderr):
         try:
             rgb = load_image(sample.image)
         except (ValueError, OSError) as error:
@@ -487,10 +619,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         pre = preprocess(rgb, model.config)
-        maps = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods).maps(t=args.t)
+        explanation = explainer.explain(pre.tensor, target, fov_mask=pre.fov_mask, methods=methods)
+        maps = explanation.maps(t=args.t)
         shape = pre.fov_mask.shape
         maps["baseline-gaussian"] = centred_gaussian(shape, fov_mask=pre.fov_mask)
         maps["baseline-uniform"] = uniform_map(shape, fov_mask=pre.fov_mask)
+        maps[SPOT_FILTER] = spot_map(pre.image, pre.fov_mask)
         for lesion in lesions:
             truth = lesion_truth(sample, lesion, args.format, pre)
             for name, saliency in maps.items():
@@ -499,23 +633,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if disc is not None:
             for name in (m for m in on_disc if m in maps):
                 summary.add_optic_disc(name, maps[name], disc, tau=tau, fov_mask=pre.fov_mask)
-    result = summary.result()
+        if percentiles:  # the uniform map has no order to remove pixels by: no ROAD for it
+            faithful = {name: saliency for name, saliency in maps.items() if name != "baseline-uniform"}
+            for name, score in road_scores(model, pre.tensor, faithful, explanation.targets[0],
+                                           percentiles=percentiles).items():
+                road.setdefault(name, []).append(score)
     scored = len(samples) - skipped
     described = f"{scored} photo{'' if scored == 1 else 's'}: {part}"
-    report = args.html if args.html is not None else (args.out / REPORT_NAME if args.out is not None else None)
-    if report is not None:  # only where asked: never into the working directory by default
-        write_report(summary, report, title=f"{model.config.name} on {args.data.name} ({args.format}, {args.split})",
-                     note=described)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(described)
-        print(result_table(result))
-        notes = [f"report: {report}" if report is not None else "no HTML report (--html PATH or --out DIR)"]
-        if skipped:
-            notes.append(f"{skipped} unreadable images skipped")
-        print("; ".join(notes))
-    return 0
+    return summary, {name: float(np.mean(scores)) for name, scores in road.items()}, described, skipped
 
 
 LESION_COLUMNS = ("method", "lesion", "images", "PG", "EPG", "IoU", "Dice", "best τ")

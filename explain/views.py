@@ -21,10 +21,12 @@ from explain.methods import get_method, panel_methods
 from explain.overlay import draw_boxes, overlay, panel_grid
 from explain.regions import attention_crop, lesion_mask, lesion_outlines
 from zoo.config import GRADCAM_IS_CAM
+from zoo.localisation import panel_caption
 
 CROP_COLOUR = (0, 255, 0)  # θ attention box
 PATCH_COLOUR = (0, 255, 255)  # τ lesion patches
 MASK_TINT = (255, 255, 255)
+LOCALISATION_NOTE = ":localisation"  # View.notes key suffix of a panel's localisation caption
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class View:
     crop: np.ndarray  # θ crop enlarged, its longer side the input size, aspect kept (paper 000 Fig. 2f)
     regions: dict[str, Any]  # JSON-ready: crop box, lesion patches, areas
     legend: list[tuple[str, str]] = field(default_factory=list)  # (label, "#rrggbb") of drawn outlines
-    # method -> a sentence for under the panels: why its panel repeats another's or shows no map
+    # method -> a sentence for under the panels: why its panel repeats another's or shows no map; method +
+    # LOCALISATION_NOTE -> how well its maps found lesions on an annotated data set (zoo.localisation.panel_caption)
     notes: dict[str, str] = field(default_factory=dict)
     compare: tuple[np.ndarray, np.ndarray] | None = None  # (photo as the model sees it, overlay)
     render_seconds: float = 0.0
@@ -154,6 +157,9 @@ def render(analysis, params: ViewParams, panels: tuple[str, ...] | None = None) 
                                                                          background=image))
             captions[method] = f"{title} — unavailable: {reason}"
             notes[method] = f"No {title} map for this model: {reason}."
+        measured = panel_caption(getattr(analysis.config, "localisation", None) or {}, method) if method in maps else ""
+        if measured:  # how well this method's maps found lesions on an annotated data set (none: never measured)
+            notes[method + LOCALISATION_NOTE] = measured
     regions: dict[str, Any] = {"theta": int(params.theta), "tau": float(params.tau), "t": float(params.t)}
     legend: list[tuple[str, str]] = []
     drawn = analysis.region_labels

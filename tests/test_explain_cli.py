@@ -268,12 +268,12 @@ def test_evaluate_json_and_report(model_dir, tmp_path, capsys, fmt):
                  "--methods", "gradcam,gmsm", "--t", "0", "--json", "--html", str(report)])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == {"gradcam", "gmsm", "baseline-gaussian", "baseline-uniform"}
+    assert set(result) == {"gradcam", "gmsm", "spot-filter", "baseline-gaussian", "baseline-uniform"}
     for method, per_lesion in result.items():
         assert set(per_lesion) == {"HE", "EX"}, method
         for row in per_lesion.values():
             assert row["images"] == 2
-            for key in ("pointing_game", "energy_pointing_game", "best_iou", "best_tau"):
+            for key in ("pointing_game", "energy_pointing_game", "pr_auc", "best_iou", "best_tau"):
                 assert 0.0 <= row[key] <= 1.0
     # Chance baseline: the uniform map's energy share is the lesion share of the field of view (< 1).
     assert 0 < result["baseline-uniform"]["EX"]["energy_pointing_game"] < 0.5

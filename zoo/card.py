@@ -10,6 +10,7 @@ from fundus.datasets.labels import DR_ONLY, is_dr_grader, spelled_out, what_it_a
 from fundus.tasks import FINDING_FLOOR, MULTILABEL, task_of
 from zoo.architectures.registry import map_grid_text
 from zoo.config import GRADCAM_IS_CAM, ModelConfig
+from zoo.localisation import card_lines
 from zoo.papers import PAPERS
 
 LIBRARY_NAME = "fundus-cam-zoo"
@@ -139,6 +140,8 @@ def card_text(config: ModelConfig) -> str:
         lines += ["", f"Confusion matrix, {split} (rows: true, columns: predicted):", "",
                   "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, cm["matrix"])]
+    if config.localisation:
+        lines += ["", *card_lines(config.localisation)]
     if config.limitations:
         lines += ["", "## Known limits", ""] + [f"- {item}" for item in config.limitations]
     lines += ["", "## How to reproduce", ""]

@@ -89,6 +89,8 @@ class ModelConfig:
     limitations: list[str] = field(default_factory=list)
     # The unlike-training indicator (zoo.ood, fitted at ship time): layer, features, threshold, quantile, fitted_on.
     ood: dict[str, Any] = field(default_factory=dict)
+    # Localisation per method, measured by python -m explain evaluate --write-config (shape: zoo.localisation).
+    localisation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         task = task_of(self.task)  # raises ValueError for an unknown task
