@@ -49,7 +49,8 @@ def card_lines(localisation: dict) -> list[str]:
              f", {first['photos']} photos) against its lesion annotations: EPG = share of the map's energy on the "
              "lesions (energy pointing game), × blind guess = EPG over the best map that knows nothing (uniform over "
              "the field of view or a centred Gaussian), PG = pointing game, PR-AUC = area under the precision–recall "
-             "curve of the map's pixels, ROAD = faithfulness (higher: the model relies more on what the map shows). "
+             "curve of the map's pixels, ROAD = faithfulness (pytorch-grad-cam's ROADCombined in the model's output "
+             "units: higher, the model relies more on what the map shows; compare within a model). "
              "`spot-filter` is a dark/bright-spot filter on the photo alone, no model.", "",
              "| map | lesion | EPG | × blind guess | PG | PR-AUC | ROAD |", "|---|---|---|---|---|---|---|"]
     for method, entry in localisation.items():
