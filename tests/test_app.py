@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fundus.datasets.labels import spelled_out
+from fundus.tasks import FINDING_FLOOR
+
 from support import (  # noqa: F401 - make_tiny_models, start_app, SIZE: imported from here by other tests
     DEFAULTS, SIZE, direct_probabilities, fake_shipped, free_port, make_biased_lesion_model, make_broken_model,
     make_grader_at, make_tiny_models, menu_of, page_config, panel_path, put_in_hub_cache, start_app, synthetic_photo,
@@ -35,7 +38,9 @@ AFTER_MODEL = 6
 HUB_REPO = "someone/tiny-hub-grading"
 # Every test talks to a real Gradio server (started once for the module, ~4 s of CPU); each costs 0.5-6 s of CPU.
 pytestmark = pytest.mark.slow
-LEAN_THRESHOLDS = [0.001, 0.5, 0.5, 0.5, 0.5]  # BP/MA's threshold as low as the shipped lesion model's
+# BP/MA's threshold low, like the shipped lesion model's, but above fundus.tasks.FINDING_FLOOR (a lower one is
+# floored: tests/test_app_defects.py), so that the model's own thresholds decide here.
+LEAN_THRESHOLDS = [0.06, 0.5, 0.5, 0.5, 0.5]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +53,9 @@ def served(tmp_path_factory):
     mp.setenv("FUNDUS_APP_CACHE", str(tmp / "cache"))
     models = make_tiny_models(tmp / "models")
     models["broken"] = make_broken_model(tmp / "models" / "tiny-broken")
-    # Outputs that do not depend on the photo: "healthy" over its threshold and BP/MA just over its (low) one,
-    # healthy further above its threshold; then the same with HM far over its threshold.
-    lean = {"BP/MA": -6, "HM": -6, "HEX": -6, "CWS": -6, "healthy": 6}
+    # Outputs that do not depend on the photo: "healthy" over its threshold and BP/MA (~12 %) just over its (low)
+    # one, healthy further above its threshold; then the same with HM far over its threshold.
+    lean = {"BP/MA": -2, "HM": -6, "HEX": -6, "CWS": -6, "healthy": 6}
     models["healthy"] = make_biased_lesion_model(tmp / "models", "tiny-healthy", lean, LEAN_THRESHOLDS)
     models["disease"] = make_biased_lesion_model(tmp / "models", "tiny-disease", {**lean, "HM": 8}, LEAN_THRESHOLDS)
     models["borderline"] = make_grader_at(tmp / "models", "tiny-borderline", 1.55)
@@ -125,8 +130,9 @@ def test_upload_gives_prediction_and_four_panels(served, client, tmp_path):
     assert out[TIMINGS].count(" ms") == 3 and "one network pass for all four maps" in out[TIMINGS]
     assert "ms" not in out[PREPROCESSING] and "field of view: found" in out[PREPROCESSING]
     assert json.loads(out[CHART]["plot"])["data"][0]["type"] == "bar"
-    # The main result: the model, then each decided label with its probability and threshold.
-    assert key in out[MAIN] and all(f"{label} {round(100 * got[label])} %" in out[MAIN]
+    # The main result: the model, then each decided label (lesion codes spelled out) with its probability and
+    # threshold.
+    assert key in out[MAIN] and all(f"{spelled_out(label)} {round(100 * got[label])} %" in out[MAIN]
                                     for label in out[PREDICTION]["predicted"] if got[label] >= 0.1)
     assert "linear-gradient" in out[COLORBAR]  # the heat maps' colour bar
     assert out[REGIONS]["crop_box"] and out[REGIONS]["theta"] == 128
@@ -180,14 +186,16 @@ def test_grading_model_and_target_choice(served, client, tmp_path):
     integrated = analyse(client, photo, key, "all predicted")
     single = analyse(client, photo, key, "class:4")
     assert not np.array_equal(np.asarray(Image.open(panels_of(integrated)[2])), np.asarray(Image.open(panels_of(single)[2])))
-    # Outlines in paper 001's colours, one per explained label (only labels whose map has a region).
+    # Outlines in paper 001's colours, one per explained label (only labels whose map has a region), named as the
+    # page names them ("haemorrhages (HM)").
     drawn = re.findall(r"</span>([^<]+)</span>", integrated[LEGEND])
-    assert drawn and set(drawn) <= set(integrated[PREDICTION]["predicted"])
+    assert drawn and set(drawn) <= {spelled_out(label) for label in integrated[PREDICTION]["predicted"]}
 
 
 def test_healthy_and_lesion_labels_never_stand_together(served, client, tmp_path):
-    """The shipped lesion model's contradiction ("BP/MA, healthy" with BP/MA at 3 %): the model's decision keeps one
-    side, the page says which label was overruled, and a no-disease answer gets no region at all."""
+    """The shipped lesion model's contradiction ("BP/MA, healthy": a lesion label at a low probability over its low
+    threshold): the model's decision keeps one side, the page says which label was overruled, and a no-disease
+    answer gets no region at all."""
     import html
 
     demo = served[0]
@@ -197,7 +205,7 @@ def test_healthy_and_lesion_labels_never_stand_together(served, client, tmp_path
     assert pred["probabilities"]["BP/MA"] >= LEAN_THRESHOLDS[0] and pred["probabilities"]["healthy"] >= 0.5
     assert pred["predicted"] == ["healthy"] and pred["overruled"] == ["BP/MA"]
     main = html.unescape(healthy[MAIN])
-    assert "healthy 100 %" in main and "overruled: BP/MA" in main and "(threshold 0.1 %)" in main
+    assert "healthy 100 %" in main and "overruled: microaneurysms (BP/MA)" in main and "(threshold 6.0 %)" in main
     # The chart marks the model's own thresholds.
     chart = json.loads(healthy[CHART]["plot"])["data"]
     assert chart[1]["y"] == pytest.approx(LEAN_THRESHOLDS)
@@ -308,7 +316,8 @@ def test_the_model_card_states_the_decision_rule(served, client):
     card = out[CARD]
     assert "**Decision rule:**" in card
     assert "'healthy' and the other labels (BP/MA, HM, HEX, CWS) exclude each other" in card
-    assert "**Thresholds:** BP/MA 0.1 %, HM 50 %" in card and "|---|" not in card
+    assert "**Thresholds:** BP/MA 6.0 %, HM 50 %" in card and "|---|" not in card
+    assert f"none below {FINDING_FLOOR:.0%}" in card  # the floor under every threshold
 
 
 def test_converted_modes_and_exif_rotation(client, served, tmp_path):

@@ -82,7 +82,7 @@ def test_analyser_runs_at_most_passes_network_passes_at_once(tiny, photo, monkey
     from appcore import Analyser, ModelCache
     from appcore.catalogue import Catalogue
 
-    real = core.analyse
+    real = core.network_pass  # the one network pass (appcore.gpu), as the Analyser calls it
     inside, most, lock = [0], [0], threading.Lock()
     # Each pass waits for the other to come in too: with passes=2 both do; with passes=1 the second must wait
     # outside, so the first gives up after 2 s (without the limit both would meet here and ``most`` be 2).
@@ -100,7 +100,7 @@ def test_analyser_runs_at_most_passes_network_passes_at_once(tiny, photo, monkey
             with lock:
                 inside[0] -= 1
 
-    monkeypatch.setattr(core, "analyse", counted)
+    monkeypatch.setattr(core, "network_pass", counted)
     catalogue = Catalogue([tiny["multilabel"], tiny["grade"]])
     analyser = Analyser(ModelCache(capacity=2, catalogue=catalogue), capacity=4, passes=passes)
     jobs = [(photo, "tiny-lesions"), (photo, "tiny-grading")]  # two models: their own run locks allow overlap

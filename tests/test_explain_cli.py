@@ -82,8 +82,10 @@ def test_all_predicted_never_explains_a_no_disease_label(tmp_path, capsys):
 
     photo = tmp_path / "eye.png"
     write_photo(photo, seed=4)
-    lean = {"BP/MA": -6, "HM": -6, "HEX": -6, "CWS": -6, "healthy": 6}  # healthy and BP/MA over their thresholds
-    thresholds = [0.001, 0.5, 0.5, 0.5, 0.5]
+    # healthy and BP/MA over their thresholds (BP/MA at ~12 %, over a low threshold that is above
+    # fundus.tasks.FINDING_FLOOR, so that the fitted threshold decides)
+    lean = {"BP/MA": -2, "HM": -6, "HEX": -6, "CWS": -6, "healthy": 6}
+    thresholds = [0.06, 0.5, 0.5, 0.5, 0.5]
     disease = make_biased_lesion_model(tmp_path, "tiny-disease", {**lean, "HM": 8}, thresholds)
     healthy = make_biased_lesion_model(tmp_path, "tiny-healthy", lean, thresholds)
     # Three labels reach their thresholds; the decision keeps the lesion side (HM is further above its own).

@@ -137,5 +137,8 @@ def test_python_m_explain_json_reports_it_as_zoo_predict_does(models, photos, tm
         assert prediction["unlike_training"]["unlike_training"] is (kind == "unlike") is expected["unlike_training"]
         assert any(CAUTION in w for w in prediction["warnings"]) is (kind == "unlike")
     assert CAUTION in capsys.readouterr().err
-    assert main([str(models["plain"]), str(photos["unlike"]), "--methods", "gradcam", "--out", str(out)]) == 0
+    # The same folder again: --overwrite replaces this photo's earlier outputs (without it the folder is refused),
+    # so the file read below is the plain model's, which has no unlike-training indicator.
+    assert main([str(models["plain"]), str(photos["unlike"]), "--methods", "gradcam", "--out", str(out),
+                 "--overwrite"]) == 0
     assert "unlike_training" not in json.loads((out / f"{photos['unlike'].stem}_prediction.json").read_text())["prediction"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import zoo
+from fundus.tasks import FINDING_FLOOR
 from zoo.architectures import ARCHITECTURES
 from zoo.architectures.dr_detection_net import DRDetectionNet
 from zoo.architectures.simple_cnn import _flat_size
@@ -94,7 +95,11 @@ def test_probabilities_and_decisions_follow_the_task():
     probs = multilabel.probabilities(out)
     assert torch.allclose(probs, torch.sigmoid(out))
     decided = multilabel.decide(out)
-    assert decided[0, :27].tolist() == [True] * 27 and decided[0, 27].item()  # threshold 0.0 → always on
+    # A threshold of 0.0 is floored at fundus.tasks.FINDING_FLOOR (5 %): sigmoid(-3) = 4.7 % is no finding,
+    # sigmoid(2) = 88 % is one.
+    assert torch.sigmoid(torch.tensor(-3.0)).item() < FINDING_FLOOR
+    assert decided[0, :27].tolist() == [True] * 27 and not decided[0, 27].item()
+    assert decided[1].tolist() == [True] * 28
     multiclass = _make("efficientnet_lite0", "003", 64, {})
     out = torch.tensor([[0.1, 3.0, 0.2, 0.0, -1.0]])
     assert torch.allclose(multiclass.probabilities(out).sum(-1), torch.ones(1))
