@@ -266,7 +266,7 @@ def make_yolo(root, count=2, disc=None):
 def test_evaluate_json_and_report(model_dir, tmp_path, capsys, fmt):
     data = make_idrid(tmp_path / "idrid") if fmt == "idrid-seg" else make_yolo(tmp_path / "boxes")
     report = tmp_path / "report.html"
-    code = main(["evaluate", str(model_dir), "--data", str(data), "--format", fmt, "--lesions", "HE,EX",
+    code = main(["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(data), "--format", fmt, "--lesions", "HE,EX",
                  "--methods", "gradcam,gmsm", "--t", "0", "--json", "--html", str(report)])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -281,7 +281,7 @@ def test_evaluate_json_and_report(model_dir, tmp_path, capsys, fmt):
     assert 0 < result["baseline-uniform"]["EX"]["energy_pointing_game"] < 0.5
     html = report.read_text()
     assert "plotly" in html and "baseline-uniform" in html
-    assert main(["evaluate", str(model_dir), "--data", str(data), "--format", fmt, "--lesions", "XX"]) == 2
+    assert main(["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(data), "--format", fmt, "--lesions", "XX"]) == 2
 
 
 @pytest.mark.slow
@@ -290,7 +290,7 @@ def test_evaluate_writes_html_only_where_asked(model_dir, tmp_path, capsys, monk
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    common = ["evaluate", str(model_dir), "--data", str(data), "--format", "yolo", "--lesions", "HE,EX",
+    common = ["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(data), "--format", "yolo", "--lesions", "HE,EX",
               "--methods", "gradcam", "--t", "0"]
     assert main(common) == 0
     assert "no HTML report" in capsys.readouterr().out
@@ -327,7 +327,7 @@ def test_report_figure_autoscales_iou_and_keeps_one_colour_per_method():
 @pytest.mark.slow
 def test_evaluate_on_two_real_idrid_images(model_dir, tmp_path, capsys):
     root = shared_dataset("idrid-seg-dev")
-    code = main(["evaluate", str(model_dir), "--data", str(root), "--format", "idrid-seg", "--lesions", "EX,HE",
+    code = main(["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(root), "--format", "idrid-seg", "--lesions", "EX,HE",
                  "--methods", "gradcam", "--limit", "2", "--json", "--html", str(tmp_path / "r.html")])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -378,7 +378,7 @@ def test_evaluate_reports_the_share_of_tau_patches_on_the_optic_disc(model_dir, 
         return {m: pre.to_model(box).astype(np.float32) for m in self.methods}
 
     monkeypatch.setattr(Explanation, "maps", placed)
-    common = ["evaluate", str(model_dir), "--data", str(data), "--format", "yolo", "--lesions", "HE,EX",
+    common = ["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(data), "--format", "yolo", "--lesions", "HE,EX",
               "--methods", "gradcam,gmsm,guided-gradcam", "--t", "0"]
     assert main(common + ["--json", "--html", str(tmp_path / "r.html")]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -431,7 +431,7 @@ def test_evaluate_split_test_scores_the_photos_zoo_evaluate_scores(tmp_path, cap
     monkeypatch.setattr(zoo.evaluation.cli, "collect_outputs", collect)
     argv = [str(model), "--data", str(data), "--format", "yolo", "--split", "test", "--json"]
     assert zoo.evaluation.cli.main(argv) == 0
-    common = ["evaluate", str(model), "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
+    common = ["evaluate", str(model), "--road-percentiles", "none", "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
     tested = evaluated_photos(monkeypatch, common + ["--split", "test"])
     assert sorted(tested) == scored["zoo"] and 0 < len(tested) < 12
     assert "as python -m zoo evaluate" in capsys.readouterr().out
@@ -447,7 +447,7 @@ def test_evaluate_split_test_scores_the_photos_zoo_evaluate_scores(tmp_path, cap
 def test_evaluate_split_of_a_model_whose_labels_do_not_apply(model_dir, tmp_path, capsys, monkeypatch):
     """A DR grader on lesion boxes: zoo evaluate has no target to score; the split uses the data set's labels."""
     data = make_yolo(tmp_path / "boxes", count=10)
-    common = ["evaluate", str(model_dir), "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
+    common = ["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(data), "--format", "yolo", "--methods", "gradcam", "--t", "0"]
     parts = {part: evaluated_photos(monkeypatch, common + ["--split", part]) for part in ("train", "val", "test")}
     assert "by the data set's own labels" in capsys.readouterr().out
     assert all(parts.values()) and sorted(sum(parts.values(), [])) == [f"{i:04d}.jpg" for i in range(10)]
@@ -457,7 +457,7 @@ def test_evaluate_split_of_a_model_whose_labels_do_not_apply(model_dir, tmp_path
 @pytest.mark.slow
 def test_evaluate_split_test_on_real_idrid_grading_boxes(model_dir, tmp_path, capsys):
     root = shared_dataset("idrid-grading-boxes")
-    code = main(["evaluate", str(model_dir), "--data", str(root), "--format", "yolo", "--split", "test",
+    code = main(["evaluate", str(model_dir), "--road-percentiles", "none", "--data", str(root), "--format", "yolo", "--split", "test",
                  "--methods", "gmsm", "--limit", "2", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
