@@ -19,6 +19,8 @@ LICENCE_WORDS = {  # data set -> a phrase its licence line must contain
     "diaretdb1-boxes": "CC BY-SA 4.0",
     "hrf": "CC BY 4.0",
     "eyepacs-1k": "Kaggle",
+    "eyepacs-5k": "Kaggle",
+    "aptos2019": "Kaggle",
     "odir-ngc": "ODIR-5K",
     "idrid-grading-boxes": "CC BY-SA 4.0",
 }
