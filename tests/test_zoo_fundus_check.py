@@ -176,3 +176,33 @@ def test_the_head_file_is_validated(tmp_path):
     broken.write_text(json.dumps({**head, "coef": head["coef"][:10]}))
     with pytest.raises(ValueError, match="10 coefficients"):
         ContentModel(broken)
+
+
+@pytest.mark.parametrize(("stats", "soft"), [
+    ({"surround": 0.4, "texture": 0.05, "fine_share": 0.5}, True),  # a lit haze around the field: stage 2 decides
+    ({"surround": 0.4, "texture": 0.3, "fine_share": 0.5}, False),  # ... but beyond the texture's hard limit
+    ({"surround": 0.9, "texture": 0.05, "fine_share": 0.5}, False),  # a lit table around a cup: refused by stage 1
+    ({"surround": 0.4, "texture": 0.05, "fine_share": 0.5, "blue_red": 2.0}, False),  # a blue field
+    ({"surround": 0.1, "texture": 0.15, "fine_share": 0.5}, True),  # JPEG texture of a 256 px photo
+    ({"surround": 0.1, "texture": 0.15, "fine_share": 0.8}, False),  # pixel noise
+])
+def test_only_stage_ones_soft_refusals_within_the_hard_limits_reach_the_content_stage(monkeypatch, stats, soft):
+    import zoo.fundus_check as whole
+    from fundus.check import FundusCheck
+
+    field = {"chroma": 0.5, "hue_variety": 0.05, "blue_red": 0.3, **stats}
+    reason = "the area around the round field is not dark" if stats["surround"] > 0.2 else \
+        "the field is textured like noise or a natural scene"
+    monkeypatch.setattr(whole, "check_fundus", lambda rgb: FundusCheck(False, reason, True, False, "photo", field))
+    asked = []
+
+    class Model:
+        threshold = 0.5
+
+        def probabilities(self, photos):
+            asked.append(1)
+            return np.array([0.9])
+
+    check = check_fundus_photo(np.zeros((64, 64, 3), np.uint8), model=Model())
+    assert bool(asked) is soft and check.is_fundus is soft
+    assert check.reason == ("" if soft else reason)

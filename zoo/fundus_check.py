@@ -158,14 +158,15 @@ def require_fundus_photo(rgb: np.ndarray, source: str | None = None) -> FundusCh
 
 
 def _soft_failure(check: FundusCheck) -> bool:
-    """Stage 1 refused only by a test real low-resolution photos fail, and within its hard limit."""
+    """Stage 1 refused only by a test real low-resolution photos fail, and within every hard limit."""
+    if not check.reason.startswith(SOFT_REASONS):
+        return False
     stats = check.stats
-    if check.reason.startswith(SOFT_REASONS[0]):  # the field's own tests did not run: they must pass too
-        return stats.get("surround", np.inf) <= SURROUND_HARD and not field_failure(
-            {**stats, "texture": min(stats.get("texture", np.nan), TEXTURE_MAX)}, circle_on_photo=False)
-    if check.reason.startswith(SOFT_REASONS[1]):
-        return stats.get("texture", np.inf) <= TEXTURE_HARD and stats.get("fine_share", np.inf) <= FINE_SHARE_MAX
-    return False
+    within = (stats.get("surround", np.inf) <= SURROUND_HARD and stats.get("texture", np.inf) <= TEXTURE_HARD
+              and stats.get("fine_share", np.inf) <= FINE_SHARE_MAX)
+    # Stage 1 skips the field's colour tests when its surround fails: they must pass too (texture is judged above).
+    colours = {**stats, "texture": min(stats.get("texture", np.inf), TEXTURE_MAX)}
+    return within and not field_failure(colours, circle_on_photo=check.variant in ("photo", "working size"))
 
 
 assert SURROUND_HARD > SURROUND_MAX and TEXTURE_HARD > TEXTURE_MAX  # the soft bands are not empty
