@@ -45,7 +45,7 @@ from calibrate_fundus_check import (PHOTO_SUFFIXES, generated_non_fundus, packag
                                     skimage_images)
 
 from fundus import load_image, make_fundus  # noqa: E402
-from zoo.fundus_check import BACKBONE, HEAD_FILE, INPUT_SIZE, build_backbone, content_image, content_input  # noqa: E402
+from zoo.fundus_check import BACKBONE, HEAD_FILE, INPUT_SIZE, build_backbone, content_image, pooled_features  # noqa: E402
 
 NEGATIVES = "not-fundus"
 UNSEEN_LOOKALIKES = {"skimage.coffee", "skimage.astronaut", "skimage.chelsea", "skimage.rocket"}
@@ -144,14 +144,8 @@ def collect(data: Path, per_folder: int, seed: int, variants_for: tuple[str, ...
 
 
 def extract(rows, backbone) -> np.ndarray:
-    import torch
-
-    features = []
-    for start in tqdm(range(0, len(rows), BATCH), desc="features", unit="batch"):
-        batch = torch.from_numpy(np.stack([content_input(r[4]) for r in rows[start:start + BATCH]]))
-        with torch.inference_mode():
-            features.append(backbone(batch).double().numpy())
-    return np.concatenate(features)
+    return np.concatenate([pooled_features(backbone, [r[4] for r in rows[start:start + BATCH]])
+                           for start in tqdm(range(0, len(rows), BATCH), desc="features", unit="batch")])
 
 
 def fit_head(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:

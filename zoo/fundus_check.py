@@ -63,9 +63,8 @@ class ContentModel:
 
     def features(self, photos: list[np.ndarray]) -> np.ndarray:
         """(N, 1280) pooled features of ``(H, W, 3) uint8`` RGB photos."""
-        batch = torch.from_numpy(np.stack([content_input(rgb) for rgb in photos]))
-        with self._lock, torch.inference_mode():
-            return self.backbone(batch).double().numpy()
+        with self._lock:
+            return pooled_features(self.backbone, photos)
 
     def probabilities(self, photos: list[np.ndarray]) -> np.ndarray:
         """(N,) probability that each photo is a fundus photograph."""
@@ -85,6 +84,13 @@ def content_input(rgb: np.ndarray) -> np.ndarray:
     """The backbone's input for one photo: :func:`content_image`, in [-1, 1], channels first (float32)."""
     small = content_image(rgb).astype(np.float32)
     return np.ascontiguousarray(((small / 255.0 - MEAN) / STD).transpose(2, 0, 1))
+
+
+def pooled_features(backbone: torch.nn.Module, photos: list[np.ndarray]) -> np.ndarray:
+    """(N, 1280) pooled features of photos through the content stage's backbone (fitting and checking alike)."""
+    batch = torch.from_numpy(np.stack([content_input(rgb) for rgb in photos]))
+    with torch.inference_mode():
+        return backbone(batch).double().numpy()
 
 
 def build_backbone() -> torch.nn.Module:
