@@ -53,3 +53,17 @@ def test_card_text_says_use_data_licence_metrics_reproduction_and_pretraining():
     assert "No metrics recorded." in untrained and "No training command recorded." in untrained
     assert "undefined (FC classifier)" in untrained and "Apache-2.0" not in untrained
     assert "model-index" not in make_card(_config(metrics={})).content
+
+
+def test_card_sets_the_papers_reported_aucs_beside_the_models_on_the_same_test_split():
+    grades = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
+    ours = {f"auc_{g}": v for g, v in zip(grades, (0.99, 0.8, 0.85, 0.7, 0.75))}
+    text = make_card(_config(paper="003", task="multiclass", metrics={"test: aptos2019": ours})).text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| paper 003 |")
+            or line.startswith("| this model |")}
+    assert rows["paper 003"] == "| paper 003 | 0.97 | 0.77 | 0.84 | 0.71 | 0.78 |"  # paper 003, Table 1
+    assert rows["this model"] == "| this model | 0.99 | 0.80 | 0.85 | 0.70 | 0.75 |"
+    # No comparison where the model was not measured on the paper's data set, nor for a paper without one.
+    assert "| paper 003 |" not in make_card(_config(paper="003", task="multiclass",
+                                                    metrics={"test: srahim-dr600": ours})).text
+    assert "| paper 004 |" not in make_card(_config(metrics={"test: aptos2019": ours})).text

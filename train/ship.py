@@ -77,6 +77,8 @@ def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.
         out["n_images"] = m["n_images"]
         return out, None
     out = {k: m[k] for k in _CARD_KEYS if m.get(k) is not None}
+    # One-vs-rest AUC per grade, as the multi-label cards give per label (paper 003's Table 1 reports these).
+    out.update({f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None})
     return out, {"labels": list(labels), "matrix": m["confusion_matrix"]}
 
 

@@ -71,6 +71,22 @@ def _grid_line(config: ModelConfig) -> list[str]:
     return [f"- map grid: {grid}{dilated}; the maps are upsampled from it to the input size"]
 
 
+def _paper_comparison(config: ModelConfig) -> list[str]:
+    """The paper's own per-label numbers beside this model's on the same data set's test split, where both exist."""
+    paper = PAPERS.get(config.paper)
+    reported = paper.reported if paper else None
+    ours = config.metrics.get(f"test: {reported.dataset}", {}) if reported else {}
+    if not ours or not any(f"{reported.metric}_{label}" in ours for label in reported.values):
+        return []
+    lines = ["", f"Paper {config.paper}'s reported {reported.metric.upper()} ({reported.where}) beside this model's "
+                 f"on the {reported.dataset} test split (a different split and photo size: a guide, not a tie):", "",
+             "| | " + " | ".join(reported.values) + " |", "|---" * (len(reported.values) + 1) + "|",
+             f"| paper {config.paper} | " + " | ".join(f"{v:.2f}" for v in reported.values.values()) + " |"]
+    ours_row = [ours.get(f"{reported.metric}_{label}") for label in reported.values]
+    lines.append("| this model | " + " | ".join("-" if v is None else f"{v:.2f}" for v in ours_row) + " |")
+    return lines
+
+
 def card_text(config: ModelConfig) -> str:
     """The card's Markdown body."""
     paper = PAPERS.get(config.paper)
@@ -140,6 +156,7 @@ def card_text(config: ModelConfig) -> str:
         lines += ["", f"Confusion matrix, {split} (rows: true, columns: predicted):", "",
                   "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, cm["matrix"])]
+    lines += _paper_comparison(config)
     if config.localisation:
         lines += ["", *card_lines(config.localisation)]
     if config.limitations:

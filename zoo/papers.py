@@ -34,6 +34,16 @@ class Paper:
     architectures: tuple[str, ...]
     recipe: str  # what train/ reproduces
     extra: dict = field(default_factory=dict)
+    reported: ReportedResult | None = None  # the paper's own numbers, shown beside ours in the card
+
+
+@dataclass(frozen=True)
+class ReportedResult:
+    """A per-label result table of a paper, to compare a model of its recipe with on the same data set's test split."""
+    where: str  # the paper's table, in words
+    dataset: str  # the data set folder of ../shared/data whose test split is comparable
+    metric: str  # the card metric's prefix: "auc" → the card's ``auc_<label>`` values
+    values: dict[str, float]  # label → the paper's value
 
 
 PAPERS: dict[str, Paper] = {
@@ -60,6 +70,10 @@ PAPERS: dict[str, Paper] = {
         MULTICLASS.name, list(DR_GRADES), None, Preprocessing(fov_crop=True, clahe=True),
         ("vgg16", "resnet50", "inception_v3", "inception_resnet_v2"),
         "CLAHE, flips, class-weighted loss, Grad-CAM on the last conv layer",
+        reported=ReportedResult(
+            "Table 1: the best of its four models per grade (VGG16, ResNet50, InceptionV3, InceptionResNetV2)",
+            "aptos2019", "auc",
+            {"No DR": 0.97, "Mild": 0.77, "Moderate": 0.84, "Severe": 0.71, "Proliferative DR": 0.78}),
     ),
     "004": Paper(
         "004", "ELLG: explainable lesion learning and generation (GMSM)", "Kaggle EyePACS 2015, APTOS 2019",
