@@ -153,7 +153,8 @@ def test_stored_outputs_give_the_reported_metrics(name):
         tgt = np.array([[np.nan if v is None else v for v in p["target"]] for p in group], np.float32)
         if stored["task"] != "multilabel":
             tgt = tgt[:, 0]
-        m = compute_metrics(stored["task"], out, tgt, stored["labels"], grade_cutoffs=config.grade_cutoffs)
+        m = compute_metrics(stored["task"], out, tgt, stored["labels"], grade_cutoffs=config.grade_cutoffs,
+                            expected_cutoffs=config.expected_grade_cutoffs)
         if HEADLINE[name] == "auc_mean":
             aucs = [v for v in m["auc_per_class"].values() if v is not None]
             if not aucs:  # no label with both classes in this group: the card claims no AUC for it
