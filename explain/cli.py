@@ -327,7 +327,7 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
         PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
         ValueError, TypeError: the model cannot explain the target.
     """
-    from explain.pipeline import analyse, load, unlike_training_warning
+    from explain.pipeline import analyse, load_fundus_photo, unlike_training_warning
     from explain.views import render
     from fundus import NotFundusError
     from zoo.predict import _result as prediction_of  # the same record as `python -m zoo predict --json`
@@ -335,7 +335,7 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
     config = model.config
     start = time.perf_counter()
     try:
-        rgb, check = load(image)  # the fundus check comes before any prediction
+        rgb, check = load_fundus_photo(image)  # the fundus check comes before any prediction
     except NotFundusError as error:
         raise PhotoSkipped(str(error)) from None
     except (ValueError, OSError) as error:
