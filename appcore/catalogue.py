@@ -25,10 +25,11 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from appcore.menu import grouped, heading, with_papers
+from appcore.menu import grouped, with_papers
+from appcore.model_choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +48,6 @@ class ModelUnavailable(RuntimeError):
 
 class ModelNotOffered(ModelUnavailable, ValueError):
     """Text that is none of the models this app may load (see ``Catalogue.resolve``)."""
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """One model the app may load."""
-
-    id: str  # a registry name, a hub repo id, or (kind "folder") the menu name of an operator's folder
-    revision: str | None = None
-    kind: str = "shipped"  # "shipped" | "folder" | "hub"
-    location: str | None = field(default=None, repr=False, compare=False)  # an operator folder's path
-    paper: str | None = field(default=None, compare=False)  # from its config ("" none, None unknown): appcore.menu
-    answers: str | None = field(default=None, compare=False)  # what it answers, from its config's labels (None unknown)
-
-    @property
-    def key(self) -> str:
-        """The menu value: ``id`` or ``id@revision``."""
-        return f"{self.id}@{self.revision}" if self.revision else self.id
-
-    @property
-    def label(self) -> str:
-        """The menu text: what the model answers, the model, then its paper ("DR grade 0–4 — dr-grading · paper
-        004"), short enough for a narrow menu; a model that is not shipped says its kind ("org/name (hub)")."""
-        name = self.key if self.kind == "shipped" else f"{self.key} ({self.kind})"
-        group = heading(self.paper)
-        text = f"{self.answers} — {name}" if self.answers else name
-        return f"{text} · {group}" if group else text
 
 
 def shown(text: object) -> str:

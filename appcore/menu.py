@@ -13,15 +13,12 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from appcore.catalogue import ModelChoice
+from appcore.model_choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
 PREFERRED_DEFAULT = "dr-grading"
-NO_PAPER = "no paper"
 
 
 def config_file(choice: ModelChoice, registry: dict) -> Path | None:
@@ -85,14 +82,6 @@ def config_of(choice: ModelChoice):
     except (OSError, ValueError, TypeError) as exc:
         log.warning("model %r: config.json unreadable: %s", choice.key, exc)
         return None
-
-
-def heading(paper: str | None) -> str:
-    """A model's paper in the menu, after the task: "paper 004", "no paper", or "" (paper unknown). The title is
-    the card's: a menu cut at a laptop's width must still show the task and the model."""
-    if paper is None:
-        return ""
-    return f"paper {paper}" if paper else NO_PAPER
 
 
 def with_papers(choices: Iterable[ModelChoice], registry: dict) -> list[ModelChoice]:
