@@ -1,4 +1,7 @@
-"""pytorch-grad-cam's other methods (ScoreCAM, LayerCAM, EigenCAM, XGradCAM, …) offered as extras.
+"""pytorch-grad-cam's other methods (ScoreCAM, EigenCAM, XGradCAM, HiResCAM, …) offered as extras.
+
+Only methods the registry (``explain.methods``) does not have: "layercam" is one of ours (one pass, no
+``loss.backward()``), so it is not offered here under the same name with another implementation.
 
 They are run through pytorch-grad-cam itself, not rewritten. It runs a full ``loss.backward()`` and
 switches the model to eval mode, so each call saves and restores every parameter's ``.grad`` and
@@ -14,7 +17,6 @@ from torch import nn
 
 EXTRA_METHODS = {
     "scorecam": "ScoreCAM",
-    "layercam": "LayerCAM",
     "eigencam": "EigenCAM",
     "eigengradcam": "EigenGradCAM",
     "xgradcam": "XGradCAM",
@@ -34,7 +36,7 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
 
     Args:
         model: the network (its ``config.target_layer`` is used unless ``target_layer`` is given).
-        name: a key of ``EXTRA_METHODS`` ("scorecam", "layercam", "eigencam", …; case and "-"/"_" ignored).
+        name: a key of ``EXTRA_METHODS`` ("scorecam", "eigencam", "hirescam", …; case and "-"/"_" ignored).
         tensor: (B, 3, H, W) input.
         target: class index for every image, a list of one index per image, or None (the top output).
         target_layer: dotted module path of the layer to use.
@@ -45,7 +47,8 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
         (B, H, W) float32 maps in [0, 1].
 
     Raises:
-        ValueError: an unknown method, no target layer, or targets not matching the batch.
+        ValueError: an unknown method (a registered one, "layercam", included), no target layer, or targets not
+            matching the batch.
         TypeError: tensor is not a torch.Tensor.
     """
     import pytorch_grad_cam
@@ -53,7 +56,8 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
 
     key = name.lower().replace("-", "").replace("_", "").replace("++", "pp")
     if key not in EXTRA_METHODS:
-        raise ValueError(f"unknown extra method {name!r}; choose from {', '.join(sorted(EXTRA_METHODS))}")
+        ours = " (a registered method: Explainer.explain(..., methods=[...]))" if _is_registered(name) else ""
+        raise ValueError(f"unknown extra method {name!r}{ours}; choose from {', '.join(sorted(EXTRA_METHODS))}")
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() == 3:
@@ -88,3 +92,13 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
     from explain.regions import normalise_map
 
     return np.stack([normalise_map(m, fov_mask) for m in np.asarray(maps, dtype=np.float32)])
+
+
+def _is_registered(name: str) -> bool:
+    from explain.methods import canonical_method
+
+    try:
+        canonical_method(name)
+    except ValueError:
+        return False
+    return True
