@@ -54,10 +54,7 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    key = name.lower().replace("-", "").replace("_", "").replace("++", "pp")
-    if key not in EXTRA_METHODS:
-        ours = " (a registered method: Explainer.explain(..., methods=[...]))" if _is_registered(name) else ""
-        raise ValueError(f"unknown extra method {name!r}{ours}; choose from {', '.join(sorted(EXTRA_METHODS))}")
+    key = _extra_key(name)
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() == 3:
@@ -94,11 +91,15 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
     return np.stack([normalise_map(m, fov_mask) for m in np.asarray(maps, dtype=np.float32)])
 
 
-def _is_registered(name: str) -> bool:
+def _extra_key(name: str) -> str:
+    """The ``EXTRA_METHODS`` key of a spelling. Raises ValueError for another name, saying when it is one of ours."""
     from explain.methods import canonical_method
 
+    key = name.lower().replace("-", "").replace("_", "").replace("++", "pp")
+    if key in EXTRA_METHODS:
+        return key
     try:
-        canonical_method(name)
+        ours = f" ({canonical_method(name)!r} is a registered method: Explainer.explain(..., methods=[...]))"
     except ValueError:
-        return False
-    return True
+        ours = ""
+    raise ValueError(f"unknown extra method {name!r}{ours}; choose from {', '.join(sorted(EXTRA_METHODS))}")
