@@ -24,7 +24,7 @@ import importlib
 _EXPORTS = {
     "Analysis": "appcore.analysis", "AnalysisCache": "appcore.analysis", "Analyser": "appcore.analysis",
     "image_digest": "appcore.analysis", "PANEL_METHODS": "appcore.analysis",
-    "ModelCache": "appcore.catalogue", "ModelChoice": "appcore.catalogue", "ModelUnavailable": "appcore.catalogue",
+    "ModelCache": "appcore.catalogue", "ModelChoice": "appcore.model_choice", "ModelUnavailable": "appcore.catalogue",
     "available_models": "appcore.catalogue",
     "Example": "appcore.examples", "ensure_examples": "appcore.examples", "shipped_examples": "appcore.examples",
     "View": "appcore.views", "ViewParams": "appcore.views", "render_view": "appcore.views",

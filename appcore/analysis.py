@@ -23,6 +23,7 @@ import numpy as np
 
 from appcore.catalogue import ModelCache
 from appcore.gpu import model_device, network_pass
+from appcore.user_errors import UserInputError
 from explain.methods import panel_methods
 from explain.pipeline import Analysis, require_rgb
 from explain.targets import Classes, Decided, Predicted, Target
@@ -59,20 +60,23 @@ def engine_target(choice: str, config) -> Target:
     (``Decided``: the model's decided labels, its no-disease answer included) or "class:<index>" (``Classes``).
 
     Raises:
-        ValueError: an unknown value or a class index outside the model's labels.
+        UserInputError: (a ValueError) an unknown value or a class index outside the model's labels.
     """
     if choice in (None, "", PREDICTED):
         return Predicted()
     if choice == ALL_PREDICTED:
         if task_of(config.task) is not MULTILABEL:
-            raise ValueError("'all predicted' needs a multi-label model")
+            raise UserInputError("'all predicted' needs a multi-label model")
         return Decided(keep_no_disease=True)
-    index = target_class(choice)
+    try:
+        index = target_class(choice)
+    except ValueError:
+        index = None  # "class:x": not a class index, so an unknown target
     if index is not None:
         if not 0 <= index < len(config.labels):
-            raise ValueError(f"class index {index} is outside the model's {len(config.labels)} labels")
+            raise UserInputError(f"class index {index} is outside the model's {len(config.labels)} labels")
         return Classes((index,))
-    raise ValueError(f"unknown target {choice!r}: use 'predicted', 'all predicted' or 'class:<index>'")
+    raise UserInputError(f"unknown target {choice!r}: use 'predicted', 'all predicted' or 'class:<index>'")
 
 
 class AnalysisCache:
@@ -191,7 +195,7 @@ class Analyser:
         Raises:
             TypeError: ``rgb`` is not an (H, W, 3) uint8 array.
             NotFundusError: (a ValueError) the photo is not a fundus photograph: nothing is classified.
-            ValueError: an invalid target.
+            UserInputError: (a ValueError) an invalid target.
             ModelUnavailable: the model cannot be loaded.
         """
         require_rgb(rgb)

@@ -2,7 +2,7 @@
 
 A running app loads only three kinds of model (``Catalogue.resolve``):
 
-- the zoo registry's names (``zoo.registry.known()``: the shipped defaults in ``assets/`` and the named hub
+- the zoo's model names (``zoo.model_names.known()``: the shipped defaults in ``assets/`` and the named hub
   ids configured in ``FUNDUS_ZOO_MODELS``);
 - hub repo ids ``org/name[@revision]``, always fetched from the hub (never read as a local path);
 - folders (or hub ids) its operator listed at start-up (``python app.py --models …``), offered under the
@@ -13,7 +13,7 @@ this module names a file or folder of the server (details go to the server log).
 
 What a visitor may have a public server download is the operator's choice (``HubPolicy``, from ``FUNDUS_APP_HUB``,
 ``FUNDUS_APP_HUB_ALLOW`` and ``FUNDUS_APP_HUB_MAX_MB``): a switch that turns typed hub ids off, an allow-list of
-repo ids (on a Space, by default, only the app's own: the registry's hub repos and ``--models``), and a size limit
+repo ids (on a Space, by default, only the app's own: the named hub repos and ``--models``), and a size limit
 checked on the hub's file list before anything is downloaded.
 """
 from __future__ import annotations
@@ -25,10 +25,11 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from appcore.menu import grouped, heading, with_papers
+from appcore.menu import grouped, with_papers
+from appcore.model_choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +48,6 @@ class ModelUnavailable(RuntimeError):
 
 class ModelNotOffered(ModelUnavailable, ValueError):
     """Text that is none of the models this app may load (see ``Catalogue.resolve``)."""
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """One model the app may load."""
-
-    id: str  # a registry name, a hub repo id, or (kind "folder") the menu name of an operator's folder
-    revision: str | None = None
-    kind: str = "shipped"  # "shipped" | "folder" | "hub"
-    location: str | None = field(default=None, repr=False, compare=False)  # an operator folder's path
-    paper: str | None = field(default=None, compare=False)  # from its config ("" none, None unknown): appcore.menu
-    answers: str | None = field(default=None, compare=False)  # what it answers, from its config's labels (None unknown)
-
-    @property
-    def key(self) -> str:
-        """The menu value: ``id`` or ``id@revision``."""
-        return f"{self.id}@{self.revision}" if self.revision else self.id
-
-    @property
-    def label(self) -> str:
-        """The menu text: what the model answers, the model, then its paper ("DR grade 0–4 — dr-grading · paper
-        004"), short enough for a narrow menu; a model that is not shipped says its kind ("org/name (hub)")."""
-        name = self.key if self.kind == "shipped" else f"{self.key} ({self.kind})"
-        group = heading(self.paper)
-        text = f"{self.answers} — {name}" if self.answers else name
-        return f"{text} · {group}" if group else text
 
 
 def shown(text: object) -> str:
@@ -98,7 +73,7 @@ _OFF = ("0", "off", "false", "no")
 @dataclass(frozen=True)
 class HubPolicy:
     """Which hub repos a visitor may make this server download by typing a repo id (``load_hub_model``, or
-    ``select_model`` with any ``org/name``). The app's own models (shipped, the registry's hub names, the operator's
+    ``select_model`` with any ``org/name``). The app's own models (shipped, the named hub repos, the operator's
     ``--models``) are not limited by it.
 
     Args:
@@ -159,13 +134,13 @@ def hub_not_allowed_message(repo_id: object) -> str:
             "menu.")
 
 
-def _registry() -> dict:
-    from zoo import registry
+def _named_models() -> dict:
+    from zoo import model_names
 
-    return registry.known()
+    return model_names.known()
 
 
-def _registry_choice(name: str, entry) -> ModelChoice:
+def _named_choice(name: str, entry) -> ModelChoice:
     return ModelChoice(name, None, "shipped" if entry.source == "shipped" else "hub")
 
 
@@ -187,10 +162,10 @@ def parse_hub_id(text: str) -> ModelChoice:
 
 
 class Catalogue:
-    """The models an app may load: registry names, hub repo ids and the operator's listed models.
+    """The models an app may load: the zoo's model names, hub repo ids and the operator's listed models.
 
     Args:
-        operator: folders or hub repo ids (``org/name[@revision]``) or registry names the operator listed at
+        operator: folders or hub repo ids (``org/name[@revision]``) or model names the operator listed at
             start-up; folders are offered under their folder's name (made unique), never under their path.
         hub: which typed hub repo ids visitors may load (default ``HubPolicy.from_environment()``).
 
@@ -201,12 +176,12 @@ class Catalogue:
     def __init__(self, operator: Iterable[str] | None = None, hub: HubPolicy | None = None) -> None:
         self.hub = hub if hub is not None else HubPolicy.from_environment()
         self._operator: list[ModelChoice] = []
-        registry = _registry()
-        taken = set(registry)
+        named = _named_models()
+        taken = set(named)
         for raw in operator or []:
             entry = str(raw).strip()
-            if entry in registry:
-                choice = _registry_choice(entry, registry[entry])
+            if entry in named:
+                choice = _named_choice(entry, named[entry])
             elif Path(entry).expanduser().is_dir():
                 folder = Path(entry).expanduser().resolve()
                 if not (folder / "config.json").is_file():
@@ -224,12 +199,12 @@ class Catalogue:
 
     def menu(self, added: Iterable[str] = ()) -> list[ModelChoice]:
         """The models offered, each once, grouped by paper (``appcore.menu.grouped``); within a paper the
-        operator's models, then the shipped defaults, then the hub ids configured in the registry, then ``added``
+        operator's models, then the shipped defaults, then the named hub ids (``FUNDUS_ZOO_MODELS``), then ``added``
         (menu values a session added; values this app does not offer are left out)."""
-        registry = _registry()
-        named = [_registry_choice(name, entry) for name, entry in registry.items()]
+        named = _named_models()
+        by_name = [_named_choice(name, entry) for name, entry in named.items()]
         # Shipped models before hub ids: the default must load offline, a hub id downloads only when picked.
-        choices = self._operator + sorted(named, key=lambda choice: choice.kind != "shipped")
+        choices = self._operator + sorted(by_name, key=lambda choice: choice.kind != "shipped")
         for key in added:
             try:
                 choices.append(self.resolve(key))
@@ -238,7 +213,7 @@ class Catalogue:
         unique: dict[str, ModelChoice] = {}
         for choice in choices:
             unique.setdefault(choice.key, choice)
-        return grouped(with_papers(unique.values(), registry))
+        return grouped(with_papers(unique.values(), named))
 
     def session_added(self, added: list[str], key: str) -> list[str]:
         """A session's menu additions once it selected ``key``: ``key`` joins them unless the menu already has it
@@ -256,21 +231,21 @@ class Catalogue:
         key = key.strip()
         if key in self._folders:
             return self._folders[key]
-        registry = _registry()
-        if key in registry:
-            return _registry_choice(key, registry[key])
+        named = _named_models()
+        if key in named:
+            return _named_choice(key, named[key])
         try:
             choice = parse_hub_id(key)
         except ModelNotOffered:
             raise ModelNotOffered(not_offered_message(key)) from None
-        return self._hub_allowed(choice, registry)
+        return self._hub_allowed(choice, named)
 
-    def is_own(self, choice: ModelChoice, registry: dict | None = None) -> bool:
-        """Whether a hub choice is one of the app's own hub repos (the operator's ``--models``, the registry's hub
+    def is_own(self, choice: ModelChoice, named: dict | None = None) -> bool:
+        """Whether a hub choice is one of the app's own hub repos (the operator's ``--models``, the named hub
         names: the deploy's list), which ``hub`` does not limit."""
-        registry = _registry() if registry is None else registry
+        named = _named_models() if named is None else named
         own = {c.id.lower() for c in self._operator if c.kind == "hub"}
-        own |= {entry.location.lower() for entry in registry.values() if entry.source == "hub"}
+        own |= {entry.location.lower() for entry in named.values() if entry.source == "hub"}
         return choice.id.lower() in own
 
     def download_limit(self, choice: ModelChoice) -> int | None:
@@ -278,14 +253,14 @@ class Catalogue:
         the app's own models."""
         return None if choice.kind != "hub" or self.is_own(choice) else self.hub.max_bytes
 
-    def _hub_allowed(self, choice: ModelChoice, registry: dict) -> ModelChoice:
+    def _hub_allowed(self, choice: ModelChoice, named: dict) -> ModelChoice:
         """A typed hub id, if ``hub`` lets visitors load it: the app's own hub repos always, others when hub loading
         is on and the allow-list takes them (checked before anything is downloaded).
 
         Raises:
             ModelNotOffered: hub loading is off, or the repo is not on the allow-list.
         """
-        if self.is_own(choice, registry):
+        if self.is_own(choice, named):
             return choice
         if not self.hub.enabled:
             raise ModelNotOffered(hub_off_message(choice.key))
@@ -303,7 +278,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def available_models(extra: list[str] | None = None) -> list[ModelChoice]:
     """The model menu, grouped by paper: ``extra`` (the operator's folders / hub ids), the shipped defaults and
-    the hub ids configured in the registry (``Catalogue(extra).menu()``)."""
+    the named hub ids (``Catalogue(extra).menu()``)."""
     return Catalogue(extra).menu()
 
 
@@ -407,9 +382,9 @@ def _load(choice: ModelChoice, device: str, max_bytes: int | None = None):
     try:
         if choice.kind == "folder":
             model = zoo.load(Path(choice.location), device=device)
-        elif choice.kind == "hub" and choice.id not in _registry():
+        elif choice.kind == "hub" and choice.id not in _named_models():
             model = zoo.load(_hub_folder(choice, max_bytes), device=device)
-        else:  # a registry name: zoo resolves it (a shipped folder, or its configured hub id)
+        else:  # a model name: zoo resolves it (a shipped folder, or its configured hub id)
             model = zoo.load(choice.id, revision=choice.revision, device=device)
     except HubRepoTooLarge:
         log.warning("hub model %r refused: over the size limit", choice.key)

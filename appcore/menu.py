@@ -13,27 +13,24 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from appcore.catalogue import ModelChoice
+from appcore.model_choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
 PREFERRED_DEFAULT = "dr-grading"
-NO_PAPER = "no paper"
 
 
-def config_file(choice: ModelChoice, registry: dict) -> Path | None:
+def config_file(choice: ModelChoice, named: dict) -> Path | None:
     """The config.json of a menu choice, without downloading anything: an operator's folder's or a shipped
     model's file, a hub model's cached copy; None where it is not at hand (a hub model not downloaded yet).
 
     Args:
-        registry: ``zoo.registry.known()``: how the registry's names are stored.
+        named: ``zoo.model_names.known()``: where the zoo's model names are stored.
     """
     if choice.kind == "folder":
         return Path(choice.location) / "config.json"
-    entry = registry.get(choice.id)
+    entry = named.get(choice.id)
     if entry is not None and entry.source == "shipped":
         return Path(entry.location) / "config.json"
     repo, revision = (entry.location, entry.revision) if entry is not None else (choice.id, choice.revision)
@@ -43,9 +40,9 @@ def config_file(choice: ModelChoice, registry: dict) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def _config_json(choice: ModelChoice, registry: dict) -> dict | None:
+def _config_json(choice: ModelChoice, named: dict) -> dict | None:
     """A model's config.json as a dict; None when it is not at hand or unreadable."""
-    path = config_file(choice, registry)
+    path = config_file(choice, named)
     if path is None:
         return None
     try:
@@ -56,18 +53,18 @@ def _config_json(choice: ModelChoice, registry: dict) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def paper_of(choice: ModelChoice, registry: dict) -> str | None:
+def paper_of(choice: ModelChoice, named: dict) -> str | None:
     """The paper id in a model's config ("" when it has none); None when its config is not at hand or unreadable."""
-    paper = (_config_json(choice, registry) or {}).get("paper")
+    paper = (_config_json(choice, named) or {}).get("paper")
     return paper if isinstance(paper, str) else None
 
 
-def answers_of(choice: ModelChoice, registry: dict) -> str | None:
+def answers_of(choice: ModelChoice, named: dict) -> str | None:
     """What a model answers, in a clinician's words ("DR grade 0–4", "DR lesions": ``what_it_answers``), from its
     config's labels; None when its config is not at hand."""
     from fundus.datasets.labels import what_it_answers
 
-    labels = (_config_json(choice, registry) or {}).get("labels")
+    labels = (_config_json(choice, named) or {}).get("labels")
     if not isinstance(labels, list) or not labels:
         return None
     return what_it_answers([str(label) for label in labels])
@@ -76,10 +73,10 @@ def answers_of(choice: ModelChoice, registry: dict) -> str | None:
 def config_of(choice: ModelChoice):
     """The ``zoo.config.ModelConfig`` of a menu choice from its config.json, loading no weights and downloading
     nothing; None where it is not at hand or not a valid config (loading the model says why)."""
-    from zoo import registry
+    from zoo import model_names
     from zoo.config import ModelConfig
 
-    path = config_file(choice, registry.known())
+    path = config_file(choice, model_names.known())
     try:
         return ModelConfig.load(path) if path is not None else None
     except (OSError, ValueError, TypeError) as exc:
@@ -87,17 +84,9 @@ def config_of(choice: ModelChoice):
         return None
 
 
-def heading(paper: str | None) -> str:
-    """A model's paper in the menu, after the task: "paper 004", "no paper", or "" (paper unknown). The title is
-    the card's: a menu cut at a laptop's width must still show the task and the model."""
-    if paper is None:
-        return ""
-    return f"paper {paper}" if paper else NO_PAPER
-
-
-def with_papers(choices: Iterable[ModelChoice], registry: dict) -> list[ModelChoice]:
+def with_papers(choices: Iterable[ModelChoice], named: dict) -> list[ModelChoice]:
     """The choices with their ``paper`` and ``answers`` read from their configs."""
-    return [dataclasses.replace(choice, paper=paper_of(choice, registry), answers=answers_of(choice, registry))
+    return [dataclasses.replace(choice, paper=paper_of(choice, named), answers=answers_of(choice, named))
             for choice in choices]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,14 @@ from appcore.charts import prediction_chart
 from appcore.examples import Example, shipped_examples
 from appcore.exports import write_downloads
 from appcore.menu import config_of, default_choice
+from appcore.presentation import message_of
+from appcore.user_errors import UserInputError
 from appcore.views import DownloadFolders
-from explain.controls import CONTROLS, CROP
+from explain.controls import BY_NAME, CONTROLS, CROP
 from explain.methods import panel_methods
 from explain.views import ViewParams, render_view
 from fundus.tasks import task_of
 
-log = logging.getLogger("fundus_cam_zoo.app")
 PHOTO_GONE = "The photo of this session is no longer on the server: upload it again."
 PAGE_KEPT = "Nothing on the page was changed."
 EXPORT_FIRST = "Upload a photo or click an example first."
@@ -51,16 +51,6 @@ class Menu:
 
     choices: list
     value: Any
-
-
-def message_of(exc: Exception) -> str:
-    """What a visitor reads about an exception: a library error's own message (rejected photo, model not offered
-    or unavailable, invalid value); anything else is logged and shown as a generic line."""
-    message = present.error_message(exc)
-    if message is None:
-        log.error("unexpected error", exc_info=exc)
-        message = present.INTERNAL_ERROR
-    return message
 
 
 def status_of(exc: Exception) -> str:
@@ -99,9 +89,24 @@ def named_event(event, names, adapt, optional=(), **keywords):
 def view_params(values, config=None) -> ViewParams:
     """The controls' values, in ``CONTROLS`` order, as ViewParams (checked). An empty value (None: an API call that
     leaves θ, τ or t out) is the model's own default from its ``config``, as the page shows it: one source of
-    defaults for the page and the API."""
-    given = {name: value for name, value in zip(CONTROL_NAMES, values) if value is not None}
-    return ViewParams.from_config(config, **given)
+    defaults for the page and the API.
+
+    Raises:
+        UserInputError: (a ValueError) a value out of its control's range or choices.
+    """
+    return ViewParams.from_config(config, **visitor_values(zip(CONTROL_NAMES, values)))
+
+
+def visitor_values(named) -> dict[str, Any]:
+    """The controls' values a visitor sent ((name, value) pairs; None: not sent), each checked by its control.
+
+    Raises:
+        UserInputError: (a ValueError) a value out of its control's range or choices: the visitor's to correct.
+    """
+    try:
+        return {name: BY_NAME[name].check(value) for name, value in named if value is not None}
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(str(exc)) from exc
 
 
 class Page:
@@ -225,7 +230,7 @@ class Page:
         config = self.model(choice.key).config
         session_added = self.catalogue.session_added(session_added, choice.key)
         options = task_of(config.task).target_menu(config.labels)
-        params = ViewParams.from_config(config, **dict(zip(DISPLAY_CONTROLS, display)))
+        params = ViewParams.from_config(config, **visitor_values(zip(DISPLAY_CONTROLS, display)))
         values = {"model_menu": Menu(self.menu(session_added), choice.key), "target": Menu(options, options[0][1]),
                   "card": present.card_markdown(config, choice.key), "current": choice.key, "added": session_added,
                   "status": "", **{name: getattr(params, name) for name in MODEL_CONTROLS}}

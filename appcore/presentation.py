@@ -3,6 +3,7 @@ panel and slider texts, the colour bar, the model card, the region summary and t
 from __future__ import annotations
 
 import html
+import logging
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 from fundus.datasets.labels import DR_ONLY, is_dr_grader, spelled_out
 from fundus.tasks import FINDING_FLOOR, MULTICLASS, MULTILABEL, finding_thresholds, task_of
 
+log = logging.getLogger("fundus_cam_zoo.app")
 NOTICE = ("⚠️ **Research tool, not a medical device — not for clinical use.** The models and explanations "
           "shown here are not validated for diagnosis, screening or treatment.")
 FOV_COLOUR = (0, 255, 0)
@@ -407,17 +409,28 @@ _PATH = re.compile(r"(?<![\w:/\\~.-])(?:~|\.\.?)?[/\\][^\s'\"`,;)]+")
 
 
 def error_message(exc: BaseException) -> str | None:
-    """The status line's text for a library error a visitor can cause: a rejected photo (``ImageError``,
-    ``PhotoRejected``), a model that cannot be had (``ModelUnavailable``), an invalid value (``ValueError``).
-    None for anything else: an unexpected error, to be logged and shown as ``INTERNAL_ERROR``.
+    """The status line's text for an error that is the visitor's (``appcore.user_errors``): a photo that cannot be
+    read or is no fundus photograph, a model that cannot be had, a value that cannot be used. None for anything
+    else, a ``ValueError`` from deep inside included: an unexpected error, to be logged and shown as
+    ``INTERNAL_ERROR``.
 
     Paths that a message might still hold are cut out: the page never reveals the server's file system.
     """
-    from appcore.catalogue import ModelUnavailable
+    from appcore.user_errors import is_users
 
-    if isinstance(exc, (ModelUnavailable, ValueError)) and str(exc).strip():
+    if is_users(exc) and str(exc).strip():
         return _PATH.sub("…", str(exc).strip())
     return None
+
+
+def message_of(exc: BaseException) -> str:
+    """What a visitor reads about an exception: a user error's own message (``error_message``); anything else is
+    logged with its traceback, so that a bug is not taken for the visitor's mistake, and shown as a generic line."""
+    message = error_message(exc)
+    if message is None:
+        log.exception("unexpected error", exc_info=exc)
+        return INTERNAL_ERROR
+    return message
 
 
 def status_error(message: str) -> str:

@@ -97,7 +97,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def fetch_hub_models(environ=None) -> dict[str, float]:
-    """Download the registry's hub models (``FUNDUS_ZOO_MODELS``: on a Space, the deploy's list) before the page is
+    """Download the named hub models (``FUNDUS_ZOO_MODELS``: on a Space, the deploy's list) before the page is
     built, or find them in the hub cache (``HF_HOME``): the menu then knows every model's task, and no visitor waits
     for a download. Each model's progress goes to the log (huggingface_hub's progress bars on stderr, one line per
     model here); one that cannot be fetched is logged and left for the page to report. ``FUNDUS_APP_PREFETCH=off``
@@ -109,9 +109,9 @@ def fetch_hub_models(environ=None) -> dict[str, float]:
     environ = os.environ if environ is None else environ
     if environ.get("FUNDUS_APP_PREFETCH", "on").strip().lower() in ("0", "off", "false", "no"):
         return {}
-    from zoo import hub, registry
+    from zoo import hub, model_names
 
-    entries = [entry for entry in registry.known().values() if entry.source == "hub"]
+    entries = [entry for entry in model_names.known().values() if entry.source == "hub"]
     fetched = {}
     for number, entry in enumerate(entries, 1):
         where = entry.location + (f"@{entry.revision}" if entry.revision else "")
@@ -149,7 +149,7 @@ def warm_up_later(page, delay: float = 1.0, hub_fetched: bool = False) -> None:
 
 
 def serve(build_demo, argv: list[str] | None = None, **launch_options) -> None:
-    """``python app.py``: read the command line, fetch the registry's hub models (``fetch_hub_models``), build the app
+    """``python app.py``: read the command line, fetch the named hub models (``fetch_hub_models``), build the app
     on its ``--models`` (a bad entry: a usage error that names it), warm the default model up in the background,
     trim the heaps, and serve until stopped.
 

@@ -18,7 +18,7 @@ the input) and its own guided backward to the input, because the guided ReLU rul
 gradients and so does not add up over classes. With a forward F and the two backwards roughly 0.8 F and 1 F,
 5 classes cost F + 5·1.8 F against 5·2.8 F: about 0.7 of sequential, what is measured; 0.5 would need the
 backwards themselves shared. Batching the five backwards (one
-vmap'd backward, ``is_grads_batched``) was slower on CPU (explain.explainer._grad).
+vmap'd backward, ``is_grads_batched``) was slower on CPU (explain.capture_kinds.row_gradients).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from explain.explainer import ALL_METHODS, Explainer, Explanation
 from explain.extra import EXTRA_METHODS, extra_method
 from explain.methods import Method, Param, canonical_method, get_method, panel_methods, register, registered
 from explain.overlay import colormap_names, draw_boxes, draw_outlines, heatmap, overlay, panel_grid, save_png
-from explain.regions import (AttentionCrop, LesionMask, LesionOutlines, LesionPatch, attention_crop,
+from explain.regions import (AttentionCrop, LesionMask, LesionMaskPatch, LesionOutlines, attention_crop,
                              lesion_colour, lesion_mask, lesion_outlines, normalise_map)
 from explain.targets import AllPredicted, Classes, Decided, PerImage, Predicted, Target
 
@@ -19,7 +19,7 @@ __all__ = [
     "ALL_METHODS", "EXTRA_METHODS", "Explainer", "Explanation", "canonical_method", "extra_method",
     "Method", "Param", "get_method", "panel_methods", "register", "registered",
     "Target", "Predicted", "AllPredicted", "Classes", "PerImage", "Decided",
-    "AttentionCrop", "LesionMask", "LesionOutlines", "LesionPatch", "attention_crop", "lesion_colour",
+    "AttentionCrop", "LesionMask", "LesionMaskPatch", "LesionOutlines", "attention_crop", "lesion_colour",
     "lesion_mask", "lesion_outlines", "normalise_map",
     "colormap_names", "draw_boxes", "draw_outlines", "heatmap", "overlay", "panel_grid", "save_png",
 ]

@@ -42,6 +42,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -327,57 +328,88 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
         PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
         ValueError, TypeError: the model cannot explain the target.
     """
-    from explain.pipeline import analyse, load, unlike_training_warning
+    from explain.pipeline import analyse
     from explain.views import render
-    from fundus import NotFundusError
-    from zoo.predict import _result as prediction_of  # the same record as `python -m zoo predict --json`
 
-    config = model.config
     start = time.perf_counter()
-    try:
-        rgb, check = load(image)  # the fundus check comes before any prediction
-    except NotFundusError as error:
-        raise PhotoSkipped(str(error)) from None
-    except (ValueError, OSError) as error:
-        raise PhotoSkipped(f"{image}: cannot read it: {error}") from None
+    rgb, check = checked_photo(image)  # the fundus check comes before any prediction
     timings["check"] = time.perf_counter() - start
     analysis = analyse(rgb, model, target, methods=methods, request=args.target)
     timings["preprocess"] = analysis.timings["preprocess"]
     timings["explain (one pass)"] = analysis.timings["explain"]
-    pre, explanation = analysis.pre, analysis.explanation
-    for warning in pre.warnings:
+    for warning in analysis.pre.warnings:
         print(f"warning: {image}: {warning}", file=sys.stderr)
     start = time.perf_counter()
-    params = view_params(args, config)
+    params = view_params(args, model.config)
     view = render(analysis, params, panels=tuple(methods))  # as the app draws them, in the order given
     timings["maps + pictures"] = time.perf_counter() - start
 
     prefix = output_prefix(image, prefixes)
     if args.overwrite:
         remove_earlier_outputs(out, prefix)
+    written = write_pictures(analysis, view, params, rgb, out, prefix, on_original=args.on_original)
+    record = photo_record(model, image, analysis, view, params, check, methods, args)
+    record["files"] = [path.name for path in written] + [f"{prefix}_prediction.json"]
+    json_path = out / f"{prefix}_prediction.json"
+    json_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    written.append(json_path)
+    print_summary(model.config, image, analysis.explanation, record["explained_targets"])
+    return written
+
+
+def checked_photo(image) -> tuple[np.ndarray, Any]:
+    """The photo and its fundus check (``explain.pipeline.load_fundus_photo``).
+
+    Raises:
+        PhotoSkipped: unreadable, or not a fundus photograph.
+    """
+    from explain.pipeline import load_fundus_photo
+    from fundus import NotFundusError
+
+    try:
+        return load_fundus_photo(image)
+    except NotFundusError as error:
+        raise PhotoSkipped(str(error)) from None
+    except (ValueError, OSError) as error:
+        raise PhotoSkipped(f"{image}: cannot read it: {error}") from None
+
+
+def write_pictures(analysis, view, params, rgb: np.ndarray, out: Path, prefix: str, *,
+                   on_original: bool) -> list[Path]:
+    """Each method's map (.npy) and panel (the app's overlay; ``on_original``: also over the original photo), the
+    enlarged θ crop when there is one, and the panel grid last."""
     written: list[Path] = []
     for name, saliency in analysis.maps(params.t).items():
         np.save(out / f"{prefix}_{name}.npy", saliency)
         written += [out / f"{prefix}_{name}.npy", save_png(out / f"{prefix}_{name}_overlay.png", view.panels[name])]
-        if args.on_original:
-            on_original = pre.to_original(saliency, rgb.shape)
+        if on_original:
+            on_photo = analysis.pre.to_original(saliency, rgb.shape)
             written.append(save_png(out / f"{prefix}_{name}_overlay_original.png",
-                                    overlay(rgb, on_original, params.alpha, params.colormap)))
+                                    overlay(rgb, on_photo, params.alpha, params.colormap)))
     if "crop_box" in view.regions:
         written.append(save_png(out / f"{prefix}_attention_crop.png", view.crop))
     written.append(save_png(out / f"{prefix}_panel.png", view.grid()))
+    return written
 
+
+def photo_record(model, image, analysis, view, params, check, methods, args) -> dict[str, Any]:
+    """The photo's JSON record (without its file list): the prediction as ``python -m zoo predict --json`` writes
+    it, the explained targets, the parameters, the regions, what was unavailable and the fundus check."""
+    from explain.pipeline import unlike_training_warning
+    from zoo.predict import _result as prediction_of  # the same record as `python -m zoo predict --json`
+
+    config, explanation = model.config, analysis.explanation
     labels = list(config.labels)
     explained = [labels[i] if not task_of(config.task).regression and i < len(labels) else str(i)
                  for i in explanation.targets[0]]
-    prediction = prediction_of(model, explanation.outputs[0].detach().float().cpu(), str(image), pre.warnings)
+    prediction = prediction_of(model, explanation.outputs[0].detach().float().cpu(), str(image), analysis.pre.warnings)
     if analysis.unlike_training is not None:  # as python -m zoo predict reports it
         prediction["unlike_training"] = analysis.unlike_training
     caution = unlike_training_warning(analysis.unlike_training)
     if caution:
         prediction["warnings"].append(caution)
         print(f"warning: {image}: {caution}", file=sys.stderr)
-    record = {
+    return {
         "image": str(image),
         "model": {"source": args.model, "revision": args.revision, "name": config.name, "arch": config.arch,
                   "task": config.task},
@@ -388,13 +420,13 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
         "regions": view.regions,
         "unavailable": dict(explanation.unavailable),
         "fundus_check": {"variant": check.variant, **{k: round(float(v), 5) for k, v in check.stats.items()}},
-        "files": [path.name for path in written] + [f"{prefix}_prediction.json"],
+        "files": [],
         "not_for_clinical_use": True,
     }
-    json_path = out / f"{prefix}_prediction.json"
-    json_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    written.append(json_path)
 
+
+def print_summary(config, image, explanation, explained: list[str]) -> None:
+    """The photo, the model, its outputs, the explained targets and the unavailable methods, on stdout."""
     print(f"photo: {image}")
     print(f"model: {config.name} ({config.arch}, {config.task})")
     for label, value in explanation.predictions():
@@ -402,7 +434,6 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
     print(f"explained target(s): {', '.join(explained)}")
     for method, reason in explanation.unavailable.items():
         print(f"  {method} unavailable: {reason}")
-    return written
 
 
 def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
@@ -480,10 +511,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     try:
         methods = parse_methods(args.methods)
-        lesions = [code.strip().upper() for code in args.lesions.split(",") if code.strip()]
-        unknown = [code for code in lesions if code not in ("MA", "HE", "EX", "SE")]
-        if unknown or not lesions:
-            raise ValueError(f"--lesions takes MA, HE, EX, SE; got {args.lesions!r}")
+        lesions = parse_lesions(args.lesions)
         percentiles = parse_percentiles(args.road_percentiles)
         models = [(source, zoo.load(source, revision=args.revision, device="cpu")) for source in args.models]
         for _, model in models:
@@ -514,13 +542,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"wrote the localisation row of {name} into {write_config(folder, config_entry_of(model_rows))}",
                   file=sys.stderr)
         if not args.json:
-            print(f"model {name} ({source}): {described}")
-            print(result_table(result))
-            print("ROAD (higher: more faithful): " + ", ".join(f"{m} {v:.3f}" for m, v in road.items() if v is not None)
-                  if road else "ROAD not measured (--road-percentiles none)")
-            print("; ".join([f"report: {report}" if report is not None else "no HTML report (--html PATH or --out DIR)"]
-                            + ([f"{skipped} unreadable images skipped"] if skipped else [])))
-            print()
+            print_model_result(f"model {name} ({source}): {described}", result, road, report, skipped)
     if args.table is not None:
         road_text = f"ROAD: pytorch-grad-cam's ROADCombined at percentiles {', '.join(map(str, percentiles))}" \
             if percentiles else "ROAD not measured"
@@ -534,6 +556,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         print(markdown_table(rows))
     return 0
+
+
+def parse_lesions(text: str) -> list[str]:
+    """--lesions: a comma list of lesion codes among MA, HE, EX, SE."""
+    lesions = [code.strip().upper() for code in text.split(",") if code.strip()]
+    unknown = [code for code in lesions if code not in ("MA", "HE", "EX", "SE")]
+    if unknown or not lesions:
+        raise ValueError(f"--lesions takes MA, HE, EX, SE; got {text!r}")
+    return lesions
+
+
+def print_model_result(heading: str, result: dict, road: dict, report: Path | None, skipped: int) -> None:
+    """One model's localisation table, ROAD scores, report path and skipped photos, on stdout."""
+    print(heading)
+    print(result_table(result))
+    print("ROAD (higher: more faithful): " + ", ".join(f"{m} {v:.3f}" for m, v in road.items() if v is not None)
+          if road else "ROAD not measured (--road-percentiles none)")
+    print("; ".join([f"report: {report}" if report is not None else "no HTML report (--html PATH or --out DIR)"]
+                    + ([f"{skipped} unreadable images skipped"] if skipped else [])))
+    print()
 
 
 def parse_percentiles(text: str) -> tuple[int, ...]:

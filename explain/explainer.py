@@ -7,20 +7,27 @@ that needs it, the low) layer's activations; layer gradients are taken only back
 the same forward graph for a second backward to the input with the guided ReLU rule switched on, only when a
 method needs input gradients. Several target classes share the forward pass (one backward per class).
 ``Explanation.maps(t=…)`` recombines the cached tensors and never runs the network again.
+
+``explain`` is three steps: plan (which ``explain.capture_kinds`` the needs ask for, which layers to hook), capture
+(the one forward, in the modes the kinds ask for) and backward (each kind collects its results). A new kind of
+capture is declared in ``explain.capture_kinds``; none is named here.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from explain.capture import GuidedReluMode, GuidedState, LayerCapture
-from explain.methods import base as needs, canonical_method, get_method, method_names, needs_of
+from explain.capture import GuidedState, LayerCapture
+from explain.capture_kinds import CaptureKind, ForwardPass, kinds_for
+from explain.methods import canonical_method, get_method, method_names, needs_of
 from explain.methods.base import Selection
 from explain.methods.formulas import grad_cam_pp_weights, normalise01
 from explain.methods.gmsm import GATE
@@ -30,6 +37,23 @@ from fundus.tasks import MULTICLASS, finding_thresholds, task_of
 ALL_METHODS = method_names()  # every registered method, in display order
 DEFAULT_METHODS = ALL_METHODS
 _FROM_CONFIG = object()
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What one ``explain`` call captures, decided before the pass from the methods' needs."""
+
+    methods: tuple[str, ...]  # asked for, registered names, in the order asked
+    unavailable: dict[str, str]  # method -> why these settings cannot explain it (known before the pass)
+    kinds: tuple[CaptureKind, ...]  # what the available methods' needs ask of the pass, in collecting order
+    needs: frozenset[str]  # the available methods' needs
+    layers: dict[str, str]  # role ("high", "low") -> the layer hooked for it; "high" always
+    pooled: tuple[str, ...]  # layers whose outputs are kept averaged over space
+
+    @property
+    def graph(self) -> bool:
+        """A kind runs a backward: the forward keeps its graph (CAM alone needs none)."""
+        return any(kind.graph for kind in self.kinds)
 
 
 class Explainer:
@@ -117,7 +141,7 @@ class Explainer:
         methods: Iterable[str] | None = None,
         pooled: Sequence[str] = (),
     ) -> "Explanation":
-        """Run the model once and capture what the asked-for methods need.
+        """Run the model once and capture what the asked-for methods need: plan → capture → backward.
 
         Args:
             x: (B, 3, H, W) or (3, H, W) normalised input tensor.
@@ -138,98 +162,90 @@ class Explainer:
             TypeError: x is not a tensor.
             ValueError: bad shapes, targets or methods; a layer not called during the forward.
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() == 3:
-            x = x[None]
-        if x.dim() != 4:
-            raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        x = _as_batch(x)
         wanted = tuple(dict.fromkeys(canonical_method(m) for m in (methods or method_names())))
         target = as_target(target)
         fov = _fov_tensor(fov_mask, x.shape[0], tuple(x.shape[-2:]))
-        pooled = tuple(dict.fromkeys(pooled))
-        for name in pooled:
-            _check_layer(self.model, name)
+        plan = self._plan(wanted, self._layers_named(pooled))
         if self.model.training:
             warnings.warn("explaining a model in training mode (dropout, batch statistics); call model.eval()", stacklevel=2)
-        unavailable = {m: f"no low_layer configured: {get_method(m).title} needs a low and a high layer"
-                       for m in wanted if needs.LOW_GRADIENTS in get_method(m).needs and not self.low_layer}
-        wanted_needs = needs_of(m for m in wanted if m not in unavailable)
-        need_guided = needs.INPUT_GRADIENTS in wanted_needs
-        grad_layers = {"high": self.target_layer} if needs.HIGH_GRADIENTS in wanted_needs else {}
-        if needs.LOW_GRADIENTS in wanted_needs:
-            grad_layers["low"] = self.low_layer
-        layers = list(dict.fromkeys([self.target_layer, *grad_layers.values(), *pooled]))
-        device = _device_of(self.model, x)
-        state = GuidedState()
-        need_grad = need_guided or bool(grad_layers)  # CAM alone needs no backward, hence no graph
-        with torch.inference_mode(False), torch.set_grad_enabled(need_grad):
-            x_in = x.detach().clone().to(device).requires_grad_(need_grad)
-            with LayerCapture(self.model, layers) as capture:
-                if need_guided:
-                    with GuidedReluMode(state):
-                        raw = self.model(x_in)
-                else:
-                    raw = self.model(x_in)
-            out = _as_outputs(raw, x.shape[0])
-            for name in layers:
-                if name not in capture.outputs:
-                    raise ValueError(f"layer {name!r} was not called during the forward pass")
-            captured = {key: capture.outputs[name] for key, name in (("high", self.target_layer), *grad_layers.items())}
-            pooled_features = {name: capture.outputs[name].detach().float().mean(dim=(2, 3)) for name in pooled}
-            probs = probabilities(self.model, out.detach(), self.task)
-            targets = target.resolve(TargetContext(out.detach(), probs, self.task, self.thresholds, self.model))
-            selectors = _one_hot_rows(targets, out.shape)
-            gradients: dict[str, torch.Tensor] = {}
-            guided = None
-            if grad_layers:  # one backward per target row, only back to the layers
-                got = _grad(out, [captured[k] for k in grad_layers], selectors, retain_graph=need_guided)
-                gradients = dict(zip(grad_layers, got))
-            if need_guided:
-                if state.relu_count == 0:
-                    warnings.warn("no ReLU found in the forward pass: guided backprop equals the plain gradient", stacklevel=2)
-                with state.guided():
-                    guided = _grad(out, [x_in], selectors, retain_graph=False)[0]
-        high = captured["high"]
-        cam_weights = None
-        if any(needs.CAM_WEIGHTS in get_method(m).needs for m in wanted if m not in unavailable):
-            cam_weights, reason = self._cam_weights(high, out.shape[1])
-            if reason:
-                unavailable.update({m: reason for m in wanted if needs.CAM_WEIGHTS in get_method(m).needs})
+        with torch.inference_mode(False), torch.set_grad_enabled(plan.graph):  # CAM alone: no graph
+            run = self._capture(plan, x)
+            probs = probabilities(self.model, run.outputs.detach(), self.task)
+            targets = target.resolve(TargetContext(run.outputs.detach(), probs, self.task, self.thresholds, self.model))
+            run.selectors = _one_hot_rows(targets, run.outputs.shape)
+            collected, after = self._backward(plan, run)
+        unavailable = {**plan.unavailable, **after}
         return Explanation(
             inputs=x.detach(),
-            outputs=out.detach(),
+            outputs=run.outputs.detach(),
             probabilities=probs,
             targets=targets,
-            activations={k: v.detach() for k, v in captured.items()},
-            pooled=pooled_features,
-            gradients={k: v.detach() for k, v in gradients.items()},
-            guided_gradients=None if guided is None else guided.detach(),
+            activations={role: run.layers[role].detach() for role in plan.layers},
+            pooled=run.pooled,
             cam_kind=self.cam,
-            cam_weights=cam_weights,
             fov_mask=fov,
             methods=tuple(m for m in wanted if m not in unavailable),
             unavailable={m: unavailable[m] for m in wanted if m in unavailable},
             t=self.t,
             labels=self.labels,
             task=self.task,
+            **collected,
         )
 
-    def _cam_weights(self, high: torch.Tensor, num_outputs: int) -> tuple[torch.Tensor | None, str]:
-        """The linear head's weights for CAM (None for score maps), or why CAM is undefined here."""
-        if self.cam is None:
-            return None, self.cam_reason
-        channels = high.shape[1]
-        if self.cam == "score_map":
-            if channels != num_outputs:
-                return None, f"target layer has {channels} channels, not one score map per output ({num_outputs})"
-            return None, ""
-        weight = getattr(self.model.get_submodule(self.cam_classifier), "weight", None)
-        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (num_outputs, channels):
-            shape = None if weight is None else tuple(weight.shape)
-            return None, (f"{self.cam_classifier!r} weight {shape} is not (outputs={num_outputs}, channels={channels}): "
-                          "CAM needs target layer -> GAP -> this linear layer")
-        return weight.detach().clone(), ""
+    def _layers_named(self, names: Sequence[str]) -> tuple[str, ...]:
+        """The names, each once. Raises ValueError for a layer the model does not have."""
+        names = tuple(dict.fromkeys(names))
+        for name in names:
+            _check_layer(self.model, name)
+        return names
+
+    def _plan(self, wanted: tuple[str, ...], pooled: tuple[str, ...]) -> PassPlan:
+        """What the pass must capture for these methods: the kinds their needs ask for, the layers to hook, and
+        the methods these settings cannot explain (a low-layer method without a low layer)."""
+        unavailable = {}
+        for name in wanted:
+            method = get_method(name)
+            reason = next(filter(None, (kind.missing(self, method) for kind in kinds_for(method.needs))), "")
+            if reason:
+                unavailable[name] = reason
+        needs = needs_of(m for m in wanted if m not in unavailable)
+        kinds = kinds_for(needs)
+        layers = {"high": self.target_layer}  # the high layer's activations are always captured
+        for kind in kinds:
+            layers.update(kind.layers(self, needs))
+        return PassPlan(wanted, unavailable, kinds, needs, layers, pooled)
+
+    def _capture(self, plan: PassPlan, x: torch.Tensor) -> ForwardPass:
+        """The one forward pass, hooking the plan's layers, in the modes its kinds ask for."""
+        guided = GuidedState()
+        inputs = x.detach().clone().to(_device_of(self.model, x)).requires_grad_(plan.graph)
+        hooked = list(dict.fromkeys([*plan.layers.values(), *plan.pooled]))
+        with LayerCapture(self.model, hooked) as capture, ExitStack() as modes:
+            for kind in plan.kinds:
+                modes.enter_context(kind.forward_mode(guided))
+            raw = self.model(inputs)
+        outputs = _as_outputs(raw, x.shape[0])
+        for name in hooked:
+            if name not in capture.outputs:
+                raise ValueError(f"layer {name!r} was not called during the forward pass")
+        layers = {role: capture.outputs[name] for role, name in plan.layers.items()}
+        pooled = {name: capture.outputs[name].detach().float().mean(dim=(2, 3)) for name in plan.pooled}
+        return ForwardPass(inputs, outputs, layers, guided, pooled)
+
+    def _backward(self, plan: PassPlan, run: ForwardPass) -> tuple[dict[str, Any], dict[str, str]]:
+        """Each kind's results after the forward, in the kinds' order (the graph is kept until its last user):
+        ``Explanation`` field values, and the methods found unavailable after all (CAM on a head it does not fit)."""
+        users = [kind for kind in plan.kinds if kind.graph]
+        values: dict[str, Any] = {"gradients": {}, "guided_gradients": None, "cam_weights": None, "captured": {}}
+        unavailable: dict[str, str] = {}
+        for kind in plan.kinds:
+            retain = kind.graph and kind is not users[-1]
+            got = kind.collect(self, run, plan.needs & kind.needs, retain)
+            values.update({k: {**values[k], **v} if k == "captured" else v for k, v in got.values.items()})
+            if got.reason:  # e.g. CAM: the head is not target layer -> GAP -> linear
+                unavailable.update({m: got.reason for m in plan.methods if kind.needs & get_method(m).needs})
+        return values, unavailable
 
 
 @dataclass(eq=False)
@@ -246,6 +262,7 @@ class Explanation:
         guided_gradients: (R, B, 3, H, W) guided-backprop input gradients, or None (not needed).
         cam_kind / cam_weights: "linear" (weights (C, K)), "score_map" or None.
         fov_mask: (B, H, W) bool, or None.
+        captured: {need: result} of capture kinds without a field of their own (``explain.capture_kinds``).
         methods: the prepared, available methods; unavailable: {method: why not}.
         t: the default GMSM gate (paper 004 eq. 2). labels, task: the model's.
     """
@@ -266,6 +283,7 @@ class Explanation:
     t: float
     labels: list[str]
     task: str
+    captured: dict[str, Any] = field(default_factory=dict)  # what other capture kinds collected, by need
     shared_results: dict = field(default_factory=dict, repr=False)  # t-independent intermediates (Selection.shared)
     _finished: dict = field(default_factory=dict, repr=False)  # maps of parameter-free methods
 
@@ -350,6 +368,17 @@ class Explanation:
         return {k: preprocessed.to_original(v, original_shape) for k, v in self.maps(t, image=image).items()}
 
 
+def _as_batch(x) -> torch.Tensor:
+    """x as (B, C, H, W). Raises TypeError for a non-tensor, ValueError for another shape."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+    return x
+
+
 def _check_layer(model: nn.Module, name: str) -> None:
     try:
         model.get_submodule(name)
@@ -396,17 +425,3 @@ def _one_hot_rows(targets: list[list[int]], shape) -> torch.Tensor:
             selectors[r, b, c] = 1.0
     return selectors
 
-
-def _grad(out: torch.Tensor, inputs: list[torch.Tensor], selectors: torch.Tensor, retain_graph: bool) -> list[torch.Tensor]:
-    """Gradients of each selector row's scores w.r.t. inputs, (R, *input.shape) each; no parameter grads.
-
-    One backward per row over the shared forward graph. ``is_grads_batched=True`` (vmap) was measured
-    slower on CPU: its convolution_backward batching rule runs per sample and concatenates.
-    """
-    selectors = selectors.to(out.device, out.dtype)
-    rows = selectors.shape[0]
-    per_row = [
-        torch.autograd.grad(out, inputs, grad_outputs=row, retain_graph=retain_graph or index < rows - 1)
-        for index, row in enumerate(selectors)
-    ]
-    return [torch.stack(grads) for grads in zip(*per_row)]

@@ -1,4 +1,7 @@
-"""pytorch-grad-cam's other methods (ScoreCAM, LayerCAM, EigenCAM, XGradCAM, …) offered as extras.
+"""pytorch-grad-cam's other methods (ScoreCAM, EigenCAM, XGradCAM, HiResCAM, …) offered as extras.
+
+Only methods the registry (``explain.methods``) does not have: "layercam" is one of ours (one pass, no
+``loss.backward()``), so it is not offered here under the same name with another implementation.
 
 They are run through pytorch-grad-cam itself, not rewritten. It runs a full ``loss.backward()`` and
 switches the model to eval mode, so each call saves and restores every parameter's ``.grad`` and
@@ -14,7 +17,6 @@ from torch import nn
 
 EXTRA_METHODS = {
     "scorecam": "ScoreCAM",
-    "layercam": "LayerCAM",
     "eigencam": "EigenCAM",
     "eigengradcam": "EigenGradCAM",
     "xgradcam": "XGradCAM",
@@ -34,7 +36,7 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
 
     Args:
         model: the network (its ``config.target_layer`` is used unless ``target_layer`` is given).
-        name: a key of ``EXTRA_METHODS`` ("scorecam", "layercam", "eigencam", …; case and "-"/"_" ignored).
+        name: a key of ``EXTRA_METHODS`` ("scorecam", "eigencam", "hirescam", …; case and "-"/"_" ignored).
         tensor: (B, 3, H, W) input.
         target: class index for every image, a list of one index per image, or None (the top output).
         target_layer: dotted module path of the layer to use.
@@ -45,15 +47,14 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
         (B, H, W) float32 maps in [0, 1].
 
     Raises:
-        ValueError: an unknown method, no target layer, or targets not matching the batch.
+        ValueError: an unknown method (a registered one, "layercam", included), no target layer, or targets not
+            matching the batch.
         TypeError: tensor is not a torch.Tensor.
     """
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    key = name.lower().replace("-", "").replace("_", "").replace("++", "pp")
-    if key not in EXTRA_METHODS:
-        raise ValueError(f"unknown extra method {name!r}; choose from {', '.join(sorted(EXTRA_METHODS))}")
+    key = _extra_key(name)
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() == 3:
@@ -88,3 +89,17 @@ def extra_method(model: nn.Module, name: str, tensor: torch.Tensor, target=None,
     from explain.regions import normalise_map
 
     return np.stack([normalise_map(m, fov_mask) for m in np.asarray(maps, dtype=np.float32)])
+
+
+def _extra_key(name: str) -> str:
+    """The ``EXTRA_METHODS`` key of a spelling. Raises ValueError for another name, saying when it is one of ours."""
+    from explain.methods import canonical_method
+
+    key = name.lower().replace("-", "").replace("_", "").replace("++", "pp")
+    if key in EXTRA_METHODS:
+        return key
+    try:
+        ours = f" ({canonical_method(name)!r} is a registered method: Explainer.explain(..., methods=[...]))"
+    except ValueError:
+        ours = ""
+    raise ValueError(f"unknown extra method {name!r}{ours}; choose from {', '.join(sorted(EXTRA_METHODS))}")

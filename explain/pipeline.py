@@ -1,10 +1,10 @@
-"""The one analysis pipeline: a photo to pictures. ``load`` → ``analyse`` (preprocess, one explanation pass, the
-prediction) → ``Analysis.maps`` → ``explain.views.render`` (θ/τ regions, the pictures).
+"""The one analysis pipeline: a photo to pictures. ``load_fundus_photo`` → ``analyse`` (preprocess, one explanation
+pass, the prediction) → ``Analysis.maps`` → ``explain.views.render`` (θ/τ regions, the pictures).
 
 The Gradio app, the Streamlit app (through ``appcore.Analyser``, which caches analyses) and ``python -m explain``
 all go through it, so the command a downloaded view records draws the page's picture exactly.
 
-    rgb, check = load("eye.jpg")                        # refuses what is not a fundus photograph
+    rgb, check = load_fundus_photo("eye.jpg")           # refuses what is not a fundus photograph
     analysis = analyse(rgb, model, Decided())           # one network pass
     view = render(analysis, ViewParams.from_config(model.config))
     view.grid()                                         # the panels and the enlarged θ crop, titled
@@ -41,7 +41,7 @@ from fundus.tasks import MULTILABEL, finding_thresholds, task_of
 DISPLAY_SIDE = 768  # the original photo is kept at most this large, for the preprocessing view
 
 
-def load(source) -> tuple[np.ndarray, Any]:
+def load_fundus_photo(source) -> tuple[np.ndarray, Any]:
     """A photo (path, bytes, PIL image or array) as (H, W, 3) uint8 RGB and its fundus check.
 
     Raises:
@@ -118,6 +118,20 @@ def held_bytes(value: Any, seen: set | None = None) -> int:
     if hasattr(value, "__dataclass_fields__"):
         return sum(held_bytes(getattr(value, name, None), seen) for name in value.__dataclass_fields__)
     return 0
+
+
+NO_DISEASE_ANSWER = "no-disease answer"  # NoRegions.kind: the explained label says there is no disease
+NOTHING_DECIDED = "nothing decided"  # NoRegions.kind: no label reached its threshold
+
+
+@dataclass(frozen=True)
+class NoRegions:
+    """Why an analysis draws no region (θ crop, τ mask, outlines): which case, a few words (the crop's tile) and the
+    page's sentence."""
+
+    kind: str  # NO_DISEASE_ANSWER | NOTHING_DECIDED
+    reason: str  # "a no-disease answer"
+    note: str  # the sentence under the panels (View.regions["note"])
 
 
 @dataclass
@@ -210,17 +224,25 @@ class Analysis:
         return labels
 
     @property
-    def regions_note(self) -> str:
-        """Why no region is drawn ('' when regions are drawn)."""
+    def no_regions(self) -> NoRegions | None:
+        """Why no region is drawn (None when regions are drawn)."""
         if self.region_labels:
-            return ""
+            return None
         explained = self.explained_labels
         if any(is_no_disease(label) for label in explained):
-            return (f"No regions: '{explained[0]}' is a no-disease answer, so there is no lesion to outline. "
-                    "The maps show what the model based that answer on; pick a disease label under "
-                    "'Explain which output' to see where its evidence lies.")
-        return (f"No regions: no label reached its threshold; the maps show the most probable label "
-                f"('{explained[0]}'). Pick a label under 'Explain which output' to draw its regions.")
+            return NoRegions(NO_DISEASE_ANSWER, "a no-disease answer", (
+                f"No regions: '{explained[0]}' is a no-disease answer, so there is no lesion to outline. "
+                "The maps show what the model based that answer on; pick a disease label under "
+                "'Explain which output' to see where its evidence lies."))
+        return NoRegions(NOTHING_DECIDED, "no label reached its threshold", (
+            f"No regions: no label reached its threshold; the maps show the most probable label "
+            f"('{explained[0]}'). Pick a label under 'Explain which output' to draw its regions."))
+
+    @property
+    def regions_note(self) -> str:
+        """Why no region is drawn, for the page ('' when regions are drawn)."""
+        why = self.no_regions
+        return why.note if why else ""
 
     @property
     def unavailable(self) -> dict[str, str]:
@@ -232,7 +254,7 @@ def analyse(rgb: np.ndarray, model, target: Target | Any = "predicted", *, metho
     """Preprocess a photo for a zoo model, explain it in one network pass, and summarise the prediction.
 
     Args:
-        rgb: (H, W, 3) uint8 RGB photo (``load`` or ``fundus.load_image``); not checked here.
+        rgb: (H, W, 3) uint8 RGB photo (``load_fundus_photo`` or ``fundus.load_image``); not checked here.
         model: a zoo model (``config``, ``probabilities``, ``decide``).
         target: a ``explain.targets.Target`` (or what ``as_target`` takes).
         methods: the methods to prepare (default: the page's main and optional panels).
@@ -305,7 +327,8 @@ def unlike_training_warning(unlike: dict[str, Any] | None) -> str:
     return warning(unlike)
 
 
-__all__ = ["Analysis", "View", "ViewParams", "analyse", "load", "render", "summarise", "unlike_training"]
+__all__ = ["Analysis", "NoRegions", "View", "ViewParams", "analyse", "load_fundus_photo", "render", "summarise",
+           "unlike_training"]
 
 
 def _label(config, index: int) -> str:

@@ -97,7 +97,7 @@ def attention_crop(map01, theta: float = 128, image: np.ndarray | None = None, *
 
 
 @dataclass
-class LesionPatch:
+class LesionMaskPatch:
     """One connected component of the τ mask."""
 
     box: tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends
@@ -111,7 +111,7 @@ class LesionMask:
     """Paper 004 eq. 4: M = L_norm > τ, split into connected lesion patches."""
 
     mask: np.ndarray  # (H, W) bool
-    patches: list[LesionPatch] = field(default_factory=list)
+    patches: list[LesionMaskPatch] = field(default_factory=list)
     total_area: int = 0
 
 
@@ -145,7 +145,7 @@ def lesion_mask(saliency, tau: float = 0.6, *, fov_mask=None, min_area: int = 1)
             continue
         component = labels[y:y + h, x:x + w] == index
         keep[y:y + h, x:x + w] |= component
-        patches.append(LesionPatch(box=(x, y, x + w, y + h), area=area, mask=component,
+        patches.append(LesionMaskPatch(box=(x, y, x + w, y + h), area=area, mask=component,
                                    centroid=(float(centroids[index][0]), float(centroids[index][1]))))
     patches.sort(key=lambda p: -p.area)
     return LesionMask(mask=keep, patches=patches, total_area=int(keep.sum()))

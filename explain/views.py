@@ -110,12 +110,41 @@ def _carrier(region: str, panels) -> str | None:
     return next((m for m in panels if region in get_method(m).regions), None)
 
 
+@dataclass
+class _Canvas:
+    """What ``render`` draws into, step by step: the panels' pictures, captions and notes, the regions' record, the
+    outline legend and the enlarged crop."""
+
+    analysis: Any
+    params: ViewParams
+    maps: dict[str, np.ndarray]
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    regions: dict[str, Any] = field(default_factory=dict)
+    legend: list[tuple[str, str]] = field(default_factory=list)
+    crop: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.analysis.pre.image
+
+    @property
+    def fov(self) -> np.ndarray:
+        return self.analysis.pre.fov_mask
+
+    @property
+    def line(self) -> int:
+        """A box's or an outline's width: visible at the size the page shows the panels."""
+        return max(2, self.image.shape[0] // 160)
+
+
 def render(analysis, params: ViewParams, panels: tuple[str, ...] | None = None) -> View:
     """Draw the panels, the θ crop, the τ lesion mask and the outlines from cached maps.
 
     Regions (θ crop box, τ lesion mask, lesion outlines) are drawn only for ``analysis.region_labels``: for a
     no-disease answer ("healthy", "normal", "No DR") the panels show the maps alone and ``regions["note"]`` says
-    why. The enlarged crop keeps the crop's aspect ratio.
+    why (``analysis.no_regions``). The enlarged crop keeps the crop's aspect ratio.
 
     Args:
         analysis: an ``explain.pipeline.Analysis``.
@@ -130,81 +159,102 @@ def render(analysis, params: ViewParams, panels: tuple[str, ...] | None = None) 
         raise TypeError(f"params must be a ViewParams, got {type(params).__name__}")
     start = time.perf_counter()
     panels = tuple(panels or params.panels)
-    image = analysis.pre.image
-    fov = analysis.pre.fov_mask
-    maps = analysis.maps(params.t)
-    unavailable = analysis.unavailable
-    pictures: dict[str, np.ndarray] = {}
-    captions: dict[str, str] = {}
-    notes: dict[str, str] = {}
+    canvas = _Canvas(analysis, params, analysis.maps(params.t))
     for method in panels:
-        title = get_method(method).title
-        if method in maps:
-            # Only a method with parameters (GMSM's t) changes with them; each overlay is drawn once per
-            # (α, colormap[, parameters]) and reused.
-            own = tuple(round(getattr(params, p.name), 3) for p in get_method(method).params)
-            pictures[method] = analysis.memo(
-                ("overlay", method, own, params.alpha, params.colormap),
-                lambda m=method: overlay(image, maps[m], params.alpha, params.colormap, mask=fov))
-            captions[method] = title  # the timings are in one line of the details, not in every title
-            if method == "gradcam" and "cam" in maps and getattr(analysis.config, "gradcam_is_cam", False):
-                captions[method] = f"{title} (= CAM for this model)"
-                notes[method] = GRADCAM_IS_CAM
-        else:
-            reason = unavailable.get(method, "not computed for this model")
-            pictures[method] = analysis.memo(("unavailable", method),
-                                             lambda: unavailable_picture(image.shape[:2], f"No {title} for this model",
-                                                                         background=image))
-            captions[method] = f"{title} — unavailable: {reason}"
-            notes[method] = f"No {title} map for this model: {reason}."
-        measured = panel_caption(getattr(analysis.config, "localisation", None) or {}, method) if method in maps else ""
-        if measured:  # how well this method's maps found lesions on an annotated data set (none: never measured)
-            notes[method + LOCALISATION_NOTE] = measured
-    regions: dict[str, Any] = {"theta": int(params.theta), "tau": float(params.tau), "t": float(params.t)}
-    legend: list[tuple[str, str]] = []
-    drawn = analysis.region_labels
-    regions["labels"] = list(drawn)
-    crop = None
-    cropped, outlined, lesioned = (_carrier(region, [m for m in panels if m in maps])
-                                   for region in ("crop", "outlines", "lesions"))
-    if not drawn:
-        regions["note"] = analysis.regions_note
-        reason = "a no-disease answer" if "no-disease" in regions["note"] else "no label reached its threshold"
-        crop = analysis.memo(("no-crop",), lambda: unavailable_picture(image.shape[:2], f"No crop: {reason}"))
-    elif cropped:  # paper 000 eq. 5 and Fig. 2 d–f
-        found = analysis.memo(("crop", cropped, params.theta), lambda: attention_crop(maps[cropped], params.theta))
-        box = [int(v) for v in found.box]
-        regions["crop_box"] = box
-        regions["crop_empty"] = bool(found.empty)
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        regions["crop_fraction"] = round(area / float(image.shape[0] * image.shape[1]), 4)
-        crop = analysis.memo(("crop-picture", params.theta), lambda: crop_picture(image, box, image.shape[0]))
-        line = max(2, image.shape[0] // 160)
-        pictures[cropped] = draw_boxes(pictures[cropped], [found.box], CROP_COLOUR, line)
-    if drawn and outlined and params.outlines:  # paper 001 Fig. 6c: one colour per label
-        line = max(2, image.shape[0] // 160)
-        outlines = analysis.memo(("outlines", outlined, params.tau), lambda: lesion_outlines(
-            {k: v for k, v in analysis.maps_by_label(outlined).items() if k in drawn}, params.tau, fov_mask=fov))
-        pictures[outlined] = draw_outlines_with_halo(pictures[outlined], outlines, line)
-        legend = [(label, "#%02x%02x%02x" % colour) for label, colour in outlines.legend]
-    if drawn and lesioned:  # paper 004 eq. 4: M = L_norm > τ, split into patches
-        lesions = analysis.memo(("lesions", lesioned, round(params.t, 3), params.tau),
-                                lambda: lesion_mask(maps[lesioned], params.tau, fov_mask=fov))
-        panel = pictures[lesioned].copy()
-        panel[lesions.mask] = (0.6 * panel[lesions.mask] + 0.4 * np.array(MASK_TINT, np.float32)).astype(np.uint8)
-        pictures[lesioned] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR,
-                                        max(1, image.shape[0] // 320))
-        inside = int(fov.sum()) or fov.size
-        regions.update(lesion_patches=len(lesions.patches), lesion_area_px=int(lesions.total_area),
-                       lesion_area_fraction=round(lesions.total_area / inside, 4),
-                       lesion_boxes=[[int(v) for v in p.box] for p in lesions.patches[:50]])
-    if crop is None:
-        crop = image
-    compare = pictures.get(params.compare)
-    view = View(panels=pictures, captions=captions, crop=crop, regions=regions, legend=legend, notes=notes,
+        _draw_panel(canvas, method)
+    labels = analysis.region_labels
+    canvas.regions.update(theta=int(params.theta), tau=float(params.tau), t=float(params.t), labels=list(labels))
+    if not labels:
+        _draw_no_regions(canvas, analysis.no_regions)
+    else:
+        drawn = [m for m in panels if m in canvas.maps]
+        for region, draw in REGION_TOOLS.items():  # in this order: a panel may carry several
+            carrier = _carrier(region, drawn)
+            if carrier:
+                draw(canvas, carrier)
+    image = canvas.image
+    compare = canvas.pictures.get(params.compare)
+    view = View(panels=canvas.pictures, captions=canvas.captions, crop=image if canvas.crop is None else canvas.crop,
+                regions=canvas.regions, legend=canvas.legend, notes=canvas.notes,
                 compare=None if compare is None else (image, compare))
     view.render_seconds = time.perf_counter() - start
     return view
+
+
+def _draw_panel(canvas: _Canvas, method: str) -> None:
+    """A method's panel: its map over the photo, or a tile saying why there is none; its caption and notes."""
+    analysis, params, maps, image = canvas.analysis, canvas.params, canvas.maps, canvas.image
+    title = get_method(method).title
+    if method not in maps:
+        reason = analysis.unavailable.get(method, "not computed for this model")
+        canvas.pictures[method] = analysis.memo(("unavailable", method), lambda: unavailable_picture(
+            image.shape[:2], f"No {title} for this model", background=image))
+        canvas.captions[method] = f"{title} — unavailable: {reason}"
+        canvas.notes[method] = f"No {title} map for this model: {reason}."
+        return
+    # Only a method with parameters (GMSM's t) changes with them; each overlay is drawn once per
+    # (α, colormap[, parameters]) and reused.
+    own = tuple(round(getattr(params, p.name), 3) for p in get_method(method).params)
+    canvas.pictures[method] = analysis.memo(
+        ("overlay", method, own, params.alpha, params.colormap),
+        lambda: overlay(image, maps[method], params.alpha, params.colormap, mask=canvas.fov))
+    canvas.captions[method] = title  # the timings are in one line of the details, not in every title
+    if method == "gradcam" and "cam" in maps and getattr(analysis.config, "gradcam_is_cam", False):
+        canvas.captions[method] = f"{title} (= CAM for this model)"
+        canvas.notes[method] = GRADCAM_IS_CAM
+    measured = panel_caption(getattr(analysis.config, "localisation", None) or {}, method)
+    if measured:  # how well this method's maps found lesions on an annotated data set (none: never measured)
+        canvas.notes[method + LOCALISATION_NOTE] = measured
+
+
+def _draw_no_regions(canvas: _Canvas, why) -> None:
+    """No region for this answer (``explain.pipeline.NoRegions``): the note, and a crop tile saying why."""
+    canvas.regions["note"] = why.note
+    canvas.crop = canvas.analysis.memo(("no-crop",), lambda: unavailable_picture(
+        canvas.image.shape[:2], f"No crop: {why.reason}"))
+
+
+def _draw_crop(canvas: _Canvas, carrier: str) -> None:
+    """Paper 000 eq. 5 and Fig. 2 d–f: the θ crop's box on its panel, and the crop enlarged."""
+    analysis, theta, image = canvas.analysis, canvas.params.theta, canvas.image
+    found = analysis.memo(("crop", carrier, theta), lambda: attention_crop(canvas.maps[carrier], theta))
+    box = [int(v) for v in found.box]
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    canvas.regions.update(crop_box=box, crop_empty=bool(found.empty),
+                          crop_fraction=round(area / float(image.shape[0] * image.shape[1]), 4))
+    canvas.crop = analysis.memo(("crop-picture", theta), lambda: crop_picture(image, box, image.shape[0]))
+    canvas.pictures[carrier] = draw_boxes(canvas.pictures[carrier], [found.box], CROP_COLOUR, canvas.line)
+
+
+def _draw_outlines(canvas: _Canvas, carrier: str) -> None:
+    """Paper 001 Fig. 6c: the outlines of the map above τ, one colour per drawn label (when asked for)."""
+    analysis, params = canvas.analysis, canvas.params
+    if not params.outlines:
+        return
+    labels = analysis.region_labels
+    outlines = analysis.memo(("outlines", carrier, params.tau), lambda: lesion_outlines(
+        {k: v for k, v in analysis.maps_by_label(carrier).items() if k in labels}, params.tau, fov_mask=canvas.fov))
+    canvas.pictures[carrier] = draw_outlines_with_halo(canvas.pictures[carrier], outlines, canvas.line)
+    canvas.legend = [(label, "#%02x%02x%02x" % colour) for label, colour in outlines.legend]
+
+
+def _draw_lesions(canvas: _Canvas, carrier: str) -> None:
+    """Paper 004 eq. 4: M = L_norm > τ tinted on its panel, split into patches with their boxes."""
+    analysis, params, fov = canvas.analysis, canvas.params, canvas.fov
+    lesions = analysis.memo(("lesions", carrier, round(params.t, 3), params.tau),
+                            lambda: lesion_mask(canvas.maps[carrier], params.tau, fov_mask=fov))
+    panel = canvas.pictures[carrier].copy()
+    panel[lesions.mask] = (0.6 * panel[lesions.mask] + 0.4 * np.array(MASK_TINT, np.float32)).astype(np.uint8)
+    canvas.pictures[carrier] = draw_boxes(panel, [p.box for p in lesions.patches], PATCH_COLOUR,
+                                          max(1, canvas.image.shape[0] // 320))
+    inside = int(fov.sum()) or fov.size
+    canvas.regions.update(lesion_patches=len(lesions.patches), lesion_area_px=int(lesions.total_area),
+                          lesion_area_fraction=round(lesions.total_area / inside, 4),
+                          lesion_boxes=[[int(v) for v in p.box] for p in lesions.patches[:50]])
+
+
+# The region tools (``Method.regions``), each drawn on the panel that carries it, in this order.
+REGION_TOOLS = {"crop": _draw_crop, "outlines": _draw_outlines, "lesions": _draw_lesions}
 
 
 render_view = render  # the name the front ends have used

@@ -82,9 +82,9 @@ def main(argv=None) -> int:
     from explain.pipeline import analyse
     from explain.targets import Predicted
     from fundus import load_image
-    from zoo import registry
+    from zoo import model_names
 
-    names = args.models or sorted(registry.shipped())
+    names = args.models or sorted(model_names.shipped())
     chosen = photos(args.photos)
     results, failures = [], []
     print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}; {len(names)} models × {len(chosen)} photos")

@@ -297,6 +297,7 @@ def test_only_offered_models_load_and_refusals_do_not_probe_the_disk(tiny, tmp_p
 def test_failures_never_name_server_paths(tmp_path):
     from appcore.catalogue import Catalogue, ModelCache, ModelUnavailable
     from appcore.presentation import error_message
+    from appcore.user_errors import UserInputError
     from fundus import ImageError
 
     broken = make_broken_model(tmp_path / "secret-folder" / "broken")
@@ -306,8 +307,35 @@ def test_failures_never_name_server_paths(tmp_path):
     assert "secret-folder" in str(failed.value.__cause__)  # the log keeps the details
     # A path in a library's message is cut out of the status line; labels and URLs stay.
     assert error_message(ImageError(f"no such image file: {tmp_path}/x.png")) == "no such image file: …"
-    assert error_message(ValueError("BP/MA at https://huggingface.co/org/name")) == "BP/MA at https://huggingface.co/org/name"
+    assert error_message(UserInputError("BP/MA at https://huggingface.co/org/name")) == \
+        "BP/MA at https://huggingface.co/org/name"
     assert error_message(KeyError("x")) is None  # unexpected: logged, not shown
+
+
+def test_only_the_visitors_errors_are_shown_and_the_rest_is_logged(analyser, photo, caplog):
+    """A ValueError from deep inside (a shape bug) is the server's, not the visitor's: logged with its traceback and
+    shown as the generic line; the visitor's own errors (a bad target or control value, a rejected photo, a model
+    that cannot be had) are shown as they are and not logged."""
+    from appcore.page import view_params
+    from appcore.presentation import INTERNAL_ERROR, message_of
+    from appcore.user_errors import UserInputError, is_users
+    from fundus import ImageError
+
+    with pytest.raises(UserInputError, match="outside the model's 5 labels"):
+        analyser.analyse(photo, "tiny-lesions", "class:9")
+    with pytest.raises(UserInputError, match="unknown target"):
+        analyser.analyse(photo, "tiny-lesions", "class:x")
+    with pytest.raises(UserInputError, match="theta must be in"):
+        view_params([999])
+    with pytest.raises(ValueError) as bug:
+        np.zeros((2, 3)) @ np.zeros((4, 5))
+    assert not is_users(bug.value) and message_of(bug.value) == INTERNAL_ERROR
+    assert [r.levelname for r in caplog.records] == ["ERROR"] and caplog.records[0].exc_info[1] is bug.value
+    assert "Traceback" in caplog.text and "matmul" in caplog.text
+    caplog.clear()
+    assert message_of(UserInputError("theta must be in [0, 255]")) == "theta must be in [0, 255]"
+    assert message_of(ImageError("the file is not a readable image")) == "the file is not a readable image"
+    assert caplog.records == []  # the visitor's errors are not the server's problems
 
 
 def test_download_folders_are_bounded(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from pytorch_grad_cam import LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-import explain.explainer as engine
+import explain.capture_kinds as capture_kinds
 from explain import (ALL_METHODS, AllPredicted, Classes, Decided, Explainer, Method, PerImage, Predicted, get_method,
                      panel_methods, register, registered)
 from explain.methods import NEEDS, _REGISTRY, canonical_method, needs_of
@@ -33,15 +33,15 @@ def test_every_method_declares_name_title_needs_and_panel():
 
 
 def counted_backwards(monkeypatch) -> list[list[tuple]]:
-    """The inputs' shapes of every backward the engine runs (one list per _grad call)."""
+    """The inputs' shapes of every backward the engine runs (one list per row_gradients call)."""
     calls: list[list[tuple]] = []
-    original = engine._grad
+    original = capture_kinds.row_gradients
 
     def counted(out, inputs, selectors, retain_graph):
         calls.append([tuple(t.shape) for t in inputs])
         return original(out, inputs, selectors, retain_graph)
 
-    monkeypatch.setattr(engine, "_grad", counted)
+    monkeypatch.setattr(capture_kinds, "row_gradients", counted)
     return calls
 
 

@@ -67,12 +67,14 @@ def test_extra_method_through_pytorch_grad_cam_restores_the_model():
     torch.manual_seed(0)
     model = zoo.create_model("efficientnet_lite0", paper="003", pretrained=False, input_size=64)  # training mode
     x = torch.randn(1, 3, 64, 64)
-    maps = extra_method(model, "LayerCAM", x, target=1)
+    maps = extra_method(model, "HiResCAM", x, target=1)
     assert maps.shape == (1, 64, 64) and maps.max() == pytest.approx(1.0, abs=1e-5) and maps.min() >= 0
     eigen = extra_method(model, "eigen-cam", torch.cat([x, x.flip(3)]), target=[0, 1])
     assert eigen.shape == (2, 64, 64) and not np.allclose(eigen[0], eigen[1])
     assert model.training and all(p.grad is None for p in model.parameters()) and no_hooks(model)
     with pytest.raises(ValueError, match="unknown extra method"):
         extra_method(model, "lime", x)
+    with pytest.raises(ValueError, match="a registered method"):  # ours: one name, one implementation
+        extra_method(model, "LayerCAM", x)
     with pytest.raises(ValueError, match="batch size"):
-        extra_method(model, "layercam", x, target=[0, 1])
+        extra_method(model, "hirescam", x, target=[0, 1])

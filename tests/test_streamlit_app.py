@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def app_test(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    # The tiny models stand in for the shipped defaults (the zoo registry reads FUNDUS_ZOO_ASSETS).
+    # The tiny models stand in for the shipped defaults (zoo.model_names reads FUNDUS_ZOO_ASSETS).
     make_tiny_models(tmp_path / "assets")
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(tmp_path / "assets"))
     monkeypatch.setenv("FUNDUS_APP_CACHE", str(tmp_path / "cache"))

@@ -38,7 +38,7 @@ def zoo_distance(model_folder, photo) -> dict:
 @pytest.mark.slow
 def test_the_analysis_reuses_its_one_pass_and_matches_zoo_predict(models, photos):
     import zoo
-    from explain.pipeline import analyse, load
+    from explain.pipeline import analyse, load_fundus_photo
     from appcore.presentation import main_result, preprocessing_markdown
     from zoo.ood import CAUTION
 
@@ -47,7 +47,7 @@ def test_the_analysis_reuses_its_one_pass_and_matches_zoo_predict(models, photos
     model.register_forward_hook(lambda *_: forwards.append(1))
     seen = {}
     for kind, photo in photos.items():
-        analysis = analyse(load(photo)[0], model, "predicted")
+        analysis = analyse(load_fundus_photo(photo)[0], model, "predicted")
         expected = zoo_distance(models["ood"], photo)
         assert analysis.unlike_training["distance"] == pytest.approx(expected["distance"], abs=1e-3)
         assert analysis.unlike_training["threshold"] == pytest.approx(expected["threshold"])
@@ -60,7 +60,7 @@ def test_the_analysis_reuses_its_one_pass_and_matches_zoo_predict(models, photos
     far = seen["unlike"].unlike_training
     assert f"feature distance {far['distance']:.2f} > threshold {far['threshold']:.2f}" in preprocessing_markdown(seen["unlike"])
     assert "≤ threshold" in preprocessing_markdown(seen["like"])
-    plain = analyse(load(photos["unlike"])[0], zoo.load(str(models["plain"])), "predicted")
+    plain = analyse(load_fundus_photo(photos["unlike"])[0], zoo.load(str(models["plain"])), "predicted")
     assert plain.unlike_training is None and "unlike_training" not in plain.prediction
     assert CAUTION not in html.unescape(main_result(plain)) and "Unlike-training" not in preprocessing_markdown(plain)
 

@@ -96,7 +96,7 @@ def _cmd_space(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from zoo.registry import catalog
+    from zoo.model_names import catalog
 
     data = catalog()
     if args.json:

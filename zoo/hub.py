@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from zoo import registry
+from zoo import model_names
 from zoo.card import write_card
 from zoo.config import ModelConfig
 from zoo.errors import HubUnavailableError, UnknownModelError, WeightsError
@@ -88,7 +88,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     except RepositoryNotFoundError as err:
         raise UnknownModelError(
             f"hub repo {repo_id!r} not found at {constants.ENDPOINT} (or it is private: pass a token / log in); "
-            f"known names: {', '.join(sorted(registry.known())) or 'none'}"
+            f"known names: {', '.join(sorted(model_names.known())) or 'none'}"
         ) from err
     except LocalEntryNotFoundError as err:
         if constants.HF_HUB_OFFLINE:
@@ -110,7 +110,7 @@ def resolve(source: str | Path, *, revision: str | None = None) -> Path:
     """
     if not isinstance(source, (str, Path)) or not str(source):
         raise TypeError(f"source must be a model name, folder or hub repo id, got {source!r}")
-    entries = registry.known()
+    entries = model_names.known()
     if isinstance(source, str) and source in entries:  # a name wins over a same-named folder in the cwd
         entry = entries[source]
         if entry.source == "shipped":

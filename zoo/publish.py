@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from zoo import registry
+from zoo import model_names
 from zoo.errors import UnknownModelError
 from zoo.hub import CONFIG_NAME, WEIGHTS_NAME, check_repo_id
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def shipped_names() -> list[str]:
     """The shipped models' names (``assets/<name>/`` folders with a config.json), sorted."""
-    return sorted(registry.shipped())
+    return sorted(model_names.shipped())
 
 
 def repo_ids(org: str, names: Sequence[str] | None = None) -> dict[str, str]:
@@ -74,7 +74,7 @@ def publish(org: str, names: Sequence[str] | None = None, *, token: str | None =
     from zoo.factory import load, push_to_hub
 
     ids = repo_ids(org, names)
-    shipped = registry.shipped()
+    shipped = model_names.shipped()
     done = {}
     for number, (name, repo_id) in enumerate(ids.items(), 1):
         folder = Path(shipped[name].location)

@@ -14,7 +14,7 @@
    (``HfApi.upload_folder``: the client stores the example photos through Xet/LFS; files of an earlier deploy that
    are no longer part of the app are deleted in the same commit);
 3. sets the Space variable ``FUNDUS_ZOO_MODELS`` (``HfApi.add_space_variable``) to the hub model repos the app loads
-   at start (``name=ORG/name,…``: ``zoo.registry`` reads it; ``python -m zoo publish ORG`` pushes them);
+   at start (``name=ORG/name,…``: ``zoo.model_names`` reads it; ``python -m zoo publish ORG`` pushes them);
 4. requests the hardware (``HfApi.request_space_hardware``).
 
 ``--dry-run DIR`` writes the folder into DIR and prints the variable and the hardware it would set, with no
@@ -34,7 +34,7 @@ from pathlib import Path
 from zoo.hub import check_repo_id
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS_VARIABLE = "FUNDUS_ZOO_MODELS"  # zoo.registry.ENV_VAR (not imported: it reads the environment at import)
+MODELS_VARIABLE = "FUNDUS_ZOO_MODELS"  # zoo.model_names.ENV_VAR (not imported: it reads the environment at import)
 # Space hardware flavours (huggingface_hub.SpaceHardware) -> which requirements file they install.
 HARDWARE = {
     "cpu-basic": "cpu", "cpu-upgrade": "cpu",

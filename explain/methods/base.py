@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from explain.explainer import Explanation
 
 # What a method can ask the one pass for. Activations of the high layer are always captured.
 HIGH_GRADIENTS = "high_gradients"  # ∂y^c/∂A of the high (target) layer
@@ -94,6 +91,21 @@ class Method:
         return f"<method {self.name}: {self.title}>"
 
 
+class Captured(Protocol):
+    """What ``Selection`` reads of an ``explain.explainer.Explanation``: a protocol, so that the methods import
+    nothing of the engine that imports them."""
+
+    activations: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor]
+    guided_gradients: torch.Tensor | None
+    cam_kind: str | None
+    cam_weights: torch.Tensor | None
+    shared_results: dict
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+
 class Selection:
     """One image and its explained classes over an Explanation's captured tensors, for ``Method.compute``.
 
@@ -102,7 +114,7 @@ class Selection:
     computed once per ``maps`` call (Guided Grad-CAM multiplies guided backprop by Grad-CAM).
     """
 
-    def __init__(self, explanation: Explanation, image: int, classes: tuple[int, ...], rows: list[int],
+    def __init__(self, explanation: Captured, image: int, classes: tuple[int, ...], rows: list[int],
                  lookup: Callable[[str], Method], local: dict | None = None) -> None:
         self.explanation = explanation
         self.image = image

@@ -1,4 +1,6 @@
-"""Model names: the shipped defaults under ``assets/<name>/`` and user-configured hub repo ids.
+"""Model names (what ``zoo.load`` takes besides a folder or a hub repo id): the shipped defaults under
+``assets/<name>/`` and user-configured hub repo ids; ``catalog`` lists them with the architectures and papers
+(``python -m zoo list``). Architectures are registered in ``zoo.architectures.registry``, not here.
 
 ``FUNDUS_ZOO_MODELS`` adds hub models, comma-separated, each ``name=org/repo`` (or just ``org/repo``,
 named by its id), optionally ``@revision``: ``FUNDUS_ZOO_MODELS="dr=me/dr-grading@v1,org/other"``.
