@@ -71,15 +71,15 @@ def test_dr_grade_rules():
     assert REFERABLE_GRADE == 2 and len(DR_GRADE_NAMES) == 5
 
 
-def test_missing_box_rule_is_per_source():
+def test_missing_box_rule_is_the_formats_fact():
     class DS:
-        format = "yolo"
+        root = Path("/data/idrid-grading-boxes")  # the folder's name says nothing
 
-        def __init__(self, root: str) -> None:
-            self.root = Path(root)
+        def __init__(self, fmt: str) -> None:
+            self.format = fmt
 
-    assert incompletely_boxed(DS("/data/diaretdb1-boxes"))
-    assert not incompletely_boxed(DS("/data/idrid-grading-boxes"))
+    assert incompletely_boxed(DS("diaretdb1-boxes")) and incompletely_boxed(DS("yolo"))  # yolo: boxes of unknown care
+    assert not incompletely_boxed(DS("idrid-grading-boxes")) and not incompletely_boxed(DS("idrid-seg"))
     labels = ["BP/MA", "HM", "HEX", "CWS", "healthy"]
     only_ex = missing_boxes_unknown(np.array([0, 0, 1, 0, 0], np.float32), labels)
     assert np.isnan(only_ex[[0, 1, 3]]).all() and only_ex[[2, 4]].tolist() == [1, 0]

@@ -139,21 +139,6 @@ class Recipe:
     head: str | None = None  # zoo head ("gap_linear", "gap_dropout_dense", "fcn", …); None: the paper's
     preprocessing: dict[str, Any] = {"fov_crop": True, "clahe": False}
     defaults: dict[str, Any] = {}
-    # Licences of the data sets the project knows, for the model card.
-    LICENCES: dict[str, str] = {
-        "srahim-dr600": "free for academic use, with attribution (Rahim et al. 2025)",
-        "idrid-grading-boxes": "CC BY 4.0 images (IDRiD, Porwal et al. 2018), CC BY-SA 4.0 boxes (CODRAS, "
-                               "C. von Csefalvay 2019)",
-        "idrid": "CC BY 4.0 (IDRiD, Porwal et al. 2018)",
-        "idrid-seg": "CC BY 4.0 (IDRiD, Porwal et al. 2018)",
-        "diaretdb1": "CC BY-SA 4.0 annotations (DIARETDB1 images, Kauppi et al. 2007)",
-        "yolo": "see the data set",
-        "hrf": "CC BY 4.0 (HRF, Budai et al. 2013)",
-        "aptos": "APTOS 2019 competition rules (Kaggle)",
-        "odir": "ODIR-5K terms, research use (Peking University)",
-        "rfmid": "CC BY 4.0 (RFMiD, Pachade et al. 2021)",
-        "eyepacs": "EyePACS photos under the Kaggle Diabetic Retinopathy Detection competition terms, research use",
-    }
 
     # ------------------------------------------------------------------ CLI
     def default(self, key: str, fallback: Any = None) -> Any:
