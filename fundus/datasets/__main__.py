@@ -20,9 +20,8 @@ from .registry import ANNOTATIONS, FORMATS, LESION_ANNOTATIONS, DatasetFormat, l
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fundus.datasets",
-        description="Without arguments: the registered data set formats and their facts. With a format: its facts; "
-                    "with a folder too: load the data set in that layout and print a summary (samples, classes, "
-                    "patients, left-out images).",
+        description="The registered data set formats and their facts (FORMAT: its own); FORMAT ROOT: the data set "
+                    "loaded in that layout and summarised (samples, classes, patients, left-out images).",
     )
     parser.add_argument("format", nargs="?", choices=sorted(FORMATS), help="layout of the data set")
     parser.add_argument("root", nargs="?", help="the data set's folder")
