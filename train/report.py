@@ -133,7 +133,17 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
     model.save_pretrained(out)
     (training / "validation.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     (training / "args.json").write_text(json.dumps(describe_args(args), indent=1, default=str) + "\n")
-    test_samples = getattr(recipe, "test_samples", [])
+    write_data_files(training, data, getattr(recipe, "test_samples", []), cfg)
+    write_training_report(training / "report.html", result.history, cfg.task, result.val_outputs,
+                          result.val_targets, cfg.labels, metrics, f"{cfg.name}: training report")
+    if args.push_to_hub:
+        push_folder(out, args.push_to_hub, endpoint=args.hub_endpoint)
+    return out
+
+
+def write_data_files(training: Path, data: PreparedData, test_samples: Sequence[Any], cfg: Any) -> None:
+    """``split.json`` (each part's photos, patients and sources), ``data.json`` (counts, data sets, labels) and
+    ``unreadable.json`` (when a photo could not be read) into the run's ``training/`` folder."""
     split = {part: [{"image": str(x.image), "patient": x.patient_id, "source": x.source} for x in samples]
              for part, samples in (("train", data.train_samples), ("val", data.val_samples), ("test", test_samples))}
     (training / "split.json").write_text(json.dumps(split, indent=1) + "\n")
@@ -144,11 +154,6 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
         "n_unreadable": len(data.unreadable), "datasets": cfg.datasets, "labels": list(cfg.labels)}, indent=1) + "\n")
     if data.unreadable:
         (training / "unreadable.json").write_text(json.dumps(data.unreadable, indent=1) + "\n")
-    write_training_report(training / "report.html", result.history, cfg.task, result.val_outputs,
-                          result.val_targets, cfg.labels, metrics, f"{cfg.name}: training report")
-    if args.push_to_hub:
-        push_folder(out, args.push_to_hub, endpoint=args.hub_endpoint)
-    return out
 
 
 def push_folder(folder: Path, repo_id: str, endpoint: str | None = None) -> Any:
