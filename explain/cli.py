@@ -54,6 +54,7 @@ from explain.metrics import (DEFAULT_TAUS, OPTIC_DISC, LocalisationSummary, boxe
                              uniform_map)
 from explain.overlay import overlay, save_png
 from explain.targets import Classes, Decided, Predicted, Target
+from fundus.datasets.registry import LESION_MASKS, annotated_formats, format_of
 from fundus.datasets.splits import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 from fundus.tasks import task_of
 
@@ -157,7 +158,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                     "HTML report of IoU vs τ with --html or --out.")
     parser.add_argument("models", nargs="+", metavar="MODEL", help="anything zoo.load accepts; several: one table")
     parser.add_argument("--data", required=True, type=Path, help="data set root folder")
-    parser.add_argument("--format", required=True, choices=("idrid-seg", "yolo"), help="annotation layout")
+    parser.add_argument("--format", required=True, choices=annotated_formats(),
+                        help="a format with lesion masks or boxes (python -m fundus.datasets lists the formats)")
     parser.add_argument("--lesions", default="HE,EX", help="comma list of lesion codes: MA, HE, EX, SE (default HE,EX)")
     parser.add_argument("--methods", default=DEFAULT_CLI_METHODS, help=f"comma list (default {DEFAULT_CLI_METHODS})")
     parser.add_argument("--target", default="predicted", help="target as in 'python -m explain' (default predicted)")
@@ -443,7 +445,7 @@ def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
     (normalised to the photo) are rasterised at the photo's size first.
     """
     height, width = pre.original_shape[:2]
-    if fmt == "idrid-seg":
+    if format_of(fmt).annotation == LESION_MASKS:
         path = (sample.masks or {}).get(lesion)
         if path is None:
             return np.zeros(pre.fov_mask.shape, bool)
@@ -460,7 +462,7 @@ def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
 def optic_disc_truth(sample, fmt: str, pre) -> np.ndarray | None:
     """The optic disc in the model's frame (its ``optic_disc`` boxes, or IDRiD's OD mask, through the photo's crop +
     resize); None when the photo has no disc annotation."""
-    if fmt == "idrid-seg":
+    if format_of(fmt).annotation == LESION_MASKS:
         path = (sample.masks or {}).get("OD")
         if path is None:
             return None

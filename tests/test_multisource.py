@@ -71,19 +71,58 @@ def test_dr_grade_rules():
     assert REFERABLE_GRADE == 2 and len(DR_GRADE_NAMES) == 5
 
 
-def test_missing_box_rule_is_per_source():
+def test_missing_box_rule_is_the_formats_fact():
     class DS:
-        format = "yolo"
+        root = Path("/data/idrid-grading-boxes")  # the folder's name says nothing
 
-        def __init__(self, root: str) -> None:
-            self.root = Path(root)
+        def __init__(self, fmt: str) -> None:
+            self.format = fmt
 
-    assert incompletely_boxed(DS("/data/diaretdb1-boxes"))
-    assert not incompletely_boxed(DS("/data/idrid-grading-boxes"))
+    assert incompletely_boxed(DS("diaretdb1-boxes")) and incompletely_boxed(DS("yolo"))  # yolo: boxes of unknown care
+    assert not incompletely_boxed(DS("idrid-grading-boxes")) and not incompletely_boxed(DS("idrid-seg"))
     labels = ["BP/MA", "HM", "HEX", "CWS", "healthy"]
     only_ex = missing_boxes_unknown(np.array([0, 0, 1, 0, 0], np.float32), labels)
     assert np.isnan(only_ex[[0, 1, 3]]).all() and only_ex[[2, 4]].tolist() == [1, 0]
     assert missing_boxes_unknown(np.array([0, 0, 0, 0, 1], np.float32), labels) is None  # nothing boxed: unknown
+
+
+def _boxed(root: Path) -> Path:
+    """A tiny set in the YOLO layout of CODRAS's boxes: a hard-exudate box, the optic disc only, both lesions."""
+    (root / "images").mkdir(parents=True)
+    (root / "retinal.names").write_text("optic_disc\nhard_exudates\nhaemorrhage\n")
+    photos = (["1 0.4 0.4 0.05 0.05"], ["0 0.7 0.5 0.1 0.1"], ["1 0.4 0.4 0.05 0.05", "2 0.6 0.6 0.05 0.05"])
+    for n, lines in enumerate(photos):
+        Image.fromarray(make_fundus(64, seed=n)[0]).save(root / "images" / f"{n:04d}.jpg")
+        (root / "images" / f"{n:04d}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _trained_on(fmt: str, root: Path) -> np.ndarray:
+    """What training reads from each photo's boxes: the dr-lesions recipe's targets (--missing-box auto), one row
+    a photo (NaN: unknown; a row of NaN: nothing known)."""
+    from train.recipes import get_recipe
+
+    recipe = get_recipe("dr-lesions")
+    args = recipe.parse_args(["--data", str(root), "--format", fmt])
+    targets = [recipe.target_of(s, ds, args) for ds, s in recipe.load_samples(args)]
+    return np.stack([np.full(5, np.nan, np.float32) if t is None else t for t in targets])
+
+
+def test_renaming_a_box_folder_does_not_change_what_its_labels_mean(tmp_path):
+    import shutil
+
+    for name, hm_without_box in (("diaretdb1-boxes", np.nan), ("idrid-grading-boxes", 0.0)):
+        original = _boxed(tmp_path / name)
+        renamed = Path(shutil.copytree(original, tmp_path / f"copy-of-{name}"))
+        by_format = _trained_on(name, original)
+        assert np.array_equal(by_format, _trained_on(name, renamed), equal_nan=True)
+        # The photo with a hard-exudate box only: HM absent where every lesion was boxed, else unknown.
+        assert np.array_equal(by_format[0, [1, 2, 4]], [hm_without_box, 1, 0], equal_nan=True)
+        with pytest.warns(UserWarning, match=f"say --format {name}"):  # the shipped commands' --format yolo
+            assert np.array_equal(_trained_on("yolo", original), by_format, equal_nan=True)
+        # A plain yolo folder (any name) never says more than its boxes: a missing box is unknown, never absent.
+        assert np.array_equal(_trained_on("yolo", renamed), _trained_on("diaretdb1-boxes", original),
+                              equal_nan=True)
 
 
 def test_odir_class_folders_give_normal_glaucoma_cataract(tmp_path):

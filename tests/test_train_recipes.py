@@ -248,11 +248,11 @@ def test_dr_lesions_missing_box_unknown_masks_unboxed_classes(data):
     common = ["--data", str(data["yolo"]), "--format", "yolo"]
     negative = recipe.parse_args(common + ["--missing-box", "negative"])
     unknown = recipe.parse_args(common + ["--missing-box", "unknown"])
-    auto = recipe.parse_args(common)  # DIARETDB1 is boxed incompletely (fundus.datasets.labels): unknown
+    auto = recipe.parse_args(common)  # diaretdb1-boxes is boxed incompletely (its format's fact): unknown
     for sample in yolo:
         a, b = recipe.target_of(sample, yolo, auto), recipe.target_of(sample, yolo, unknown)
         assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
-    complete = dataclasses.replace(yolo, root=yolo.root.with_name("idrid-grading-boxes"))  # boxed completely
+    complete = dataclasses.replace(yolo, format="idrid-grading-boxes")  # boxed completely: its format says so
     for sample in complete:
         a, b = recipe.target_of(sample, complete, auto), recipe.target_of(sample, complete, negative)
         assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True)

@@ -8,7 +8,7 @@ annotations must go through the photo's own geometry: the field-of-view crop and
 (S, S) result is shrunk by "any lesion pixel" to ``S // 8`` (four times the class map's side for the
 stride-32 backbones), stored as uint8 (1 = lesion), one ``(L, m, m)`` array per photo.
 
-- idrid-seg: the MA, HE, EX, SE masks; YOLO layouts (idrid-grading-boxes, diaretdb1-boxes): the
+- lesion masks (idrid-seg): the MA, HE, EX, SE masks; lesion boxes (idrid-grading-boxes, diaretdb1-boxes): the
   ``hard_exudates`` boxes mark HEX and the ``haemorrhage`` boxes HM. Those sets bundle microaneurysms
   into ``haemorrhage``, so HM's region there includes microaneurysms (a looser region: less penalised,
   never wrongly), and BP/MA gets no region from them: its target is unknown in those sets
@@ -35,10 +35,9 @@ import numpy as np
 import torch
 
 from fundus.datasets.labels import lesion_code
+from fundus.datasets.registry import LESION_MASKS, annotated_formats, format_of
 from train.data import cache_key, load_cached, map_jobs, save_cached
 
-# Layouts whose photos carry lesion annotations (explain.cli.lesion_truth reads both).
-ANNOTATED_FORMATS = ("idrid-seg", "yolo")
 # Stored masks: this fraction of the input size (4× the class map of a stride-32 backbone).
 MASK_FRACTION = 8
 
@@ -62,7 +61,7 @@ def _mask_code_version() -> str:
 
 
 def _annotation_ident(fmt: str, sample: Any) -> list:
-    if fmt == "idrid-seg":
+    if format_of(fmt).annotation == LESION_MASKS:
         files = sorted((sample.masks or {}).items())
         return [[kind, str(p), p.stat().st_size, p.stat().st_mtime_ns] for kind, p in files]
     return [list(box) for box in sample.boxes or []]
@@ -142,9 +141,9 @@ def lesion_masks(annotations: Sequence[tuple[str, Any] | None], images: Sequence
     out = torch.zeros((len(images), len(labels), size, size), dtype=torch.uint8)
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    jobs, rows = [], []
+    jobs, rows, annotated = [], [], annotated_formats()
     for i, (found, image) in enumerate(zip(annotations, images)):
-        if found is None or found[0] not in ANNOTATED_FORMATS:
+        if found is None or found[0] not in annotated:
             continue
         fmt, sample = found
         key = masks_cache_key(image, cfg, fmt, sample, labels, size) if cache_dir is not None else None

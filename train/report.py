@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fundus.datasets.registry import format_of
 from fundus.tasks import MULTILABEL, grade_rule, task_of
 from train.loop import FitResult
 from train.run_data import PreparedData, describe_args
@@ -75,21 +76,21 @@ def dataset_names(args: Any) -> list[str]:
     return [Path(d).resolve().name or str(d) for d in args.data]
 
 
-def licences(recipe: Any, args: Any) -> str:
-    """Licences of the data sets, by folder name or format (recipe.LICENCES), "unknown" otherwise."""
+def licences(args: Any) -> str:
+    """Licences of the data sets: each one's format's fact (``fundus.datasets.registry``), "unknown" where it states
+    none."""
     out = []
-    for name, fmt in zip(dataset_names(args), args.formats):
-        hit = next((v for k, v in recipe.LICENCES.items() if k in name.lower()), None) \
-            or recipe.LICENCES.get(args.preset or "", None) or recipe.LICENCES.get(fmt)
-        out.append(f"{name}: {hit or 'unknown, see the data set'}")
+    for root, name, fmt in zip(args.data, dataset_names(args), args.formats):
+        licence = format_of(fmt, root, preset=args.preset).licence
+        out.append(f"{name}: {licence or 'unknown, see the data set'}")
     return "; ".join(dict.fromkeys(out))
 
 
 def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: PreparedData) -> Path:
     """Write the hub repo into ``args.out`` and push it when ``--push-to-hub`` is given.
 
-    ``recipe`` is the ``train.recipes.Recipe`` that trained the model (its name, paper, description,
-    ``LICENCES`` and ``test_samples`` are read; this module never imports the recipes).
+    ``recipe`` is the ``train.recipes.Recipe`` that trained the model (its name, paper, description and
+    ``test_samples`` are read; this module never imports the recipes).
 
     Returns:
         The out folder.
@@ -122,7 +123,7 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
             per = score(result.val_outputs[keep], result.val_targets[keep])
             cfg.metrics[f"validation: {source}"] = card_metrics(per, None)
     cfg.datasets = dataset_names(args)
-    cfg.data_license = licences(recipe, args)
+    cfg.data_license = licences(args)
     cfg.reproduce = args.command
     if not cfg.description:
         cfg.description = (f"Recipe `python -m train {recipe.name}` (paper {recipe.paper}; its defaults: "
@@ -132,7 +133,17 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
     model.save_pretrained(out)
     (training / "validation.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     (training / "args.json").write_text(json.dumps(describe_args(args), indent=1, default=str) + "\n")
-    test_samples = getattr(recipe, "test_samples", [])
+    write_data_files(training, data, getattr(recipe, "test_samples", []), cfg)
+    write_training_report(training / "report.html", result.history, cfg.task, result.val_outputs,
+                          result.val_targets, cfg.labels, metrics, f"{cfg.name}: training report")
+    if args.push_to_hub:
+        push_folder(out, args.push_to_hub, endpoint=args.hub_endpoint)
+    return out
+
+
+def write_data_files(training: Path, data: PreparedData, test_samples: Sequence[Any], cfg: Any) -> None:
+    """``split.json`` (each part's photos, patients and sources), ``data.json`` (counts, data sets, labels) and
+    ``unreadable.json`` (when a photo could not be read) into the run's ``training/`` folder."""
     split = {part: [{"image": str(x.image), "patient": x.patient_id, "source": x.source} for x in samples]
              for part, samples in (("train", data.train_samples), ("val", data.val_samples), ("test", test_samples))}
     (training / "split.json").write_text(json.dumps(split, indent=1) + "\n")
@@ -143,11 +154,6 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
         "n_unreadable": len(data.unreadable), "datasets": cfg.datasets, "labels": list(cfg.labels)}, indent=1) + "\n")
     if data.unreadable:
         (training / "unreadable.json").write_text(json.dumps(data.unreadable, indent=1) + "\n")
-    write_training_report(training / "report.html", result.history, cfg.task, result.val_outputs,
-                          result.val_targets, cfg.labels, metrics, f"{cfg.name}: training report")
-    if args.push_to_hub:
-        push_folder(out, args.push_to_hub, endpoint=args.hub_endpoint)
-    return out
 
 
 def push_folder(folder: Path, repo_id: str, endpoint: str | None = None) -> Any:

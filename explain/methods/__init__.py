@@ -5,19 +5,17 @@
     panel_methods("main")           # ('cam', 'gradcam', 'guided_gradcam', 'gmsm'): the page's four panels
     panel_methods("optional")       # ('layercam',): offered as extra panels
 
-Adding a method is one file here: a ``Method`` subclass decorated with ``@register``. Every module of this
-package other than ``base`` and ``formulas`` is imported when the package is, so the Explainer, the command
-line and both front ends offer the new method without any other change.
+Adding a method is one file here: a ``Method`` subclass decorated with ``@register``, its class attributes its
+facts (name, title, needs, panel, order, help, params, regions). Every module of this package is imported when the
+package is (``fundus.registration``), so the Explainer, the command line and both front ends offer the new method
+without any other change.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from explain.methods.base import NEEDS, REGIONS, Method, Param, Selection
+from fundus.registration import Registry
 
-_REGISTRY: dict[str, Method] = {}
-_NOT_METHODS = {"base", "formulas"}
+_REGISTRY: Registry = Registry("method", "explain.methods")
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -86,13 +84,7 @@ def panel_methods(kind: str = "main") -> tuple[str, ...]:
     return tuple(m.name for m in registered() if m.panel == kind)
 
 
-def _discover() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name not in _NOT_METHODS and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_discover()
+_REGISTRY.discover()
 
 __all__ = ["Method", "Param", "Selection", "NEEDS", "REGIONS", "canonical_method", "get_method", "method_names",
            "needs_of", "panel_methods", "register", "registered"]

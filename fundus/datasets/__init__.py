@@ -1,9 +1,9 @@
 """Fundus data sets in their official layouts, patient-level splits, and a skip-safe torch Dataset.
 
-``load_dataset(fmt, root, split)`` → :class:`FundusDataset` of :class:`Sample` rows. Formats:
-aptos, eyepacs, idrid-grading, idrid-seg, rfmid, odir, imagefolder (preset srahim-dr600), yolo, hrf.
+``load_dataset(fmt, root, split)`` → :class:`FundusDataset` of :class:`Sample` rows. Every module of this package
+is imported here (``torch_dataset`` on demand), and each format module registers its format with its facts
+(``registry``); ``python -m fundus.datasets`` lists them.
 """
-from . import grading, hrf, idrid_seg, imagefolder, odir, rfmid, yolo  # noqa: F401 - registers the formats
 from .base import DatasetError, FundusDataset, Sample
 from .idrid_seg import IDRID_LESIONS, load_mask
 from .labels import DR_GRADES
@@ -11,6 +11,9 @@ from .odir import ODIR_LABEL_NAMES, ODIR_LABELS
 from .registry import FORMATS, load_dataset, register
 from .rfmid import PAPER000_CATEGORIES, RFMID_DISEASES, to_paper000
 from .splits import PARTS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION, patient_kfold, patient_split, source_of, train_val_test_split
+
+
+FORMATS.discover()
 
 
 def __getattr__(name: str):

@@ -7,8 +7,9 @@ from pathlib import Path
 from fundus.tasks import MULTICLASS, SINGLE_LABEL_TASKS
 
 from .base import DatasetError, FundusDataset, Sample, check_images, check_task, parse_int, read_csv
+from .idrid_seg import IDRID_LICENCE
 from .labels import DR_GRADES
-from .registry import register
+from .registry import DR_GRADE, register
 
 
 def _grade(value: str, column: str, path: Path, row: int) -> int:
@@ -30,7 +31,8 @@ def _aptos_image(folder: Path, id_code: str) -> Path:
     return folder / f"{id_code}{APTOS_EXTENSIONS[0]}"
 
 
-@register("aptos")
+@register("aptos", layout="<split>.csv (id_code,diagnosis) + <split>_images/<id_code>.png|.jpg", annotation=DR_GRADE,
+          licence="APTOS 2019 competition rules (Kaggle)", splits=("train", "test"))
 def load_aptos(
     root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error",
     group_duplicates: bool = True,
@@ -84,7 +86,9 @@ def _group_near_duplicates(samples: list[Sample]) -> None:
 _EYEPACS_NAME = re.compile(r"^(\d+)_(left|right)$")
 
 
-@register("eyepacs")
+@register("eyepacs", layout="trainLabels.csv (image,level) + train/<image>.jpeg; retinopathy_solution.csv + test/",
+          annotation=DR_GRADE, splits=("train", "test"),
+          licence="EyePACS photos under the Kaggle Diabetic Retinopathy Detection competition terms, research use")
 def load_eyepacs(
     root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:
@@ -122,7 +126,9 @@ _IDRID_GRADING_SPLITS = {
 }
 
 
-@register("idrid-grading")
+@register("idrid-grading", layout="B. Disease Grading/2. Groundtruths/<a|b>. IDRiD_Disease Grading_<…> Labels.csv + "
+                                 "1. Original Images/<a. Training|b. Testing> Set/<Image name>.jpg",
+          annotation=DR_GRADE, licence=IDRID_LICENCE, splits=tuple(_IDRID_GRADING_SPLITS))
 def load_idrid_grading(
     root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:

@@ -7,14 +7,15 @@ from pathlib import Path
 from fundus.tasks import MULTICLASS
 
 from .base import DatasetError, FundusDataset, Sample, list_images, require_dir
-from .registry import register
+from .registry import CLASS, register
 
 HRF_LABELS = ("healthy", "DR", "glaucoma")
 _SUFFIX = {"h": 0, "dr": 1, "g": 2}
 _NAME = re.compile(r"^(\d+)_(h|dr|g)$", re.IGNORECASE)
 
 
-@register("hrf")
+@register("hrf", layout="images/NN_<h|dr|g>.jpg: the suffix is the diagnosis", annotation=CLASS,
+          licence="CC BY 4.0 (HRF, Budai et al. 2013)")
 def load_hrf(root: Path, split: str = "train") -> FundusDataset:
     """HRF: multiclass healthy / DR / glaucoma from the file-name suffix.
 

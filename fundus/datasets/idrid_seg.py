@@ -9,7 +9,7 @@ import numpy as np
 from fundus.tasks import MULTILABEL
 
 from .base import DatasetError, FundusDataset, Sample, list_images, multi_hot, require_dir
-from .registry import register
+from .registry import LESION_MASKS, register
 
 IDRID_SEGMENTATION = "A. Segmentation"
 # Ground-truth folder and file suffix of each mask type, as in the official archive.
@@ -23,9 +23,12 @@ IDRID_MASKS = {
 IDRID_LESIONS = ("MA", "HE", "EX", "SE")
 _SETS = {"train": "a. Training Set", "test": "b. Testing Set"}
 _NAME = re.compile(r"^IDRiD_(\d+)$")
+IDRID_LICENCE = "CC BY 4.0 (IDRiD, Porwal et al. 2018)"
 
 
-@register("idrid-seg")
+@register("idrid-seg", layout="A. Segmentation/1. Original Images/<set>/IDRiD_NN.jpg + "
+                             "2. All Segmentation Groundtruths/<set>/<k. Name>/IDRiD_NN_<MA|HE|EX|SE|OD>.tif",
+          annotation=LESION_MASKS, licence=IDRID_LICENCE, splits=tuple(_SETS))
 def load_idrid_seg(root: Path, split: str = "train", *, verify_masks: bool = False) -> FundusDataset:
     """IDRiD segmentation layout (multilabel MA, HE, EX, SE).
 

@@ -11,28 +11,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from .labels import sample_target
-from .registry import load_dataset
+from .registry import format_of, load_dataset
 from .splits import PARTS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION, train_val_test_split
-
-# Formats that are an imagefolder preset: ``srahim-dr600`` = ``imagefolder`` with that preset.
-PRESET_FORMATS = ("srahim-dr600",)
-# Layouts without a train/test split of their own: the whole folder is read.
-WHOLE_FOLDER_FORMATS = ("imagefolder", "yolo", "hrf")
 
 
 def load_layout(root: Path, fmt: str, split: str | None = None, *, preset: str | None = None) -> Any:
-    """One data set folder in its format (a ``PRESET_FORMATS`` name: imagefolder with that preset).
+    """One data set folder in its format (``registry.format_of``: a preset, or a named data set's folder).
 
     Args:
-        split: the layout's own split; None: the whole folder of a ``WHOLE_FOLDER_FORMATS`` layout, else "train".
-        preset: an imagefolder preset (for ``fmt`` "imagefolder").
+        split: the layout's own split; None: the format's default (its first official split, else the whole folder).
+        preset: a data set read in ``fmt``'s layout (``imagefolder`` + srahim-dr600).
     """
-    kwargs: dict[str, Any] = {}
-    if fmt in PRESET_FORMATS:
-        fmt, kwargs["preset"] = "imagefolder", fmt
-    elif fmt == "imagefolder" and preset:
-        kwargs["preset"] = preset
-    return load_dataset(fmt, root, split or ("all" if fmt in WHOLE_FOLDER_FORMATS else "train"), **kwargs)
+    spec = format_of(fmt, root, preset=preset)
+    return load_dataset(spec.name, root, split or spec.default_split)
 
 
 @dataclass

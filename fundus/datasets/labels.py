@@ -3,23 +3,27 @@
 - DR grades (International Clinical DR scale, ``DR_GRADES``) → the grade, "any DR" (grade ≥ 1) and
   "referable DR" (grade ≥ ``REFERABLE_GRADE``);
 - lesion masks (IDRiD) and boxes (YOLO layouts) → lesion present; a lesion type a layout does not
-  annotate is unknown (NaN), and for incompletely boxed sets (DIARETDB1) a missing box is unknown too
-  (``MISSING_BOX_UNKNOWN``; train.recipes.dr_lesions applies it), while in idrid-grading-boxes a photo
-  without a box has none of the boxed lesions;
+  annotate is unknown (NaN), and where the format says its boxes are incomplete (diaretdb1-boxes, a plain
+  yolo folder: ``incompletely_boxed``) a missing box is unknown too (train.recipes.dr_lesions applies it),
+  while in idrid-grading-boxes a photo without a box has none of the boxed lesions;
 - DR grades → paper 001's lesion labels by the ICDR definitions (mild DR = microaneurysms only);
 - class folders (srahim-dr600, ODIR normal / glaucoma / cataract, HRF) → their class, by name;
 - diagnoses in ODIR-5K's label space (paper 002: Normal, Diabetes, Glaucoma, Cataract, …) from any class-folder
   or DR-grading set (``diagnosis_target``): a source says only what it grades, the rest stays unknown;
 - which label means "no disease found" (``is_no_disease``: healthy, normal, No DR, N).
-Used by every recipe (training targets), ``python -m zoo evaluate`` and ``python -m train ship``.
+Used by every recipe (training targets), ``python -m zoo evaluate`` and ``python -m train ship``. Which rule
+applies is the data set format's annotation kind (``fundus.datasets.registry``), one converter per kind.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fundus.tasks import task_of
+from fundus.tasks import Task, task_of
+
+from .registry import CLASS, DIAGNOSES, DR_GRADE, FORMATS, LESION_BOXES, LESION_MASKS
 
 # International Clinical DR severity scale (APTOS, EyePACS, IDRiD, srahim-dr600): the grades' names, in order.
 DR_GRADES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
@@ -129,74 +133,135 @@ def _alias_set(label: str) -> set[str]:
     return {n}
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """One sample's label with the data set's and the model's label spaces (names in lower case), for a converter."""
+
+    label: Any  # the data set's: an int class or grade, or a multi-hot array
+    ds_labels: list[str]
+    model_labels: list[str]
+    task: Task  # the model's
+    sample: Any
+
+
 def sample_target(sample: Any, dataset: Any, labels: Sequence[str], task: str) -> Any:
     """A data set sample's target in a model's label space, or None when it cannot be expressed.
 
-    - same class names as the data set: its label (multiclass index, multi-hot reordered);
-    - DR grades (a multi-class grader or a grade regression) from any DR grading layout;
-    - multilabel lesion labels (paper 001's BP/MA, HM, HEX, CWS, healthy) from any multilabel set
-      whose classes are aliases of them (IDRiD MA/HE/EX/SE masks, YOLO class names): a label the
-      data set does not annotate is NaN (unknown); "healthy" is 1 when no lesion is present and
-      none is unknown; from a multiclass set only its healthy class is usable (all lesions 0).
+    The converter is chosen by the data set's annotation kind (``annotation_of``: its registered format's fact,
+    never its folder's name): ``CONVERTERS`` holds one per kind. A label the data set does not annotate is NaN
+    (unknown) in a multi-label target.
 
     Args:
         sample: a ``fundus.datasets.Sample``.
-        dataset: its ``FundusDataset`` (labels, task).
+        dataset: its ``FundusDataset`` (format, labels).
         labels, task: the model's (``config.labels``, ``config.task``).
     """
     label = getattr(sample, "label", None)
     if label is None:
         return None
-    ds_labels = [_norm(x) for x in getattr(dataset, "labels", [])]
-    model_labels = [_norm(x) for x in labels]
-    ds_multilabel = isinstance(label, np.ndarray)
-    task = task_of(task)
-    if task.single_label and not ds_multilabel:
-        if ds_labels == model_labels or (tuple(ds_labels) == DR_GRADE_NAMES and tuple(model_labels) == DR_GRADE_NAMES):
-            return float(label) if task.regression else int(label)
-        if task.regression and tuple(ds_labels) == DR_GRADE_NAMES:
-            return float(label)
-        if not task.regression and sorted(ds_labels) == sorted(model_labels) and 0 <= int(label) < len(ds_labels):
-            return model_labels.index(ds_labels[int(label)])  # the same classes in another order (class folders)
+    conversion = Conversion(label, [_norm(x) for x in getattr(dataset, "labels", [])], [_norm(x) for x in labels],
+                            task_of(task), sample)
+    return CONVERTERS[annotation_of(dataset, label)](conversion)
+
+
+def annotation_of(dataset: Any, label: Any = None) -> str:
+    """A data set's annotation kind: its registered format's; for one built by hand (no registered format), read
+    from a label: a multi-hot one is diagnoses (whose converter falls back to names), else a class."""
+    spec = FORMATS.get(getattr(dataset, "format", None) or "")
+    if spec is not None:
+        return spec.annotation
+    return DIAGNOSES if isinstance(label, np.ndarray) else CLASS
+
+
+def _from_grade(c: Conversion) -> Any:
+    """A DR grade: the grade (a grader, a grade regression); diagnoses (``diagnosis_target``); paper 001's lesions
+    (``_lesions_of_dr_grade``: grade 0 is healthy, mild DR microaneurysms only, worse not healthy)."""
+    if c.task.single_label:
+        return float(c.label) if c.task.regression else _same_class(c)
+    return _one_label_as_many(c, _lesions_of_dr_grade)
+
+
+def _from_class(c: Conversion) -> Any:
+    """A named class: the model's class of that name; diagnoses (``diagnosis_target``); for lesion labels only a
+    no-disease class says something (no lesion). Class folders named as the DR grades are DR grades."""
+    if tuple(c.ds_labels) == DR_GRADE_NAMES:
+        return _from_grade(c)
+    if c.task.single_label:
+        return _same_class(c)
+    return _one_label_as_many(c, None)
+
+
+def _from_diagnoses(c: Conversion) -> Any:
+    """Multi-hot diagnoses: ODIR-5K's letters (N D G C …) into a model's diagnoses by letter, in its order; other
+    columns by name, as lesions are (``_from_lesions``)."""
+    keys = [diagnosis_key(d) for d in c.ds_labels]
+    if c.task.single_label or c.ds_labels == c.model_labels or not is_diagnosis_space(c.model_labels) \
+            or None in keys:
+        return _from_lesions(c)
+    arr = np.asarray(c.label, dtype=np.float32)
+    out = np.full(len(c.model_labels), np.nan, dtype=np.float32)
+    for k, name in enumerate(c.model_labels):
+        if diagnosis_key(name) in keys:
+            out[k] = float(arr[keys.index(diagnosis_key(name))])
+    return None if np.isnan(out).all() else out
+
+
+def _from_lesions(c: Conversion) -> Any:
+    """Multi-hot lesion types (masks, boxes): each model label from the data set's labels that are its names
+    (``LESION_ALIASES``: IDRiD's MA/HE/EX/SE, YOLO class names); one the data set does not annotate stays unknown;
+    a no-disease label is 1 when no lesion is present and none is unknown."""
+    if c.task.single_label:
         return None
-    if task.single_label:
+    arr = np.asarray(c.label, dtype=np.float32)
+    if c.ds_labels == c.model_labels:
+        return arr.copy()
+    out = np.full(len(c.model_labels), np.nan, dtype=np.float32)
+    for k, name in enumerate(c.model_labels):
+        hits = [j for j, d in enumerate(c.ds_labels) if d in _alias_set(name)]
+        if hits:
+            out[k] = float(arr[hits].max())
+    healthy, lesions = _no_disease_split(c.model_labels)
+    for k in healthy:
+        if np.nanmax(np.append(out[lesions], 0.0)) > 0:
+            out[k] = 0.0
+        elif not np.isnan(out[lesions]).any():
+            out[k] = 1.0
+    return None if np.isnan(out).all() else out
+
+
+CONVERTERS = {DR_GRADE: _from_grade, CLASS: _from_class, DIAGNOSES: _from_diagnoses, LESION_MASKS: _from_lesions,
+              LESION_BOXES: _from_lesions}
+
+
+def _same_class(c: Conversion) -> Any:
+    """One class in a single-label model: the same classes (a grade regression: the value), or the same names in
+    another order (class folders); else None."""
+    if c.ds_labels == c.model_labels:
+        return float(c.label) if c.task.regression else int(c.label)
+    if not c.task.regression and sorted(c.ds_labels) == sorted(c.model_labels) and 0 <= int(c.label) < len(c.ds_labels):
+        return c.model_labels.index(c.ds_labels[int(c.label)])
+    return None
+
+
+def _one_label_as_many(c: Conversion, disease_rule: Callable[..., np.ndarray] | None) -> np.ndarray | None:
+    """A one-label photo in a multi-label space: as diagnoses (``diagnosis_target``); for lesion labels a
+    no-disease class says "no lesion", a diseased one what ``disease_rule`` reads from it (None: nothing)."""
+    if is_diagnosis_space(c.model_labels):
+        return diagnosis_target(int(c.label), c.ds_labels, c.model_labels)
+    healthy, _ = _no_disease_split(c.model_labels)
+    if not healthy or not 0 <= int(c.label) < len(c.ds_labels):
         return None
-    out = np.full(len(labels), np.nan, dtype=np.float32)
-    if ds_multilabel:
-        arr = np.asarray(label, dtype=np.float32)
-        if ds_labels == model_labels:
-            return arr.copy()
-        if is_diagnosis_space(model_labels) and all(diagnosis_key(d) for d in ds_labels):
-            ds_keys = [diagnosis_key(d) for d in ds_labels]  # e.g. ODIR-5K's N D G C … columns
-            for k, name in enumerate(model_labels):
-                if diagnosis_key(name) in ds_keys:
-                    out[k] = float(arr[ds_keys.index(diagnosis_key(name))])
-            return None if np.isnan(out).all() else out
-        for k, name in enumerate(model_labels):
-            hits = [j for j, d in enumerate(ds_labels) if d in _alias_set(name)]
-            if hits:
-                out[k] = float(arr[hits].max())
-        healthy = [k for k, name in enumerate(model_labels) if is_no_disease(name)]
-        lesions = [k for k in range(len(labels)) if k not in healthy]
-        for k in healthy:
-            if np.nanmax(np.append(out[lesions], 0.0)) > 0:
-                out[k] = 0.0
-            elif not np.isnan(out[lesions]).any():
-                out[k] = 1.0
-        return None if np.isnan(out).all() else out
-    if is_diagnosis_space(model_labels):
-        return diagnosis_target(int(label), ds_labels, model_labels)
-    # A multiclass data set: its healthy class says "no lesion"; DR grades say a little more.
-    healthy = [k for k, name in enumerate(model_labels) if is_no_disease(name)]
-    if not healthy or not 0 <= int(label) < len(ds_labels):
-        return None
-    if is_no_disease(ds_labels[int(label)]):
-        out[:] = 0.0
+    if is_no_disease(c.ds_labels[int(c.label)]):
+        out = np.zeros(len(c.model_labels), dtype=np.float32)
         out[healthy] = 1.0
         return out
-    if tuple(ds_labels) == DR_GRADE_NAMES:
-        return _lesions_of_dr_grade(int(label), model_labels, healthy, sample)
-    return None
+    return disease_rule(int(c.label), c.model_labels, healthy, c.sample) if disease_rule else None
+
+
+def _no_disease_split(labels: Sequence[str]) -> tuple[list[int], list[int]]:
+    """The positions of a label space's no-disease labels and of the others."""
+    healthy = [k for k, name in enumerate(labels) if is_no_disease(name)]
+    return healthy, [k for k in range(len(labels)) if k not in healthy]
 
 
 def diagnosis_target(label: int, ds_labels: Sequence[str], model_labels: Sequence[str]) -> np.ndarray | None:
@@ -255,8 +320,6 @@ def _lesions_of_dr_grade(grade: int, model_labels: list[str], healthy: list[int]
 
 # ICDR: grade 2 (moderate NPDR) or worse, or any maculopathy, is referable; grade ≥ 1 is "any DR".
 REFERABLE_GRADE = 2
-# Box sets whose photos are boxed incompletely: an absent box says nothing (see ../shared/data/README.md).
-MISSING_BOX_UNKNOWN = ("diaretdb1-boxes",)
 
 
 def any_dr(grade: int | float) -> bool:
@@ -270,10 +333,10 @@ def referable_dr(grade: int | float) -> bool:
 
 
 def incompletely_boxed(dataset: Any) -> bool:
-    """True for a box data set whose missing boxes say nothing (``MISSING_BOX_UNKNOWN``, by folder name)."""
-    from pathlib import Path
-
-    return getattr(dataset, "format", "") == "yolo" and Path(getattr(dataset, "root", "")).name in MISSING_BOX_UNKNOWN
+    """True for a box data set whose missing boxes say nothing: its format's fact (``DatasetFormat.exhaustive``,
+    e.g. diaretdb1-boxes and a plain yolo folder), never its folder's name."""
+    spec = FORMATS.get(getattr(dataset, "format", None) or "")
+    return spec is not None and spec.annotation == LESION_BOXES and not spec.exhaustive
 
 
 def missing_boxes_unknown(target: np.ndarray, labels: Sequence[str]) -> np.ndarray | None:
@@ -282,7 +345,6 @@ def missing_boxes_unknown(target: np.ndarray, labels: Sequence[str]) -> np.ndarr
     "healthy" becomes 0 when a lesion is boxed, else unknown. None when nothing is known.
     """
     out = np.where(target > 0, target, np.nan).astype(np.float32)
-    healthy = [k for k, name in enumerate(labels) if is_no_disease(name)]
-    lesions = [k for k in range(len(labels)) if k not in healthy]
+    healthy, lesions = _no_disease_split(labels)
     out[healthy] = 0.0 if np.nanmax(np.append(out[lesions], 0.0)) > 0 else np.nan
     return None if np.isnan(out).all() else out

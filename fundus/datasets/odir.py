@@ -8,13 +8,14 @@ import numpy as np
 from fundus.tasks import MULTILABEL
 
 from .base import DatasetError, FundusDataset, Sample, check_images, parse_int, read_csv, require_columns, require_dir
-from .registry import register
+from .registry import DIAGNOSES, register
 
 ODIR_LABELS = ("N", "D", "G", "C", "A", "H", "M", "O")
 ODIR_LABEL_NAMES = {
     "N": "Normal", "D": "Diabetes", "G": "Glaucoma", "C": "Cataract", "A": "AMD",
     "H": "Hypertension", "M": "Myopia", "O": "Other diseases/abnormalities",
 }  # fmt: skip
+ODIR_LICENCE = "ODIR-5K terms, research use (Peking University)"
 ODIR_COLUMNS = ("ID", "Patient Age", "Patient Sex", "Left-Fundus", "Right-Fundus",
                 "Left-Diagnostic Keywords", "Right-Diagnostic Keywords") + ODIR_LABELS
 
@@ -40,7 +41,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     return [{k: str(v).strip() for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-@register("odir")
+@register("odir", layout="full_df.csv (Kaggle) or data.xlsx (official): ID, age, sex, both eyes' files, N D G C A H M O "
+                         "+ Training Images/", annotation=DIAGNOSES, licence=ODIR_LICENCE, splits=("train",))
 def load_odir(root: Path, split: str = "train", *, annotations: str | Path | None = None,
               images: str | Path | None = None, missing: str = "error") -> FundusDataset:
     """ODIR-5K: ``full_df.csv`` (Kaggle) or ``data.xlsx`` (official) with ``ID,Patient Age,Patient Sex,

@@ -8,7 +8,7 @@ import numpy as np
 from fundus.tasks import MULTILABEL
 
 from .base import DatasetError, FundusDataset, Sample, check_images, parse_int, read_csv
-from .registry import register
+from .registry import DIAGNOSES, register
 
 # The official label columns after ID and Disease_Risk, in file order.
 RFMID_DISEASES = (
@@ -34,7 +34,9 @@ def to_paper000(row: np.ndarray) -> np.ndarray:
     return np.concatenate([named, others], axis=-1)
 
 
-@register("rfmid")
+@register("rfmid", layout="<Set>/RFMiD_<Training|Validation|Testing>_Labels.csv (ID,Disease_Risk,DR,ARMD,…) + "
+                          "<Set>/<Training|Validation|Test>/<ID>.png", annotation=DIAGNOSES,
+          licence="CC BY 4.0 (RFMiD, Pachade et al. 2021)", splits=tuple(_SPLITS))
 def load_rfmid(root: Path, split: str = "train", *, categories: str = "all", missing: str = "error") -> FundusDataset:
     """RFMiD: ``Training_Set/RFMiD_Training_Labels.csv`` (``ID,Disease_Risk,DR,ARMD,…``) +
     ``Training_Set/Training/<ID>.png``; ``Evaluation_Set/…Validation…``; ``Test_Set/…Testing…/Test``.

@@ -6,7 +6,7 @@ from pathlib import Path
 from fundus.tasks import MULTILABEL
 
 from .base import DatasetError, FundusDataset, Sample, list_images, multi_hot, patient_from_stem
-from .registry import register
+from .registry import LESION_BOXES, register
 
 
 def read_names(path: Path) -> list[str]:
@@ -41,9 +41,11 @@ def read_boxes(path: Path, names: list[str]) -> list[tuple[str, float, float, fl
     return boxes
 
 
-@register("yolo")
+# An unknown annotator may have boxed some lesions only: a missing box is unknown unless a data set says otherwise.
+@register("yolo", layout="images/NNNN.jpg + images/NNNN.txt or labels/NNNN.txt ('class cx cy w h') + a *.names file",
+          annotation=LESION_BOXES, licence="see the data set", exhaustive=False)
 def load_yolo(root: Path, split: str = "train", *, names: str | Path | None = None) -> FundusDataset:
-    """YOLO layout (``diaretdb1-boxes``): ``images/NNNN.jpg`` + ``images/NNNN.txt`` (or
+    """YOLO layout (``diaretdb1-boxes``, ``idrid-grading-boxes``): ``images/NNNN.jpg`` + ``images/NNNN.txt`` (or
     ``labels/NNNN.txt``; ``images/<split>/`` + ``labels/<split>/`` when split folders exist) and a
     ``*.names`` file (one class per line) in ``root``.
 

@@ -48,7 +48,6 @@ Common flags of every recipe: --data/--format (repeatable pairs), --preset, --sp
 from __future__ import annotations
 
 import argparse
-import importlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,7 @@ import torch.nn as nn
 from train import augment as aug
 from train import ddp
 from fundus.datasets.splits import TEST_FRACTION, VAL_FRACTION
+from fundus.registration import Registry
 from fundus.tasks import MULTICLASS, MULTILABEL, task_of
 from train.data import CachedImages, default_cache_dir, preprocess_all
 from train.frozen import fit_on_frozen_features
@@ -69,40 +69,32 @@ from train.metrics import Metric, default_metric
 from train.run_data import LabelledSample, PreparedData, describe_args
 from zoo.helpformat import DefaultsHelpFormatter
 
-RECIPES: dict[str, type["Recipe"]] = {}
+# Every module of this package registers its recipes; they are imported on the first lookup (``discover``).
+RECIPES: Registry = Registry("recipe", "train.recipes")
 # --preprocessing choices: the enhancement step after the field-of-view crop (zoo.config.Preprocessing).
 ENHANCEMENTS = {"none": dict(clahe=False, graham=False), "clahe": dict(clahe=True, graham=False),
                 "graham": dict(clahe=False, graham=True)}
-# Recipe modules, imported on first lookup; a module another engineer has not written yet is skipped.
-RECIPE_MODULES = ("aptos", "dr_lesions", "odir", "rfmid_ensemble", "ellg")
 
 
 def register(cls: type["Recipe"]) -> type["Recipe"]:
-    """Class decorator: make a recipe available as ``python -m train NAME``.
+    """Class decorator: make a recipe available as ``python -m train NAME``; its class attributes are its facts
+    (name, paper, task, description, labels, archs, defaults, head, preprocessing).
 
     Raises:
         ValueError: the recipe has no name or the name is taken by another class.
     """
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a `name`")
-    if cls.name in RECIPES and RECIPES[cls.name] is not cls:
-        raise ValueError(f"recipe name {cls.name!r} already registered by {RECIPES[cls.name].__name__}")
-    RECIPES[cls.name] = cls
-    return cls
-
-
-def _import_recipe_modules() -> None:
-    for mod in RECIPE_MODULES:
-        try:
-            importlib.import_module(f"train.recipes.{mod}")
-        except ModuleNotFoundError as err:
-            if err.name != f"train.recipes.{mod}":
-                raise
+    return RECIPES.add(cls.name, cls)
 
 
 def available_recipes() -> list[str]:
-    """Names of all registered recipes."""
-    _import_recipe_modules()
+    """Names of all registered recipes.
+
+    Raises:
+        Exception: whatever a recipe module raises on import (a broken recipe is an error, never skipped).
+    """
+    RECIPES.discover()
     return sorted(RECIPES)
 
 
@@ -112,10 +104,8 @@ def get_recipe(name: str) -> "Recipe":
     Raises:
         ValueError: unknown recipe name.
     """
-    _import_recipe_modules()
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
-    return RECIPES[name]()
+    RECIPES.discover()
+    return RECIPES.lookup(name)()
 
 
 @dataclass
@@ -139,21 +129,6 @@ class Recipe:
     head: str | None = None  # zoo head ("gap_linear", "gap_dropout_dense", "fcn", …); None: the paper's
     preprocessing: dict[str, Any] = {"fov_crop": True, "clahe": False}
     defaults: dict[str, Any] = {}
-    # Licences of the data sets the project knows, for the model card.
-    LICENCES: dict[str, str] = {
-        "srahim-dr600": "free for academic use, with attribution (Rahim et al. 2025)",
-        "idrid-grading-boxes": "CC BY 4.0 images (IDRiD, Porwal et al. 2018), CC BY-SA 4.0 boxes (CODRAS, "
-                               "C. von Csefalvay 2019)",
-        "idrid": "CC BY 4.0 (IDRiD, Porwal et al. 2018)",
-        "idrid-seg": "CC BY 4.0 (IDRiD, Porwal et al. 2018)",
-        "diaretdb1": "CC BY-SA 4.0 annotations (DIARETDB1 images, Kauppi et al. 2007)",
-        "yolo": "see the data set",
-        "hrf": "CC BY 4.0 (HRF, Budai et al. 2013)",
-        "aptos": "APTOS 2019 competition rules (Kaggle)",
-        "odir": "ODIR-5K terms, research use (Peking University)",
-        "rfmid": "CC BY 4.0 (RFMiD, Pachade et al. 2021)",
-        "eyepacs": "EyePACS photos under the Kaggle Diabetic Retinopathy Detection competition terms, research use",
-    }
 
     # ------------------------------------------------------------------ CLI
     def default(self, key: str, fallback: Any = None) -> Any:

@@ -12,9 +12,9 @@ convolutional ResNet50 head, sigmoid outputs and per-class decision thresholds.
   ``config.thresholds``.
 
 Labels come from several data sets at once (repeat ``--data DIR --format FMT``): IDRiD segmentation
-masks (idrid-seg), YOLO lesion boxes (yolo), and DR grading sets such as srahim-dr600 (grade 0: no
-lesion, healthy; mild DR: microaneurysms only, by the International Clinical DR scale; worse grades:
-not healthy, lesion types unknown). A lesion type a data set does not annotate is unknown (NaN) for
+masks (idrid-seg), YOLO lesion boxes (idrid-grading-boxes, diaretdb1-boxes, yolo), and DR grading sets such as
+srahim-dr600 (grade 0: no lesion, healthy; mild DR: microaneurysms only, by the International Clinical DR scale;
+worse grades: not healthy, lesion types unknown). A lesion type a data set does not annotate is unknown (NaN) for
 its photos and left out of the loss (``fundus.datasets.labels.sample_target``). Beware: when the healthy photos
 come from another data set than the lesion photos, a model can learn to tell the data sets apart
 (camera, resolution, compression) instead of the lesions; validation on the same mix will not show it.
@@ -43,11 +43,12 @@ from train.loop import FitResult, LoopConfig, Stage
 from train.data import default_cache_dir
 from train.frozen import fit_on_frozen_features
 from train.frozen_lesions import cache_features_with_lesions
-from train.lesion_masks import ANNOTATED_FORMATS, lesion_masks
+from train.lesion_masks import lesion_masks
 from train.localisation import LocalisationTerm
 from train.metrics import choose_thresholds
 from train.recipes import PreparedData, Recipe, register
-from fundus.datasets.labels import incompletely_boxed, missing_boxes_unknown, sample_target
+from fundus.datasets.labels import annotation_of, incompletely_boxed, missing_boxes_unknown, sample_target
+from fundus.datasets.registry import LESION_BOXES, annotated_formats
 from fundus.tasks import MULTILABEL
 from zoo.papers import LESION_LABELS
 
@@ -91,10 +92,10 @@ class DrLesionsRecipe(Recipe):
         parser.add_argument("--max-rotation", type=float, default=30.0, help="rotation range ± degrees")
         parser.add_argument("--max-shift", type=float, default=0.05, help="shift range ± fraction of the size")
         parser.add_argument("--missing-box", choices=("auto", "negative", "unknown"), default="auto",
-                            help="YOLO box data sets: a lesion class without a box is absent (negative) or unknown "
-                                 "(masked out of the loss); auto: unknown for the incompletely boxed sets "
-                                 "(fundus.datasets.labels.MISSING_BOX_UNKNOWN: DIARETDB1), negative elsewhere "
-                                 "(idrid-grading-boxes)")
+                            help="box data sets: a lesion class without a box is absent (negative) or unknown "
+                                 "(masked out of the loss); auto: the format's fact (python -m fundus.datasets): "
+                                 "unknown for diaretdb1-boxes and a plain yolo folder, negative for "
+                                 "idrid-grading-boxes")
         parser.add_argument("--fcn-widths", type=int, nargs=2, default=(512, 256), metavar=("C1", "C2"),
                             help="channels of the FCN head's two hidden 3×3 convolutions (paper 001 gives none; "
                                  "128 64 keeps an EfficientNet-Lite0 model under 12 MB in fp16)")
@@ -115,7 +116,8 @@ class DrLesionsRecipe(Recipe):
     def load_samples(self, args: argparse.Namespace) -> list[tuple[Any, Any]]:
         """The data sets' samples; remembers each annotated photo's masks/boxes for the localisation term."""
         samples = super().load_samples(args)
-        self.annotations = {str(s.image): (ds.format, s) for ds, s in samples if ds.format in ANNOTATED_FORMATS}
+        annotated = annotated_formats()
+        self.annotations = {str(s.image): (ds.format, s) for ds, s in samples if ds.format in annotated}
         return samples
 
     def make_datasets(self, args: argparse.Namespace, config: Any, train: list, val: list,
@@ -156,7 +158,7 @@ class DrLesionsRecipe(Recipe):
     def target_of(self, sample: Any, dataset: Any, args: argparse.Namespace) -> np.ndarray | None:
         target = sample_target(sample, dataset, self.labels, self.task)
         unknown = args.missing_box == "unknown" or (args.missing_box == "auto" and incompletely_boxed(dataset))
-        if target is not None and dataset.format == "yolo" and unknown:
+        if target is not None and annotation_of(dataset) == LESION_BOXES and unknown:
             # Box annotations are often incomplete (DIARETDB1's: 49 of 89 photos without a lesion box,
             # though only 5 are normal): a class without a box is then unknown, not absent.
             return missing_boxes_unknown(target, self.labels)

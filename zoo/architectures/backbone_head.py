@@ -16,7 +16,7 @@ from zoo.architectures import backbones
 from zoo.architectures.backbones import init_like_torchvision_vgg
 from zoo.architectures.heads import HEADS, FcnHead, GapLinearHead, VggClassifierHead
 from zoo.architectures.pretrained import load_torchvision_weights
-from zoo.architectures.registry import ArchSpec, Built, check_output_stride, register
+from zoo.architectures.registry import Built, check_output_stride, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -103,19 +103,10 @@ def _register(name: str, make_backbone, papers, description, *, allowed=GENERIC_
               default_head=default_head_for, strides=(32,), grid=None) -> None:
     # strides: the output strides the backbone can be built at (config.output_stride); grid: the explained
     # layer's side for a config where it is not input_size / output_stride rounded up (map_grid).
-    register(ArchSpec(
-        name=name,
-        build=partial(_build, make_backbone=make_backbone, allowed=allowed, fixed_head=fixed_head, strides=strides),
-        papers=papers,
-        description=description,
-        input_size=input_size,
-        fixed_input=fixed_input,
-        mean=mean,
-        std=std,
-        heads=(fixed_head,) if fixed_head else allowed,
-        default_head=(lambda paper: fixed_head) if fixed_head else default_head,
-        grid=grid,
-    ))
+    register(name, papers=papers, description=description, input_size=input_size, fixed_input=fixed_input,
+             mean=mean, std=std, heads=(fixed_head,) if fixed_head else allowed,
+             default_head=(lambda paper: fixed_head) if fixed_head else default_head, grid=grid)(
+        partial(_build, make_backbone=make_backbone, allowed=allowed, fixed_head=fixed_head, strides=strides))
 
 
 _register("vgg16", partial(backbones.vgg, "vgg16"), ("000", "003"),

@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from zoo.architectures.registry import ArchSpec, Built, check_output_stride, register
+from zoo.architectures.registry import Built, check_output_stride, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -83,6 +83,15 @@ class DRDetectionNet(FundusNet):
         return self.classifier(self.features(x).flatten(1))
 
 
+@register(
+    "dr_detection_net",
+    papers=("004",),
+    description="Paper 004's DR detection net (o_O Kaggle net): 3 conv blocks 27/13/6 at 512, one regression output",
+    input_size=PAPER_INPUT,
+    fixed_input=True,
+    dropout=0.5,
+    grid=lambda config: None,  # not a whole stride (valid convolutions): 6 × 6 at 512
+)
 def _build(config: ModelConfig, pretrained: bool) -> Built:
     check_output_stride(config)  # valid convolutions and max-pools: nothing to dilate
     explain = dict(
@@ -92,15 +101,3 @@ def _build(config: ModelConfig, pretrained: bool) -> Built:
     )
     status = "random (no pretrained weights exist: the DR detection net is trained from scratch)" if pretrained else "random"
     return Built(DRDetectionNet(config), explain, status)
-
-
-register(ArchSpec(
-    name="dr_detection_net",
-    build=_build,
-    papers=("004",),
-    description="Paper 004's DR detection net (o_O Kaggle net): 3 conv blocks 27/13/6 at 512, one regression output",
-    input_size=PAPER_INPUT,
-    fixed_input=True,
-    dropout=0.5,
-    grid=lambda config: None,  # not a whole stride (valid convolutions): 6 × 6 at 512
-))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fundus.tasks import MULTICLASS, MULTILABEL, task_of
-from zoo.architectures.registry import ArchSpec, Built, get_spec, map_grid, register
+from zoo.architectures.registry import Built, get_spec, map_grid, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -76,6 +76,12 @@ def _ensemble(config: ModelConfig, g1: list[FundusNet], g2: list[FundusNet], pre
     return Built(FusionEnsemble(config, g1, g2), explain, pretrained)
 
 
+@register(
+    "fusion_ensemble",
+    papers=("000",),
+    description="Paper 000's ensemble: λ·mean(VGG19 folds) + σ·mean(ResNet50 folds), λ=0.6, σ=0.4",
+    grid=lambda config: map_grid(member_config(config, "g1", 0)),  # the explained layers are in g1.0
+)
 def _build(config: ModelConfig, pretrained: bool) -> Built:
     folds = int(config.arch_kwargs.get("folds", PAPER_FOLDS))
     if folds < 1:
@@ -130,12 +136,3 @@ def assemble(g1: list[FundusNet], g2: list[FundusNet], *, name: str = "fusion-en
     for key, value in built.explain.items():
         setattr(config, key, value)
     return built.model
-
-
-register(ArchSpec(
-    name="fusion_ensemble",
-    build=_build,
-    papers=("000",),
-    description="Paper 000's ensemble: λ·mean(VGG19 folds) + σ·mean(ResNet50 folds), λ=0.6, σ=0.4",
-    grid=lambda config: map_grid(member_config(config, "g1", 0)),  # the explained layers are in g1.0
-))

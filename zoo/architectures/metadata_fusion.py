@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from zoo.architectures.registry import ArchSpec, Built, get_spec, map_grid, register
+from zoo.architectures.registry import Built, get_spec, map_grid, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -61,6 +61,12 @@ def _base_config(config: ModelConfig) -> ModelConfig:
                                arch_kwargs=dict(kw.get("base_kwargs", {"head": "gap_linear"})))
 
 
+@register(
+    "metadata_fusion",
+    papers=("002",),
+    description="a backbone + paper 002's metadata head (GAP features ⊕ age, sex → 2 dense layers)",
+    grid=lambda config: map_grid(_base_config(config)),  # the base backbone's, at config.output_stride
+)
 def _build(config: ModelConfig, pretrained: bool) -> Built:
     base_cfg = _base_config(config)
     built = get_spec(base_cfg.arch).build(base_cfg, pretrained)
@@ -72,12 +78,3 @@ def _build(config: ModelConfig, pretrained: bool) -> Built:
                    cam_reason="two dense layers over image features and metadata follow the last convolution "
                               "(paper 002's metadata model); use Grad-CAM")
     return Built(MetadataFusionNet(config, base.backbone, channels), explain, built.pretrained)
-
-
-register(ArchSpec(
-    name="metadata_fusion",
-    build=_build,
-    papers=("002",),
-    description="a backbone + paper 002's metadata head (GAP features ⊕ age, sex → 2 dense layers)",
-    grid=lambda config: map_grid(_base_config(config)),  # the base backbone's, at config.output_stride
-))

@@ -1,11 +1,16 @@
-"""The architecture registry: name → how to build it and its default config fields (timm-style)."""
+"""The architecture registry: name → how to build it and its default config fields (timm-style).
+
+Each architecture module decorates its builder with ``@register(name, papers=…, description=…, …)``; the package
+imports every module of its folder (``fundus.registration``), so a new architecture is one new file.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from torch import nn
 
+from fundus.registration import Registry
 from zoo.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 
 
@@ -30,7 +35,7 @@ class ArchSpec:
     """
 
     name: str
-    build: Callable[[ModelConfig, bool], Built]
+    build: Callable[[ModelConfig, bool], Built]  # Builder
     papers: tuple[str, ...]
     description: str
     input_size: int = 224
@@ -44,19 +49,25 @@ class ArchSpec:
     grid: Callable[[ModelConfig], int | None] | None = None
 
 
-ARCHITECTURES: dict[str, ArchSpec] = {}
+Builder = Callable[[ModelConfig, bool], Built]
+ARCHITECTURES: Registry = Registry("architecture", "zoo.architectures")
 
 
-def register(spec: ArchSpec) -> ArchSpec:
-    """Add an architecture to :data:`ARCHITECTURES`.
+def register(name: str, **facts: Any) -> Callable[[Builder], Builder]:
+    """Decorator: register ``build(config, pretrained) -> Built`` as the architecture ``name`` with its facts (the
+    other fields of :class:`ArchSpec`: papers, description, input_size, mean, std, heads, grid, …), as timm's
+    ``@register_model`` keeps a model's default config beside it.
 
     Raises:
         ValueError: the name is already registered.
+        TypeError: a fact ``ArchSpec`` does not have, or a missing one (papers, description).
     """
-    if spec.name in ARCHITECTURES:
-        raise ValueError(f"architecture {spec.name!r} is already registered")
-    ARCHITECTURES[spec.name] = spec
-    return spec
+
+    def add(build: Builder) -> Builder:
+        ARCHITECTURES.add(name, ArchSpec(name=name, build=build, **facts))
+        return build
+
+    return add
 
 
 def get_spec(arch: str) -> ArchSpec:
@@ -67,12 +78,7 @@ def get_spec(arch: str) -> ArchSpec:
     """
     if not isinstance(arch, str):
         raise TypeError(f"arch must be a str, got {type(arch).__name__}")
-    try:
-        return ARCHITECTURES[arch]
-    except KeyError:
-        raise ValueError(
-            f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
-        ) from None
+    return ARCHITECTURES.lookup(arch)
 
 
 def check_output_stride(config: ModelConfig, allowed: tuple[int, ...] = (32,)) -> int:

@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from zoo.architectures.registry import ArchSpec, Built, check_output_stride, register
+from zoo.architectures.registry import Built, check_output_stride, register
 from zoo.config import ModelConfig
 from zoo.model import FundusNet
 
@@ -62,6 +62,15 @@ class SimpleCNN(FundusNet):
         return self.classifier(self.features(x).flatten(1))
 
 
+@register(
+    "simple_cnn",
+    papers=("002",),
+    description="Paper 002's simple CNN (Table 1): 4 conv + BN, 2 max-pool, 4 dense layers, 512 input",
+    input_size=TABLE_1_INPUT,
+    fixed_input=True,
+    dropout=0.25,  # Table 1 has Dropout_1/_2 but the text gives no rate
+    grid=lambda config: (config.input_size - 12) // 4 - 5,  # features.relu4: 120 × 120 at 512
+)
 def _build(config: ModelConfig, pretrained: bool) -> Built:
     check_output_stride(config)  # Table 1's layers exactly: nothing to dilate
     explain = dict(
@@ -73,15 +82,3 @@ def _build(config: ModelConfig, pretrained: bool) -> Built:
     if pretrained:
         status = "random (no pretrained weights exist: paper 002 trains this CNN from scratch)"
     return Built(SimpleCNN(config), explain, status)
-
-
-register(ArchSpec(
-    name="simple_cnn",
-    build=_build,
-    papers=("002",),
-    description="Paper 002's simple CNN (Table 1): 4 conv + BN, 2 max-pool, 4 dense layers, 512 input",
-    input_size=TABLE_1_INPUT,
-    fixed_input=True,
-    dropout=0.25,  # Table 1 has Dropout_1/_2 but the text gives no rate
-    grid=lambda config: (config.input_size - 12) // 4 - 5,  # features.relu4: 120 × 120 at 512
-))
