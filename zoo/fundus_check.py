@@ -83,6 +83,12 @@ class ContentModel:
         """(N,) probability of "fundus photo" from (N, 1280) features (``features``)."""
         return 1.0 / (1.0 + np.exp(-(features @ self.coef + self.intercept)))
 
+    def judge(self, photos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N,) probability of "fundus photo" and (N,) content distance (None without a reference), from one pass."""
+        features = self.features(photos)
+        distances = self.reference.distance(features) if self.reference is not None else None
+        return self.probabilities_of(features), distances
+
 
 def content_image(rgb: np.ndarray) -> np.ndarray:
     """The photo resized whole to 224 × 224 (squashed, as in fitting), ``uint8``."""
@@ -159,11 +165,11 @@ def check_fundus_photo(rgb: np.ndarray, model: ContentModel | None = None) -> Fu
     if not plausible.is_fundus and not _soft_failure(plausible):
         return plausible
     model = model or content_model()
-    features = model.features([rgb])
-    score = float(model.probabilities_of(features)[0])
+    scores, distances = model.judge([rgb])
+    score = float(scores[0])
     stats = {**plausible.stats, "content": score}
-    if model.reference is not None:  # free here: the unlike-training indicator reads it (content_verdicts)
-        stats["content_distance"] = float(model.reference.distance(features)[0])
+    if distances is not None:  # free here: the unlike-training indicator reads it (content_verdicts)
+        stats["content_distance"] = float(distances[0])
     if score < model.threshold:
         reason = CONTENT_REASON.format(score=score, threshold=model.threshold)
         return replace(plausible, is_fundus=False, reason=reason, stats=stats)
