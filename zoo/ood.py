@@ -129,7 +129,8 @@ def with_content(assessment: dict[str, Any], content: dict[str, Any] | None) -> 
     ``content`` None (the content reference does not speak for this model) leaves the assessment as it is."""
     if content is None:
         return assessment
-    flagged_by = [*assessment["flagged_by"], *(["content"] if content["content_unlike"] else [])]
+    own = assessment.get("flagged_by", ["model"] if assessment["unlike_training"] else [])
+    flagged_by = [*own, *(["content"] if content["content_unlike"] else [])]
     return {**assessment, "content_distance": content["content_distance"],
             "content_threshold": content["content_threshold"], "unlike_training": bool(flagged_by),
             "flagged_by": flagged_by}
