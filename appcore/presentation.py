@@ -248,9 +248,15 @@ def unlike_training_details(analysis) -> str:
     from zoo.ood import CAUTION
 
     far = unlike["unlike_training"]
-    return (f"**Unlike-training check** — feature distance {unlike['distance']:.2f} {'>' if far else '≤'} threshold "
-            f"{unlike['threshold']:.2f}: {CAUTION if far else 'like the training photos'} (the target layer's pooled "
-            "features against the training photos', zoo.ood)")
+    flagged_by = unlike.get("flagged_by", ["model"] if far else [])
+    text = (f"**Unlike-training check** — feature distance {unlike['distance']:.2f} "
+            f"{'>' if 'model' in flagged_by else '≤'} threshold {unlike['threshold']:.2f}")
+    where = "the target layer's pooled features against the training photos'"
+    if "content_distance" in unlike:  # the model-independent distance (zoo.fundus_check_reference)
+        text += (f"; content distance {unlike['content_distance']:.2f} {'>' if 'content' in flagged_by else '≤'} "
+                 f"threshold {unlike['content_threshold']:.2f}")
+        where += ", and the fundus check's content features against real fundus photos'"
+    return f"{text}: {CAUTION if far else 'like the training photos'} ({where}, zoo.ood)"
 
 
 def main_result(analysis, example=None) -> str:

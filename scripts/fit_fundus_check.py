@@ -1,6 +1,8 @@
 """Fit and measure the content stage of the fundus check (``zoo.fundus_check``).
 
     python scripts/fit_fundus_check.py [--data ../shared/data] [--per-folder 400] [--out zoo/fundus_check_head.json]
+        [--features runs/fundus_check_features.npz]      # extract once; later runs read the features back
+    python scripts/fit_fundus_check.py --reference-only  # the content reference alone: the head stays as it is
     python scripts/fit_fundus_check.py --measure-all      # the whole check over every photo, after fitting
 
 Photos are split by a hash of their path into a *fit* part (60 %) and a *check* part (40 %), per folder:
@@ -18,7 +20,13 @@ Photos are split by a hash of their path into a *fit* part (60 %) and a *check* 
 The head is a logistic regression (scikit-learn) on standardised pooled features, the standardisation folded
 into its coefficients; the threshold is fixed before the check part is looked at (0.5, lowered only if a
 fit-part positive would be refused). Prints the check part's false rejects per folder and the refusals per
-negative kind. Runs at low priority.
+negative kind.
+
+From the same features it fits the unlike-training indicator's content reference
+(``zoo/fundus_check_reference.json``, ``zoo.fundus_check_reference``): on the fit part's real fundus photos and their
+variants only (never a lookalike, nor a generated photo), its threshold the 99 % quantile of the check part's real
+photos' distances; then it measures what that flags (held-out real photos, every lookalike, vignettes, other
+pictures) and stores the counts with it. Runs at low priority.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import json
 import os
 import sys
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -46,6 +55,8 @@ from calibrate_fundus_check import (PHOTO_SUFFIXES, generated_non_fundus, packag
 
 from fundus import load_image, make_fundus  # noqa: E402
 from zoo.fundus_check import BACKBONE, HEAD_FILE, INPUT_SIZE, build_backbone, content_image, pooled_features  # noqa: E402
+from zoo.fundus_check_reference import (DEFAULT_QUANTILE as REFERENCE_QUANTILE, REFERENCE_FILE,  # noqa: E402
+                                        fit_content_reference, write_reference)
 
 NEGATIVES = "not-fundus"
 UNSEEN_LOOKALIKES = {"skimage.coffee", "skimage.astronaut", "skimage.chelsea", "skimage.rocket"}
@@ -148,6 +159,35 @@ def extract(rows, backbone) -> np.ndarray:
                            for start in tqdm(range(0, len(rows), BATCH), desc="features", unit="batch")])
 
 
+def rows_and_features(args: argparse.Namespace) -> tuple[list[tuple[str, str, str, int]], np.ndarray]:
+    """(name, group, part, label) of every photo used and its (N, 1280) content features, extracted once.
+
+    With ``--features FILE`` they are kept there (``runs/`` is the place: never commit them) and read back on the
+    next run with the same data, ``--per-folder``, ``--seed`` and ``--fit-on``: refitting costs seconds, not minutes.
+    """
+    settings = f"data {args.data.resolve()} per-folder {args.per_folder} seed {args.seed} fit-on {args.fit_on}"
+    if args.features and args.features.is_file():
+        saved = np.load(args.features, allow_pickle=False)
+        if str(saved["settings"]) == settings:
+            rows = list(zip(*(saved[k].tolist() for k in ("names", "groups", "parts", "labels"))))
+            print(f"features of {len(rows)} photos read from {args.features}")
+            return rows, saved["features"]
+        print(f"{args.features} was extracted with other settings: extracting again")
+    # Each photo kept only as the content stage sees it (224 px): thousands of 1,024 px photos would not fit in memory.
+    variants_for = ("fit", "check") if args.fit_on == "all" else ("fit",)
+    images = [(*row[:4], content_image(row[4]))
+              for row in tqdm(collect(args.data, args.per_folder, args.seed, variants_for), desc="photos", unit="photo")]
+    features = extract(images, build_backbone())
+    rows = [row[:4] for row in images]
+    if args.features:
+        args.features.parent.mkdir(parents=True, exist_ok=True)
+        names, groups, parts, labels = (np.array(column) for column in zip(*rows))
+        np.savez(args.features, settings=settings, names=names, groups=groups, parts=parts, labels=labels,
+                 features=features)
+        print(f"features of {len(rows)} photos kept in {args.features}")
+    return rows, features
+
+
 def fit_head(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
     """Logistic regression on standardised features, the standardisation folded into (coef, intercept)."""
     from sklearn.linear_model import LogisticRegression
@@ -168,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-on", choices=("fit", "all"), default="fit",
                         help="fit: fit on the fit part and report the check part (the honest estimate); all: after that "
                              "estimate, the shipped head fitted on both parts with the same rule")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="keep the extracted features in this .npz (e.g. runs/fundus_check_features.npz) and reuse "
+                             "them on the next run with the same settings")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="fit only the unlike-training indicator's content reference; the head stays as it is")
+    parser.add_argument("--reference-out", type=Path, default=REFERENCE_FILE)
     parser.add_argument("--measure-all", action="store_true",
                         help="run the whole two-stage check over every photo of --data and print the refusals")
     args = parser.parse_args(argv)
@@ -178,11 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / NEGATIVES).is_dir():
         print(f"no {NEGATIVES}/ under {args.data}: nothing to fit", file=sys.stderr)
         return 2
-    # Each photo kept only as the content stage sees it (224 px): thousands of 1,024 px photos would not fit in memory.
-    variants_for = ("fit", "check") if args.fit_on == "all" else ("fit",)
-    rows = [(*row[:4], content_image(row[4]))
-            for row in tqdm(collect(args.data, args.per_folder, args.seed, variants_for), desc="photos", unit="photo")]
-    features = extract(rows, build_backbone())
+    rows, features = rows_and_features(args)
+    if not args.reference_only:
+        fit_and_write_head(rows, features, args)
+    fit_and_write_reference(rows, features, args)
+    return 0
+
+
+def fit_and_write_head(rows: list[tuple], features: np.ndarray, args: argparse.Namespace) -> None:
+    """The logistic head on the fit part (or all, ``--fit-on all``), its check-part report, written to ``--out``."""
     labels = np.array([r[3] for r in rows])
     fit = np.array([args.fit_on == "all" or r[2] == "fit" for r in rows])
     coef, intercept = fit_head(features[fit], labels[fit])
@@ -215,7 +265,64 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(head, indent=0) + "\n")
     print(f"wrote {args.out}")
-    return 0
+
+
+def fit_and_write_reference(rows: list[tuple], features: np.ndarray, args: argparse.Namespace) -> None:
+    """The unlike-training indicator's content reference (``zoo.fundus_check_reference``), written to
+    ``--reference-out``: fitted on the fit part's real fundus photos (and their variants) only, its threshold the
+    99 % quantile of the check part's real photos' distances; only then measured on what it never saw: the lookalikes
+    of ``not-fundus/`` (every part: none is fitted on), their vignettes, other pictures and generated fundus photos.
+    The measurements are stored with it (the model cards quote them)."""
+    real = np.array([r[3] == 1 and r[0].startswith(f"{r[1]}/") for r in rows])  # photos of a data folder
+    variant = np.array([r[0].endswith(")") for r in rows])  # "(variant)", "(vignette)", "(orange vignette)"
+    parts = np.array([r[2] for r in rows])
+    fit, held_out = real & (parts == "fit"), real & (parts == "check") & ~variant
+    sources = sorted({r[1] for r, on in zip(rows, fit) if on})
+    reference = fit_content_reference(features[fit], features[held_out], sources=tuple(sources), about={
+        "what": "the unlike-training indicator's content distance (zoo.fundus_check_reference): Mahalanobis under a "
+                "probabilistic-PCA covariance of the content stage's features, as a root mean square",
+        "fitted_by": f"scripts/fit_fundus_check.py --per-folder {args.per_folder} --seed {args.seed}",
+        "fitted_on": f"{int(fit.sum())} real fundus photos of the fit part (half of them variants); threshold: the "
+                     f"{REFERENCE_QUANTILE:.0%} quantile of {int(held_out.sum())} held-out real photos",
+    })
+    distance = reference.distance(features)
+    flagged = distance > reference.threshold
+    groups = np.array([r[1] for r in rows])
+    negative = np.array([r[3] == 0 for r in rows])
+    lookalike = negative & np.char.startswith(groups.astype(str), f"{NEGATIVES}/")
+
+    def share(mask: np.ndarray) -> list[int]:
+        return [int(flagged[mask].sum()), int(mask.sum())]
+
+    measured = {
+        "held_out_flagged": share(held_out),  # about 1 - quantile by construction: the threshold is set on them
+        "held_out_flagged_two_fold": two_fold_flagged(distance, held_out, [r[0] for r in rows], reference.quantile),
+        "held_out_flagged_per_folder": {g: share(held_out & (groups == g)) for g in sources},
+        "lookalikes_flagged": {g.split("/", 1)[1]: share(lookalike & ~variant & (groups == g))
+                               for g in sorted(set(groups[lookalike]))},
+        "lookalike_vignettes_flagged": share(lookalike & variant),
+        "other_pictures_flagged": share(negative & ~lookalike),
+        "generated_fundus_flagged": share(groups == "generated fundus"),
+        "about": "[flagged, photos]. held_out: the check part's real photos (two_fold: the threshold set on one half, "
+                 "counted on the other); lookalikes: every not-fundus/ photo (none fitted on); vignettes: the fit "
+                 "part's lookalikes cut into a round field on black, plain and orange; other pictures: scikit-image "
+                 "and package sample photos, generated non-fundus pictures; generated fundus: fundus.make_fundus",
+    }
+    reference = replace(reference, about={**reference.about, "measured": measured})
+    print(json.dumps({"content reference threshold": reference.threshold, **measured}, indent=1))
+    write_reference(reference, args.reference_out)
+    print(f"wrote {args.reference_out} ({args.reference_out.stat().st_size / 1e6:.2f} MB)")
+
+
+def two_fold_flagged(distance: np.ndarray, held_out: np.ndarray, names: list[str], quantile: float) -> list[int]:
+    """Held-out photos flagged when the threshold comes from the other half (split by a hash of the name): the
+    share the shipped threshold's quantile promises, counted on photos it was not set on."""
+    half = np.array([int(hashlib.md5(name.encode()).hexdigest()[8:16], 16) % 2 for name in names])
+    flagged = 0
+    for side in (0, 1):
+        threshold = np.quantile(distance[held_out & (half == side)], quantile)
+        flagged += int((distance[held_out & (half != side)] > threshold).sum())
+    return [flagged, int(held_out.sum())]
 
 
 def measure_all(data: Path) -> int:

@@ -136,7 +136,7 @@ def test_generated_fundus_photos_pass_the_whole_check(options, size):
 
 def test_stage_one_refusals_keep_their_reason_and_skip_the_model():
     class NoModel:
-        def probabilities(self, photos):
+        def judge(self, photos):
             raise AssertionError("the content stage ran on a picture stage 1 refused for good")
 
     check = check_fundus_photo(np.full((200, 200, 3), (30, 60, 200), np.uint8), model=NoModel())
@@ -154,8 +154,8 @@ def test_the_content_threshold_decides():
     class Strict:
         threshold = min(1.0, score + 1e-3)
 
-        def probabilities(self, photos):
-            return model.probabilities(photos)
+        def judge(self, photos):
+            return model.judge(photos)
 
     strict = check_fundus_photo(rgb, model=Strict())
     assert not strict.is_fundus and "does not show a retina" in strict.reason
@@ -199,9 +199,9 @@ def test_only_stage_ones_soft_refusals_within_the_hard_limits_reach_the_content_
     class Model:
         threshold = 0.5
 
-        def probabilities(self, photos):
+        def judge(self, photos):
             asked.append(1)
-            return np.array([0.9])
+            return np.array([0.9]), None
 
     check = check_fundus_photo(np.zeros((64, 64, 3), np.uint8), model=Model())
     assert bool(asked) is soft and check.is_fundus is soft

@@ -10,6 +10,7 @@ from fundus.datasets.labels import DR_ONLY, is_dr_grader, spelled_out, what_it_a
 from fundus.tasks import FINDING_FLOOR, MULTILABEL, task_of
 from zoo.architectures.registry import map_grid_text
 from zoo.config import GRADCAM_IS_CAM, ModelConfig
+from zoo.fundus_check_reference import shipped_reference
 from zoo.localisation import card_lines
 from zoo.papers import PAPERS
 
@@ -150,7 +151,7 @@ def card_text(config: ModelConfig) -> str:
                       f"`{config.ood['layer']}` exceeds {config.ood['threshold']:.3g} (the {config.ood['quantile']:.0%} "
                       f"quantile of validation photos; fitted on {config.ood['fitted_on']}) is flagged \"unlike the "
                       "training photos\"; `unlike_training_share` above is the share of each source's test photos "
-                      "flagged."]
+                      "flagged.", *content_reference_lines(config)]
     for split, cm in config.confusion.items():
         labels = cm["labels"]
         lines += ["", f"Confusion matrix, {split} (rows: true, columns: predicted):", "",
@@ -175,6 +176,29 @@ def card_text(config: ModelConfig) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def content_reference_lines(config: ModelConfig) -> list[str]:
+    """The unlike-training indicator's second, model-independent distance and what it flags (as measured when it
+    was fitted), for a model trained on the photos it describes; [] otherwise."""
+    reference = shipped_reference()
+    if reference is None or not reference.applies_to(config):
+        return []
+    measured = reference.about.get("measured", {})
+    held_out = measured.get("held_out_flagged_two_fold")
+    kinds = measured.get("lookalikes_flagged", {})
+    line = ("A second distance, independent of this model, flags a photo too: the fundus check's content features "
+            "(ImageNet EfficientNet-Lite0, pooled over the whole photo) against real fundus photos "
+            f"(`zoo.fundus_check_reference`: Mahalanobis under a probabilistic-PCA covariance, threshold "
+            f"{reference.threshold:.3g}, the {reference.quantile:.0%} quantile of held-out real photos); "
+            "`flagged_by` says which distance flagged a photo. The field-of-view crop and Graham preprocessing can make "
+            "a picture that is not a fundus photo look ordinary to this model; the content distance sees what it shows.")
+    if held_out and kinds:
+        flagged = ", ".join(f"{kind} {n}/{total}" for kind, (n, total) in kinds.items())
+        line += (f" Measured on ../shared/data when it was fitted: it flags {held_out[0] / held_out[1]:.1%} of held-out "
+                 f"real fundus photos ({held_out[0]:,} of {held_out[1]:,}, each half with the threshold set on the other) "
+                 f"and these lookalikes (real photos that are not colour fundus photos): {flagged}.")
+    return ["", line]
 
 
 def summary(config: ModelConfig) -> str:

@@ -17,6 +17,9 @@ Stage 1's two tests that real low-resolution photos fail (a dark surround in squ
 with JPEG halos; "texture like noise" in 256 px EyePACS photos) are *soft* here: above their stage-1
 limit and below the hard limits below, the content stage decides. The verdict is a ``fundus.FundusCheck``
 (``stats["content"]`` is the content stage's probability), so every caller and message stays the same.
+
+The same features give the unlike-training indicator its model-independent distance
+(``zoo.fundus_check_reference``: ``stats["content_distance"]``, and ``content_verdicts`` for photos not checked).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch
 
 from fundus.check import (FINE_SHARE_MAX, SURROUND_MAX, TEXTURE_MAX, FundusCheck, NotFundusError, check_fundus,
                           field_failure)
+from zoo.fundus_check_reference import REFERENCE_FILE, ContentReference, read_reference, shipped_reference
 
 HEAD_FILE = Path(__file__).with_name("fundus_check_head.json")
 BACKBONE = "tf_efficientnet_lite0"
@@ -48,10 +52,12 @@ CONTENT_REASON = ("it does not show a retina: no optic disc and vessel pattern w
 
 
 class ContentModel:
-    """Stage 2: pooled Lite0 features → the fitted logistic regression's probability of "fundus photo"."""
+    """Stage 2: pooled Lite0 features → the fitted logistic regression's probability of "fundus photo"; and the
+    unlike-training indicator's content reference (None where its file is absent)."""
 
-    def __init__(self, head_file: Path = HEAD_FILE) -> None:
+    def __init__(self, head_file: Path = HEAD_FILE, reference_file: Path = REFERENCE_FILE) -> None:
         head = read_head(head_file)
+        self.reference: ContentReference | None = read_reference(reference_file) if reference_file.is_file() else None
         self.coef = np.asarray(head["coef"], np.float64)
         self.intercept = float(head["intercept"])
         self.threshold = float(head["threshold"])
@@ -60,6 +66,9 @@ class ContentModel:
         if self.coef.shape != (self.backbone.num_features,):
             raise ValueError(f"{head_file}: {self.coef.shape[0]} coefficients, the backbone has "
                              f"{self.backbone.num_features} features")
+        if self.reference is not None and self.reference.mean.size != self.backbone.num_features:
+            raise ValueError(f"{reference_file}: {self.reference.mean.size} features, the backbone has "
+                             f"{self.backbone.num_features}")
 
     def features(self, photos: list[np.ndarray]) -> np.ndarray:
         """(N, 1280) pooled features of ``(H, W, 3) uint8`` RGB photos."""
@@ -68,8 +77,17 @@ class ContentModel:
 
     def probabilities(self, photos: list[np.ndarray]) -> np.ndarray:
         """(N,) probability that each photo is a fundus photograph."""
-        logits = self.features(photos) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-logits))
+        return self.probabilities_of(self.features(photos))
+
+    def probabilities_of(self, features: np.ndarray) -> np.ndarray:
+        """(N,) probability of "fundus photo" from (N, 1280) features (``features``)."""
+        return 1.0 / (1.0 + np.exp(-(features @ self.coef + self.intercept)))
+
+    def judge(self, photos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N,) probability of "fundus photo" and (N,) content distance (None without a reference), from one pass."""
+        features = self.features(photos)
+        distances = self.reference.distance(features) if self.reference is not None else None
+        return self.probabilities_of(features), distances
 
 
 def content_image(rgb: np.ndarray) -> np.ndarray:
@@ -147,12 +165,40 @@ def check_fundus_photo(rgb: np.ndarray, model: ContentModel | None = None) -> Fu
     if not plausible.is_fundus and not _soft_failure(plausible):
         return plausible
     model = model or content_model()
-    score = float(model.probabilities([rgb])[0])
+    scores, distances = model.judge([rgb])
+    score = float(scores[0])
     stats = {**plausible.stats, "content": score}
+    if distances is not None:  # free here: the unlike-training indicator reads it (content_verdicts)
+        stats["content_distance"] = float(distances[0])
     if score < model.threshold:
         reason = CONTENT_REASON.format(score=score, threshold=model.threshold)
         return replace(plausible, is_fundus=False, reason=reason, stats=stats)
     return replace(plausible, is_fundus=True, reason="", fov_found=True, stats=stats)
+
+
+def content_verdicts(config, photos: list[np.ndarray], checks: list[FundusCheck | None] | None = None,
+                     model: ContentModel | None = None) -> list[dict] | None:
+    """Per photo, the unlike-training indicator's content verdict (``ContentReference.verdict``: content distance,
+    threshold, ``content_unlike``) for a model with ``config``; None where the content reference does not speak for
+    the model (``ContentReference.applies_to``) or is absent.
+
+    Args:
+        config: the model's ``ModelConfig`` (its data sets decide whether the reference applies).
+        photos: ``(H, W, 3) uint8`` RGB photos.
+        checks: their fundus checks where already made: a distance there (``stats["content_distance"]``) is reused.
+        model: the content model (default: the shared one).
+    """
+    reference = model.reference if model is not None else shipped_reference()
+    if reference is None or not reference.applies_to(config):
+        return None  # decided before the backbone is built: the tests' models never need it
+    known = [check.stats.get("content_distance") if check is not None else None
+             for check in checks or [None] * len(photos)]
+    missing = [i for i, d in enumerate(known) if d is None]
+    if missing:
+        features = (model or content_model()).features([photos[i] for i in missing])
+        for i, d in zip(missing, reference.distance(features)):
+            known[i] = float(d)
+    return [reference.verdict(d) for d in known]
 
 
 def require_fundus_photo(rgb: np.ndarray, source: str | None = None) -> FundusCheck:

@@ -11,6 +11,11 @@ test source, the share of photos flagged (the model card shows it).
 
 The reference lives in the model as the ``feature_reference`` submodule (its buffers are saved with the
 weights); ``config.ood`` says which layer and threshold.
+
+A second, model-independent distance joins it (``with_content``): the fundus check's content features against real
+fundus photos (``zoo.fundus_check_reference``), which a model's field-of-view crop and Graham preprocessing cannot
+make ordinary. A photo is unlike the training photos when either distance exceeds its threshold; ``flagged_by`` says
+which ("model", "content").
 """
 from __future__ import annotations
 
@@ -110,15 +115,34 @@ def warning(assessment: dict[str, Any] | None) -> str:
     """The user-facing warning for one photo's assessment ('' when it is like the training photos, or none)."""
     if not assessment or not assessment["unlike_training"]:
         return ""
-    return (f"This photo is {CAUTION} (feature distance {assessment['distance']:.2f} > "
-            f"{assessment['threshold']:.2f}).")
+    flagged_by = assessment.get("flagged_by", ["model"])
+    reasons = [f"feature distance {assessment['distance']:.2f} > {assessment['threshold']:.2f}"] if "model" in flagged_by else []
+    if "content" in flagged_by:
+        reasons.append(f"content distance {assessment['content_distance']:.2f} > {assessment['content_threshold']:.2f}: "
+                       "it looks unlike real fundus photos")
+    return f"This photo is {CAUTION} ({'; '.join(reasons)})."
+
+
+def with_content(assessment: dict[str, Any], content: dict[str, Any] | None) -> dict[str, Any]:
+    """One photo's assessment joined with its content verdict (``zoo.fundus_check_reference``: content_distance,
+    content_threshold, content_unlike): unlike the training photos when either distance exceeds its threshold.
+    ``content`` None (the content reference does not speak for this model) leaves the assessment as it is."""
+    if content is None:
+        return assessment
+    own = assessment.get("flagged_by", ["model"] if assessment["unlike_training"] else [])
+    flagged_by = [*own, *(["content"] if content["content_unlike"] else [])]
+    return {**assessment, "content_distance": content["content_distance"],
+            "content_threshold": content["content_threshold"], "unlike_training": bool(flagged_by),
+            "flagged_by": flagged_by}
 
 
 def assess(model: nn.Module, features: torch.Tensor) -> list[dict[str, Any]] | None:
-    """Per photo: ``{"distance", "threshold", "unlike_training"}``; None when the model has no reference."""
+    """Per photo: ``{"distance", "threshold", "unlike_training", "flagged_by"}`` (``flagged_by``: ``["model"]`` or
+    ``[]``; ``with_content`` adds the content distance); None when the model has no reference."""
     reference = reference_of(model)
     if reference is None:
         return None
     threshold = float(model.config.ood["threshold"])
-    return [{"distance": float(d), "threshold": threshold, "unlike_training": bool(d > threshold)}
+    return [{"distance": float(d), "threshold": threshold, "unlike_training": bool(d > threshold),
+             "flagged_by": ["model"] if d > threshold else []}
             for d in reference.distance(features.to(reference.mean.device))]

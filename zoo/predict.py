@@ -54,13 +54,16 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
         One dict per photo: ``source``, ``model``, ``task``, then ``probabilities`` (label → p) and
         ``predicted`` (a label for multiclass, the labels over their thresholds for multilabel), or
         ``value``/``grade``/``grade_label`` for grade regression; ``warnings`` (list of str); and, for a model
-        shipped with an unlike-training reference (``zoo.ood``), ``unlike_training`` (distance, threshold, flag).
+        shipped with an unlike-training reference (``zoo.ood``), ``unlike_training`` (distance, threshold, flag,
+        ``flagged_by``; for a model trained on the content reference's sources also ``content_distance`` and
+        ``content_threshold``: ``zoo.fundus_check.content_verdicts``).
 
     Raises:
         TypeError: ``model`` is not a FundusNet.
         ValueError: no images; fundus.ImageError (a ValueError) for an unreadable photo, naming it.
     """
     from fundus import ImageError, load_image, preprocess  # lazy: zoo stays importable on its own
+    from zoo.fundus_check import content_verdicts
 
     if not isinstance(model, FundusNet):
         raise TypeError(f"model must be a zoo FundusNet, got {type(model).__name__}")
@@ -82,12 +85,15 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
                 rgb = load_image(image)
             except ImageError as err:
                 raise ImageError(f"{source}: {err}") from err
-            prepared.append((source, preprocess(rgb, model.config)))
-        batch = torch.cat([p.tensor for _, p in prepared]).to(device)
+            prepared.append((source, preprocess(rgb, model.config), rgb))
+        batch = torch.cat([p.tensor for _, p, _ in prepared]).to(device)
         with ood.pooled_features(model) if ood.reference_of(model) is not None else nullcontext([]) as found:
             outputs = model(batch).float().cpu()
         assessed = ood.assess(model, found[-1]) if found else None
-        for k, (out, (source, p)) in enumerate(zip(outputs, prepared)):
+        if assessed is not None:
+            content = content_verdicts(model.config, [rgb for _, _, rgb in prepared]) or [None] * len(assessed)
+            assessed = [ood.with_content(a, c) for a, c in zip(assessed, content)]
+        for k, (out, (source, p, _)) in enumerate(zip(outputs, prepared)):
             result = _result(model, out, source, p.warnings)
             if assessed is not None:
                 result["unlike_training"] = assessed[k]
