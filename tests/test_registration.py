@@ -86,7 +86,7 @@ def test_a_format_is_one_file_with_its_facts(new_module, tmp_path, capsys):
 
 def test_an_architecture_is_one_file(new_module, tmp_path):
     import zoo
-    from zoo.registry import catalog
+    from zoo.model_names import catalog
 
     new_module("zoo.architectures", "toy_arch", '''
         from torch import nn
