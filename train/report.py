@@ -124,7 +124,7 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
             cfg.metrics[f"validation: {source}"] = card_metrics(per, None)
     cfg.datasets = dataset_names(args)
     cfg.data_license = licences(args)
-    cfg.reproduce = args.command
+    cfg.training, cfg.reproduce = dict(args.training), args.command
     if not cfg.description:
         cfg.description = (f"Recipe `python -m train {recipe.name}` (paper {recipe.paper}; its defaults: "
                            f"{recipe.description}). This model: {cfg.arch} at {cfg.input_size} px, "

@@ -48,7 +48,6 @@ Common flags of every recipe: --data/--format (repeatable pairs), --preset, --sp
 from __future__ import annotations
 
 import argparse
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,6 +65,7 @@ from train.frozen import fit_on_frozen_features
 from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
 from train.loop import FitResult, LoopConfig, Stage, fit
 from train.metrics import Metric, default_metric
+from train.reproduce import command_line, recorded
 from train.run_data import LabelledSample, PreparedData, describe_args
 from zoo.helpformat import DefaultsHelpFormatter
 
@@ -233,8 +233,10 @@ class Recipe:
         args.formats = formats
         args.input_size = args.input_size or self.archs.get(args.arch, 224)
         args.recipe = self.name
-        # The command that trains this model from scratch (--resume only continues an interrupted run).
-        args.command = "python -m train " + shlex.join([self.name, *[str(a) for a in argv if a != "--resume"]])
+        # The command that trains this model from scratch (--resume only continues an interrupted run), as facts
+        # (ModelConfig.training: ship parses them again) and as the line the card shows.
+        args.training = recorded(self.name, argv)
+        args.command = command_line(args.training)
         return args
 
     # ------------------------------------------------------------------ data
