@@ -324,13 +324,14 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
         PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
         ValueError, TypeError: the model cannot explain the target.
     """
-    from explain.pipeline import analyse
+    from explain.pipeline import analyse, with_content_distance
     from explain.views import render
 
     start = time.perf_counter()
     rgb, check = checked_photo(image)  # the fundus check comes before any prediction
     timings["check"] = time.perf_counter() - start
     analysis = analyse(rgb, model, target, methods=methods, request=args.target)
+    with_content_distance(analysis, rgb, check)  # the verdict by zoo.predict's and the app's rule
     timings["preprocess"] = analysis.timings["preprocess"]
     timings["explain (one pass)"] = analysis.timings["explain"]
     for warning in analysis.pre.warnings:
