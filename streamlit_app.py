@@ -147,46 +147,18 @@ def offer_downloads(analysis, params: ViewParams, view, name: str) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="Fundus CAM Zoo", layout="wide")
-    st.set_option("client.toolbarMode", "minimal")  # no Deploy / Rerun / Clear cache for visitors
-    st.markdown(f"<style>{present.CSS}</style>", unsafe_allow_html=True)  # the colour bar's and result's styles
-    st.title("Fundus CAM Zoo")
-    st.warning(present.NOTICE.replace("⚠️ ", ""))
-    analyser, examples = shared_core()
-
+    page_head()
+    analyser, (examples, start) = shared_core()
     with st.sidebar:
-        model_key = pick_model(analyser)
-        if model_key is None:
-            return
-        try:
-            model, _lock = analyser.models.get(model_key)
-        except (ModelUnavailable, ValueError) as exc:
-            st.error(str(exc))
-            return
-        config = model.config
-        with st.expander("Model card: paper, labels, data, metrics"):
-            st.markdown(present.card_markdown(config, model_key))
-        targets = dict(task_of(config.task).target_menu(config.labels))
-        target = targets[st.selectbox("Explain which output", list(targets), key="target")]
-        reset_region_defaults(model_key, config)
-        values = {control.name: control_widget(control) for control in CONTROLS}
-
-    examples, start = examples
-    upload = st.file_uploader("Your own photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
-                              type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"], key="upload")
-    by_name = {e.path.name: e for e in examples}
-    # As the Gradio page: it opens on the start example, analysed; an upload takes its place.
-    picked = st.selectbox("…or an example with a known diagnosis", list(by_name), index=start if examples else None,
-                          format_func=lambda n: by_name[n].caption, key="example")
-    example = None
-    if upload is not None:
-        data, name = upload.getvalue(), upload.name
-    elif picked in by_name:
-        example = by_name[picked]
-        data, name = example.path.read_bytes(), example.path.name
-    else:
+        chosen = sidebar(analyser)
+    if chosen is None:
+        return
+    model_key, target, values = chosen
+    photo = chosen_photo(examples, start)
+    if photo is None:
         st.info("Upload a fundus photo or pick an example.")
         return
+    data, name, example = photo
     try:
         rgb, digest = decoded_photo(hashlib.blake2b(data, digest_size=16).hexdigest(), data)
         analysis = analysed(digest, model_key, target, rgb)
@@ -195,11 +167,62 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - e.g. not a fundus photograph: the reason, and no classification
         st.error(message_of(exc))  # the Gradio app's status line: no paths, no internals
         return
+    show_result(analysis, example, data, name)
+    show_view(analysis, params, view)
+    offer_downloads(analysis, params, view, name)
+
+
+def page_head() -> None:
+    """Page settings, styles, the title and the clinical notice."""
+    st.set_page_config(page_title="Fundus CAM Zoo", layout="wide")
+    st.set_option("client.toolbarMode", "minimal")  # no Deploy / Rerun / Clear cache for visitors
+    st.markdown(f"<style>{present.CSS}</style>", unsafe_allow_html=True)  # the colour bar's and result's styles
+    st.title("Fundus CAM Zoo")
+    st.warning(present.NOTICE.replace("⚠️ ", ""))
+
+
+def sidebar(analyser) -> tuple[str, str, dict] | None:
+    """The model menu, its card, the target menu and the view's controls: (model key, target, control values), or
+    None (with the reason shown) when no model can be used."""
+    model_key = pick_model(analyser)
+    if model_key is None:
+        return None
+    try:
+        model, _lock = analyser.models.get(model_key)
+    except (ModelUnavailable, ValueError) as exc:
+        st.error(str(exc))
+        return None
+    config = model.config
+    with st.expander("Model card: paper, labels, data, metrics"):
+        st.markdown(present.card_markdown(config, model_key))
+    targets = dict(task_of(config.task).target_menu(config.labels))
+    target = targets[st.selectbox("Explain which output", list(targets), key="target")]
+    reset_region_defaults(model_key, config)
+    return model_key, target, {control.name: control_widget(control) for control in CONTROLS}
+
+
+def chosen_photo(examples: list[Example], start: int) -> tuple[bytes, str, Example | None] | None:
+    """The uploaded photo, else the picked example (as the Gradio page: it opens on the start example): its bytes,
+    file name and example (None for an upload); None when there is neither."""
+    upload = st.file_uploader("Your own photo (JPEG, PNG, TIFF, BMP, WebP; ≤ 20 MB, ≤ 50 MP)",
+                              type=["jpg", "jpeg", "png", "tif", "tiff", "bmp", "webp"], key="upload")
+    by_name = {e.path.name: e for e in examples}
+    picked = st.selectbox("…or an example with a known diagnosis", list(by_name), index=start if examples else None,
+                          format_func=lambda n: by_name[n].caption, key="example")
+    if upload is not None:
+        return upload.getvalue(), upload.name, None
+    if picked in by_name:
+        example = by_name[picked]
+        return example.path.read_bytes(), example.path.name, example
+    return None
+
+
+def show_result(analysis, example: Example | None, data: bytes, name: str) -> None:
+    """Warnings, the Gradio page's main result line (with an example's known diagnosis), the photo's crop and the
+    model's input, the preprocessing and the prediction chart."""
     for note in present.warnings_of(analysis):
         st.warning(note)
-    # the Gradio page's main result line, with an example's known diagnosis
     st.markdown(present.main_result(analysis, example), unsafe_allow_html=True)
-
     left, right = st.columns([1, 2])
     with left:
         st.image(present.photo_with_crop(analysis), caption=f"{name}: crop around the field of view")
@@ -208,7 +231,12 @@ def main() -> None:
         st.markdown(present.preprocessing_markdown(analysis, photos.describe_file(data)))
         st.plotly_chart(prediction_chart(analysis.prediction, title=present.prediction_title(analysis)),
                         key="prediction-chart")
-    for column, method in zip(st.columns(len(view.panels)), view.panels):  # the Gradio page's panel heads
+
+
+def show_view(analysis, params: ViewParams, view) -> None:
+    """The panels (with the Gradio page's panel heads), the colour bar, the θ crop, the before/after view, the
+    legend and the regions."""
+    for column, method in zip(st.columns(len(view.panels)), view.panels):
         column.image(view.panels[method], caption=f"{view.captions[method]}: {get_method(method).help}",
                      width="stretch")
     st.markdown(present.colorbar_html(params.colormap, present.map_grid_caption(analysis.config), notes=view.notes),
@@ -222,7 +250,6 @@ def main() -> None:
     with info_col:
         st.markdown(present.legend_html(view.legend, view.regions), unsafe_allow_html=True)
         st.json(view.regions, expanded=False)
-    offer_downloads(analysis, params, view, name)
 
 
 main()

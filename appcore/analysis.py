@@ -6,7 +6,7 @@ ValueError the front ends show, and no classification), preprocesses it for the 
 explanation engine once, and keeps the result in a bounded LRU keyed by the image's hash, the model
 and the target. Moving a slider reads the cached result. The unlike-training verdict of the pass (the model's
 own distance, ``zoo.ood``) is joined here with the content distance the fundus check already measured
-(``zoo.fundus_check.content_verdicts``): either one flags the photo.
+(``explain.pipeline.with_content_distance``, zoo.predict's rule): either one flags the photo.
 
 Decisions are the model's own (``zoo.model.FundusNet.decide``): a no-disease label ("healthy", "normal",
 "No DR") and the disease labels never both stand. "all predicted" explains the decided disease labels
@@ -27,12 +27,11 @@ from appcore.catalogue import ModelCache
 from appcore.gpu import model_device, network_pass
 from appcore.user_errors import UserInputError
 from explain.methods import panel_methods
-from explain.pipeline import Analysis, require_rgb
+from explain.pipeline import Analysis, require_rgb, with_content_distance
 from explain.targets import Classes, Decided, Predicted, Target
 from fundus.check import FundusCheck, NotFundusError
 from fundus.tasks import ALL_PREDICTED, MULTILABEL, PREDICTED, target_class, task_of
-from zoo import ood
-from zoo.fundus_check import check_fundus_photo, content_verdicts
+from zoo.fundus_check import check_fundus_photo
 
 # The page's four panels (the registry's main ones: paper 000's CAM/Grad-CAM/Guided Grad-CAM, paper 004's GMSM).
 PANEL_METHODS = panel_methods("main")
@@ -221,18 +220,6 @@ class Analyser:
             self.passes += 1
         self.cache.put(analysis)
         return analysis
-
-
-def with_content_distance(analysis: Analysis, rgb: np.ndarray, check: FundusCheck | None) -> None:
-    """Join the analysis's unlike-training verdict with the content distance (the check's, else measured now), in
-    place, before the analysis is cached; nothing for a model without a verdict or one the content reference does
-    not speak for."""
-    if analysis.unlike_training is None:
-        return
-    content = content_verdicts(analysis.config, [rgb], [check])
-    if content is not None:
-        analysis.unlike_training = ood.with_content(analysis.unlike_training, content[0])
-        analysis.prediction["unlike_training"] = analysis.unlike_training
 
 
 def server_analyser(catalogue=None) -> Analyser:

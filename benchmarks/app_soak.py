@@ -183,7 +183,7 @@ def soak(minutes: float, visitors: int, every: float, session_actions: int, big:
          timeout_s: float, app_py: Path = REPO / "app.py", probe: Path | None = None) -> dict:
     from appcore.catalogue import available_models
     from appcore.examples import ensure_examples
-    from appcore.launch import free_port, wait_http_ok
+    from appcore.launch import wait_http_ok
 
     work = Path(tempfile.mkdtemp(prefix="fundus-soak-"))
     try:
@@ -191,66 +191,91 @@ def soak(minutes: float, visitors: int, every: float, session_actions: int, big:
         bad = work / "not-a-photo.jpg"
         bad.write_bytes(b"\xff\xd8 not really a jpeg")
         models = [str(big_model(work))] if big else []
-        port = free_port()
-        env = {**os.environ, "PORT": str(port), "GRADIO_TEMP_DIR": str(work / "gradio"),
-               "FUNDUS_APP_CACHE": str(work / "cache")}
-        log = open(work / "app.log", "wb")  # noqa: SIM115 - the server writes it until the end
-        import subprocess
-
-        # --probe: the app runs under benchmarks/memory_probe.py, which logs what its memory holds.
-        launcher = [str(REPO / "benchmarks" / "memory_probe.py"), str(probe), str(every)] if probe else []
-        server = subprocess.Popen([sys.executable, *launcher, str(app_py), "--no-preload",
-                                   *(["--models", *models] if models else [])],
-                                  cwd=app_py.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/"
+        server, log, url = start_server(work, models, app_py, probe, every)
         try:
             wait_http_ok(url, timeout_s, server)
             examples = ensure_examples(work / "examples")
-            samples = [(0.0, rss_mb(server.pid), 0, 0, 0.0)]
             menu = [choice.key for choice in available_models(models)]
             crowd = [Visitor(url, menu, photos, bad, examples, session_actions, seed + i) for i in range(visitors)]
-            stop = threading.Event()
-            threads = [threading.Thread(target=v.run, args=(stop,), daemon=True) for v in crowd]
-            start = time.monotonic()
-            for thread in threads:
-                thread.start()
-            while time.monotonic() - start < minutes * 60:
-                time.sleep(min(every, max(0.1, minutes * 60 - (time.monotonic() - start))))
-                if server.poll() is not None:
-                    raise RuntimeError(f"the app exited with code {server.returncode}; see {work / 'app.log'}")
-                samples.append((time.monotonic() - start, rss_mb(server.pid), sum(v.done for v in crowd),
-                                sum(v.sessions for v in crowd), folder_mb(work / "gradio")))
-                print(f"{samples[-1][0]:7.0f} s  RSS {samples[-1][1]:7.0f} MB  actions {samples[-1][2]:5d}  "
-                      f"sessions {samples[-1][3]:4d}  gradio temp {samples[-1][4]:7.1f} MB", file=sys.stderr, flush=True)
-            stop.set()
-            for thread in threads:
-                thread.join(120)
+            samples = sample_while_visited(server, crowd, minutes, every, work)
         finally:
             server.terminate()
             server.wait(30)
             log.close()
-        errors: dict[str, int] = {}
-        for v in crowd:
-            for name, count in v.errors.items():
-                errors[name] = errors.get(name, 0) + count
-        # Flat means: the second half's typical RSS is not above the first half's (the warm-up sample excluded).
-        loaded = samples[1:] or samples
-        first = [s[1] for s in loaded if s[0] < samples[-1][0] / 2] or [loaded[0][1]]
-        second = [s[1] for s in loaded if s[0] >= samples[-1][0] / 2]
-        rss = [s[1] for s in samples]
-        return {
-            "minutes": minutes, "visitors": visitors, "big_model": big, "actions": samples[-1][2],
-            "sessions": samples[-1][3], "client_errors": errors,
-            "rss_start_mb": round(rss[0]), "rss_max_mb": round(max(rss)), "rss_end_mb": round(rss[-1]),
-            "rss_median_first_half_mb": round(statistics.median(first)),
-            "rss_median_second_half_mb": round(statistics.median(second)),
-            "gradio_temp_end_mb": round(samples[-1][4], 1),
-            "goal_mb": GOAL_MB, "meets_goal": max(rss) <= GOAL_MB,
-            "samples": [{"s": round(t), "rss_mb": round(r), "actions": a, "sessions": n, "gradio_temp_mb": round(d, 1)}
-                        for t, r, a, n, d in samples],
-        }
+        return soak_summary(samples, crowd, minutes, visitors, big)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def start_server(work: Path, models: list[str], app_py: Path, probe: Path | None, every: float):
+    """``python app.py`` on a free port as a visitor's server runs it (its temp, cache and log in ``work``); returns
+    the process, its open log and its URL."""
+    import subprocess
+
+    from appcore.launch import free_port
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "GRADIO_TEMP_DIR": str(work / "gradio"),
+           "FUNDUS_APP_CACHE": str(work / "cache")}
+    log = open(work / "app.log", "wb")  # noqa: SIM115 - the server writes it until the end
+    # --probe: the app runs under benchmarks/memory_probe.py, which logs what its memory holds.
+    launcher = [str(REPO / "benchmarks" / "memory_probe.py"), str(probe), str(every)] if probe else []
+    server = subprocess.Popen([sys.executable, *launcher, str(app_py), "--no-preload",
+                               *(["--models", *models] if models else [])],
+                              cwd=app_py.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return server, log, f"http://127.0.0.1:{port}/"
+
+
+def sample_while_visited(server, crowd: list[Visitor], minutes: float, every: float, work: Path) -> list[tuple]:
+    """The visitors' threads for ``minutes``; every ``every`` seconds a sample (seconds, RSS MB, actions, sessions,
+    Gradio temp MB), printed as it is taken.
+
+    Raises:
+        RuntimeError: the app exited.
+    """
+    samples = [(0.0, rss_mb(server.pid), 0, 0, 0.0)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=v.run, args=(stop,), daemon=True) for v in crowd]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    while time.monotonic() - start < minutes * 60:
+        time.sleep(min(every, max(0.1, minutes * 60 - (time.monotonic() - start))))
+        if server.poll() is not None:
+            raise RuntimeError(f"the app exited with code {server.returncode}; see {work / 'app.log'}")
+        samples.append((time.monotonic() - start, rss_mb(server.pid), sum(v.done for v in crowd),
+                        sum(v.sessions for v in crowd), folder_mb(work / "gradio")))
+        print(f"{samples[-1][0]:7.0f} s  RSS {samples[-1][1]:7.0f} MB  actions {samples[-1][2]:5d}  "
+              f"sessions {samples[-1][3]:4d}  gradio temp {samples[-1][4]:7.1f} MB", file=sys.stderr, flush=True)
+    stop.set()
+    for thread in threads:
+        thread.join(120)
+    return samples
+
+
+def soak_summary(samples: list[tuple], crowd: list[Visitor], minutes: float, visitors: int, big: bool) -> dict:
+    """The soak's JSON: actions, sessions, the visitors' errors, RSS (start, max, end, median of each half) and the
+    samples."""
+    errors: dict[str, int] = {}
+    for v in crowd:
+        for name, count in v.errors.items():
+            errors[name] = errors.get(name, 0) + count
+    # Flat means: the second half's typical RSS is not above the first half's (the warm-up sample excluded).
+    loaded = samples[1:] or samples
+    first = [s[1] for s in loaded if s[0] < samples[-1][0] / 2] or [loaded[0][1]]
+    second = [s[1] for s in loaded if s[0] >= samples[-1][0] / 2]
+    rss = [s[1] for s in samples]
+    return {
+        "minutes": minutes, "visitors": visitors, "big_model": big, "actions": samples[-1][2],
+        "sessions": samples[-1][3], "client_errors": errors,
+        "rss_start_mb": round(rss[0]), "rss_max_mb": round(max(rss)), "rss_end_mb": round(rss[-1]),
+        "rss_median_first_half_mb": round(statistics.median(first)),
+        "rss_median_second_half_mb": round(statistics.median(second)),
+        "gradio_temp_end_mb": round(samples[-1][4], 1),
+        "goal_mb": GOAL_MB, "meets_goal": max(rss) <= GOAL_MB,
+        "samples": [{"s": round(t), "rss_mb": round(r), "actions": a, "sessions": n, "gradio_temp_mb": round(d, 1)}
+                    for t, r, a, n, d in samples],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

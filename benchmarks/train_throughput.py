@@ -332,7 +332,7 @@ def compare_cpu_options(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="efficientnet_lite0", help="zoo architecture")
     p.add_argument("--input-size", type=int, default=128, help="input side in px")
@@ -364,13 +364,23 @@ def main(argv: list[str] | None = None) -> int:
                         "hashing, preprocessing ~9,000 photos with 2 workers, publishing): about 8 on this machine")
     g.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="plan by CPU seconds of this process (robust on a shared machine) or wall seconds")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.grid:
         return compare_grid(args)
     if args.cpu_options:
         return compare_cpu_options(args)
+    return compare_loop_with_raw(args)
+
+
+def compare_loop_with_raw(args) -> int:
+    """The loop's training images/s against a raw training step's, interleaved --repeats times, and the input
+    pipeline's share of a step."""
     device = resolve_device(args.device)
     recipe = get_recipe(args.recipe)
     recipe_args = recipe.parse_args(["--data", ".", "--format", "imagefolder"])

@@ -54,18 +54,12 @@ from explain.metrics import (DEFAULT_TAUS, OPTIC_DISC, LocalisationSummary, boxe
                              uniform_map)
 from explain.overlay import overlay, save_png
 from explain.targets import Classes, Decided, Predicted, Target
+from fundus.datasets.labels import lesion_code
 from fundus.datasets.registry import LESION_MASKS, annotated_formats, format_of
 from fundus.datasets.splits import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 from fundus.tasks import task_of
 
 DEFAULT_CLI_METHODS = ",".join(m.replace("_", "-") for m in panel_methods("main"))
-# YOLO class names (diaretdb1-boxes retinal.names and common variants) -> lesion codes.
-YOLO_LESION_CODES = {
-    "hard_exudates": "EX", "hard_exudate": "EX", "exudates": "EX",
-    "haemorrhage": "HE", "haemorrhages": "HE", "hemorrhage": "HE", "hemorrhages": "HE",  # incl. MA in DIARETDB1
-    "microaneurysms": "MA", "microaneurysm": "MA",
-    "soft_exudates": "SE", "soft_exudate": "SE", "cotton_wool_spots": "SE",
-}
 # YOLO class names of the optic disc (idrid-grading-boxes and diaretdb1-boxes: class 0 optic_disc).
 OPTIC_DISC_NAMES = ("optic_disc", "optic disc", "opticdisc", "od")
 TAU_REGIONS = frozenset({"lesions", "outlines"})  # region tools drawn at τ (GMSM's lesion patches, the outlines)
@@ -330,13 +324,14 @@ def explain_photo(model, image, methods, target: Target, args, out: Path, prefix
         PhotoSkipped: unreadable, or not a fundus photograph (nothing is written for it).
         ValueError, TypeError: the model cannot explain the target.
     """
-    from explain.pipeline import analyse
+    from explain.pipeline import analyse, with_content_distance
     from explain.views import render
 
     start = time.perf_counter()
     rgb, check = checked_photo(image)  # the fundus check comes before any prediction
     timings["check"] = time.perf_counter() - start
     analysis = analyse(rgb, model, target, methods=methods, request=args.target)
+    with_content_distance(analysis, rgb, check)  # the verdict by zoo.predict's and the app's rule
     timings["preprocess"] = analysis.timings["preprocess"]
     timings["explain (one pass)"] = analysis.timings["explain"]
     for warning in analysis.pre.warnings:
@@ -453,7 +448,7 @@ def lesion_truth(sample, lesion: str, fmt: str, pre) -> np.ndarray:
 
         full = load_mask(path)
     else:
-        boxes = [box[1:] for box in sample.boxes or [] if YOLO_LESION_CODES.get(box[0].lower()) == lesion]
+        boxes = [box[1:] for box in sample.boxes or [] if lesion_code(box[0]) == lesion]  # YOLO class names
         full = boxes_to_mask(boxes, (height, width))
     # A low area threshold keeps thin lesions (microaneurysms) after downscaling.
     return pre.to_model(full, threshold=0.25)
@@ -533,7 +528,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             return _fail(str(error))
         name = model.config.name
         result = results[name] = summary.result()
-        model_rows = table_rows(name, result, road, data=args.data.name, fmt=args.format, split=args.split)
+        # the format whose facts apply (yolo on a diaretdb1-boxes folder is diaretdb1-boxes): the card names the data set
+        model_rows = table_rows(name, result, road, data=args.data.name, fmt=dataset.format, split=args.split)
         rows += model_rows
         notes.append(f"{name}: {described}")
         report = report_path(args, name if len(models) > 1 else None)

@@ -11,7 +11,8 @@ all go through it, so the command a downloaded view records draws the page's pic
 
 A model shipped with an unlike-training reference (``zoo.ood``) gets its verdict on the photo from the same pass:
 the distance of the target layer's pooled features, which the Explainer captures anyway, to the training photos'
-(``Analysis.unlike_training``, also ``prediction["unlike_training"]`` as ``zoo.predict`` reports it).
+(``Analysis.unlike_training``, also ``prediction["unlike_training"]`` as ``zoo.predict`` reports it);
+``with_content_distance`` joins the model-independent content distance to it by ``zoo.predict``'s rule.
 
 Decisions are the model's own (``zoo.model.FundusNet.decide``): a no-disease label ("healthy", "normal", "No DR")
 and the disease labels never both stand. Regions (θ crop, τ lesion mask, outlines) are drawn only for disease
@@ -320,6 +321,19 @@ def unlike_training(model, explanation: Explanation, image: int = 0) -> dict[str
     return ood.assess(model, explanation.pooled[layer])[image]
 
 
+def with_content_distance(analysis: Analysis, rgb: np.ndarray, check: Any = None) -> None:
+    """Join the analysis's unlike-training verdict with the photo's content distance (``check``'s, the fundus check
+    of ``load_fundus_photo``, else measured now) by ``zoo.ood.with_content_verdicts``, in place; nothing for a model
+    without a verdict or one the content reference does not speak for."""
+    from zoo import ood
+
+    if analysis.unlike_training is None:
+        return
+    analysis.unlike_training = ood.with_content_verdicts(analysis.config, [analysis.unlike_training], [rgb],
+                                                         [check])[0]
+    analysis.prediction["unlike_training"] = analysis.unlike_training
+
+
 def unlike_training_warning(unlike: dict[str, Any] | None) -> str:
     """The warning ``zoo.predict`` adds for a photo unlike the training photos ('' when it is not, or no verdict)."""
     from zoo.ood import warning
@@ -328,7 +342,7 @@ def unlike_training_warning(unlike: dict[str, Any] | None) -> str:
 
 
 __all__ = ["Analysis", "NoRegions", "View", "ViewParams", "analyse", "load_fundus_photo", "render", "summarise",
-           "unlike_training"]
+           "unlike_training", "with_content_distance"]
 
 
 def _label(config, index: int) -> str:

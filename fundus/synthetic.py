@@ -53,16 +53,9 @@ def make_fundus(
         ValueError: on an unknown border or lesion type, a size below 64, a non-positive exposure
             or radius.
     """
-    if size < 64:
-        raise ValueError(f"size must be at least 64 px, got {size}")
-    if border not in BORDERS:
-        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
-    if exposure <= 0:
-        raise ValueError(f"exposure must be positive, got {exposure}")
-    if radius_frac <= 0:
-        raise ValueError(f"radius_frac must be positive, got {radius_frac}")
+    _check_photo_arguments(size, border, exposure, radius_frac)
     counts_wanted = _lesion_counts(lesions, np.random.default_rng([seed, 1]))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # drawn from in this order: retina, disc, vessels, lesions
 
     width = size
     height = int(round(0.8 * size)) if border == "notched" else size
@@ -71,14 +64,47 @@ def make_fundus(
 
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     dist = np.hypot(xx - cx, yy - cy) / radius  # 0 at the centre, 1 on the field edge
+    img = _retina(rng, dist)
+    od_x, od_y, od_r = _disc_and_macula(rng, img, xx, yy, (cx, cy), radius)
+    vessels = _draw_vessels(rng, height, width, (od_x, od_y), od_r, radius, (cx, cy))
+    img *= 1.0 - vessels[..., None] * np.array([0.35, 0.6, 0.55], np.float32)  # dark red, not brown
 
-    # Background: orange-red retina, darker towards the periphery (vignetting), slow texture.
+    od = np.exp(-(((xx - od_x) ** 2 + (yy - od_y) ** 2) / (2 * (0.8 * od_r) ** 2)))
+    img = img * (1 - od[..., None]) + od[..., None] * np.array([250.0, 225.0, 150.0], dtype=np.float32)
+
+    fov = _field_of_view(dist, border, (cx, cy), radius, size)
+    masks, boxes = _draw_lesions(img, rng, counts_wanted, (cx, cy), radius, (od_x, od_y, od_r), fov)
+    info = {"center": (float(cx), float(cy)), "radius": float(radius), "fov_mask": fov,
+            "optic_disc": (float(od_x), float(od_y), float(od_r)), "masks": masks, "boxes": boxes, "border": border,
+            "seed": seed}
+    return _photographed(img, exposure, fov), info
+
+
+def _check_photo_arguments(size: int, border: str, exposure: float, radius_frac: float) -> None:
+    if size < 64:
+        raise ValueError(f"size must be at least 64 px, got {size}")
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    if exposure <= 0:
+        raise ValueError(f"exposure must be positive, got {exposure}")
+    if radius_frac <= 0:
+        raise ValueError(f"radius_frac must be positive, got {radius_frac}")
+
+
+def _retina(rng: np.random.Generator, dist: np.ndarray) -> np.ndarray:
+    """Background: orange-red retina, darker towards the periphery (vignetting), slow texture; (H, W, 3) float32."""
+    height, width = dist.shape
     texture = _smooth_noise(rng, height, width, cells=6) * 0.10 + _smooth_noise(rng, height, width, cells=24) * 0.04
     shade = np.clip(1.0 - 0.55 * dist**2.6, 0.25, 1.0) * (1.0 + texture)
     base = np.array([205.0, 92.0, 38.0], dtype=np.float32) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    img = shade[..., None] * base
+    return shade[..., None] * base
 
-    # Optic disc on the nasal side, macula (darker, avascular) on the temporal side.
+
+def _disc_and_macula(rng: np.random.Generator, img: np.ndarray, xx: np.ndarray, yy: np.ndarray,
+                     center: tuple[float, float], radius: float) -> tuple[float, float, float]:
+    """Place the optic disc on the nasal side and darken the macula (avascular) on the temporal side of ``img`` in
+    place; returns the disc (cx, cy, r), painted once the vessels are drawn."""
+    cx, cy = center
     side = 1 if rng.random() < 0.5 else -1
     od_x = cx + side * radius * rng.uniform(0.38, 0.48)
     od_y = cy + radius * rng.uniform(-0.08, 0.08)
@@ -86,36 +112,27 @@ def make_fundus(
     mac_x, mac_y = cx - side * radius * 0.15, cy + radius * 0.02
     macula = np.exp(-(((xx - mac_x) ** 2 + (yy - mac_y) ** 2) / (2 * (0.12 * radius) ** 2)))
     img *= (1.0 - 0.35 * macula)[..., None]
+    return od_x, od_y, od_r
 
-    vessels = _draw_vessels(rng, height, width, (od_x, od_y), od_r, radius, (cx, cy))
-    img *= 1.0 - vessels[..., None] * np.array([0.35, 0.6, 0.55], np.float32)  # dark red, not brown
 
-    od = np.exp(-(((xx - od_x) ** 2 + (yy - od_y) ** 2) / (2 * (0.8 * od_r) ** 2)))
-    img = img * (1 - od[..., None]) + od[..., None] * np.array([250.0, 225.0, 150.0], dtype=np.float32)
-
+def _field_of_view(dist: np.ndarray, border: str, center: tuple[float, float], radius: float,
+                   size: int) -> np.ndarray:
     fov = dist <= 1.0
     if border == "notched":
         # A small tab outside the circle on the right, like the IDRiD/Kowa orientation notch.
+        cx, cy = center
         tab_y0 = int(cy - 0.30 * radius)
         tab_x0 = int(cx + radius * np.cos(np.arcsin(0.30)) - 2)
         fov[tab_y0 : tab_y0 + max(3, size // 60), tab_x0 : tab_x0 + max(4, size // 40)] = True
-    masks, boxes = _draw_lesions(img, rng, counts_wanted, (cx, cy), radius, (od_x, od_y, od_r), fov)
+    return fov
 
-    img *= exposure
+
+def _photographed(img: np.ndarray, exposure: float, fov: np.ndarray) -> np.ndarray:
+    """The drawn retina as a camera gives it: exposed, slightly blurred, black outside the field, 8-bit."""
+    img = img * exposure
     img = cv2.GaussianBlur(img, (0, 0), 0.6)  # optics: no perfectly sharp edges
     img[~fov] = 0.0
-    rgb = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    info = {
-        "center": (float(cx), float(cy)),
-        "radius": float(radius),
-        "fov_mask": fov,
-        "optic_disc": (float(od_x), float(od_y), float(od_r)),
-        "masks": masks,
-        "boxes": boxes,
-        "border": border,
-        "seed": seed,
-    }
-    return rgb, info
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
 def _lesion_counts(lesions: Lesions, rng: np.random.Generator) -> dict[str, int]:

@@ -213,40 +213,60 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):  # not allowed everywhere
         os.nice(10)
     cv2.setNumThreads(1)
+    rows, unreadable = real_rows(args.data, args.limit)
+    rows += reference_rows()
+    report = calibration_report(rows, unreadable)
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.json:
+        print(json.dumps(report, indent=1, default=float))
+        return 0
+    print_report(report, [r for r in rows if r["group"] == "non-fundus"])
+    return 0
 
+
+def real_rows(data: Path, limit: int | None) -> tuple[list[dict], list[str]]:
+    """One row per real photo under ``data`` (at most ``limit`` per data-set folder), and the unreadable ones."""
     rows: list[dict] = []
     unreadable: list[str] = []
-    if args.data.is_dir():
-        taken: Counter = Counter()
-        for folder, path in real_photos(args.data):
-            if args.limit is not None and taken[folder] >= args.limit:
-                continue
-            taken[folder] += 1
-            try:
-                rgb = load_image(path)
-            except ValueError as error:
-                unreadable.append(f"{path}: {error}")
-                continue
-            rows.append(row_of(folder, str(path.relative_to(args.data)), rgb, True))
-    else:
-        print(f"no real data at {args.data}: real photos skipped", file=sys.stderr)
-    for name, rgb in generated_fundus():
-        rows.append(row_of("generated fundus", name, rgb, True))
-    for name, rgb, is_fundus in skimage_images():
-        rows.append(row_of("skimage fundus" if is_fundus else "non-fundus", name, rgb, is_fundus))
-    for name, rgb in package_photos():
-        rows.append(row_of("non-fundus", name, rgb, False))
-    for name, rgb in generated_non_fundus():
-        rows.append(row_of("non-fundus", name, rgb, False))
-    for name, rgb in vignetted_photos():
-        rows.append(row_of("non-fundus", name, rgb, False))
+    if not data.is_dir():
+        print(f"no real data at {data}: real photos skipped", file=sys.stderr)
+        return rows, unreadable
+    taken: Counter = Counter()
+    for folder, path in real_photos(data):
+        if limit is not None and taken[folder] >= limit:
+            continue
+        taken[folder] += 1
+        try:
+            rgb = load_image(path)
+        except ValueError as error:
+            unreadable.append(f"{path}: {error}")
+            continue
+        rows.append(row_of(folder, str(path.relative_to(data)), rgb, True))
+    return rows, unreadable
 
+
+def reference_rows() -> list[dict]:
+    """Rows of the generated fundus photos, skimage's images and the non-fundus pictures."""
+    rows = [row_of("generated fundus", name, rgb, True) for name, rgb in generated_fundus()]
+    rows += [row_of("skimage fundus" if is_fundus else "non-fundus", name, rgb, is_fundus)
+             for name, rgb, is_fundus in skimage_images()]
+    for pictures in (package_photos(), generated_non_fundus(), vignetted_photos()):
+        rows += [row_of("non-fundus", name, rgb, False) for name, rgb in pictures]
+    return rows
+
+
+def calibration_report(rows: list[dict], unreadable: list[str]) -> dict:
+    """False rejects per group, the real photos' and the non-fundus pictures' statistics, the rejected real photos."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["group"]].append(row)
     real = [r for r in rows if r["group"] not in ("generated fundus", "skimage fundus", "non-fundus")]
     negatives = groups["non-fundus"]
-    report = {
+    return {
         "false_reject": {g: {"photos": len(rs), "rejected": sum(not r["accepted"] for r in rs),
                              "rate": sum(not r["accepted"] for r in rs) / len(rs),
                              "reasons": dict(Counter(r["reason"].split(" (")[0] for r in rs if not r["accepted"]))}
@@ -258,14 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         "percentiles_non_fundus_fov_found": percentiles([r for r in negatives if r["fov_found"]]),
         "rejected_real": [(r["name"], r["reason"]) for r in real if not r["accepted"]][:50],
     }
-    if args.csv:
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    if args.json:
-        print(json.dumps(report, indent=1, default=float))
-        return 0
+
+
+def print_report(report: dict, negatives: list[dict]) -> None:
+    """The report as tables; ``negatives``: the non-fundus pictures' rows, with their statistics."""
     print("False rejects (fundus photos the check refuses):")
     for group, row in report["false_reject"].items():
         reasons = "; ".join(f"{k}: {v}" for k, v in row["reasons"].items())
@@ -274,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if total["photos"]:
         print(f"  {'all real photos':<22} {total['rejected']:>4} / {total['photos']:<5} "
               f"{total['rejected'] / total['photos']:7.2%}")
-    for line in unreadable:
+    for line in total["unreadable"]:
         print(f"  unreadable: {line}")
     print("\nWhere the field of real photos was found: " + "; ".join(f"{k}: {v}" for k, v in report["variants_real"].items()))
     for title, key in (("all real photos", "percentiles_real"),
@@ -291,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nReal photos rejected (first 50):")
         for name, reason in report["rejected_real"]:
             print(f"  {name}: {reason}")
-    return 0
 
 
 if __name__ == "__main__":

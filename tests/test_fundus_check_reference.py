@@ -111,7 +111,7 @@ def test_either_distance_flags_a_photo_and_the_warning_says_which():
 
 
 def test_the_app_joins_the_check_s_distance_and_shows_both(fitted, monkeypatch):
-    from appcore.analysis import with_content_distance
+    from explain.pipeline import with_content_distance
     from appcore.presentation import unlike_training_details
     from fundus.check import FundusCheck
     from zoo.fundus_check import content_verdicts

@@ -204,6 +204,17 @@ def test_the_card_renders_the_localisation_table():
     assert ModelConfig.from_dict(config.to_dict()).localisation == {}
 
 
+def test_the_data_set_is_named_by_its_format_s_facts_not_its_folder():
+    from zoo.localisation import card_lines, panel_caption
+
+    renamed = {"gradcam": {**ENTRY["gradcam"], "data": "my-copy"}}
+    assert "Measured on IDRiD (my-copy, test photos" in "\n".join(card_lines(renamed))
+    boxes = {"gradcam": {**ENTRY["gradcam"], "data": "diaretdb1-boxes", "format": "diaretdb1-boxes"}}
+    assert panel_caption(boxes, "gradcam").startswith("Grad-CAM, on DIARETDB1 (test photos)")
+    plain = {"gradcam": {**ENTRY["gradcam"], "data": "idrid-like-boxes", "format": "yolo"}}  # any data set's layout
+    assert "Measured on idrid-like-boxes (idrid-like-boxes," in "\n".join(card_lines(plain))
+
+
 def test_the_app_captions_the_panels_of_a_measured_model_only(tiny, tmp_path):
     import zoo
     from appcore.page import Page

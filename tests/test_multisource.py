@@ -301,7 +301,10 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
     shipped_model = zoo.load(str(shipped), device="cpu")
     answer = zoo.predict(shipped_model, next((two_sources["srahim"]).rglob("*.jpg")))[0]["unlike_training"]
     assert answer["threshold"] == pytest.approx(cfg.ood["threshold"])
-    assert answer["unlike_training"] == (answer["distance"] > answer["threshold"])
+    # Either distance flags it (zoo.ood.with_content): the model's own, and for a model trained on the content
+    # reference's sources (srahim-dr600) the content distance, which a generated photo exceeds.
+    assert ("model" in answer["flagged_by"]) == (answer["distance"] > answer["threshold"])
+    assert answer["unlike_training"] == bool(answer["flagged_by"])
     # --compare: another run's validation numbers on the same validation patients, as an ablation row.
     assert cfg.metrics["validation, ablation: the run itself"] == before.metrics["validation"]
     assert cfg.name == "shipped" and cfg.theta == 48 and cfg.t == before.t
@@ -338,6 +341,48 @@ def test_frozen_feature_run_on_two_sources_then_ship(two_sources, tmp_path, one_
                             val_fraction=0.15, test_fraction=0.2, seed=0)
     assert sorted(str(i.image) for i in items) == sorted(
         str(two_sources["root"] / p["path"]) for p in stored["photos"] if p["source"] == "eyepacs-1k")
+
+
+@pytest.mark.slow
+def test_a_run_ships_the_same_from_its_training_facts_as_from_an_older_reproduce_line(two_sources, tmp_path,
+                                                                                         one_torch_thread):
+    """Golden comparison of one ship: a run whose config records its training as facts (``ModelConfig.training``)
+    and the same run as configs written before that field carry it (the command in ``reproduce`` only) ship to the
+    same config, card, test outputs and weights."""
+    from safetensors.torch import load_file
+
+    from train.__main__ import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["ellg", "--data", str(two_sources["srahim"]), "--format", "srahim-dr600", "--rounds", "0",
+                       "--arch", "efficientnet_lite0", "--input-size", "64", "--epochs", "1", "--batch-size", "8",
+                       "--workers", "0", "--quiet", "--cache-dir", str(tmp_path / "cache"), "--out", str(run)]) == 0
+    config_file = run / "config.json"
+    facts = json.loads(config_file.read_text())["training"]
+    assert facts["recipe"] == "ellg" and facts["args"][:2] == ["--data", str(two_sources["srahim"])]
+
+    def shipped(kind: str) -> dict:
+        out = tmp_path / kind / "shipped"  # the same folder name: the model's name
+        assert train_main(["ship", str(run), "--out", str(out), "--theta", "48", "--also-test",
+                           str(two_sources["eyepacs"]), "eyepacs", "--quiet", "--ood-photos", "10"]) == 0
+        texts = {name: (out / name).read_text().replace(str(out), "OUT")
+                 for name in ("config.json", "README.md", PREDICTIONS, "training_log.txt")}
+        return {**texts, "config.json": json.loads(texts["config.json"]),
+                "weights": {k: v.tolist() for k, v in load_file(out / "model.safetensors").items()}}
+
+    from train.ship import PREDICTIONS
+
+    from_facts = shipped("facts")
+    older = json.loads(config_file.read_text())
+    del older["training"]
+    config_file.write_text(json.dumps(older, indent=2) + "\n")
+    from_line = shipped("line")
+    assert from_line == from_facts
+    written = from_facts["config.json"]
+    assert written["training"] == {**facts, "ship": [str(run), "--out", "OUT", "--theta", "48", "--also-test",
+                                                     str(two_sources["eyepacs"]), "eyepacs", "--ood-photos", "10"]}
+    assert written["reproduce"] == f"{older['reproduce']} && python -m train ship {run} --out OUT --theta 48 " \
+                                   f"--also-test {two_sources['eyepacs']} eyepacs --ood-photos 10"
 
 
 def test_loop_cpu_options_train_where_supported(tmp_path):

@@ -142,3 +142,27 @@ def test_python_m_explain_json_reports_it_as_zoo_predict_does(models, photos, tm
     assert main([str(models["plain"]), str(photos["unlike"]), "--methods", "gradcam", "--out", str(out),
                  "--overwrite"]) == 0
     assert "unlike_training" not in json.loads((out / f"{photos['unlike'].stem}_prediction.json").read_text())["prediction"]
+
+
+def test_python_m_explain_joins_the_content_distance_by_zoo_predict_s_rule(models, photos, tmp_path):
+    """For a model trained on the content reference's sources the JSON's verdict joins the content distance the
+    fundus check measured (``zoo.ood.with_content_verdicts``, as zoo.predict and the app): a generated photo, like
+    the model's own training photos, is unlike real fundus photos."""
+    import shutil
+
+    import zoo
+    from explain.cli import main
+    from zoo.config import ModelConfig
+
+    folder = shutil.copytree(models["ood"], tmp_path / "tiny-ood-on-eyepacs")
+    config = ModelConfig.load(folder / "config.json")
+    config.datasets = ["eyepacs-1k"]
+    config.save(folder / "config.json")
+    assert main([str(folder), str(photos["like"]), "--methods", "gradcam", "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / f"{photos['like'].stem}_prediction.json").read_text())
+    verdict = record["prediction"]["unlike_training"]
+    expected = zoo.predict(zoo.load(str(folder)), str(photos["like"]))[0]["unlike_training"]
+    assert verdict["flagged_by"] == expected["flagged_by"] == ["content"] and verdict["unlike_training"]
+    assert verdict["content_distance"] == pytest.approx(expected["content_distance"], abs=1e-3)
+    assert verdict["content_distance"] == pytest.approx(record["fundus_check"]["content_distance"], abs=1e-4)
+    assert any("content distance" in w for w in record["prediction"]["warnings"])

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["AttentionCrops", "fov_mask_of", "saliency_maps", "attention_crop_images", "positive_labels"]
+__all__ = ["AttentionCropImages", "fov_mask_of", "saliency_maps", "attention_crop_images", "positive_labels"]
 
 
 @dataclass
-class AttentionCrops:
+class AttentionCropImages:
     """Result of ``attention_crop_images``.
 
     Attributes:
@@ -134,7 +134,7 @@ def attention_crop_images(
     std: Sequence[float],
     batch_size: int = 8,
     progress: bool = False,
-) -> AttentionCrops:
+) -> AttentionCropImages:
     """Attention crops of paper 000 (eq. 5, Fig. 2) from the stage-1 model, one per labelled photo.
 
     Args:
@@ -147,7 +147,7 @@ def attention_crop_images(
         progress: show a tqdm bar.
 
     Returns:
-        ``AttentionCrops``; photos without a positive label, or whose map has no pixel above θ, give
+        ``AttentionCropImages``; photos without a positive label, or whose map has no pixel above θ, give
         no crop (a crop of the whole photo would only duplicate it).
 
     Raises:
@@ -162,7 +162,7 @@ def attention_crop_images(
     if len(wanted) != len(hwc):
         raise ValueError(f"{len(wanted)} target rows for {len(hwc)} images")
     labelled = [i for i, w in enumerate(wanted) if w]
-    result = AttentionCrops(np.zeros((0, *hwc.shape[1:]), np.uint8), skipped_no_label=len(hwc) - len(labelled))
+    result = AttentionCropImages(np.zeros((0, *hwc.shape[1:]), np.uint8), skipped_no_label=len(hwc) - len(labelled))
     if not labelled:
         return result
     maps = saliency_maps(model, hwc[labelled], [wanted[i] for i in labelled], "guided_gradcam", mean=mean,

@@ -397,6 +397,26 @@ def classify(value, cutoffs: Sequence[float] = DEFAULT_GRADE_CUTOFFS):
     return int(grades) if np.ndim(grades) == 0 else grades.astype(np.int64)
 
 
+def _unchanged(other: np.ndarray, other_label: float, r: float, cutoffs: Sequence[float]) -> GeneratedImage:
+    """No lesion to move: the other photo as it is, with its own label."""
+    value = float(other_label)
+    return GeneratedImage(other.copy(), classify(value, cutoffs), value, r, [], np.zeros(other.shape[:2], bool))
+
+
+def _generation_masks(source: np.ndarray, lesion_mask: np.ndarray, other: np.ndarray,
+                      source_fov: np.ndarray | None, other_fov: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """``generate_lesion_image``'s checked inputs: both fields of view (default: the non-black pixels) and the
+    lesion mask inside the source's pixels (eq. 5: I_s ≠ 0)."""
+    _check_rgb("source", source)
+    _check_rgb("other", other)
+    if source.shape != other.shape:
+        raise ValueError(f"source {source.shape} and other {other.shape} must have the same shape")
+    shape = other.shape[:2]
+    source_fov = source.any(axis=2) if source_fov is None else _check_mask("source_fov", source_fov, shape)
+    other_fov = other.any(axis=2) if other_fov is None else _check_mask("other_fov", other_fov, shape)
+    return source_fov, other_fov, _check_mask("lesion_mask", lesion_mask, shape) & source.any(axis=2)
+
+
 def generate_lesion_image(
     source: np.ndarray,
     lesion_mask: np.ndarray,
@@ -437,24 +457,16 @@ def generate_lesion_image(
     Raises:
         TypeError, ValueError: as the steps it calls.
     """
-    _check_rgb("source", source)
-    _check_rgb("other", other)
-    if source.shape != other.shape:
-        raise ValueError(f"source {source.shape} and other {other.shape} must have the same shape")
-    shape = other.shape[:2]
-    source_fov = source.any(axis=2) if source_fov is None else _check_mask("source_fov", source_fov, shape)
-    other_fov = other.any(axis=2) if other_fov is None else _check_mask("other_fov", other_fov, shape)
-    lesions = _check_mask("lesion_mask", lesion_mask, shape) & source.any(axis=2)  # eq. 5: I_s ≠ 0
+    source_fov, other_fov, lesions = _generation_masks(source, lesion_mask, other, source_fov, other_fov)
     if not lesions.any() or not source_fov.any():
-        value = float(other_label)
-        return GeneratedImage(other.copy(), classify(value, cutoffs), value, r, [], np.zeros(shape, bool))
+        return _unchanged(other, other_label, r, cutoffs)
     # Adaptive colour transfer first (per pixel, so it commutes with the shift): the source photo in
     # the tone of the other photo, measured over both fields of view.
     toned = reinhard_transfer(source, other, source_mask=source_fov, target_mask=other_fov, apply_mask=lesions)
     patches = extract_lesion_patches(toned, lesions, min_area=min_area)
     if not patches:
-        value = float(other_label)
-        return GeneratedImage(other.copy(), classify(value, cutoffs), value, r, [], np.zeros(shape, bool))
+        return _unchanged(other, other_label, r, cutoffs)
+    shape = other.shape[:2]
     shifted = shift_patches(patches, shape, rng, max_tries=max_tries, allowed=other_fov)
     layer, mask = compose_lesion_layer(shifted, shape)
     blended = blend_lesions(layer, other, r, lesion_mask=mask)

@@ -51,12 +51,12 @@ def mask_size(input_size: int) -> int:
 def _mask_code_version() -> str:
     """Hash of the code that draws the masks: a change must not reuse stale cached masks."""
     from explain import cli, metrics
-    from fundus.datasets import idrid_seg
+    from fundus.datasets import idrid_seg, labels
 
     digest = hashlib.sha1(Path(__file__).read_bytes())
-    for part in (cli.lesion_truth, metrics.boxes_to_mask, idrid_seg.load_mask):
+    for part in (cli.lesion_truth, labels.lesion_code, metrics.boxes_to_mask, idrid_seg.load_mask):
         digest.update(inspect.getsource(part).encode())
-    digest.update(json.dumps(cli.YOLO_LESION_CODES, sort_keys=True).encode())
+    digest.update(json.dumps(labels.LESION_ALIASES, sort_keys=True).encode())  # the boxes' class names
     return digest.hexdigest()[:12]
 
 

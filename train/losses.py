@@ -71,30 +71,9 @@ def focal_loss(
     Raises:
         ValueError: bad task, reduction, gamma, or shapes that do not match.
     """
-    if task not in (MULTILABEL.name, MULTICLASS.name):
-        raise ValueError(f"focal_loss task must be {MULTILABEL.name!r} or {MULTICLASS.name!r}, got {task!r}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
-    num_classes = logits.shape[1]
-    a = None
-    if alpha is not None:
-        a = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
-        if a.shape != (num_classes,):
-            raise ValueError(f"alpha must have one weight per class ({num_classes}), got {tuple(a.shape)}")
+    a = _check_focal_arguments(logits, alpha, gamma, task, reduction)
     if task == MULTILABEL.name:
-        if targets.shape != logits.shape:
-            raise ValueError(f"multilabel targets must match logits {tuple(logits.shape)}, got {tuple(targets.shape)}")
-        t = targets.to(logits.dtype)
-        known = torch.isfinite(t)  # NaN = a label the photo's data set does not grade: adds nothing (as WeightedBCE)
-        log_p_true = -F.binary_cross_entropy_with_logits(logits, torch.where(known, t, torch.zeros_like(t)),
-                                                         reduction="none")  # log p_c
-        loss = -((1 - log_p_true.exp()) ** gamma) * log_p_true * known
-        if a is not None:
-            loss = loss * a
+        loss, known = _multilabel_focal_terms(logits, targets, a, gamma)
         if reduction == "mean":  # the mean over the known entries, like BCE
             return loss.sum() / known.sum().clamp_min(1)
         loss = loss.sum(1) / known.sum(1).clamp_min(1)  # per sample: mean over its known labels
@@ -111,6 +90,38 @@ def focal_loss(
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def _check_focal_arguments(logits: torch.Tensor, alpha: torch.Tensor | Sequence[float] | None, gamma: float,
+                           task: str, reduction: str) -> torch.Tensor | None:
+    """``focal_loss``'s checks; returns α as a tensor on the logits' device (None: no weights)."""
+    if task not in (MULTILABEL.name, MULTICLASS.name):
+        raise ValueError(f"focal_loss task must be {MULTILABEL.name!r} or {MULTICLASS.name!r}, got {task!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
+    if alpha is None:
+        return None
+    a = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
+    if a.shape != (logits.shape[1],):
+        raise ValueError(f"alpha must have one weight per class ({logits.shape[1]}), got {tuple(a.shape)}")
+    return a
+
+
+def _multilabel_focal_terms(logits: torch.Tensor, targets: torch.Tensor, a: torch.Tensor | None,
+                            gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) focal terms of multi-label targets (0 where unknown) and the mask of the known entries."""
+    if targets.shape != logits.shape:
+        raise ValueError(f"multilabel targets must match logits {tuple(logits.shape)}, got {tuple(targets.shape)}")
+    t = targets.to(logits.dtype)
+    known = torch.isfinite(t)  # NaN = a label the photo's data set does not grade: adds nothing (as WeightedBCE)
+    log_p_true = -F.binary_cross_entropy_with_logits(logits, torch.where(known, t, torch.zeros_like(t)),
+                                                     reduction="none")  # log p_c
+    loss = -((1 - log_p_true.exp()) ** gamma) * log_p_true * known
+    return (loss * a if a is not None else loss), known
 
 
 class FocalLoss(nn.Module):

@@ -57,8 +57,9 @@ def write_training_report(path: Path, history: Sequence[dict[str, Any]], task: s
     return write_html(path, figures, title, summary)
 
 
-def card_metrics(metrics: dict[str, Any], val_loss: float | None = None) -> dict[str, float]:
-    """Flat numeric metrics for the model card: headline numbers, then per-class AUC/sensitivity/specificity."""
+def flat_metrics_row(metrics: dict[str, Any], val_loss: float | None = None) -> dict[str, float]:
+    """A ``compute_metrics`` result as one flat row of numbers for the model card: headline numbers, then per-class
+    AUC/sensitivity/specificity (``train.ship.card_row_and_confusion`` makes the shipped model's test rows)."""
     flat: dict[str, float] = {k: float(metrics[k]) for k in HEADLINE
                               if isinstance(metrics.get(k), (int, float)) and metrics.get(k) is not None}
     for key in ("auc_per_class", "sensitivity", "specificity"):
@@ -109,7 +110,7 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
     metrics = score(result.val_outputs, result.val_targets)
     cfg.metrics = {
         # One nested dict = one split in the card's model-index (zoo.card); text keys are not metrics.
-        "validation": card_metrics(metrics, result.best_val_loss),
+        "validation": flat_metrics_row(metrics, result.best_val_loss),
         "validation_split": f"{metrics['n_images']} photos of held-out patients ({args.val_fraction:.0%} of "
                             f"patients, seed {args.seed}); {len(data.train)} training photos; "
                             f"{len(data.unreadable)} unreadable; best epoch {result.best_epoch} "
@@ -121,10 +122,10 @@ def publish_run(recipe: Any, args: Any, model: Any, result: FitResult, data: Pre
         for source in sorted(set(sources)):
             keep = np.array([x == source for x in sources])
             per = score(result.val_outputs[keep], result.val_targets[keep])
-            cfg.metrics[f"validation: {source}"] = card_metrics(per, None)
+            cfg.metrics[f"validation: {source}"] = flat_metrics_row(per, None)
     cfg.datasets = dataset_names(args)
     cfg.data_license = licences(args)
-    cfg.reproduce = args.command
+    cfg.training, cfg.reproduce = dict(args.training), args.command
     if not cfg.description:
         cfg.description = (f"Recipe `python -m train {recipe.name}` (paper {recipe.paper}; its defaults: "
                            f"{recipe.description}). This model: {cfg.arch} at {cfg.input_size} px, "

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from fundus.datasets.labels import no_disease_index
 from fundus.tasks import MULTILABEL, grade_rule, task_of
+from train.reproduce import command_line, training_of
 from zoo.helpformat import DefaultsHelpFormatter
 
 PREDICTIONS = "test_predictions.json"
@@ -59,27 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def card_metrics(task: str, labels: list[str], outputs: np.ndarray, targets: np.ndarray,
-                 cutoffs: Sequence[float], thresholds: Sequence[float] | None = None,
-                 expected_cutoffs: Sequence[float] | None = None) -> tuple[dict, dict | None]:
-    """(the card's numbers, the confusion matrix) of one split, from ``zoo.evaluation.metrics.compute_metrics``
-    (``cutoffs`` / ``expected_cutoffs``: the model's grade rule, ``fundus.tasks.grade_rule``)."""
+def card_row_and_confusion(cfg: Any, outputs: np.ndarray, targets: np.ndarray,
+                           rule_of: Any = None) -> tuple[dict, dict | None]:
+    """(the card's row, the confusion matrix) of one split from ``zoo.evaluation.metrics.compute_metrics``, with
+    ``cfg``'s labels and thresholds and the grade rule of ``rule_of`` (default ``cfg``; ``fundus.tasks.grade_rule``);
+    no matrix for a multi-label model."""
     from zoo.evaluation.metrics import compute_metrics, is_grading
 
-    grading = is_grading(task, labels)
-    m = compute_metrics(task, outputs, targets, labels, thresholds=thresholds, grade_cutoffs=cutoffs, grading=grading,
-                        expected_cutoffs=expected_cutoffs)
-    if task_of(task) is MULTILABEL:
-        out = {f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None}
-        aucs = list(out.values())
+    multilabel = task_of(cfg.task) is MULTILABEL
+    labels, rule = list(cfg.labels), grade_rule(rule_of or cfg)
+    m = compute_metrics(cfg.task, outputs, targets, labels, thresholds=cfg.thresholds if multilabel else None,
+                        grade_cutoffs=rule["cutoffs"], grading=is_grading(cfg.task, labels),
+                        expected_cutoffs=rule["expected_cutoffs"])
+    if multilabel:
+        row = {f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None}
+        aucs = list(row.values())
         if aucs:  # none where no label has both classes here (e.g. only healthy eyes)
-            out["auc_mean"] = float(np.mean(aucs))
-        out["n_images"] = m["n_images"]
-        return out, None
-    out = {k: m[k] for k in _CARD_KEYS if m.get(k) is not None}
+            row["auc_mean"] = float(np.mean(aucs))
+        row["n_images"] = m["n_images"]
+        return row, None
+    row = {k: m[k] for k in _CARD_KEYS if m.get(k) is not None}
     # One-vs-rest AUC per grade, as the multi-label cards give per label (paper 003's Table 1 reports these).
-    out.update({f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None})
-    return out, {"labels": list(labels), "matrix": m["confusion_matrix"]}
+    row.update({f"auc_{k}": v for k, v in m["auc_per_class"].items() if v is not None})
+    return row, {"labels": labels, "matrix": m["confusion_matrix"]}
 
 
 def end_to_end(folder: Path, images: Sequence[Path], progress: bool = True, desc: str = "test photos, end to end",
@@ -103,136 +106,243 @@ def end_to_end(folder: Path, images: Sequence[Path], progress: bool = True, desc
     return np.stack(outs), torch.cat(features).numpy()
 
 
-def _recipe_of(cfg: Any):
-    argv = shlex.split(cfg.reproduce.split(" && ")[0])
-    if argv[:3] != ["python", "-m", "train"]:
-        raise ValueError(f"this model was not trained by `python -m train` (its command: {cfg.reproduce!r})")
-    from train.recipes import get_recipe
+# The flags the reproduce line records, in this order, where they differ from their defaults: what the shipped
+# numbers depend on. The card's own texts (--description, --selection, --limit), --data-root and --quiet are not.
+RECORDED_FLAGS = ("--name", "--t", "--theta", "--also-test", "--leave-out", "--compare", "--ood-photos",
+                  "--ood-quantile")
 
-    recipe = get_recipe(argv[3])
-    return recipe, recipe.parse_args(argv[4:])
+
+@dataclass
+class Run:
+    """Step 1's result: a ``python -m train RECIPE`` run as ship reads it."""
+
+    folder: Path
+    model: Any  # the run's FundusNet, fp32
+    recipe: Any  # the train.recipes.Recipe that trained it
+    flags: argparse.Namespace  # the recipe's flags, parsed again from config.training
+    training: dict[str, Any]  # config.training (train.reproduce)
+    split: dict[str, list[dict[str, str]]]  # training/split.json
+
+    @property
+    def test_part(self) -> dict[str, Any]:
+        """``labelled_photos`` keywords for a data set's test part, as this run split its data sets."""
+        return dict(split="test", val_fraction=self.flags.val_fraction, test_fraction=self.flags.test_fraction,
+                    seed=self.flags.seed)
+
+
+@dataclass
+class PhotoSet:
+    """Step 2's result: the photos measured, each with its target and data set."""
+
+    paths: list[Path]
+    targets: list[Any]
+    sources: list[str]
+    trained_on: set[str]  # the run's data sets (the others come from --also-test)
+
+
+@dataclass
+class Measured:
+    """Step 3's result: the card's test rows, their confusion matrices and the raw outputs behind them."""
+
+    metrics: dict[str, Any]
+    confusion: dict[str, Any]
+    outputs: np.ndarray
+    targets: np.ndarray  # (N, K) float, NaN where unknown
 
 
 def ship(args: argparse.Namespace) -> dict[str, Any]:
-    """Ship ``args.run`` to ``args.out``; returns the measured metrics."""
-    import torch
+    """Ship ``args.run`` to ``args.out``: load → test photos → measure → write; returns the measured metrics."""
+    run = load_run(Path(args.run))
+    photos = photos_to_measure(run, args.also_test)
+    validation = describe_shipment(run, args)
+    save_with_reference(run, args)
+    measured = measure(run, photos, args)
+    write_shipment(run, photos, measured, validation, args)
+    return run.model.config.metrics
 
+
+def load_run(folder: Path) -> Run:
+    """Step 1: the run's model, the recipe and flags that trained it (``config.training``) and its split.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not the out folder of a ``python -m train`` run.
+        ValueError: the model was not trained by a recipe, or the run kept no test part.
+    """
     import zoo
+    from train.recipes import get_recipe
+
+    split_file = folder / "training" / "split.json"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"{split_file} not found: is {folder} the --out folder of a `python -m train` run?")
+    model = zoo.load(str(folder), device="cpu").eval()
+    training = training_of(model.config)
+    recipe = get_recipe(training["recipe"])
+    split = json.loads(split_file.read_text())
+    if not split.get("test"):
+        raise ValueError(f"{folder} has no test part (trained with --test-fraction 0): nothing to measure")
+    return Run(folder, model, recipe, recipe.parse_args(training["args"]), training, split)
+
+
+def photos_to_measure(run: Run, also_test: Sequence[Sequence[str]]) -> PhotoSet:
+    """Step 2: the run's test photos with their targets (as its recipe labels them), then each ``--also-test`` data
+    set's test part.
+
+    Raises:
+        FileNotFoundError: a test photo of the run is no longer where the run found it.
+    """
     from fundus.datasets.labelled import labelled_photos
 
-    run, out = Path(args.run), Path(args.out)
-    split_file = run / "training" / "split.json"
-    if not split_file.is_file():
-        raise FileNotFoundError(f"{split_file} not found: is {run} the --out folder of a `python -m train` run?")
-    model = zoo.load(str(run), device="cpu").eval()
-    cfg = model.config
-    recipe, rargs = _recipe_of(cfg)
-    test = json.loads(split_file.read_text()).get("test", [])
-    if not test:
-        raise ValueError(f"{run} has no test part (trained with --test-fraction 0): nothing to measure")
-    by_image = {str(s.image): s for s in recipe.labelled(recipe.load_samples(rargs), rargs)}
-    missing = [x["image"] for x in test if x["image"] not in by_image]
+    recipe, flags, cfg = run.recipe, run.flags, run.model.config
+    by_image = {str(s.image): s for s in recipe.labelled(recipe.load_samples(flags), flags)}
+    missing = [x["image"] for x in run.split["test"] if x["image"] not in by_image]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} test photos of {run} not found, e.g. {missing[0]}")
-    photos = [(Path(x["image"]), by_image[x["image"]].target, by_image[x["image"]].source) for x in test]
-    trained_on = {source for _, _, source in photos}
-    test_part = dict(split="test", val_fraction=rargs.val_fraction, test_fraction=rargs.test_fraction, seed=rargs.seed)
-    for data, fmt in args.also_test:
-        photos += [(it.image, it.label, it.source)
-                   for it in labelled_photos([Path(data)], [fmt], cfg.labels, cfg.task, **test_part)]
+        raise FileNotFoundError(f"{len(missing)} test photos of {run.folder} not found, e.g. {missing[0]}")
+    own = [by_image[x["image"]] for x in run.split["test"]]
+    photos = PhotoSet([Path(s.image) for s in own], [s.target for s in own], [s.source for s in own],
+                        {s.source for s in own})
+    for data, fmt in also_test:
+        for item in labelled_photos([Path(data)], [fmt], cfg.labels, cfg.task, **run.test_part):
+            photos.paths.append(item.image)
+            photos.targets.append(item.label)
+            photos.sources.append(item.source)
+    return photos
 
-    name = args.name or out.name
-    cfg.name = name
+
+def describe_shipment(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """The config's name, card texts and training facts for the shipped model; returns its validation rows (the
+    run's, then each ``--compare`` run's as an ablation row).
+
+    Raises:
+        ValueError: a ``--compare`` run did not validate on the same patients.
+    """
+    cfg = run.model.config
+    cfg.name = args.name or Path(args.out).name
     if args.description:
         cfg.description = args.description
     if args.t is not None:
         cfg.t = float(args.t)
     if args.theta is not None:
         cfg.theta = int(args.theta)
-    command = ["python", "-m", "train", "ship", str(args.run), "--out", str(args.out)]
-    if args.name:
-        command += ["--name", args.name]
-    if args.t is not None:
-        command += ["--t", f"{args.t:g}"]
-    if args.theta is not None:
-        command += ["--theta", str(args.theta)]
-    for data, fmt in args.also_test:
-        command += ["--also-test", data, fmt]
-    for other, data, fmt in args.leave_out:
-        command += ["--leave-out", other, data, fmt]
-    for other, label in args.compare:
-        command += ["--compare", other, label]
-    cfg.reproduce = f"{cfg.reproduce.split(' && ')[0]} && {shlex.join(command)}"
+    cfg.training = {**run.training, "ship": ship_arguments(args)}
+    cfg.reproduce = command_line(cfg.training)
     cfg.selection = args.selection or cfg.selection
     cfg.limitations = list(args.limits) or cfg.limitations
     validation = {k: _card_row(v, cfg.task) for k, v in cfg.metrics.items() if k.startswith("validation")}
-    cfg.ood = {}
     for other, label in args.compare:
-        validation[f"validation, ablation: {label}"] = _validation_of(Path(other), run)
+        validation[f"validation, ablation: {label}"] = _validation_of(Path(other), run.folder)
+    return validation
+
+
+def ship_arguments(args: argparse.Namespace) -> list[str]:
+    """The ship step's arguments as the reproduce line gives them: the run, ``--out``, then each of
+    ``RECORDED_FLAGS`` that differs from its default (an appended flag once per value)."""
+    parser = build_parser()
+    words = [str(args.run), "--out", str(args.out)]
+    for flag in RECORDED_FLAGS:
+        dest = flag[2:].replace("-", "_")
+        value = getattr(args, dest)
+        if value == parser.get_default(dest):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            words += [flag, *(_flag_text(v) for v in (item if isinstance(item, (list, tuple)) else [item]))]
+    return words
+
+
+def _flag_text(value: Any) -> str:
+    # 0.5, not 0.5000: the shortest text that reads back as the same number
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def save_with_reference(run: Run, args: argparse.Namespace) -> None:
+    """The model in fp16 in ``--out``, with its unlike-training reference fitted through that file (none with
+    ``--ood-photos 0``)."""
+    import torch
+
+    model, out = run.model, Path(args.out)
+    model.config.ood = {}
     model.save_pretrained(out, dtype=torch.float16)
     if args.ood_photos > 0:
-        fit_unlike_training(model, out, json.loads(split_file.read_text()), args)
+        fit_unlike_training(model, out, run.split, args)
         model.save_pretrained(out, dtype=torch.float16)
 
-    outputs, features = end_to_end(out, [p for p, _, _ in photos], progress=not args.quiet)
-    distance = _distances(model, features)
-    no_finding = _no_finding(model, outputs)
-    nan = np.nan
-    targets = np.stack([np.atleast_1d(np.asarray(t if t is not None else nan, np.float32)) for _, t, _ in photos])
-    multilabel = task_of(cfg.task) is MULTILABEL
-    task_targets = targets if multilabel else targets[:, 0]
-    sources = [s for _, _, s in photos]
-    thresholds = cfg.thresholds if multilabel else None
-    labels = list(cfg.labels)
-    metrics: dict[str, Any] = {}
-    confusion: dict[str, Any] = {}
-    pooled = np.array([s in trained_on for s in sources])
-    rule = grade_rule(cfg)
-    metrics["test"], cm = card_metrics(cfg.task, labels, outputs[pooled], task_targets[pooled], rule["cutoffs"],
-                                       thresholds, rule["expected_cutoffs"])
-    _add_unlike_training_share(metrics["test"], distance, pooled, cfg)
-    _add_healthy_eyes_without_finding(metrics["test"], no_finding, task_targets, pooled, cfg)
-    for source in sorted(set(sources)):
-        keep = np.array([s == source for s in sources])
-        key = f"test: {source}" + ("" if source in trained_on else " (not trained on)")
-        metrics[key], cm = card_metrics(cfg.task, labels, outputs[keep], task_targets[keep], rule["cutoffs"],
-                                        thresholds, rule["expected_cutoffs"])
-        _add_unlike_training_share(metrics[key], distance, keep, cfg)
-        _add_healthy_eyes_without_finding(metrics[key], no_finding, task_targets, keep, cfg)
-        if cm is not None:
-            confusion[key] = cm
+
+def measure(run: Run, photos: PhotoSet, args: argparse.Namespace) -> Measured:
+    """Step 3: the shipped file on the test photos end to end: the card's rows pooled over the run's data sets and
+    per data set (with the share flagged unlike training and, for multi-label models, healthy eyes without a
+    finding), then each ``--leave-out`` run on the data set it was trained without."""
+    model, cfg = run.model, run.model.config
+    outputs, features = end_to_end(Path(args.out), photos.paths, progress=not args.quiet)
+    distance, no_finding = _distances(model, features), _no_finding(model, outputs)
+    targets = np.stack([np.atleast_1d(np.asarray(t if t is not None else np.nan, np.float32))
+                        for t in photos.targets])
+    task_targets = targets if task_of(cfg.task) is MULTILABEL else targets[:, 0]
+    measured = Measured({}, {}, outputs, targets)
+    parts = [("test", np.array([s in photos.trained_on for s in photos.sources]))]
+    parts += [(f"test: {source}" + ("" if source in photos.trained_on else " (not trained on)"),
+               np.array([s == source for s in photos.sources])) for source in sorted(set(photos.sources))]
+    for key, keep in parts:
+        row, matrix = card_row_and_confusion(cfg, outputs[keep], task_targets[keep])
+        _add_unlike_training_share(row, distance, keep, cfg)
+        _add_healthy_eyes_without_finding(row, no_finding, task_targets, keep, cfg)
+        measured.metrics[key] = row
+        if matrix is not None and key != "test":
+            measured.confusion[key] = matrix
     for other, data, fmt in args.leave_out:
-        without = zoo.load(str(other), device="cpu").eval()
-        items = labelled_photos([Path(data)], [fmt], without.config.labels, without.config.task, **test_part)
-        if any(it.source in set(without.config.datasets) for it in items):
-            raise ValueError(f"--leave-out {other} was trained on {data}")
-        out_without, _ = end_to_end(Path(other), [it.image for it in items], progress=not args.quiet)
-        y = np.array([it.label for it in items], np.float32)
-        key = f"test: {items[0].source}, the same recipe trained without it"
-        other_rule = grade_rule(without.config)
-        metrics[key], cm = card_metrics(cfg.task, labels, out_without, y, other_rule["cutoffs"], thresholds,
-                                        other_rule["expected_cutoffs"])
-        if cm is not None:
-            confusion[key] = cm
-    cfg.metrics = {**metrics, "test_split": f"each data set's test patients ({rargs.test_fraction:.0%}, seed "
-                                            f"{rargs.seed}), measured once on this fp16 file from the photo files",
-                   **validation}
-    cfg.confusion = confusion
-    model.save_pretrained(out, dtype=torch.float16)  # again, with the measured numbers in config and card
-    root = (args.data_root or _data_root([*rargs.data, *(Path(d) for d, _ in args.also_test)])).resolve()
+        key, row, matrix = measure_left_out(run, Path(other), Path(data), fmt, args)
+        measured.metrics[key] = row
+        if matrix is not None:
+            measured.confusion[key] = matrix
+    return measured
+
+
+def measure_left_out(run: Run, other: Path, data: Path, fmt: str,
+                     args: argparse.Namespace) -> tuple[str, dict, dict | None]:
+    """A run of the same recipe trained without ``data``: its card row and confusion matrix on ``data``'s test part.
+
+    Raises:
+        ValueError: ``other`` was trained on ``data``.
+    """
+    import zoo
+    from fundus.datasets.labelled import labelled_photos
+
+    without = zoo.load(str(other), device="cpu").eval()
+    items = labelled_photos([data], [fmt], without.config.labels, without.config.task, **run.test_part)
+    if any(it.source in set(without.config.datasets) for it in items):
+        raise ValueError(f"--leave-out {other} was trained on {data}")
+    outputs, _ = end_to_end(other, [it.image for it in items], progress=not args.quiet)
+    targets = np.array([it.label for it in items], np.float32)
+    row, matrix = card_row_and_confusion(run.model.config, outputs, targets, rule_of=without.config)
+    return f"test: {items[0].source}, the same recipe trained without it", row, matrix
+
+
+def write_shipment(run: Run, photos: PhotoSet, measured: Measured, validation: dict[str, Any],
+                   args: argparse.Namespace) -> None:
+    """Step 4: the measured numbers into config and card (saved again), the per-photo outputs
+    (``test_predictions.json``) and the training log."""
+    import torch
+
+    cfg, out, flags = run.model.config, Path(args.out), run.flags
+    cfg.metrics = {**measured.metrics, "test_split": f"each data set's test patients ({flags.test_fraction:.0%}, "
+                                                     f"seed {flags.seed}), measured once on this fp16 file from the "
+                                                     "photo files", **validation}
+    cfg.confusion = measured.confusion
+    run.model.save_pretrained(out, dtype=torch.float16)
+    root = (args.data_root or _data_root([*flags.data, *(Path(d) for d, _ in args.also_test)])).resolve()
     (out / PREDICTIONS).write_text(json.dumps({
         "note": "raw outputs of this folder's model on its test photos (paths relative to the data root)",
-        "task": cfg.task, "labels": labels, "trained_on": sorted(trained_on),
+        "task": cfg.task, "labels": list(cfg.labels), "trained_on": sorted(photos.trained_on),
         "photos": [{"path": str(Path(p).resolve().relative_to(root)), "source": s,
-                    "target": [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(targets[k])],
-                    "output": [round(float(v), 5) for v in outputs[k]]} for k, (p, _, s) in enumerate(photos)],
+                    "target": [None if not np.isfinite(v) else float(v) for v in np.atleast_1d(measured.targets[k])],
+                    "output": [round(float(v), 5) for v in measured.outputs[k]]}
+                   for k, (p, s) in enumerate(zip(photos.paths, photos.sources))],
     }, indent=1) + "\n")
-    logs = sorted((run / "training").rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)  # ELLG: one per phase
+    logs = sorted((run.folder / "training").rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)  # ELLG: a phase each
     (out / "training_log.txt").write_text(f"{cfg.reproduce}\n" + "".join(
-        f"\n# {f.parent.relative_to(run)}\n{f.read_text()}" for f in logs))
-    stale = out / "heldout_predictions.json"  # the older ship format's outputs (validation photos)
-    stale.unlink(missing_ok=True)
-    return cfg.metrics
+        f"\n# {f.parent.relative_to(run.folder)}\n{f.read_text()}" for f in logs))
+    (out / "heldout_predictions.json").unlink(missing_ok=True)  # the older ship format's outputs (validation photos)
 
 
 def fit_unlike_training(model: Any, out: Path, split: dict[str, list[dict[str, str]]], args: argparse.Namespace) -> None:

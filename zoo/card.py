@@ -90,11 +90,22 @@ def _paper_comparison(config: ModelConfig) -> list[str]:
 
 def card_text(config: ModelConfig) -> str:
     """The card's Markdown body."""
-    paper = PAPERS.get(config.paper)
     lines = [f"# {config.name}", "", summary(config), ""]
     if config.description:
         lines += [config.description, ""]
-    lines += [
+    lines += _use_and_model_lines(config) + _data_lines(config) + _metrics_lines(config)
+    if config.localisation:
+        lines += ["", *card_lines(config.localisation)]
+    if config.limitations:
+        lines += ["", "## Known limits", ""] + [f"- {item}" for item in config.limitations]
+    lines += _reproduce_and_usage_lines(config)
+    return "\n".join(lines)
+
+
+def _use_and_model_lines(config: ModelConfig) -> list[str]:
+    """The intended use and the model's facts: architecture, paper, labels, input, explanation layers, weights."""
+    paper = PAPERS.get(config.paper)
+    return [
         f"A `{config.arch}` model of the Fundus CAM Zoo for {task_of(config.task).description} of retinal fundus "
         "photographs.",
         "",
@@ -123,21 +134,28 @@ def card_text(config: ModelConfig) -> str:
            f"{FINDING_FLOOR:.0%} whatever the threshold (`fundus.tasks.FINDING_FLOOR`); the metrics below use the "
            "thresholds as fitted"] if task_of(config.task) is MULTILABEL else []),
         "",
-        "## Training data and licence",
-        "",
     ]
+
+
+def _data_lines(config: ModelConfig) -> list[str]:
+    """The training data sets and the data's and the weights' licences."""
+    lines = ["## Training data and licence", ""]
     if config.datasets:
         lines.append(f"- data sets: {', '.join(config.datasets)}")
         lines.append(f"- data licence: {config.data_license or 'not recorded'}")
     else:
         lines.append("- none recorded: these weights are untrained or their training data was not recorded.")
-    lines += [
+    return lines + [
         "- weights licence: research use only, subject to the training data's licence above"
         + (" and the Apache-2.0 EfficientNet-Lite ImageNet weights" if "efficientnet-lite" in config.pretrained else ""),
         "",
-        "## Metrics",
-        "",
     ]
+
+
+def _metrics_lines(config: ModelConfig) -> list[str]:
+    """The metrics table, how the model was chosen, the unlike-training indicator, the confusion matrices and the
+    paper's reported numbers beside ours."""
+    lines = ["## Metrics", ""]
     rows = _metric_rows(config.metrics)
     if rows:
         lines += ["| split | metric | value |", "|---|---|---|"]
@@ -157,14 +175,14 @@ def card_text(config: ModelConfig) -> str:
         lines += ["", f"Confusion matrix, {split} (rows: true, columns: predicted):", "",
                   "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, cm["matrix"])]
-    lines += _paper_comparison(config)
-    if config.localisation:
-        lines += ["", *card_lines(config.localisation)]
-    if config.limitations:
-        lines += ["", "## Known limits", ""] + [f"- {item}" for item in config.limitations]
-    lines += ["", "## How to reproduce", ""]
+    return lines + _paper_comparison(config)
+
+
+def _reproduce_and_usage_lines(config: ModelConfig) -> list[str]:
+    """The command that trained (and shipped) the model, and how to load it."""
+    lines = ["", "## How to reproduce", ""]
     lines += (["```bash", config.reproduce, "```"] if config.reproduce else ["No training command recorded."])
-    lines += [
+    return lines + [
         "",
         "## How to use",
         "",
@@ -175,7 +193,6 @@ def card_text(config: ModelConfig) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def content_reference_lines(config: ModelConfig) -> list[str]:

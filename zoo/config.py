@@ -80,7 +80,10 @@ class ModelConfig:
     datasets: list[str] = field(default_factory=list)
     data_license: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
-    reproduce: str = ""  # the exact command that trained it
+    reproduce: str = ""  # the exact command that trained it (and shipped it), one human-readable line
+    # The same as facts (train.reproduce): {"recipe": name, "args": its arguments, "ship": the ship step's}; {} for
+    # models trained before the field existed (their command is only in ``reproduce``).
+    training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     # Card sections filled at ship time (train.ship): confusion matrices per split
     # ({split: {"labels": [...], "matrix": [[...]]}}), how the model was chosen, its known limits.

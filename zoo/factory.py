@@ -91,27 +91,10 @@ def create_model(
     """
     spec = get_spec(arch)
     paper_defaults = get_paper(paper)
-    unknown = sorted(set(config_overrides) - _CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(f"create_model got unknown config fields: {', '.join(unknown)}")
-    for fixed in ("arch", "paper", "task", "labels"):
-        if fixed in config_overrides:
-            raise TypeError(f"pass {fixed!r} as create_model's own argument, not as a config override")
+    _check_overrides(config_overrides)
     task = task_of(task or (paper_defaults.task if paper_defaults else None)).name  # raises for an unknown task
-    if labels is None:
-        if paper_defaults is None:
-            raise ValueError("labels are required when no paper is given")
-        labels = paper_defaults.labels
-    if isinstance(labels, str) or not all(isinstance(label, str) for label in labels) or not labels:
-        raise TypeError("labels must be a non-empty sequence of str")
-    arch_kwargs = dict(config_overrides.pop("arch_kwargs", {}) or {})
-    if head is not None:
-        if head not in spec.heads:
-            allowed = " | ".join(spec.heads) if spec.heads else "none (it has its own classifier)"
-            raise ValueError(f"architecture {arch!r} takes head {allowed}, got {head!r}")
-        arch_kwargs["head"] = head
-    elif spec.heads:
-        arch_kwargs.setdefault("head", spec.default_head(paper))
+    labels = _labels_of(labels, paper_defaults)
+    arch_kwargs = _arch_kwargs(spec, paper, head, config_overrides.pop("arch_kwargs", {}))
     if spec.fixed_input or paper_defaults is None or paper_defaults.input_size is None:
         input_size = spec.input_size
     else:
@@ -132,6 +115,40 @@ def create_model(
     config.pretrained = status
     check_layers(model)
     return model
+
+
+def _check_overrides(config_overrides: dict[str, Any]) -> None:
+    unknown = sorted(set(config_overrides) - _CONFIG_FIELDS)
+    if unknown:
+        raise TypeError(f"create_model got unknown config fields: {', '.join(unknown)}")
+    for fixed in ("arch", "paper", "task", "labels"):
+        if fixed in config_overrides:
+            raise TypeError(f"pass {fixed!r} as create_model's own argument, not as a config override")
+
+
+def _labels_of(labels: Sequence[str] | None, paper_defaults: Any) -> Sequence[str]:
+    """The caller's labels, else the paper's."""
+    if labels is None:
+        if paper_defaults is None:
+            raise ValueError("labels are required when no paper is given")
+        labels = paper_defaults.labels
+    if isinstance(labels, str) or not all(isinstance(label, str) for label in labels) or not labels:
+        raise TypeError("labels must be a non-empty sequence of str")
+    return labels
+
+
+def _arch_kwargs(spec: Any, paper: str, head: str | None, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The caller's ``arch_kwargs`` with the head: the one asked for (checked against the architecture's), else the
+    paper's default for an architecture that takes one."""
+    arch_kwargs = dict(given or {})
+    if head is not None:
+        if head not in spec.heads:
+            allowed = " | ".join(spec.heads) if spec.heads else "none (it has its own classifier)"
+            raise ValueError(f"architecture {spec.name!r} takes head {allowed}, got {head!r}")
+        arch_kwargs["head"] = head
+    elif spec.heads:
+        arch_kwargs.setdefault("head", spec.default_head(paper))
+    return arch_kwargs
 
 
 def _is_zoo_model(model: Any) -> bool:

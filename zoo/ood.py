@@ -136,6 +136,18 @@ def with_content(assessment: dict[str, Any], content: dict[str, Any] | None) -> 
             "flagged_by": flagged_by}
 
 
+def with_content_verdicts(config: Any, assessments: list[dict[str, Any]], photos: list[np.ndarray],
+                          checks: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The photos' verdicts by the one rule ``zoo.predict``, the apps and ``python -m explain`` share: each model
+    assessment (``assess``) joined with the photo's content verdict (``with_content``) where the content reference
+    speaks for a model with ``config`` (``zoo.fundus_check.content_verdicts``; ``checks``: the photos' fundus checks
+    where made, whose content distance is reused), else as it is."""
+    from zoo.fundus_check import content_verdicts  # the content model only where it is needed
+
+    content = content_verdicts(config, photos, checks) or [None] * len(assessments)
+    return [with_content(a, c) for a, c in zip(assessments, content)]
+
+
 def assess(model: nn.Module, features: torch.Tensor) -> list[dict[str, Any]] | None:
     """Per photo: ``{"distance", "threshold", "unlike_training", "flagged_by"}`` (``flagged_by``: ``["model"]`` or
     ``[]``; ``with_content`` adds the content distance); None when the model has no reference."""

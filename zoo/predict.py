@@ -63,7 +63,6 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
         ValueError: no images; fundus.ImageError (a ValueError) for an unreadable photo, naming it.
     """
     from fundus import ImageError, load_image, preprocess  # lazy: zoo stays importable on its own
-    from zoo.fundus_check import content_verdicts
 
     if not isinstance(model, FundusNet):
         raise TypeError(f"model must be a zoo FundusNet, got {type(model).__name__}")
@@ -91,8 +90,7 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
             outputs = model(batch).float().cpu()
         assessed = ood.assess(model, found[-1]) if found else None
         if assessed is not None:
-            content = content_verdicts(model.config, [rgb for _, _, rgb in prepared]) or [None] * len(assessed)
-            assessed = [ood.with_content(a, c) for a, c in zip(assessed, content)]
+            assessed = ood.with_content_verdicts(model.config, assessed, [rgb for _, _, rgb in prepared])
         for k, (out, (source, p, _)) in enumerate(zip(outputs, prepared)):
             result = _result(model, out, source, p.warnings)
             if assessed is not None:

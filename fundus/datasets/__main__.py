@@ -37,7 +37,8 @@ def describe(spec: DatasetFormat) -> list[str]:
     """A format's facts as a few lines of text."""
     splits = f"splits {', '.join(spec.splits)}" if spec.splits else "no official split: the whole folder"
     read_as = [f"read as {spec.base}"] if spec.base else []
-    lines = [f"{spec.name}: {', '.join([spec.annotation, splits, *read_as])}",
+    named = f"{spec.name} ({spec.title})" if spec.title else spec.name
+    lines = [f"{named}: {', '.join([spec.annotation, splits, *read_as])}",
              f"  files:      {spec.layout}",
              f"  annotation: {ANNOTATIONS[spec.annotation]}"]
     if spec.annotation in LESION_ANNOTATIONS:

@@ -4,7 +4,7 @@ says nothing."""
 from .registry import LESION_BOXES, register
 from .yolo import load_yolo
 
-register("diaretdb1-boxes", base="yolo", annotation=LESION_BOXES, exhaustive=False,
+register("diaretdb1-boxes", base="yolo", annotation=LESION_BOXES, exhaustive=False, title="DIARETDB1",
          licence="CC BY-SA 4.0 annotations (DIARETDB1 images, Kauppi et al. 2007)",
          layout="images/NNNN.jpg + images/NNNN.txt; retinal.names: optic_disc, hard_exudates, haemorrhage "
                 "(haemorrhages and microaneurysms bundled)")(load_yolo)

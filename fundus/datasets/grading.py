@@ -32,7 +32,7 @@ def _aptos_image(folder: Path, id_code: str) -> Path:
 
 
 @register("aptos", layout="<split>.csv (id_code,diagnosis) + <split>_images/<id_code>.png|.jpg", annotation=DR_GRADE,
-          licence="APTOS 2019 competition rules (Kaggle)", splits=("train", "test"))
+          licence="APTOS 2019 competition rules (Kaggle)", splits=("train", "test"), title="APTOS 2019")
 def load_aptos(
     root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error",
     group_duplicates: bool = True,
@@ -88,7 +88,8 @@ _EYEPACS_NAME = re.compile(r"^(\d+)_(left|right)$")
 
 @register("eyepacs", layout="trainLabels.csv (image,level) + train/<image>.jpeg; retinopathy_solution.csv + test/",
           annotation=DR_GRADE, splits=("train", "test"),
-          licence="EyePACS photos under the Kaggle Diabetic Retinopathy Detection competition terms, research use")
+          licence="EyePACS photos under the Kaggle Diabetic Retinopathy Detection competition terms, research use",
+          title="EyePACS")
 def load_eyepacs(
     root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:
@@ -128,7 +129,7 @@ _IDRID_GRADING_SPLITS = {
 
 @register("idrid-grading", layout="B. Disease Grading/2. Groundtruths/<a|b>. IDRiD_Disease Grading_<…> Labels.csv + "
                                  "1. Original Images/<a. Training|b. Testing> Set/<Image name>.jpg",
-          annotation=DR_GRADE, licence=IDRID_LICENCE, splits=tuple(_IDRID_GRADING_SPLITS))
+          annotation=DR_GRADE, licence=IDRID_LICENCE, splits=tuple(_IDRID_GRADING_SPLITS), title="IDRiD")
 def load_idrid_grading(
     root: Path, split: str = "train", *, task: str = MULTICLASS.name, missing: str = "error"
 ) -> FundusDataset:

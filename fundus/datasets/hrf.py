@@ -15,7 +15,7 @@ _NAME = re.compile(r"^(\d+)_(h|dr|g)$", re.IGNORECASE)
 
 
 @register("hrf", layout="images/NN_<h|dr|g>.jpg: the suffix is the diagnosis", annotation=CLASS,
-          licence="CC BY 4.0 (HRF, Budai et al. 2013)")
+          licence="CC BY 4.0 (HRF, Budai et al. 2013)", title="HRF")
 def load_hrf(root: Path, split: str = "train") -> FundusDataset:
     """HRF: multiclass healthy / DR / glaucoma from the file-name suffix.
 

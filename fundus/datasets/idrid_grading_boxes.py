@@ -3,7 +3,7 @@
 from .registry import LESION_BOXES, register
 from .yolo import load_yolo
 
-register("idrid-grading-boxes", base="yolo", annotation=LESION_BOXES, exhaustive=True,
+register("idrid-grading-boxes", base="yolo", annotation=LESION_BOXES, exhaustive=True, title="IDRiD",
          licence="CC BY 4.0 images (IDRiD, Porwal et al. 2018), CC BY-SA 4.0 boxes (CODRAS, C. von Csefalvay 2019)",
          layout="as diaretdb1-boxes; every photo has an optic-disc box, clusters of small lesions share one box")(
     load_yolo)

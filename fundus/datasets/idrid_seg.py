@@ -28,7 +28,7 @@ IDRID_LICENCE = "CC BY 4.0 (IDRiD, Porwal et al. 2018)"
 
 @register("idrid-seg", layout="A. Segmentation/1. Original Images/<set>/IDRiD_NN.jpg + "
                              "2. All Segmentation Groundtruths/<set>/<k. Name>/IDRiD_NN_<MA|HE|EX|SE|OD>.tif",
-          annotation=LESION_MASKS, licence=IDRID_LICENCE, splits=tuple(_SETS))
+          annotation=LESION_MASKS, licence=IDRID_LICENCE, splits=tuple(_SETS), title="IDRiD")
 def load_idrid_seg(root: Path, split: str = "train", *, verify_masks: bool = False) -> FundusDataset:
     """IDRiD segmentation layout (multilabel MA, HE, EX, SE).
 

@@ -28,12 +28,14 @@ from .registry import CLASS, DIAGNOSES, DR_GRADE, FORMATS, LESION_BOXES, LESION_
 # International Clinical DR severity scale (APTOS, EyePACS, IDRiD, srahim-dr600): the grades' names, in order.
 DR_GRADES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
 DR_GRADE_NAMES = tuple(grade.lower() for grade in DR_GRADES)  # as label spaces are compared (lower case)
-# Lesion label aliases across data sets (IDRiD masks, YOLO class names, paper 001's labels).
+# Lesion label aliases across data sets (IDRiD masks, YOLO class names, paper 001's labels): the one table the
+# labels of training and the boxes of localisation (python -m explain evaluate) are both read by. DIARETDB1's
+# "haemorrhage" boxes bundle microaneurysms.
 LESION_ALIASES = {
     "MA": ("ma", "microaneurysms", "microaneurysm", "bp/ma", "bp", "red_small_dots"),
     "HE": ("he", "haemorrhages", "haemorrhage", "hemorrhage", "hemorrhages", "hm"),
-    "EX": ("ex", "hard_exudates", "hard exudates", "hard_exudate", "hex"),
-    "SE": ("se", "soft_exudates", "soft exudates", "cotton_wool_spots", "cws"),
+    "EX": ("ex", "hard_exudates", "hard exudates", "hard_exudate", "hex", "exudates"),
+    "SE": ("se", "soft_exudates", "soft exudates", "soft_exudate", "cotton_wool_spots", "cws"),
 }
 
 # What the codes stand for, in the words a clinician reads on the page and in the cards.

@@ -42,7 +42,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 
 
 @register("odir", layout="full_df.csv (Kaggle) or data.xlsx (official): ID, age, sex, both eyes' files, N D G C A H M O "
-                         "+ Training Images/", annotation=DIAGNOSES, licence=ODIR_LICENCE, splits=("train",))
+                         "+ Training Images/", annotation=DIAGNOSES, licence=ODIR_LICENCE, splits=("train",),
+          title="ODIR-5K")
 def load_odir(root: Path, split: str = "train", *, annotations: str | Path | None = None,
               images: str | Path | None = None, missing: str = "error") -> FundusDataset:
     """ODIR-5K: ``full_df.csv`` (Kaggle) or ``data.xlsx`` (official) with ``ID,Patient Age,Patient Sex,

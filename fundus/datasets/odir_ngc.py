@@ -4,5 +4,5 @@ from .imagefolder import load_imagefolder
 from .odir import ODIR_LICENCE
 from .registry import CLASS, register
 
-register("odir-ngc", base="imagefolder", annotation=CLASS, licence=ODIR_LICENCE,
+register("odir-ngc", base="imagefolder", annotation=CLASS, licence=ODIR_LICENCE, title="ODIR-5K",
          layout="{normal,glaucoma,cataract}/<ID>_{left,right}.jpg")(load_imagefolder)

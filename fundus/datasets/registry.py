@@ -46,6 +46,8 @@ class DatasetFormat:
         exhaustive: every lesion of an annotated type is marked, so a photo without its mask or box has none
             (False: its absence says nothing, e.g. DIARETDB1's boxes; ``labels.incompletely_boxed``).
         base: the format whose layout a named data set is read in ("" for a layout of its own).
+        title: the data set's name for a reader ("IDRiD" for idrid-seg); "" for a layout any data set may have
+            (imagefolder, yolo), where the folder's name says it.
     """
 
     name: str
@@ -56,6 +58,7 @@ class DatasetFormat:
     splits: tuple[str, ...] = ()
     exhaustive: bool = True
     base: str = ""
+    title: str = ""
 
     @property
     def default_split(self) -> str:
@@ -67,7 +70,7 @@ FORMATS: Registry = Registry("data set format", "fundus.datasets", skip=("torch_
 
 
 def register(name: str, *, layout: str, annotation: str, licence: str, splits: tuple[str, ...] = (),
-             exhaustive: bool = True, base: str = "") -> Callable[[Loader], Loader]:
+             exhaustive: bool = True, base: str = "", title: str = "") -> Callable[[Loader], Loader]:
     """Decorator: make a loader ``fn(root: Path, split: str, **opts) -> FundusDataset`` loadable by ``name``, with
     its facts (see :class:`DatasetFormat`).
 
@@ -80,7 +83,8 @@ def register(name: str, *, layout: str, annotation: str, licence: str, splits: t
         raise ValueError(f"format {name!r}: base format {base!r} is not registered (import its loader first)")
 
     def add(load: Loader) -> Loader:
-        FORMATS.add(name, DatasetFormat(name, load, layout, annotation, licence, tuple(splits), exhaustive, base))
+        FORMATS.add(name, DatasetFormat(name, load, layout, annotation, licence, tuple(splits), exhaustive, base,
+                                        title))
         return load
 
     return add
@@ -109,6 +113,13 @@ def format_of(fmt: str, root: str | Path | None = None, *, preset: str | None = 
                       f"say --format {named.name}", UserWarning)  # attributed here: shown once per data set
         return named
     return spec
+
+
+def data_title(fmt: str, folder: str) -> str:
+    """A data set's name for a reader: its format's ``title`` ("IDRiD" for idrid-seg), else the folder's name (an
+    unknown format included: a title is only ever read, never relied on)."""
+    spec = FORMATS.get(fmt)
+    return spec.title if spec is not None and spec.title else folder
 
 
 def annotated_formats() -> tuple[str, ...]:

@@ -36,7 +36,7 @@ def to_paper000(row: np.ndarray) -> np.ndarray:
 
 @register("rfmid", layout="<Set>/RFMiD_<Training|Validation|Testing>_Labels.csv (ID,Disease_Risk,DR,ARMD,…) + "
                           "<Set>/<Training|Validation|Test>/<ID>.png", annotation=DIAGNOSES,
-          licence="CC BY 4.0 (RFMiD, Pachade et al. 2021)", splits=tuple(_SPLITS))
+          licence="CC BY 4.0 (RFMiD, Pachade et al. 2021)", splits=tuple(_SPLITS), title="RFMiD")
 def load_rfmid(root: Path, split: str = "train", *, categories: str = "all", missing: str = "error") -> FundusDataset:
     """RFMiD: ``Training_Set/RFMiD_Training_Labels.csv`` (``ID,Disease_Risk,DR,ARMD,…``) +
     ``Training_Set/Training/<ID>.png``; ``Evaluation_Set/…Validation…``; ``Test_Set/…Testing…/Test``.

@@ -48,7 +48,6 @@ Common flags of every recipe: --data/--format (repeatable pairs), --preset, --sp
 from __future__ import annotations
 
 import argparse
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,6 +65,7 @@ from train.frozen import fit_on_frozen_features
 from train.losses import WeightedBCE, WeightedCrossEntropy, class_counts, inverse_frequency_weights
 from train.loop import FitResult, LoopConfig, Stage, fit
 from train.metrics import Metric, default_metric
+from train.reproduce import command_line, recorded
 from train.run_data import LabelledSample, PreparedData, describe_args
 from zoo.helpformat import DefaultsHelpFormatter
 
@@ -117,6 +117,27 @@ class Trained:
     data: PreparedData
 
 
+def add_transfer_flags(p: argparse.ArgumentParser) -> None:
+    """Every recipe's flags for other cameras and CPU speed (none from the papers)."""
+    g = p.add_argument_group("transfer to other cameras and CPU speed (not from the papers)")
+    g.add_argument("--preprocessing", choices=("paper", *ENHANCEMENTS), default="paper",
+                   help="enhancement after the field-of-view crop: the paper's, none, CLAHE, or graham "
+                        "(local average colour subtraction)")
+    g.add_argument("--camera-augment", action="store_true",
+                   help="add train.augment.CameraShift (exposure, colour, gamma, blur, scale, JPEG quality)")
+    g.add_argument("--aspect-augment", action="store_true",
+                   help="add train.augment.AspectScale: the field squashed or stretched (width : height × "
+                        "0.67–1.5) and the photo downscaled to 224–256 px, as redistributed data sets are")
+    g.add_argument("--frozen-blocks", type=int, default=0, metavar="K",
+                   help="EfficientNet-Lite: keep the stem and blocks[:K] at ImageNet and train on their cached "
+                        "outputs (train.frozen; 0: fine-tune everything)")
+    g.add_argument("--cached-views", type=int, default=4, metavar="V",
+                   help="with --frozen-blocks: views cached per photo (the photo + V-1 augmented ones)")
+    g.add_argument("--cpu-bf16", action="store_true",
+                   help="bf16 autocast on CPUs with AVX512-BF16/AMX (ignored elsewhere)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format on the CPU")
+
+
 class Recipe:
     """Base class of the training recipes: the paper's defaults plus hooks (see the module docstring)."""
 
@@ -141,6 +162,14 @@ class Recipe:
             description=f"{self.description} (paper {self.paper})" if self.paper else self.description,
             formatter_class=DefaultsHelpFormatter,
         )
+        self.add_data_flags(p)
+        self.add_training_flags(p)
+        add_transfer_flags(p)
+        self.add_arguments(p)
+        return p
+
+    def add_data_flags(self, p: argparse.ArgumentParser) -> None:
+        """The data sets, the architecture, where the model goes."""
         d = self.default
         p.add_argument("--data", action="append", type=Path, required=True,
                        help="data set folder; repeat with --format to combine data sets")
@@ -155,6 +184,10 @@ class Recipe:
                        help="output folder: becomes a hub repo (config.json, model.safetensors, README.md)")
         p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the out folder to this hub repo")
         p.add_argument("--hub-endpoint", default=None, help="hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
+
+    def add_training_flags(self, p: argparse.ArgumentParser) -> None:
+        """The loop's settings (with this recipe's defaults), the split, the caches and the model's name."""
+        d = self.default
         p.add_argument("--epochs", type=int, default=d("epochs", 10), help="epochs in total")
         p.add_argument("--batch-size", type=int, default=d("batch_size", 16), help="photos per step (per process)")
         p.add_argument("--lr", type=float, default=d("lr", 1e-3), help="learning rate (of the last stage)")
@@ -192,25 +225,6 @@ class Recipe:
                        help="random initialisation instead of ImageNet weights")
         p.add_argument("--name", default=None, help="model name in config.json (default: the recipe name)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        g = p.add_argument_group("transfer to other cameras and CPU speed (not from the papers)")
-        g.add_argument("--preprocessing", choices=("paper", *ENHANCEMENTS), default="paper",
-                       help="enhancement after the field-of-view crop: the paper's, none, CLAHE, or graham "
-                            "(local average colour subtraction)")
-        g.add_argument("--camera-augment", action="store_true",
-                       help="add train.augment.CameraShift (exposure, colour, gamma, blur, scale, JPEG quality)")
-        g.add_argument("--aspect-augment", action="store_true",
-                       help="add train.augment.AspectScale: the field squashed or stretched (width : height × "
-                            "0.67–1.5) and the photo downscaled to 224–256 px, as redistributed data sets are")
-        g.add_argument("--frozen-blocks", type=int, default=0, metavar="K",
-                       help="EfficientNet-Lite: keep the stem and blocks[:K] at ImageNet and train on their cached "
-                            "outputs (train.frozen; 0: fine-tune everything)")
-        g.add_argument("--cached-views", type=int, default=4, metavar="V",
-                       help="with --frozen-blocks: views cached per photo (the photo + V-1 augmented ones)")
-        g.add_argument("--cpu-bf16", action="store_true",
-                       help="bf16 autocast on CPUs with AVX512-BF16/AMX (ignored elsewhere)")
-        g.add_argument("--channels-last", action="store_true", help="channels-last memory format on the CPU")
-        self.add_arguments(p)
-        return p
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Hook: the recipe's own flags."""
@@ -233,8 +247,10 @@ class Recipe:
         args.formats = formats
         args.input_size = args.input_size or self.archs.get(args.arch, 224)
         args.recipe = self.name
-        # The command that trains this model from scratch (--resume only continues an interrupted run).
-        args.command = "python -m train " + shlex.join([self.name, *[str(a) for a in argv if a != "--resume"]])
+        # The command that trains this model from scratch (--resume only continues an interrupted run), as facts
+        # (ModelConfig.training: ship parses them again) and as the line the card shows.
+        args.training = recorded(self.name, argv)
+        args.command = command_line(args.training)
         return args
 
     # ------------------------------------------------------------------ data

@@ -131,8 +131,9 @@ def patient_folds(samples: Sequence[LabelledSample], k: int, seed: int) -> list[
 
 
 @dataclass
-class AttentionCrops:
-    """Stage 1's attention crops of the training photos (paper 000, Fig. 2)."""
+class Stage1Crops:
+    """Stage 1's attention crops of the training photos (paper 000, Fig. 2) as stage 2's extra training images
+    (``train.attention_crops.AttentionCropImages`` is what cutting them returns)."""
 
     images: CachedImages | None  # None: no crop
     sources: np.ndarray  # the training photo (index) of each crop
@@ -309,11 +310,11 @@ class RfmidEnsembleRecipe(Recipe):
         return Trained(ensemble, self.evaluate_ensemble(args, ensemble, data, history), data)
 
     def attention_crops(self, args: argparse.Namespace, stage1: nn.Module, stage1_arch: str, data: PreparedData,
-                        history: list[dict[str, Any]]) -> "AttentionCrops":
+                        history: list[dict[str, Any]]) -> "Stage1Crops":
         """Stage 1 (trained here unless --stage1-model) and its attention crops of the training photos
         (paper 000, Fig. 1–2); none with --no-attention-crops."""
         if not args.attention_crops:
-            return AttentionCrops(None, np.zeros(0, dtype=np.int64), "no attention crops (ablation)")
+            return Stage1Crops(None, np.zeros(0, dtype=np.int64), "no attention crops (ablation)")
         if not args.stage1_model:
             log_run(history, "stage1", self.train_one(args, stage1, data.train, data.val, "stage1", aug.identity))
         # Crops of "local lesion features" (4.2): a no-disease label (Normal) has none to attend to.
@@ -332,9 +333,9 @@ class RfmidEnsembleRecipe(Recipe):
         note = (f"{len(found)} Guided Grad-CAM attention crops (θ = {args.theta:g}) of the {stage1_arch} "
                 f"stage-1 model ({found.skipped_no_label} photos without a disease label and "
                 f"{found.skipped_empty} with no pixel above θ gave none)")
-        return AttentionCrops(images, sources, note)
+        return Stage1Crops(images, sources, note)
 
-    def bagged_members(self, args: argparse.Namespace, data: PreparedData, crops: "AttentionCrops",
+    def bagged_members(self, args: argparse.Namespace, data: PreparedData, crops: "Stage1Crops",
                        archs: dict[str, str], name: str, history: list[dict[str, Any]]) -> dict[str, list[nn.Module]]:
         """Stage 2: k-fold bagging of G1 and G2 on the originals + the crops of the fold's training photos."""
         members: dict[str, list[nn.Module]] = {group: [] for group in archs}
@@ -404,12 +405,12 @@ class RfmidEnsembleRecipe(Recipe):
                  cfg: LoopConfig, info: Any, prepare: Any) -> dict[str, dict[str, float]]:
         """Paper 000's ablation on the validation patients: each network alone, each structure's bagged mean,
         the fusion. Card rows "validation, ablation: …" (``python -m train ship`` keeps them)."""
-        from train.report import card_metrics
+        from train.report import flat_metrics_row
         from zoo.evaluation.metrics import compute_metrics
 
         def row(outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
             m = compute_metrics(self.task, outputs, targets, list(self.labels), thresholds=ensemble.config.thresholds)
-            return {k: v for k, v in card_metrics(m).items() if k.startswith("auc") or k == "f1_micro"}
+            return {k: v for k, v in flat_metrics_row(m).items() if k.startswith("auc") or k == "f1_micro"}
 
         rows: dict[str, dict[str, float]] = {}
         logits: dict[str, list[np.ndarray]] = {}

