@@ -19,17 +19,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 # Options of the recorded command that this script sets itself, with how many values each takes.
 REPLACED = {"--data": 1, "--format": 1, "--out": 1, "--name": 1, "--max-steps": 1, "--quiet": 0}
 
 
-def recorded_command(model: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """(the shipped model's training command without data, name, output and step budget; its (data, format) pairs)."""
-    config = json.loads((model / "config.json").read_text())
-    argv = shlex.split(config["reproduce"].split(" && ")[0])
-    if argv[:3] != ["python", "-m", "train"]:
-        raise SystemExit(f"{model} was not trained by `python -m train` (its command: {config['reproduce']!r})")
-    kept, data, formats, i = [], [], [], 3
+def recorded_command(model: Path) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """(the shipped model's recipe, its arguments without data, name, output and step budget, its (data, format)
+    pairs), from the config's training facts (``train.reproduce.training_of``)."""
+    from train.reproduce import training_of
+    from zoo.config import ModelConfig
+
+    training = training_of(ModelConfig.load(model / "config.json"))
+    argv, kept, data, formats, i = training["args"], [], [], [], 0
     while i < len(argv):
         option = argv[i]
         if option in REPLACED:
@@ -44,15 +46,16 @@ def recorded_command(model: Path) -> tuple[list[str], list[tuple[str, str]]]:
         i += 1
     if len(data) != len(formats):
         raise SystemExit(f"{model}: every --data needs its own --format in the recorded command")
-    return kept, list(zip(data, formats))
+    return training["recipe"], kept, list(zip(data, formats))
 
 
 def source_name(data: str) -> str:
     return Path(data).name
 
 
-def training_command(kept: list[str], sources: list[tuple[str, str]], out: Path, max_steps: int) -> list[str]:
-    command = [sys.executable, "-m", "train", *kept]
+def training_command(recipe: str, kept: list[str], sources: list[tuple[str, str]], out: Path,
+                     max_steps: int) -> list[str]:
+    command = [sys.executable, "-m", "train", recipe, *kept]
     for data, fmt in sources:
         command += ["--data", data, "--format", fmt]
     return command + ["--max-steps", str(max_steps), "--name", out.name, "--out", str(out), "--quiet"]
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="leave out only these sources (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the training commands only")
     args = parser.parse_args(argv)
-    kept, sources = recorded_command(args.model)
+    recipe, kept, sources = recorded_command(args.model)
     shipped = json.loads((args.model / "config.json").read_text())["metrics"]
     rows = []
     for data, fmt in sources:
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         run = args.out / f"without-{name}"
-        command = training_command(kept, [s for s in sources if s[0] != data], run, args.max_steps)
+        command = training_command(recipe, kept, [s for s in sources if s[0] != data], run, args.max_steps)
         print(shlex.join(command), flush=True)
         if args.dry_run:
             continue
