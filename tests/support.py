@@ -186,11 +186,13 @@ def make_referenced_model(folder: Path, name: str = "tiny-ood") -> Path:
 
 
 def unlike_photo(folder: Path, seed: int) -> Path:
-    """A generated fundus photo with its red and green channels swapped: still a fundus photograph to the fundus
-    check, but unlike the (red) photos ``make_referenced_model``'s reference was fitted on."""
+    """A generated fundus photo under a strong gamma (2.2: darker, more contrast, like an underexposed camera): a
+    fundus photograph to both stages of the fundus check (content likeness ~1.0), but far from the photos
+    ``make_referenced_model``'s reference was fitted on (distance ~3 against a threshold ~1.2). Swapping red and
+    green did that too, until the content stage learnt that green fields are rarely fundus photos."""
     from fundus import make_fundus
 
-    rgb = make_fundus(SIZE, seed=seed)[0][..., [1, 0, 2]]
+    rgb = (255 * (make_fundus(SIZE, seed=seed)[0] / 255.0) ** 2.2).astype(np.uint8)
     path = folder / f"unlike-{seed}.png"
     Image.fromarray(np.ascontiguousarray(rgb)).save(path)
     return path

@@ -166,6 +166,7 @@ def test_the_shipped_reference_is_small_plain_packaged_and_measured():
     assert set(measured["lookalikes_flagged"]) == {"dermoscopy", "endoscopy", "eye-surface", "microscopy", "natural"}
 
 
+@pytest.mark.slow  # ~10 s of real photos: kept out of the sub-minute `-m "not slow"` loop
 def test_on_real_photos_it_fires_on_lookalikes_a_model_classifies_and_not_on_held_out_fundus_photos():
     """eye-diseases' own distance flagged 0 of 125 lookalikes (docs/MODELS.md); with the content distance it must
     flag them, and few held-out real photos (the check part of scripts/fit_fundus_check.py: nothing fitted on them)."""

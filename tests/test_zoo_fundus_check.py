@@ -44,6 +44,7 @@ def _logo_disc(side=384):
     return image
 
 
+@pytest.mark.slow  # ~10 s of real photos: kept out of the sub-minute `-m "not slow"` loop
 def test_a_sample_of_real_photos_from_every_folder_passes_the_whole_check():
     shared_dataset("srahim-dr600")
     refused, checked = [], 0
@@ -72,6 +73,7 @@ def test_hard_real_photos_pass_the_whole_check(relative):
     assert check.is_fundus, (check.reason, check.stats)
 
 
+@pytest.mark.slow  # ~10 s of real photos: kept out of the sub-minute `-m "not slow"` loop
 def test_low_resolution_photos_refused_by_stage_one_alone_pass_the_whole_check():
     """The squashed 224/256 px photos stage 1 refused ("not dark", "textured like noise"): the content stage
     decides them, and accepts them."""
