@@ -5,7 +5,7 @@
 
 Upload a photo (or pick an example), pick a model, and see CAM | Grad-CAM | Guided Grad-CAM | GMSM with
 the θ attention crop and the τ lesion mask. As in the Gradio app: the model menu grouped by paper (opening on
-dr-grading), a model from a Hugging Face hub repo id (this session's menu only; offline, only what the hub
+dr-grade-classifier), a model from a Hugging Face hub repo id (this session's menu only; offline, only what the hub
 cache holds), a before/after view of the photo and a chosen panel's overlay, and the downloads (panels PNG,
 raw maps .npy, view JSON). Research tool, not a medical device: not for clinical use.
 
@@ -125,7 +125,7 @@ def pick_model(analyser) -> str | None:
         st.error("No models: none shipped in assets/ and none configured in FUNDUS_ZOO_MODELS.")
         return None
     labels = {choice.key: choice.label for choice in choices}
-    if st.session_state.get("model") not in labels:  # a new session: the default model (dr-grading when offered)
+    if st.session_state.get("model") not in labels:  # a new session: the default model (dr-grade-classifier when offered)
         st.session_state["model"] = default_choice(choices).key
     key = st.selectbox("Model", list(labels), format_func=labels.get, key="model")
     with st.expander("Another model from the Hugging Face hub"):

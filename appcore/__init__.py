@@ -3,7 +3,7 @@
 It wires library calls together and keeps the app's state in few, small places:
 
 - ``catalogue``: which zoo models the app offers, and a lazily filled, thread-safe model cache;
-- ``menu``: the model menu grouped by paper (from each model's config) and its default model (``dr-grading``);
+- ``menu``: the model menu grouped by paper (from each model's config) and its default model (``dr-grade-classifier``);
 - ``analysis``: one network pass per (image, model, target) through ``explain.pipeline``, cached in a bounded LRU;
 - ``page``: the page's state and what each of its events does, as {output name: value} (app.py only lays it out);
 - ``gradio_widgets`` / ``gradio_events``: the Gradio widgets and launch settings, and the page's events as Gradio

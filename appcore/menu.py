@@ -3,7 +3,7 @@ first ("DR grade 0–4 — dr-grading · paper 004": a clinician picks by task, 
 the default model.
 
 Everything comes from each model's own config.json (its ``paper`` field), read without loading any weights.
-The only model named here is the preferred default, ``dr-grading``. Models without a paper follow the papers'
+The only model named here is the preferred default, ``dr-grade-classifier``. Models without a paper follow the papers'
 groups; hub models whose config is not downloaded yet (their paper unknown) come last.
 """
 from __future__ import annotations
@@ -18,7 +18,9 @@ from appcore.model_choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
-PREFERRED_DEFAULT = "dr-grading"
+# The better of the two DR graders on every test source but eyepacs-1k (a tie), and the steadier on squashed
+# and small photos (docs/MODELS.md): most visitors come for a DR grade.
+PREFERRED_DEFAULT = "dr-grade-classifier"
 
 
 def config_file(choice: ModelChoice, named: dict) -> Path | None:

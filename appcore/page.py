@@ -129,7 +129,7 @@ class Page:
         # An example is recognised by its pixels, whichever way it reached the server (click or upload).
         self._example_digests = {image_digest(photos.load_photo(e.path)): e for e in self.examples}
         self.choices = self.catalogue.menu()  # grouped by paper (appcore.menu)
-        self.default = default_choice(self.choices)  # dr-grading when offered
+        self.default = default_choice(self.choices)  # dr-grade-classifier when offered
         self.downloads = DownloadFolders()
 
     # -- state --------------------------------------------------------------------------------------------

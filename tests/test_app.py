@@ -560,12 +560,12 @@ def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(served, tmp_
     assert [label.rsplit(" · ", 1)[1] for label in labels] == ["paper 001"] * 3 + ["paper 003"] * 3
     assert labels[0].endswith(" — tiny-lesions (folder) · paper 001")  # what it answers, the model, the paper
     assert demo.fundus_app.default.key == "tiny-lesions"
-    # With dr-grading shipped, a new page opens on it, wherever its paper puts it in the menu.
+    # With dr-grade-classifier shipped, a new page opens on it, wherever its paper puts it in the menu.
     papers = {"dr-grade-classifier": "003", "dr-grading": "004", "dr-lesions": "001", "multi-disease": ""}
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(fake_shipped(tmp_path / "assets", papers)))
     built = app.build_demo(examples=([], 0))
     menu = next(block for block in built.blocks.values() if getattr(block, "elem_id", None) == "model-menu")
-    assert menu.value == "dr-grading" and built.fundus_app.default.key == "dr-grading"
+    assert menu.value == "dr-grade-classifier" and built.fundus_app.default.key == "dr-grade-classifier"
     assert [value for _, value in menu.choices] == ["dr-lesions", "dr-grade-classifier", "dr-grading", "multi-disease"]
     assert menu.choices[2][0] == "dr-grading · paper 004"
 

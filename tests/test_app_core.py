@@ -234,7 +234,7 @@ def test_model_catalogue_and_cache(tiny, monkeypatch, tmp_path):
         cache.get("nobody/nothing")
 
 
-def test_the_menu_groups_models_by_paper_and_opens_on_dr_grading(tmp_path, monkeypatch):
+def test_the_menu_groups_models_by_paper_and_opens_on_the_dr_grade_classifier(tmp_path, monkeypatch):
     from appcore.catalogue import available_models
     from appcore.menu import default_choice
 
@@ -255,8 +255,8 @@ def test_the_menu_groups_models_by_paper_and_opens_on_dr_grading(tmp_path, monke
     assert labels["multi-disease"] == "multi-disease · no paper"
     assert labels["org/not-downloaded"] == "org/not-downloaded (hub)"
     assert len(set(labels.values())) == len(labels)  # one label per model
-    assert default_choice(menu).key == "dr-grading"  # not the first in the menu
-    # Without dr-grading: the first model that loads offline (never a hub download), whatever its name.
+    assert default_choice(menu).key == "dr-grade-classifier"  # not the first in the menu
+    # Without dr-grade-classifier: the first model that loads offline (never a hub download), whatever its name.
     monkeypatch.setenv("FUNDUS_ZOO_ASSETS", str(fake_shipped(tmp_path / "other", {"b": "", "a": "003"})))
     monkeypatch.setenv("FUNDUS_ZOO_MODELS", "x=org/cached-hub")
     (tmp_path / "hub").mkdir()

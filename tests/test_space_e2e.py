@@ -183,7 +183,7 @@ def test_the_space_serves_hub_models_and_analyses_a_real_photo(space, browser):
             }""", arg=[before, photo.stem], timeout=300_000)
         shots._wait_for_analysis(page, 300_000)
         main = page.locator("#main-result").inner_text()
-        assert "DR" in main or "grade" in main.lower(), main  # the default model, dr-grading, graded it
+        assert "DR" in main or "grade" in main.lower(), main  # the default model, dr-grade-classifier, graded it
         status = page.locator("#status").inner_text()
         assert "❌" not in status, status
     finally:

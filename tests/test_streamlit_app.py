@@ -147,7 +147,7 @@ def test_a_model_change_resets_theta_tau_t_to_its_defaults(tmp_path, monkeypatch
     assert sliders(at) == (lesions.theta, pytest.approx(lesions.tau), pytest.approx(lesions.t))
 
 
-def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(tmp_path, monkeypatch):
+def test_the_model_menu_is_grouped_by_paper_and_opens_on_the_dr_grade_classifier(tmp_path, monkeypatch):
     import shutil
 
     from streamlit.testing.v1 import AppTest
@@ -167,7 +167,7 @@ def test_the_model_menu_is_grouped_by_paper_and_opens_on_dr_grading(tmp_path, mo
     assert [label.split(" — ")[1].split(" · ")[0] for label in menu.options] == ["tiny-lesions", "dr-grade-classifier",
                                                                               "dr-grading"]
     assert menu.options[0].endswith(" · paper 001") and menu.options[1].endswith(" · paper 003")
-    assert menu.value == "dr-grading"  # the default, though neither first in the menu nor alphabetically
+    assert menu.value == "dr-grade-classifier"  # the default, though not first in the menu
 
 
 def test_slider_moves_neither_decode_nor_analyse_again(app_test, network_passes, monkeypatch):
