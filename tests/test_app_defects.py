@@ -154,6 +154,7 @@ def test_clinicians_wording_menu_lesions_outlines_and_card():
     assert card.index("What it answers") < card.index("**Metrics**")
 
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_streamlit_opens_on_a_real_example_with_what_the_gradio_page_shows():
     from streamlit.testing.v1 import AppTest
 

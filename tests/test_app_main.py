@@ -45,6 +45,7 @@ def test_python_app_py_serves_on_port_bound_to_localhost(tmp_path):
         process.wait(20)
 
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_help_describes_the_options(capsys):
     import app
 

@@ -109,6 +109,7 @@ def test_bad_arrays_raise_like_the_detector():
 SAMPLE_PER_FOLDER = 12
 
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_a_sample_of_real_photos_passes_or_fails_only_softly_from_every_data_set():
     """Real photos from each fundus folder of ../shared/data: accepted by stage 1, or refused only by one of the
     two tests that real low-resolution photos fail (a lit haze around the field, JPEG texture at 224-256 px),

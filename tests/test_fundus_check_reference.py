@@ -135,6 +135,7 @@ def test_the_app_joins_the_check_s_distance_and_shows_both(fitted, monkeypatch):
     assert "feature distance 1.00 ≤ threshold 1.50" in details and f"content distance 9.00 > threshold {ref.threshold:.2f}" in details
 
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_zoo_predict_adds_the_content_distance_for_a_model_trained_on_its_sources(tmp_path):
     """A generated photo is like the generated photos a tiny model was fitted on (its own distance), but unlike real
     fundus photos (the content distance): flagged once the model's data sets are the reference's."""

@@ -101,6 +101,7 @@ def test_the_spot_filter_finds_a_dark_and_a_bright_spot():
 
 # -- ROAD ---------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_road_runs_on_a_tiny_model_and_returns_finite_numbers(tiny):
     import zoo
     from explain.explainer import Explainer

@@ -200,6 +200,7 @@ def test_deploy_creates_the_space_uploads_the_app_sets_models_and_hardware(hub, 
     assert hub.files[space]["requirements.txt"] == cpu
 
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_the_command_line(hub, tmp_path):
     """``python -m zoo publish`` and ``python -m zoo space deploy`` as a person types them (a fresh process)."""
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "test-token", "HF_HUB_DISABLE_XET": "1"}

@@ -123,6 +123,7 @@ def test_streamlit_shows_the_caution_and_the_distance(models, photos, tmp_path, 
     assert CAUTION not in plain and "Unlike-training" not in plain
 
 
+@pytest.mark.slow  # over ~1 s (a child process, real photos or ROAD): out of the quick loop
 def test_python_m_explain_json_reports_it_as_zoo_predict_does(models, photos, tmp_path, capsys):
     from explain.cli import main
     from zoo.ood import CAUTION
