@@ -153,6 +153,14 @@ def test_zoo_predict_adds_the_content_distance_for_a_model_trained_on_its_source
     assert joined["distance"] == pytest.approx(alone["distance"]) and joined["flagged_by"] == ["content"]
     assert joined["content_distance"] > joined["content_threshold"] == shipped_reference().threshold
     assert any("content distance" in w for w in result["warnings"])
+    # A fundus check already made (python -m zoo predict checks first) lends its distance: no second content pass.
+    from fundus.check import FundusCheck
+
+    check = FundusCheck(True, "", True, False, "photo", {"content_distance": 0.25})
+    reused = zoo.predict(model, rgb, checks=[check])[0]["unlike_training"]
+    assert reused["content_distance"] == 0.25 and reused["flagged_by"] == []
+    with pytest.raises(ValueError, match="one fundus check per photo"):
+        zoo.predict(model, [rgb, rgb], checks=[check])
 
 
 def test_the_shipped_reference_is_small_plain_packaged_and_measured():

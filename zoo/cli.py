@@ -192,7 +192,7 @@ def _cmd_predict(args) -> int:
     results: list[dict] = []
     unreadable = not_fundus = 0
     for start in range(0, len(photos), args.batch_size):
-        ready: list[tuple[str, object]] = []
+        ready: list[tuple[str, object, object]] = []  # (source, photo, its fundus check)
         for source in photos[start:start + args.batch_size]:
             try:
                 rgb = load_image(source)
@@ -201,16 +201,18 @@ def _cmd_predict(args) -> int:
                 unreadable += 1
                 continue
             try:
-                require_fundus_photo(rgb, source=source)  # before any grade
+                check = require_fundus_photo(rgb, source=source)  # before any grade
             except NotFundusError as err:
                 print(f"warning: skipping {err}", file=sys.stderr)
                 not_fundus += 1
                 continue
-            ready.append((source, rgb))
+            ready.append((source, rgb, check))
         if not ready:
             continue
-        batch = zoo.predict(model, [rgb for _, rgb in ready], batch_size=args.batch_size)
-        for (source, _), result in zip(ready, batch):
+        # The checks' content distances are reused by the unlike-training verdict (one content pass a photo).
+        batch = zoo.predict(model, [rgb for _, rgb, _ in ready], batch_size=args.batch_size,
+                            checks=[check for _, _, check in ready])
+        for (source, _, _), result in zip(ready, batch):
             result["source"] = source
             if not args.json:
                 _print_result(result)

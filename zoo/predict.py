@@ -41,7 +41,8 @@ def _result(model: FundusNet, out: torch.Tensor, source: str, warnings: list[str
 
 
 @torch.no_grad()
-def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[str, Any]]:
+def predict(model: FundusNet, images: Any, *, batch_size: int = 8,
+            checks: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """Run a model on fundus photos, preprocessed as its config says.
 
     Args:
@@ -49,6 +50,8 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
         images: one photo or a sequence of photos; each a path, encoded bytes, a PIL image or an
             ``(H, W, 3)`` array (anything ``fundus.load_image`` accepts).
         batch_size: photos per forward pass.
+        checks: the photos' fundus checks (``zoo.fundus_check``) where the caller already made them, one per photo:
+            their content distance is reused instead of running the content network again.
 
     Returns:
         One dict per photo: ``source``, ``model``, ``task``, then ``probabilities`` (label → p) and
@@ -72,6 +75,8 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
         images = [images]
     if len(images) == 0:
         raise ValueError("predict needs at least one image")
+    if checks is not None and len(checks) != len(images):
+        raise ValueError(f"checks must give one fundus check per photo: {len(checks)} for {len(images)} photos")
     model.eval()
     device = next(model.parameters()).device
     results: list[dict[str, Any]] = []
@@ -90,7 +95,8 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8) -> list[dict[
             outputs = model(batch).float().cpu()
         assessed = ood.assess(model, found[-1]) if found else None
         if assessed is not None:
-            assessed = ood.with_content_verdicts(model.config, assessed, [rgb for _, _, rgb in prepared])
+            assessed = ood.with_content_verdicts(model.config, assessed, [rgb for _, _, rgb in prepared],
+                                                 None if checks is None else list(checks[start:start + batch_size]))
         for k, (out, (source, p, _)) in enumerate(zip(outputs, prepared)):
             result = _result(model, out, source, p.warnings)
             if assessed is not None:
