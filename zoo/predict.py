@@ -65,8 +65,6 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8,
         TypeError: ``model`` is not a FundusNet.
         ValueError: no images; fundus.ImageError (a ValueError) for an unreadable photo, naming it.
     """
-    from fundus import ImageError, load_image, preprocess  # lazy: zoo stays importable on its own
-
     if not isinstance(model, FundusNet):
         raise TypeError(f"model must be a zoo FundusNet, got {type(model).__name__}")
     if batch_size < 1:
@@ -78,30 +76,38 @@ def predict(model: FundusNet, images: Any, *, batch_size: int = 8,
     if checks is not None and len(checks) != len(images):
         raise ValueError(f"checks must give one fundus check per photo: {len(checks)} for {len(images)} photos")
     model.eval()
-    device = next(model.parameters()).device
     results: list[dict[str, Any]] = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        prepared = []
-        for offset, image in enumerate(chunk):
-            source = _describe(image, start + offset)
-            try:
-                rgb = load_image(image)
-            except ImageError as err:
-                raise ImageError(f"{source}: {err}") from err
-            prepared.append((source, preprocess(rgb, model.config), rgb))
-        batch = torch.cat([p.tensor for _, p, _ in prepared]).to(device)
-        with ood.pooled_features(model) if ood.reference_of(model) is not None else nullcontext([]) as found:
-            outputs = model(batch).float().cpu()
-        assessed = ood.assess(model, found[-1]) if found else None
+        chunk_checks = None if checks is None else list(checks[start:start + batch_size])
+        results += _predict_batch(model, images[start:start + batch_size], start, chunk_checks)
+    return results
+
+
+def _predict_batch(model: FundusNet, chunk: Sequence[Any], start: int,
+                   checks: list[Any] | None) -> list[dict[str, Any]]:
+    """One forward pass over ``chunk`` (photos ``start`` … of the call): each photo's result dict."""
+    from fundus import ImageError, load_image, preprocess  # lazy: zoo stays importable on its own
+
+    prepared = []
+    for offset, image in enumerate(chunk):
+        source = _describe(image, start + offset)
+        try:
+            rgb = load_image(image)
+        except ImageError as err:
+            raise ImageError(f"{source}: {err}") from err
+        prepared.append((source, preprocess(rgb, model.config), rgb))
+    batch = torch.cat([p.tensor for _, p, _ in prepared]).to(next(model.parameters()).device)
+    with ood.pooled_features(model) if ood.reference_of(model) is not None else nullcontext([]) as found:
+        outputs = model(batch).float().cpu()
+    assessed = ood.assess(model, found[-1]) if found else None
+    if assessed is not None:
+        assessed = ood.with_content_verdicts(model.config, assessed, [rgb for _, _, rgb in prepared], checks)
+    results = []
+    for k, (out, (source, p, _)) in enumerate(zip(outputs, prepared)):
+        result = _result(model, out, source, p.warnings)
         if assessed is not None:
-            assessed = ood.with_content_verdicts(model.config, assessed, [rgb for _, _, rgb in prepared],
-                                                 None if checks is None else list(checks[start:start + batch_size]))
-        for k, (out, (source, p, _)) in enumerate(zip(outputs, prepared)):
-            result = _result(model, out, source, p.warnings)
-            if assessed is not None:
-                result["unlike_training"] = assessed[k]
-                if ood.warning(assessed[k]):
-                    result["warnings"].append(ood.warning(assessed[k]))
-            results.append(result)
+            result["unlike_training"] = assessed[k]
+            if ood.warning(assessed[k]):
+                result["warnings"].append(ood.warning(assessed[k]))
+        results.append(result)
     return results
