@@ -16,7 +16,8 @@ import gradio as gr  # noqa: E402
 from appcore import presentation as present  # noqa: E402
 from appcore.gradio_events import PageEvents  # noqa: E402
 from appcore.gradio_widgets import DELETE_CACHE, LAUNCH_OPTIONS, typed_dropdown, widget  # noqa: E402
-from appcore.page import CONTROL_NAMES, DISPLAY_CONTROLS, MODEL_OUTPUTS, PHOTO_OUTPUTS, VIEW_OUTPUTS, Page  # noqa: E402
+from appcore.page import (CONTROL_NAMES, DISPLAY_CONTROLS, MODEL_OUTPUTS, PHOTO_OUTPUTS, VIEW_OUTPUTS, Page,  # noqa: E402
+                          redraw_outputs)
 from explain.controls import CONTROLS  # noqa: E402
 from explain.methods import get_method, panel_methods  # noqa: E402
 
@@ -169,8 +170,8 @@ def wire(page, demo, named, controls, upload, gallery, hub_id, hub_load, export,
     gallery.select(events.example_clicked, None, [upload], api_name=False)
     named["target"].input(endpoint(page.target, *view_names), view_in, outputs(PHOTO_OUTPUTS),
                           api_name="explain_target", **network)
-    for name, control in controls.items():
-        control.input(endpoint(page.redraw(name), *view_names), view_in, outputs((*VIEW_OUTPUTS, "session")),
+    for name, control in controls.items():  # each sends only what it changes: no unchanged picture is re-sent
+        control.input(endpoint(page.redraw(name), *view_names), view_in, outputs((*redraw_outputs(name), "session")),
                       api_name=False, trigger_mode="always_last", **redraw)
     controls["extras"].input(events.columns_shown(optional), controls["extras"], list(optional.values()),
                              api_name=False)

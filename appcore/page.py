@@ -43,6 +43,17 @@ PHOTO_OUTPUTS = ("session", "main_result", "photo_view", "model_input", "preproc
                  "prediction", *VIEW_OUTPUTS)
 MODEL_OUTPUTS = ("model_menu", "target", "card", *MODEL_CONTROLS, "current", "added", *PHOTO_OUTPUTS)
 SKIP = type("Skip", (), {"__repr__": lambda self: "SKIP"})()  # leave the output as it is
+PICTURES = (*PANELS, CROP)  # the view's pictures that a control redraws or leaves as they are (Control.redraws)
+
+
+def redraw_outputs(control: str | None = None) -> tuple[str, ...]:
+    """The view's outputs of a control's event (None: every control's, ``VIEW_OUTPUTS``): of ``PICTURES`` only those
+    the control redraws (``Control.redraws``), every other output always (the before/after view shows the panel
+    chosen at the time: ``Page.redraw`` leaves it as it is when that panel is not redrawn)."""
+    if control is None:
+        return VIEW_OUTPUTS
+    redrawn = BY_NAME[control].redraws()
+    return tuple(name for name in VIEW_OUTPUTS if name not in PICTURES or name in redrawn)
 
 
 @dataclass(frozen=True)
@@ -177,12 +188,11 @@ class Page:
     # -- what the events show -----------------------------------------------------------------------------
 
     @staticmethod
-    def view_values(view, params: ViewParams, unchanged: frozenset[str] = frozenset(), grid: str = "") -> dict:
-        """The panels, crop, regions, summary, before/after and colour bar of a view (``unchanged`` ones skipped;
-        an optional panel not asked for is empty). Plain pictures: API clients get the file paths the API docs
-        promise (an unavailable method's reason is written on its picture)."""
-        values = {m: SKIP if m in unchanged else view.panels.get(m) for m in PANELS}
-        return {**values, CROP: SKIP if CROP in unchanged else view.crop, "regions": view.regions,
+    def view_values(view, params: ViewParams, grid: str = "") -> dict:
+        """The panels, crop, regions, summary, before/after and colour bar of a view (an optional panel not asked
+        for is empty). Plain pictures: API clients get the file paths the API docs promise (an unavailable method's
+        reason is written on its picture)."""
+        return {**{m: view.panels.get(m) for m in PANELS}, CROP: view.crop, "regions": view.regions,
                 "legend": present.legend_html(view.legend, view.regions), "before_after": view.compare,
                 "colorbar": present.colorbar_html(params.colormap, grid, notes=view.notes)}
 
@@ -271,9 +281,11 @@ class Page:
 
     def redraw(self, control: str | None = None):
         """The event of a control (None: every control): redraw from the cached maps (no network pass), sending
-        only what the control changes (``Control.redraws``)."""
-        changed = {c.name: c.redraws() for c in CONTROLS}.get(control)
-        unchanged = frozenset() if changed is None else frozenset(PANELS + (CROP,)) - changed
+        only ``redraw_outputs(control)``, "session" and "status": no picture the control leaves as it was, and no
+        before/after view when its panel is not one the control redraws (unless the control chooses that panel).
+        On an error it clears those outputs only: the other panels stay as they were, the status line says why."""
+        outputs = frozenset((*redraw_outputs(control), "session", "status"))
+        keeps_compare = control not in (None, "compare")  # "compare": the control that chooses its panel
 
         @reports_errors(Page.cleared_view)
         def event(page, source, model_key, target, *controls) -> dict:
@@ -281,10 +293,17 @@ class Page:
                 return SKIP
             analysis = page.analysis(source, model_key, target)
             params = view_params(controls, analysis.config)
-            return page.view_values(render_view(analysis, params), params, unchanged,
-                                    grid=present.map_grid_caption(analysis.config))
+            values = page.view_values(render_view(analysis, params), params,
+                                      grid=present.map_grid_caption(analysis.config))
+            if keeps_compare and params.compare not in outputs:
+                values["before_after"] = SKIP
+            return values
 
-        return functools.partial(event, self)
+        def sent(*args) -> dict:
+            values = event(self, *args)
+            return values if values is SKIP else {k: v for k, v in values.items() if k in outputs}
+
+        return sent
 
     @reports_errors(lambda page, *_: {"downloads": None})
     def export(self, source, model_key, target, *controls) -> dict:

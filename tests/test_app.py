@@ -527,15 +527,40 @@ def test_served_pictures_are_never_rewritten_while_sent(served, tmp_path, monkey
         assert len({Path(out[index]).read_bytes() for out in outs}) == 1  # the same pictures, each complete
 
 
-def test_picture_files_are_new_complete_files_and_bounded(tmp_path):
+def test_picture_files_are_complete_files_named_by_content_and_bounded(tmp_path):
     from appcore.views import PictureFiles
 
     store = PictureFiles(keep=3, root=tmp_path)
-    picture = np.full((32, 48, 3), 200, np.uint8)
-    paths = [store.save(picture, "panel") for _ in range(5)]
-    assert len(set(paths)) == 5 and len(store) == 3  # a new file every time; only the newest stay
-    assert [Path(p).exists() for p in paths] == [False, False, True, True, True]
+    pictures = [np.full((32, 48, 3), value, np.uint8) for value in (10, 20, 30, 40)]
+    first = store.save(pictures[0], "panel")
+    # The same pixels: the same file, not written again (its address in Gradio's cache stays the same too).
+    written = Path(first).stat().st_mtime_ns
+    assert store.save(pictures[0].copy(), "before_after") == first and Path(first).stat().st_mtime_ns == written
+    assert store.save(pictures[0].reshape(48, 32, 3), "panel") != first  # other pixels: another file
+    paths = [store.save(p, "panel") for p in pictures[1:]]
+    assert len(set(paths)) == 3 and len(store) == 3  # only the newest stay
+    assert not Path(first).exists() and all(Path(p).exists() for p in paths)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(Path(p).name for p in paths)  # no staging left
     assert np.asarray(Image.open(paths[-1])).shape == (32, 48, 3)
+    store.save(pictures[1], "panel")  # made again: the newest, kept while others go
+    store.save(pictures[0], "panel")
+    assert Path(paths[0]).exists() and not Path(paths[1]).exists()
+
+
+def test_each_controls_event_is_wired_to_what_it_redraws(served):
+    """A control's event has only the pictures it redraws as outputs: the browser is sent no other picture."""
+    from appcore.page import PANELS as PANEL_NAMES, redraw_outputs
+    from explain.controls import CONTROLS
+
+    demo = served[0]
+    elem_id = lambda name: f"panel-{name}" if name in PANEL_NAMES else {"before_after": "compare"}.get(name, name)  # noqa: E731
+    for control in CONTROLS:
+        event = next(fn for fn in demo.fns.values() for block, trigger in fn.targets
+                     if trigger == "input" and getattr(demo.blocks.get(block), "elem_id", None) == control.elem_id)
+        outputs = [getattr(block, "elem_id", None) for block in event.outputs]
+        assert outputs == [*map(elem_id, redraw_outputs(control.name)), None, "status"], control.name  # None: session
+    theta = next(fn for fn in demo.fns.values() if any(demo.blocks[b].elem_id == "theta" for b, _ in fn.targets))
+    assert "panel-cam" not in [block.elem_id for block in theta.outputs]
 
 
 def test_server_address_follows_space_and_port(monkeypatch):

@@ -162,6 +162,37 @@ def test_views_follow_theta_and_tau_and_reuse_drawings(analyser, tiny, photo):
     assert grid.shape[1] == 5 * SIZE and grid.dtype == np.uint8
 
 
+def test_a_controls_event_sends_only_what_it_redraws(tiny, photo, tmp_path):
+    from appcore import Analyser, ModelCache
+    from appcore.catalogue import Catalogue
+    from appcore.page import PICTURES, SKIP, VIEW_OUTPUTS, Page, redraw_outputs
+    from explain.controls import BY_NAME, CONTROLS
+
+    page = Page([tiny["multilabel"]], Analyser(ModelCache(capacity=1, catalogue=Catalogue([tiny["multilabel"]])),
+                                              capacity=1, fundus_check=False), ([], 0))
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    values = {c.name: c.default for c in CONTROLS}
+    source = page.photo(path, "tiny-lesions", "all predicted", *values.values())["session"]
+
+    def moved(control, **changed):
+        return page.redraw(control)(source, "tiny-lesions", "all predicted", *{**values, **changed}.values())
+
+    # θ: its panel (Guided Grad-CAM, the default before/after panel), the crop, the before/after and the summaries;
+    # no other picture is an output of its event at all.
+    theta = moved("theta", theta=40)
+    assert set(theta) == set(redraw_outputs("theta")) == set(VIEW_OUTPUTS) - (set(PICTURES) - BY_NAME["theta"].redraws())
+    assert {"guided_gradcam", "crop"} <= set(theta) and not {"cam", "gradcam", "gmsm"} & set(theta)
+    assert theta["regions"]["theta"] == 40 and theta["before_after"][1] is theta["guided_gradcam"]
+    # The before/after shows another panel, which θ leaves as it is: left as it is too. Choosing it sends it.
+    assert moved("theta", theta=50, compare="cam")["before_after"] is SKIP
+    assert moved("compare", compare="cam")["before_after"][1] is not None
+    assert moved("t", t=2.0)["before_after"] is SKIP and "gmsm" in moved("t", t=2.0)
+    # A colour redraws every picture; the full redraw (None) sends every output of the view.
+    assert set(PICTURES) <= set(moved("alpha", alpha=0.8)) and set(moved(None)) == set(VIEW_OUTPUTS)
+    assert redraw_outputs(None) == VIEW_OUTPUTS
+
+
 def test_unavailable_method_says_why(tmp_path, photo):
     import zoo
 
