@@ -185,6 +185,9 @@ def _fresh(module_name: str):
 
 
 def test_an_app_panel_is_a_method_with_a_panel(new_module):
+    # The real modules first: imported while the toy is registered, their tables would keep it after the test.
+    for real in ("explain.controls", "appcore.page"):
+        importlib.import_module(real)
     new_module("explain.methods", "toy_method", TOY_METHOD)
     METHODS.discover()
     controls, page = _fresh("explain.controls"), _fresh("appcore.page")
