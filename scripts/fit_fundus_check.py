@@ -188,13 +188,24 @@ def rows_and_features(args: argparse.Namespace) -> tuple[list[tuple[str, str, st
     return rows, features
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Logistic regression on standardised features, the standardisation folded into (coef, intercept)."""
+def group_weights(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Sample weights under which each class weighs the same and, within a class, each group (a folder, a kind of
+    lookalike, the generated photos): fitted on every photo, eyepacs-5k's 9,000 rows would otherwise drown HRF's 40
+    and the 30 generated photos that keep the tests' fixtures fundus photos (an 80 px one fell to 40 %)."""
+    pairs = list(zip(groups.tolist(), labels.tolist()))
+    rows_of, groups_of = Counter(pairs), Counter(label for _, label in set(pairs))
+    weights = np.array([1.0 / (rows_of[pair] * groups_of[pair[1]]) for pair in pairs])
+    return weights * len(weights) / weights.sum()
+
+
+def fit_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, float]:
+    """Logistic regression on standardised features (each group weighed the same: ``group_weights``), the
+    standardisation folded into (coef, intercept)."""
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = features.mean(0), features.std(0) + 1e-6
-    classifier = LogisticRegression(C=0.05, class_weight="balanced", max_iter=5000)
-    classifier.fit((features - mean) / scale, labels)
+    classifier = LogisticRegression(C=0.05, max_iter=5000)
+    classifier.fit((features - mean) / scale, labels, sample_weight=group_weights(labels, groups))
     coef = classifier.coef_[0] / scale
     return coef, float(classifier.intercept_[0] - (classifier.coef_[0] * mean / scale).sum())
 
@@ -235,7 +246,8 @@ def fit_and_write_head(rows: list[tuple], features: np.ndarray, args: argparse.N
     """The logistic head on the fit part (or all, ``--fit-on all``), its check-part report, written to ``--out``."""
     labels = np.array([r[3] for r in rows])
     fit = np.array([args.fit_on == "all" or r[2] == "fit" for r in rows])
-    coef, intercept = fit_head(features[fit], labels[fit])
+    groups = np.array([r[1] for r in rows])
+    coef, intercept = fit_head(features[fit], labels[fit], groups[fit])
     scores = 1 / (1 + np.exp(-(features @ coef + intercept)))
     threshold = min(THRESHOLD, float(scores[fit & (labels == 1)].min()) * 0.9)
     report = {"fit": dict(Counter(f"{'fundus' if r[3] else 'not fundus'}" for r, f in zip(rows, fit) if f))}
