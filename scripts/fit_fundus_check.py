@@ -17,7 +17,8 @@ Photos are split by a hash of their path into a *fit* part (60 %) and a *check* 
   sample photos in vignettes and generated discs. scikit-image's coffee, astronaut, chelsea and rocket are
   kept out of fitting: the tests use them as unseen lookalikes.
 
-The head is a logistic regression (scikit-learn) on standardised pooled features, the standardisation folded
+The head is a logistic regression (scikit-learn) on standardised pooled features, each group (folder, kind of
+lookalike, generated photos) weighed the same within its class, the standardisation folded
 into its coefficients; the threshold is fixed before the check part is looked at (0.5, lowered only if a
 fit-part positive would be refused). Prints the check part's false rejects per folder and the refusals per
 negative kind.
