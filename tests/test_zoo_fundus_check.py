@@ -64,6 +64,7 @@ def test_a_sample_of_real_photos_from_every_folder_passes_the_whole_check():
     "aptos2019/train_images/0ac436400db4.jpg",
     "eyepacs-1k/train/100_right.jpeg",  # a tight crop, dark corners
     "odir-ngc/cataract/2174_right.jpg",  # white padding, resampled to a square
+    "eyepacs-5k/train/17453_right.jpeg",  # a field under dust and scratches: finest-scale share 0.72 (soft band)
 ])
 def test_hard_real_photos_pass_the_whole_check(relative):
     path = shared_dataset(relative.split("/")[0]).parent / relative
@@ -187,6 +188,8 @@ def test_the_head_file_is_validated(tmp_path):
     ({"surround": 0.4, "texture": 0.05, "fine_share": 0.5, "blue_red": 2.0}, False),  # a blue field
     ({"surround": 0.1, "texture": 0.15, "fine_share": 0.5}, True),  # JPEG texture of a 256 px photo
     ({"surround": 0.1, "texture": 0.15, "fine_share": 0.8}, False),  # pixel noise
+    ({"surround": 0.1, "texture": 0.03, "fine_share": 0.72}, True),  # dust and scratches on a real field
+    ({"surround": 0.0, "texture": 0.04, "fine_share": 0.79}, False),  # reddish noise in a disc
 ])
 def test_only_stage_ones_soft_refusals_within_the_hard_limits_reach_the_content_stage(monkeypatch, stats, soft):
     import zoo.fundus_check as whole
