@@ -190,3 +190,33 @@ def test_every_paper_has_a_trained_shipped_model():
 
     shipped = {ModelConfig.load(_shipped(name) / "config.json").paper for name in DEFAULTS}
     assert shipped == set(PAPERS), f"papers without a shipped model: {sorted(set(PAPERS) - shipped)}"
+
+
+
+def test_dr_lesions_gmsm_is_finite_on_a_photo_whose_low_layer_sums_below_zero():
+    """IDRiD 0432: at the shipped low layer (blocks.2, signed activations) Grad-CAM++'s closed form has a pole where a
+    channel's ΣA < 0; GMSM came back all NaN with one thread and garbage with two (the pole's rounding differs).
+    The weights must stay within Chattopadhay's range for g > 0: α ≤ 1/2, so w_k ≤ ½ Σ ReLU(g)."""
+    from explain import Explainer, Predicted
+    from explain.methods import get_method
+    from explain.methods.base import Selection
+    from explain.methods.formulas import grad_cam_pp_weights
+    from fundus import load_image, preprocess
+    from zoo import load
+
+    path = shared_dataset("idrid-grading-boxes") / "images" / "0432.jpg"
+    if not path.is_file():
+        pytest.skip("IDRiD 0432 not in this copy of the data")
+    model = load("dr-lesions")
+    pre = preprocess(load_image(path), model.config)
+    explanation = Explainer(model).explain(pre.tensor, Predicted(), fov_mask=pre.fov_mask, methods=["gmsm"])
+    selection = Selection(explanation, 0, tuple(explanation.targets[0]), list(range(len(explanation.targets[0]))),
+                          get_method)
+    activations, grads = selection.activations("low"), selection.gradients("low")
+    signed = (activations.sum(dim=(2, 3)) < 0) & (grads > 0).any(dim=3).any(dim=2)
+    assert signed.any()  # the case this test is about: channels summing below 0 with positive gradients
+    weights = grad_cam_pp_weights(activations, grads)
+    bound = 0.5 * grads.clamp(min=0).sum(dim=(2, 3))
+    assert torch.isfinite(weights).all() and (weights <= bound * (1 + 1e-5) + 1e-12).all()
+    gmsm = np.asarray(explanation.maps()["gmsm"])
+    assert np.isfinite(gmsm).all() and gmsm[pre.fov_mask].max() > 0  # and it draws something

@@ -145,3 +145,18 @@ def test_gate_parameter_is_checked():
     with pytest.raises(ValueError, match="no prepared method takes"):
         expl.maps(sigma=2.0)
     assert not np.array_equal(expl.maps(t=0.0)["gmsm"], expl.maps(t=1e9)["gmsm"])
+
+
+def test_gradcam_pp_weights_stay_finite_on_signed_activations():
+    """Chattopadhay's closed form has a pole at 2g² + ΣA·g³ = 0, reachable when a layer's activations sum below 0
+    (EfficientNet's linear-bottleneck outputs): g = 1, ΣA = -2 - 1e-6 makes the denominator exactly 0."""
+    from explain.methods.formulas import grad_cam_pp_weights
+
+    activations = torch.full((1, 2, 2, 2), (-2.0 - 1e-6) / 4, dtype=torch.float64)
+    activations[0, 1] = 1.0  # a post-ReLU channel: Chattopadhay's α = g² / (2g² + ΣA·g³)
+    grads = torch.ones((1, 2, 2, 2), dtype=torch.float64)
+    grads[0, 1, 0, 0] = -3.0  # negative gradients add nothing (ReLU(g) = 0), and must not make 0 × inf
+    weights = grad_cam_pp_weights(activations, grads)
+    assert torch.isfinite(weights).all()
+    assert weights[0, 0].item() == pytest.approx(4 * 0.5)  # ΣA clamped at 0: α = 1/2 in each of the 4 cells
+    assert weights[0, 1].item() == pytest.approx(3 / (2 + 4.0))  # ΣA = 4: α = 1 / (2 + 4) where g = 1, as written

@@ -24,7 +24,13 @@ def grad_cam_weights(grads: torch.Tensor) -> torch.Tensor:
 def grad_cam_pp_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ weights (Chattopadhay et al. 2018, eq. 19; used by paper 004 eq. 1).
 
-    Written exactly as pytorch-grad-cam computes them (exponential-score closed form), so maps agree.
+    Written as pytorch-grad-cam computes them (exponential-score closed form), so maps agree on the layers
+    it is made for. That closed form assumes non-negative (post-ReLU) activations: for a layer with signed
+    ones (EfficientNet's linear-bottleneck block outputs, GMSM's low layers here) a channel's ΣA < 0 puts a
+    pole in α's denominator, 2g² + ΣA·g³ = 0 at g = -2/ΣA, and the weights blow up to inf / NaN (the shipped
+    ``dr-lesions``' ``blocks.2`` on an IDRiD photo: ΣA = -27,839, a denominator of -1e-4, an all-NaN GMSM
+    map). So ΣA is clamped at 0 (α = 1/2 there, Grad-CAM's even weighting: nothing changes for post-ReLU
+    layers, tests/test_explain_reference.py) and α is kept only where ReLU(g) > 0 (elsewhere it multiplies 0).
 
     Args:
         activations: (N, K, h, w) layer activations A.
@@ -35,9 +41,9 @@ def grad_cam_pp_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch
     """
     grads_2 = grads * grads
     grads_3 = grads_2 * grads
-    sum_activations = activations.sum(dim=(2, 3), keepdim=True)
+    sum_activations = activations.sum(dim=(2, 3), keepdim=True).clamp(min=0)
     alpha = grads_2 / (2 * grads_2 + sum_activations * grads_3 + 1e-6)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    alpha = torch.where(grads > 0, alpha, torch.zeros_like(alpha))
     return (grads.clamp(min=0) * alpha).sum(dim=(2, 3))
 
 
