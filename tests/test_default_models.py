@@ -192,10 +192,10 @@ def test_every_paper_has_a_trained_shipped_model():
     assert shipped == set(PAPERS), f"papers without a shipped model: {sorted(set(PAPERS) - shipped)}"
 
 
-
 def test_dr_lesions_gmsm_is_finite_on_a_photo_whose_low_layer_sums_below_zero():
     """IDRiD 0432: at the shipped low layer (blocks.2, signed activations) Grad-CAM++'s closed form has a pole where a
-    channel's ΣA < 0; GMSM came back all NaN with one thread and garbage with two (the pole's rounding differs).
+    channel's ΣA < 0; GMSM came back all NaN with one thread, and with two the weights were finite but far beyond
+    Grad-CAM++'s range (the pole's rounding differs).
     The weights must stay within Chattopadhay's range for g > 0: α ≤ 1/2, so w_k ≤ ½ Σ ReLU(g)."""
     from explain import Explainer, Predicted
     from explain.methods import get_method
