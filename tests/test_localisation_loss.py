@@ -21,7 +21,8 @@ from fundus.datasets import load_dataset
 from train import augment as aug
 from train.data import CachedImages
 from train.lesion_masks import lesion_masks, mask_size, photo_masks, shrink_any
-from train.localisation import ClassMaps, LocalisationTerm, localisation_term, outside_energy, region_at
+from train.localisation import (ClassMaps, LocalisationTerm, label_weights_from, localisation_term, outside_energy,
+                                region_at)
 from train.loop import LoopConfig, Stage, fit
 from train.paired_augment import apply_jointly
 # The recipes' generated data sets: IDRiD segmentation masks (idrid-seg-dev) and YOLO boxes (diaretdb1-boxes).
@@ -78,6 +79,49 @@ def test_only_annotated_positive_labels_count():
     # Dilation by one cell grows the 2×2 region to the whole 4×4 map.
     assert region_at(masks[:1, :1], (4, 4), dilate=1).sum().item() == 16
     assert localisation_term(cam, masks, target, dilate=1).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_label_weights_scale_each_lesion_types_pairs():
+    cam = torch.ones(2, 3, 4, 4)
+    cam[1, 1, 1:3, 1:3] = 9.0  # photo 1, label 1: 36 of 48 energy inside the 2×2 region: E = 12/48
+    masks = torch.zeros(2, 3, 16, 16)
+    masks[:, :, 4:12, 4:12] = 1
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # pairs: (0, label 0) E = 0.75, (1, label 1) E = 0.25
+    plain = localisation_term(cam, masks, target, dilate=0)
+    assert plain.item() == pytest.approx((0.75 + 0.25) / 2, abs=1e-6)
+    ones = localisation_term(cam, masks, target, dilate=0, label_weights=torch.ones(3))
+    assert ones.item() == pytest.approx(plain.item(), abs=1e-6)
+    weighted = localisation_term(cam, masks, target, dilate=0, label_weights=torch.tensor([1.0, 4.0, 0.0]))
+    assert weighted.item() == pytest.approx((0.75 + 4 * 0.25) / 2, abs=1e-6)  # a weighted sum over the same pairs
+    # Label 2 (weight 0) has no positive pair here: weighting it changes nothing; weighting label 0 out leaves label 1's.
+    only_1 = localisation_term(cam, masks, target, dilate=0, label_weights=torch.tensor([0.0, 1.0, 7.0]))
+    assert only_1.item() == pytest.approx(0.25 / 2, abs=1e-6)
+
+
+def test_label_weights_are_read_by_name_and_bad_ones_refused():
+    labels = ["BP/MA", "HM", "HEX"]
+    assert label_weights_from([], labels) is None
+    assert label_weights_from(["HM=2.5", "BP/MA=0"], labels).tolist() == [0.0, 2.5, 1.0]
+    for bad, message in [("XX=2", "one of BP/MA, HM, HEX"), ("HM", "LABEL=WEIGHT"), ("HM=a", "not a number"),
+                         ("HM=-1", "≥ 0"), ("HM=nan", "≥ 0")]:
+        with pytest.raises(ValueError, match=message):
+            label_weights_from([bad], labels)
+    with pytest.raises(ValueError, match="twice"):
+        label_weights_from(["HM=2", "HM=3"], labels)
+
+
+def test_the_recipe_passes_label_weights_to_the_term(data, tmp_path):  # noqa: F811 - the fixture
+    from train.recipes import get_recipe
+
+    recipe = get_recipe("dr-lesions")
+    common = ["--data", str(data["idrid"]), "--format", "idrid-seg", "--input-size", "64", "--arch",
+              "efficientnet_lite0", "--no-pretrained", "--quiet", "--cache-dir", str(tmp_path), "--out", str(tmp_path)]
+    args = recipe.parse_args([*common, "--localisation-weight", "0.5", "--localisation-label-weight", "HM=3", "HEX=2"])
+    term = recipe.loop_config(args, tiny_lesion_model(64)).localisation
+    assert term.weight == 0.5 and term.label_weights.tolist() == [1.0, 3.0, 2.0, 1.0, 1.0]  # LABELS' order
+    assert "--localisation-label-weight HM=3 HEX=2" in args.command
+    with pytest.raises(SystemExit):  # argparse's message names the labels (test above): before any photo is read
+        recipe.parse_args([*common, "--localisation-label-weight", "MA=2"])
 
 
 # ------------------------------------------------------------------------------ (b) gradients

@@ -16,7 +16,9 @@ map's size by "any lesion pixel", dilated by ``dilate`` cells since masks and bo
     E_k = Σ relu(CAM_k) · (1 − M_k) / (Σ relu(CAM_k) + eps)
 
 the share of the map's energy outside the lesions, averaged over the batch's annotated positive
-(photo, label) pairs; a label the photo does not have, or whose region is unknown, adds nothing. The loop
+(photo, label) pairs; a label the photo does not have, or whose region is unknown, adds nothing. Optional
+per-label weights w_k scale each pair's E_k before the average (Σ w_k E_k / pairs): small lesions, whose
+region a one-cell dilation mostly fills, can be weighted up without raising the term on the others. The loop
 adds ``weight · term`` to the classification loss in training (``LoopConfig.localisation``); validation
 and early stopping still see the classification loss alone. A map with no positive cell gives E = 0 and
 no gradient (the classification loss raises the positive label's map first).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -67,19 +69,50 @@ def positives(target: torch.Tensor, labels: int) -> torch.Tensor:
 
 
 def localisation_term(cam: torch.Tensor, masks: torch.Tensor, target: torch.Tensor, dilate: int = 1,
-                      eps: float = 1e-6) -> torch.Tensor:
-    """Mean outside energy over the annotated positive (photo, label) pairs; 0 (in the graph) when none.
+                      eps: float = 1e-6, label_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (weighted) outside energy over the annotated positive (photo, label) pairs; 0 (in the graph) when none.
 
     Args:
         cam: (B, L, h, w) class maps, differentiable.
         masks: (B, L, m, m) lesion masks in [0, 1]; an all-zero mask is unknown.
         target: the batch's targets (multi-hot with NaN = unknown, or class indices).
+        label_weights: (L,) weight of each label's pairs (None: all 1).
     """
     region = region_at(masks.to(cam.device), cam.shape[-2:], dilate)
     pairs = positives(target.to(cam.device), cam.shape[1]) & (region.flatten(2).amax(-1) > 0)
     if not bool(pairs.any()):
         return cam.sum() * 0.0
-    return outside_energy(cam.float(), region, eps)[pairs].mean()
+    energy = outside_energy(cam.float(), region, eps)
+    if label_weights is not None:
+        energy = energy * label_weights.to(energy.device, energy.dtype)
+    return energy[pairs].mean()
+
+
+def label_weights_from(pairs: Sequence[str], labels: Sequence[str]) -> torch.Tensor | None:
+    """``["HM=2", …]`` (the CLI's LABEL=W) as an (L,) weight per label, 1 where not named; None for no pairs.
+
+    Raises:
+        ValueError: not LABEL=W, a label the model does not have, a weight below 0, or a label named twice.
+    """
+    if not pairs:
+        return None
+    weights = torch.ones(len(labels))
+    named: set[str] = set()
+    for pair in pairs:
+        label, sep, value = pair.partition("=")
+        if not sep or label not in labels:
+            raise ValueError(f"expected LABEL=WEIGHT with LABEL one of {', '.join(labels)}; got {pair!r}")
+        if label in named:
+            raise ValueError(f"{label} is weighted twice")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"the weight of {label} is not a number: {value!r}") from None
+        if not weight >= 0:
+            raise ValueError(f"the weight of {label} must be ≥ 0, got {value}")
+        weights[list(labels).index(label)] = weight
+        named.add(label)
+    return weights
 
 
 class ClassMaps:
@@ -154,15 +187,18 @@ class LocalisationTerm:
     weight: float = 1.0
     dilate: int = 1
     eps: float = 1e-6
+    label_weights: torch.Tensor | None = None  # (L,) per label (``localisation_term``); None: all 1
     _lesions: torch.Tensor | None = field(default=None, repr=False)
     _masks: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
-    def for_model(cls, model: nn.Module, weight: float, dilate: int = 1) -> "LocalisationTerm":
-        """The term on ``model``'s CAM (see ``ClassMaps``)."""
+    def for_model(cls, model: nn.Module, weight: float, dilate: int = 1,
+                  label_weights: Sequence[str] = ()) -> "LocalisationTerm":
+        """The term on ``model``'s CAM (see ``ClassMaps``); ``label_weights`` as ``label_weights_from`` reads them."""
         if weight < 0 or dilate < 0:
             raise ValueError(f"weight and dilate must be ≥ 0, got {weight} and {dilate}")
-        return cls(ClassMaps(model), float(weight), int(dilate))
+        return cls(ClassMaps(model), float(weight), int(dilate),
+                   label_weights=label_weights_from(label_weights, model.config.labels))
 
     @contextmanager
     def training(self, train_set: Dataset, augment: Callable[[torch.Tensor], torch.Tensor]):
@@ -196,4 +232,4 @@ class LocalisationTerm:
     def loss(self, target: torch.Tensor) -> torch.Tensor:
         """The unweighted term for the last forward pass (see the module docstring)."""
         masks, self._masks = self._masks, None
-        return localisation_term(self.maps.take(), masks, target, self.dilate, self.eps)
+        return localisation_term(self.maps.take(), masks, target, self.dilate, self.eps, self.label_weights)

@@ -44,7 +44,7 @@ from train.data import default_cache_dir
 from train.frozen import fit_on_frozen_features
 from train.frozen_lesions import cache_features_with_lesions
 from train.lesion_masks import lesion_masks
-from train.localisation import LocalisationTerm
+from train.localisation import LocalisationTerm, label_weights_from
 from train.metrics import choose_thresholds
 from train.recipes import PreparedData, Recipe, register
 from fundus.datasets.labels import annotation_of, incompletely_boxed, missing_boxes_unknown, sample_target
@@ -59,6 +59,15 @@ def non_negative(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
+
+
+def lesion_weight(text: str) -> str:
+    """argparse type: LABEL=W with a lesion label of the recipe and W ≥ 0 (read by ``label_weights_from``)."""
+    try:
+        label_weights_from([text], LESION_LABELS)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def head_parameters(model: nn.Module):
@@ -108,6 +117,10 @@ class DrLesionsRecipe(Recipe):
                             metavar="CELLS",
                             help="grow each lesion region by this many class-map cells (masks and boxes are "
                                  "coarse) before the localisation term measures the energy outside it")
+        parser.add_argument("--localisation-label-weight", nargs="+", type=lesion_weight, default=[],
+                            metavar="LABEL=W",
+                            help="weight the localisation term per lesion type, e.g. HM=2 (haemorrhages are "
+                                 "small: a one-cell dilation mostly fills their region); labels not named weigh 1")
 
     def model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"arch_kwargs": {"fcn_widths": list(args.fcn_widths)}}
@@ -138,7 +151,8 @@ class DrLesionsRecipe(Recipe):
     def loop_config(self, args: argparse.Namespace, model: nn.Module) -> LoopConfig:
         cfg = super().loop_config(args, model)
         if args.localisation_weight > 0:
-            cfg.localisation = LocalisationTerm.for_model(model, args.localisation_weight, args.localisation_dilate)
+            cfg.localisation = LocalisationTerm.for_model(model, args.localisation_weight, args.localisation_dilate,
+                                                          args.localisation_label_weight)
         return cfg
 
     def fit_sets(self, args: argparse.Namespace, model: nn.Module, train_set: Any, val_set: Any,
