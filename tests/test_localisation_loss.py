@@ -93,7 +93,7 @@ def test_label_weights_scale_each_lesion_types_pairs():
     assert ones.item() == pytest.approx(plain.item(), abs=1e-6)
     weighted = localisation_term(cam, masks, target, dilate=0, label_weights=torch.tensor([1.0, 4.0, 0.0]))
     assert weighted.item() == pytest.approx((0.75 + 4 * 0.25) / 2, abs=1e-6)  # a weighted sum over the same pairs
-    # Label 2 (weight 0) has no positive pair here: weighting it changes nothing; weighting label 0 out leaves label 1's.
+    # Label 2 has no positive pair here: weighting it changes nothing; weighting label 0 out leaves label 1's.
     only_1 = localisation_term(cam, masks, target, dilate=0, label_weights=torch.tensor([0.0, 1.0, 7.0]))
     assert only_1.item() == pytest.approx(0.25 / 2, abs=1e-6)
 
@@ -120,8 +120,12 @@ def test_the_recipe_passes_label_weights_to_the_term(data, tmp_path):  # noqa: F
     term = recipe.loop_config(args, tiny_lesion_model(64)).localisation
     assert term.weight == 0.5 and term.label_weights.tolist() == [1.0, 3.0, 2.0, 1.0, 1.0]  # LABELS' order
     assert "--localisation-label-weight HM=3 HEX=2" in args.command
-    with pytest.raises(SystemExit):  # argparse's message names the labels (test above): before any photo is read
-        recipe.parse_args([*common, "--localisation-label-weight", "MA=2"])
+    # Refused before any photo is read: a label the recipe does not have, a label named twice, weights without the term.
+    for bad, message in [(["--localisation-weight", "1", "--localisation-label-weight", "MA=2"], "one of BP/MA"),
+                         (["--localisation-weight", "1", "--localisation-label-weight", "HM=2", "HM=3"], "twice"),
+                         (["--localisation-label-weight", "HM=2"], "--localisation-weight > 0")]:
+        with pytest.raises(SystemExit, match=message):
+            recipe.parse_args([*common, *bad])
 
 
 # ------------------------------------------------------------------------------ (b) gradients

@@ -230,6 +230,6 @@ class LocalisationTerm:
         return items
 
     def loss(self, target: torch.Tensor) -> torch.Tensor:
-        """The unweighted term for the last forward pass (see the module docstring)."""
+        """The term for the last forward pass, label weights applied, before ``weight`` (the loop multiplies)."""
         masks, self._masks = self._masks, None
         return localisation_term(self.maps.take(), masks, target, self.dilate, self.eps, self.label_weights)

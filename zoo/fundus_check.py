@@ -15,8 +15,9 @@
 
 Stage 1's two tests that real low-resolution photos fail (a dark surround in squashed 224 px APTOS photos
 with JPEG halos; "texture like noise" in 256 px EyePACS photos and in a field under dust and scratches) are
-*soft* here: above their stage-1 limit and below the hard limits below, the content stage decides. The verdict is a ``fundus.FundusCheck``
-(``stats["content"]`` is the content stage's probability), so every caller and message stays the same.
+*soft* here: above their stage-1 limit and below the hard limits below, the content stage decides. The verdict is a
+``fundus.FundusCheck`` (``stats["content"]`` is the content stage's probability), so every caller and message stays
+the same.
 
 The same features give the unlike-training indicator its model-independent distance
 (``zoo.fundus_check_reference``: ``stats["content_distance"]``, and ``content_verdicts`` for photos not checked).

@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -59,15 +59,6 @@ def non_negative(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
     return value
-
-
-def lesion_weight(text: str) -> str:
-    """argparse type: LABEL=W with a lesion label of the recipe and W ≥ 0 (read by ``label_weights_from``)."""
-    try:
-        label_weights_from([text], LESION_LABELS)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
 
 
 def head_parameters(model: nn.Module):
@@ -117,10 +108,21 @@ class DrLesionsRecipe(Recipe):
                             metavar="CELLS",
                             help="grow each lesion region by this many class-map cells (masks and boxes are "
                                  "coarse) before the localisation term measures the energy outside it")
-        parser.add_argument("--localisation-label-weight", nargs="+", type=lesion_weight, default=[],
-                            metavar="LABEL=W",
+        parser.add_argument("--localisation-label-weight", nargs="+", default=[], metavar="LABEL=W",
                             help="weight the localisation term per lesion type, e.g. HM=2 (haemorrhages are "
                                  "small: a one-cell dilation mostly fills their region); labels not named weigh 1")
+
+    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
+        """The base flags, and the label weights checked before any photo is read."""
+        args = super().parse_args(argv)
+        if args.localisation_label_weight and not args.localisation_weight > 0:
+            raise SystemExit("error: --localisation-label-weight weights the localisation term: give "
+                             "--localisation-weight > 0 too")
+        try:
+            label_weights_from(args.localisation_label_weight, self.labels)
+        except ValueError as err:
+            raise SystemExit(f"error: --localisation-label-weight: {err}") from None
+        return args
 
     def model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"arch_kwargs": {"fcn_widths": list(args.fcn_widths)}}
